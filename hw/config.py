@@ -1,0 +1,97 @@
+"""`EngineConfig`: the parameters of one generated accelerator (DESIGN §4).
+
+One object carries everything that sizes the hardware, and it is what a compiled ``Program``
+is checked against. It can be read from and written to a small JSON file (``--config FILE``).
+"""
+import dataclasses
+import hashlib
+import json
+
+__all__ = ["EngineConfig", "DESC_WORDS"]
+
+#: 32-bit words per layer descriptor in the parameter memory (see ``hw/engine.py``).
+DESC_WORDS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """Sizes of the PE array, its memories and the host link.
+
+    :param m: PEs (output channels computed in parallel). Default 16.
+    :param vc: SAC lanes per PE = input channels per feature word. Multiple of 8. Default 16.
+    :param acc_width: accumulator bits per PE (ARITHMETIC §4.4); the compiler rejects layers
+        whose worst case needs more. 20..48, default 32.
+    :param filter_depth: words (``vc`` codes each) in every PE's filter cache; bounds
+        ``Kh·Kw·⌈Cin/vc⌉`` of a layer. Default 512.
+    :param feature_depth: words (``vc`` int8 each, HWC) of feature memory. Default 8192 (128 KiB).
+    :param weight_depth: words (``vc`` 4-bit codes each) of weight memory. Default 16384 (128 KiB).
+    :param param_depth: 32-bit words of parameter memory (descriptors and biases). Default 4096.
+    :param clk_hz: clock frequency the design is built for (Hz); sets the UART divisor.
+    :param baud: UART bit rate (bit/s).
+
+    Peak throughput is ``m·vc`` shift-accumulate operations per cycle (256 by default).
+    :raises ValueError: on any inconsistent parameter, naming it.
+    """
+    m: int = 16
+    vc: int = 16
+    acc_width: int = 32
+    filter_depth: int = 512
+    feature_depth: int = 8192
+    weight_depth: int = 16384
+    param_depth: int = 4096
+    clk_hz: int = 200_000_000
+    baud: int = 12_500_000
+
+    def __post_init__(self):
+        if self.m < 1:
+            raise ValueError(f"EngineConfig.m must be at least 1, not {self.m}")
+        if self.vc < 8 or self.vc % 8:
+            raise ValueError(f"EngineConfig.vc must be a positive multiple of 8, not {self.vc}")
+        if self.m % self.vc:
+            raise ValueError(f"EngineConfig.m ({self.m}) must be a multiple of vc ({self.vc})")
+        if not 20 <= self.acc_width <= 48:
+            raise ValueError(f"EngineConfig.acc_width must be in 20..48, not {self.acc_width}")
+        for name in ("filter_depth", "feature_depth", "weight_depth", "param_depth"):
+            v = getattr(self, name)
+            if v < 16 or v > (1 << 24):
+                raise ValueError(f"EngineConfig.{name} must be in 16..2^24, not {v}")
+        if self.param_depth < DESC_WORDS + self.m:
+            raise ValueError("EngineConfig.param_depth too small for one descriptor and one bias block")
+        if self.uart_divisor < 4:
+            raise ValueError(f"EngineConfig: clk_hz/baud = {self.clk_hz}/{self.baud} gives fewer than "
+                             "4 clock cycles per UART bit")
+
+    @property
+    def uart_divisor(self):
+        """Clock cycles per UART bit (``clk_hz // baud``)."""
+        return self.clk_hz // self.baud
+
+    @property
+    def peak_ops_per_cycle(self):
+        """``m · vc`` shift-accumulate operations per cycle."""
+        return self.m * self.vc
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown EngineConfig field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path):
+        """Read a JSON configuration file (any subset of the fields)."""
+        with open(path) as f:
+            try:
+                d = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"configuration {path}: not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    def digest(self):
+        """Short stable hash of the configuration (for generated-file stamps and caches)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]

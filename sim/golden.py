@@ -1,0 +1,246 @@
+"""Golden model of the accelerator's integer arithmetic (NumPy only).
+
+This module *is* the bit-exact contract of ``../shared/ARITHMETIC.md`` §4 in executable form.
+Every hardware block and the whole RTL engine are compared with it bit for bit; the float
+model is compared with it within the quantization error.
+
+Conventions: feature maps are CHW (``x[c, y, x]``), conv weights ``w[co, ci, ky, kx]``
+(cross-correlation, as ``torch.nn.functional.conv2d``). Integer arrays are ``np.int64``
+unless stated otherwise, so no intermediate ever wraps.
+
+Contents
+--------
+* INQ 4-bit power-of-two weights (ARITHMETIC §4.1, §4.2): :func:`inq_n1`, :func:`inq_quantize`,
+  :func:`code_to_int`, :func:`inq_decode`, :func:`pack_codes`, :func:`unpack_codes`.
+* int8 features with a power-of-two scale (§4.3): :func:`feature_q`, :func:`quantize_features`,
+  :func:`dequantize_features`.
+* The shift-accumulate datapath (§4.4): :func:`sac`, :func:`conv_acc`, :func:`acc_bits`.
+* Requantization (§4.5): :func:`requantize`; :func:`maxpool2`.
+"""
+import numpy as np
+
+__all__ = [
+    "DE", "inq_n1", "inq_quantize", "code_to_int", "inq_decode", "pack_codes", "unpack_codes",
+    "feature_q", "quantize_features", "dequantize_features", "sac", "conv_acc", "acc_bits",
+    "requantize", "maxpool2", "round_shift",
+]
+
+#: Exponent spread n1 − n2 of the dense 4-bit code (ARITHMETIC §4.2): shifts 0..6.
+DE = 6
+
+
+def _floor_log2(a):
+    """Exact ⌊log2 a⌋ for positive float64 ``a`` (via ``frexp``, no rounding)."""
+    _, ex = np.frexp(np.asarray(a, dtype=np.float64))
+    return ex.astype(np.int64) - 1
+
+
+def _round_exp(a):
+    """Exact ⌊log2(4a/3)⌋ for positive ``a``: the exponent ``a`` rounds to (ties up).
+
+    With ``k = ⌊log2 a⌋`` the answer is ``k`` if ``a < 1.5·2^k`` else ``k + 1``
+    (ARITHMETIC §4.1: decision thresholds at 1.5·2^k). 1.5·2^k is exact in float64.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    k = _floor_log2(a)
+    return np.where(a < np.ldexp(1.5, k), k, k + 1)
+
+
+def inq_n1(w):
+    """INQ ``n1 = ⌊log2(4s/3)⌋`` with ``s = max|w|`` (ARITHMETIC §4.1).
+
+    :param w: float array (any shape), not all zero.
+    :returns: int, the exponent of the largest level.
+    :raises ValueError: if every weight is zero (no level set can be chosen).
+    """
+    s = float(np.max(np.abs(w))) if np.size(w) else 0.0
+    if not s > 0.0 or not np.isfinite(s):
+        raise ValueError(f"INQ needs a finite non-zero weight tensor (max|w| = {s})")
+    return int(_round_exp(s))
+
+
+def inq_quantize(w, n1=None):
+    """Quantize float weights to the 4-bit INQ code ``[s | E2 E1 E0]`` (ARITHMETIC §4.1–4.2).
+
+    Levels ``{0, ±2^n2 … ±2^n1}`` with ``n2 = n1 − 6``; nearest level in the linear domain, ties
+    to the larger level; ``|w| < 2^(n2−1)`` → 0. Code: ``E = 0`` → 0, else weight
+    ``(−1)^s · 2^(n2 + E − 1)``. The code 0b1000 is never produced.
+
+    :param w: float array, any shape.
+    :param n1: largest exponent; default :func:`inq_n1` of ``w``.
+    :returns: ``(codes, n2)``: ``codes`` uint8 array of ``w``'s shape with values 0..15; ``n2`` int.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if n1 is None:
+        n1 = inq_n1(w)
+    n2 = n1 - DE
+    a = np.abs(w)
+    nz = a >= np.ldexp(1.0, n2 - 1)
+    e = np.clip(_round_exp(np.where(nz, a, 1.0)), n2, n1)
+    E = np.where(nz, e - n2 + 1, 0).astype(np.uint8)
+    s = ((w < 0) & nz).astype(np.uint8)
+    return (s << 3 | E).astype(np.uint8), int(n2)
+
+
+def code_to_int(codes):
+    """Integer weight of each 4-bit code, in units of ``2^n2``: ``(−1)^s · 2^(E−1)`` or 0.
+
+    :param codes: integer array of 4-bit codes (0..15).
+    :returns: int64 array, values in {0, ±1, ±2, … ±64}.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    if np.any((codes < 0) | (codes > 15)):
+        raise ValueError("4-bit weight codes must be in 0..15")
+    E = codes & 7
+    mag = np.where(E > 0, np.left_shift(1, np.maximum(E - 1, 0)), 0)
+    return np.where(codes & 8, -mag, mag).astype(np.int64)
+
+
+def inq_decode(codes, n2):
+    """Float value of each code: ``code_to_int(codes) · 2^n2`` (float64, exact)."""
+    return np.ldexp(code_to_int(codes).astype(np.float64), int(n2))
+
+
+def pack_codes(codes):
+    """Pack 4-bit codes four to a 16-bit word, first code in the lowest nibble (DESIGN §3).
+
+    :param codes: 1-D array of codes 0..15; its length is padded with zero codes to a multiple of 4.
+    :returns: uint16 array of ``⌈len/4⌉`` words.
+    """
+    c = np.asarray(codes, dtype=np.uint16).ravel()
+    if np.any(c > 15):
+        raise ValueError("4-bit weight codes must be in 0..15")
+    c = np.concatenate([c, np.zeros((-len(c)) % 4, np.uint16)]).reshape(-1, 4)
+    return (c[:, 0] | c[:, 1] << 4 | c[:, 2] << 8 | c[:, 3] << 12).astype(np.uint16)
+
+
+def unpack_codes(words, n):
+    """Inverse of :func:`pack_codes`: the first ``n`` codes of ``words`` (uint8 array)."""
+    w = np.asarray(words, dtype=np.uint16).ravel()
+    if n > 4 * len(w):
+        raise ValueError(f"{n} codes asked from {len(w)} words")
+    c = np.stack([(w >> s) & 15 for s in (0, 4, 8, 12)], axis=1).ravel()
+    return c[:n].astype(np.uint8)
+
+
+def feature_q(fmax):
+    """Feature exponent ``Q = ⌊log2(128 / fmax)⌋``: the largest Q with ``2^Q·fmax ≤ 128`` (§4.3).
+
+    :param fmax: max |f| over calibration data (float ≥ 0). ``fmax = 0`` gives Q = 0.
+    :returns: int (may be negative).
+    """
+    fmax = float(fmax)
+    if not np.isfinite(fmax) or fmax < 0:
+        raise ValueError(f"feature range must be finite and non-negative, got {fmax}")
+    if fmax == 0.0:
+        return 0
+    m, ex = np.frexp(fmax)          # fmax = m·2^ex, m in [0.5, 1)
+    return int(8 - ex) if m == 0.5 else int(7 - ex)
+
+
+def quantize_features(f, q, mode="half_up"):
+    """``V = clip(round(2^Q · f), −128, 127)`` as int64 (ARITHMETIC §4.3).
+
+    :param mode: ``'half_up'`` (default, ties → +∞) or ``'rne'`` (ties to even).
+    """
+    y = np.ldexp(np.asarray(f, dtype=np.float64), int(q))
+    if mode == "half_up":
+        r = np.floor(y + 0.5)
+    elif mode == "rne":
+        r = np.rint(y)
+    else:
+        raise ValueError(f"unknown rounding mode {mode!r}")
+    return np.clip(r, -128, 127).astype(np.int64)
+
+
+def dequantize_features(v, q):
+    """``f = V · 2^(−Q)`` (float64, exact)."""
+    return np.ldexp(np.asarray(v, dtype=np.float64), -int(q))
+
+
+def sac(x, code):
+    """One shift-accumulate lane: int8 ``x`` × 4-bit ``code`` → ``±(x << (E−1))`` or 0 (DESIGN §4).
+
+    Element-wise over arrays; int64 result in [−8192, 8128].
+    """
+    x = np.asarray(x, dtype=np.int64)
+    code = np.asarray(code, dtype=np.int64)
+    E = code & 7
+    p = np.where(E > 0, np.left_shift(x, np.maximum(E - 1, 0)), 0)
+    return np.where(code & 8, -p, p)
+
+
+def conv_acc(v, codes, stride=1, pad=(0, 0, 0, 0)):
+    """Integer accumulator of the shift-accumulate conv (ARITHMETIC §4.4, per-tensor Q).
+
+    ``acc[o, a, b] = Σ_{c,i,j} sac(vp[c, a·s+i, b·s+j], codes[o, c, i, j])`` where ``vp`` is ``v``
+    zero-padded by ``pad = (top, bottom, left, right)``. The products are the SAC lane's shifts
+    (exact powers of two), so the sum equals an int64 correlation with :func:`code_to_int`.
+
+    :param v: int array (Cin, H, W), values in [−128, 127].
+    :param codes: 4-bit codes (Cout, Cin, Kh, Kw).
+    :returns: int64 array (Cout, Ho, Wo), ``Ho = (H + top + bottom − Kh) // s + 1``.
+    :raises ValueError: on a channel mismatch or an empty output.
+    """
+    v = np.asarray(v, dtype=np.int64)
+    wi = code_to_int(codes)
+    co, ci, kh, kw = wi.shape
+    if v.ndim != 3 or v.shape[0] != ci:
+        raise ValueError(f"input {v.shape} does not match weights {wi.shape}")
+    t, b, l, r = pad
+    vp = np.pad(v, ((0, 0), (t, b), (l, r)))
+    hp, wp = vp.shape[1:]
+    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"conv of a {v.shape[1:]} input with a {kh}x{kw} kernel is empty")
+    cols = np.empty((ci, kh, kw, ho, wo), dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = vp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+    return np.tensordot(wi, cols, axes=([1, 2, 3], [0, 1, 2]))
+
+
+def acc_bits(n_taps, de=DE, bias_max=0):
+    """Accumulator width that can never overflow (ARITHMETIC §4.4): ``bitlen(M) + 1``.
+
+    ``M = 128 · 2^de · N + |bias|max`` for ``N = Cin·Kh·Kw`` taps per output (per-tensor Q).
+
+    :returns: int, bits of a signed two's complement accumulator.
+    """
+    m = 128 * (1 << de) * int(n_taps) + abs(int(bias_max))
+    return m.bit_length() + 1
+
+
+def round_shift(acc, sh):
+    """``round(acc · 2^(−sh))`` with round-half-up for ``sh > 0``, exact left shift for ``sh ≤ 0``."""
+    acc = np.asarray(acc, dtype=np.int64)
+    sh = int(sh)
+    if sh > 0:
+        return (acc + (1 << (sh - 1))) >> sh
+    return acc << (-sh)
+
+
+def requantize(acc, sh, relu=False):
+    """Requantize an accumulator to int8 (ARITHMETIC §4.5), round half up, saturate.
+
+    ``V = min(127, max(−128, round_shift(max(acc, 0) if relu else acc, sh)))``.
+
+    :param acc: int array (already including the bias).
+    :param sh: shift ``Qmax − n2 − Q_out`` (int; ≤ 0 means an exact left shift).
+    :returns: int64 array in [−128, 127].
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    if relu:
+        acc = np.maximum(acc, 0)
+    return np.clip(round_shift(acc, sh), -128, 127)
+
+
+def maxpool2(v):
+    """2×2 max-pool, stride 2, floor mode (an odd last row/column is dropped), CHW."""
+    v = np.asarray(v)
+    c, h, w = v.shape
+    h2, w2 = h // 2, w // 2
+    if h2 < 1 or w2 < 1:
+        raise ValueError(f"2x2 max-pool of a {h}x{w} map is empty")
+    v = v[:, :2 * h2, :2 * w2].reshape(c, h2, 2, w2, 2)
+    return v.max(axis=(2, 4))
