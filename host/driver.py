@@ -1,0 +1,243 @@
+"""Driver: one `Device` API over the transports ``golden``, ``sim`` and ``uart`` (DESIGN §6).
+
+* ``golden`` — the functional NumPy device: runs a :class:`Program` with the golden model
+  (``sim/golden.py``), reading the weights and biases back from the program's memory images.
+* ``sim`` — the generated ``Accelerator`` RTL under Verilator, reached through the UART frame
+  protocol on pipes: the same bytes a board receives (``sim/verilator.py``, ``host/link.py``).
+* ``uart`` — a real board over a serial port (pyserial), same protocol.
+
+Every device is used the same way::
+
+    dev = Device("sim")
+    dev.load(program)
+    y = dev.run(x)            # float outputs (N, ...) dequantized from the int8 results
+    dev.cycles                # engine cycles per input of the last run (RTL devices)
+"""
+import dataclasses
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from ..hw.config import EngineConfig
+from ..sim import golden
+from .program import Program, features_to_words, words_to_features
+
+__all__ = ["Device", "DeviceError", "golden_forward", "default_cache_dir", "SIM_DIVISOR"]
+
+#: UART clock cycles per bit of the simulated device (the fastest the bridge accepts).
+SIM_DIVISOR = 4
+
+
+class DeviceError(Exception):
+    """The device reported an error, or does not match the program."""
+
+
+def default_cache_dir():
+    """Where simulated devices are cached: ``$NIBBLE_CACHE_DIR`` or ``~/.cache/nibble``."""
+    return pathlib.Path(os.environ.get("NIBBLE_CACHE_DIR", pathlib.Path.home() / ".cache" / "nibble"))
+
+
+def golden_forward(program: Program, v):
+    """Run one int input (C, H, W) through the program with the golden model → int64 output.
+
+    Layer by layer: ``acc = conv_acc(v, codes, stride, pad) + bias`` (ARITHMETIC §4.4),
+    ``requantize(acc, sh, relu)`` (§4.5), then ``maxpool2`` if the layer pools.
+    """
+    for i, L in enumerate(program.layers):
+        acc = golden.conv_acc(v, program.layer_codes(i), L.stride, L.pad)
+        acc = acc + program.layer_bias(i)[:, None, None]
+        if L.pool == 2:
+            acc = acc[:, :2 * L.out_h, :2 * L.out_w]
+        v = golden.requantize(acc, L.sh, L.relu)
+        if L.pool == 2:
+            v = golden.maxpool2(v)
+    return v
+
+
+class _GoldenBackend:
+    def __init__(self):
+        self.program = None
+
+    def load(self, program):
+        self.program = program
+
+    def execute(self, v):
+        return golden_forward(self.program, v), None, None
+
+    def close(self):
+        pass
+
+
+class _LinkBackend:
+    """Drives an accelerator over a :class:`nibble.host.link.Link` using the generated register map."""
+
+    def __init__(self, link, regmap, closer=None, poll_s=0.0):
+        self.link, self.rm, self._closer, self.poll_s = link, regmap, closer, poll_s
+        self.program = None
+
+    def _csr(self, name):
+        return self.rm["regions"]["csr"]["base"] + self.rm["csrs"][name]["offset"]
+
+    def _mem(self, region, word):
+        r = self.rm["regions"][region]
+        return r["base"] + 4 * r["slices"] * word
+
+    def load(self, program):
+        if self.link.read_u32(self._csr("id")) != self.rm["id"]:
+            raise DeviceError("the device does not answer with the Nibble identification register")
+        for f in ("m", "vc", "acc_width", "filter_depth", "feature_depth", "weight_depth", "param_depth"):
+            have = self.link.read_u32(self._csr(f"cfg_{f}"))
+            want = getattr(program.config, f)
+            if have != want:
+                raise DeviceError(f"the program is for {f} = {want}, the device has {have}")
+        self.link.write(self._mem("param", 0), program.params.astype("<u4").tobytes())
+        self.link.write(self._mem("weight", 0), program.weights.astype("<u2").tobytes())
+        self.program = program
+
+    def execute(self, v):
+        p = self.program
+        c = p.config
+        L0, Ln = p.layers[0], p.layers[-1]
+        self.link.write(self._mem("feature", L0.in_base), features_to_words(v, c.vc, L0.cb_in))
+        self.link.write_u32(self._csr("desc_base"), p.desc_base)
+        self.link.write_u32(self._csr("ctrl"), 1)
+        bits = self.rm["status_bits"]
+        while True:
+            st = self.link.read_u32(self._csr("status"))
+            if not st >> bits["busy"] & 1:
+                break
+            if self.poll_s:
+                time.sleep(self.poll_s)
+        if st >> bits["error"] & 1:
+            code = self.link.read_u32(self._csr("err_code"))
+            layer = self.link.read_u32(self._csr("layer"))
+            names = {v: k for k, v in self.rm["error_codes"].items()}
+            raise DeviceError(f"engine error '{names.get(code, code)}' in layer {layer} "
+                              f"('{p.layers[min(layer, len(p.layers) - 1)].name}')")
+        if not st >> bits["done"] & 1:
+            raise DeviceError(f"engine stopped without done (status 0x{st:x})")
+        cycles = self.link.read_u32(self._csr("cycles"))
+        beats = self.link.read_u32(self._csr("beats"))
+        nbytes = Ln.out_h * Ln.out_w * Ln.cb_out * c.vc
+        raw = self.link.read(self._mem("feature", Ln.out_base), nbytes)
+        return words_to_features(raw, Ln.cout, Ln.out_h, Ln.out_w, c.vc, Ln.cb_out), cycles, beats
+
+    def close(self):
+        if self._closer:
+            self._closer()
+
+
+def sim_config(config: EngineConfig):
+    """The configuration of the simulated device: ``config`` with a fast simulated UART."""
+    return dataclasses.replace(config, baud=config.clk_hz // SIM_DIVISOR)
+
+
+def build_sim_device(config: EngineConfig, cache_dir=None):
+    """Generate the Verilog of an ``Accelerator`` for ``config`` and build (or reuse) its simulator.
+
+    :returns: path of the simulator executable (cached by a hash of the design).
+    """
+    from amaranth.back import verilog
+    from ..hw.accelerator import Accelerator
+    from ..sim.verilator import build_device
+    acc = Accelerator(sim_config(config))
+    text = verilog.convert(acc, name="top", ports={
+        "uart_rx": acc.uart_rx, "uart_tx": acc.uart_tx, "idle": acc.idle,
+        "busy": acc.busy, "done": acc.done, "error": acc.error})
+    return build_device(text, pathlib.Path(cache_dir or default_cache_dir()))
+
+
+class Device:
+    """An accelerator to run programs on.
+
+    :param transport: ``"golden"``, ``"sim"`` or ``"uart"``.
+    :param config: hardware configuration of a ``sim`` device (default :class:`EngineConfig`).
+    :param port, baud: serial port and bit rate of a ``uart`` device.
+    :param cache_dir: where ``sim`` executables are cached.
+    :param progress: show a progress bar in :meth:`run`.
+
+    Attributes after :meth:`run`: ``cycles`` and ``beats`` (lists, one per input; ``None`` for
+    ``golden``), ``raw`` (int8 outputs).
+    :raises DeviceError: the device does not match the program, or its engine reports an error.
+    :raises ValueError: inputs of the wrong shape, an unknown transport.
+    """
+
+    def __init__(self, transport="golden", *, config=None, port=None, baud=1_000_000, cache_dir=None,
+                 progress=False):
+        self.transport = transport
+        self.progress = progress
+        self.cycles, self.beats, self.raw = [], [], None
+        if transport == "golden":
+            self._be = _GoldenBackend()
+        elif transport == "sim":
+            from ..hw.accelerator import regmap
+            from ..sim.verilator import SimDevice
+            from .link import Link
+            cfg = config or EngineConfig()
+            exe = build_sim_device(cfg, cache_dir)
+            self._sim = SimDevice(exe, divisor=SIM_DIVISOR)
+            self._be = _LinkBackend(Link(self._sim), regmap(sim_config(cfg)), closer=self._sim.close)
+        elif transport == "uart":
+            from ..hw.accelerator import regmap
+            from .link import open_uart
+            if port is None:
+                raise ValueError("the uart transport needs a serial port (e.g. /dev/ttyUSB1)")
+            cfg = config or EngineConfig()
+            self._be = _LinkBackend(open_uart(port, baud), regmap(cfg), poll_s=0.001)
+        else:
+            raise ValueError(f"unknown transport '{transport}' (golden, sim, uart)")
+        self.program = None
+
+    def load(self, program: Program):
+        """Write the program's descriptors, biases and weights to the device."""
+        self._be.load(program)
+        self.program = program
+
+    def quantize(self, x):
+        """Float inputs (N, C, H, W) → int8 (N, C, H, W) with the program's input exponent."""
+        p = self.program
+        x = np.asarray(x, dtype=np.float64)
+        shape = tuple(p.input_shape)
+        if x.ndim == 2 and shape[1:] == (1, 1):
+            x = x.reshape(len(x), -1, 1, 1)
+        if x.ndim == 3 and x.shape == shape:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != shape:
+            raise ValueError(f"input shape {tuple(x.shape[1:]) if x.ndim >= 2 else x.shape} does not match "
+                             f"the model's input {shape} (batch dimension first)")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("inputs contain NaN or infinity")
+        return golden.quantize_features(x, p.input_q)
+
+    def run_int(self, v):
+        """Run int8 inputs (N, C, H, W) → int8 outputs (N, Cout, Ho, Wo)."""
+        if self.program is None:
+            raise DeviceError("no program loaded")
+        outs, self.cycles, self.beats = [], [], []
+        it = range(len(v))
+        if self.progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc=f"{self.transport} device", unit="img")
+        for n in it:
+            y, cyc, bt = self._be.execute(v[n])
+            outs.append(y)
+            self.cycles.append(cyc)
+            self.beats.append(bt)
+        self.raw = np.stack(outs)
+        return self.raw
+
+    def run(self, x):
+        """Float inputs → float outputs (dequantized int8 results; (N, Cout) for a Gemm head)."""
+        y = golden.dequantize_features(self.run_int(self.quantize(x)), self.program.output_q)
+        return y.reshape(len(y), -1) if self.program.flatten_output else y
+
+    def close(self):
+        self._be.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

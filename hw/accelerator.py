@@ -1,0 +1,266 @@
+"""The accelerator top: engine + device memory + CSRs + host bridge (DESIGN §4).
+
+:class:`AcceleratorCore` is everything behind the internal bus (:mod:`nibble.hw.bus`);
+:class:`Accelerator` adds the UART host bridge and is the design that is simulated and built for
+boards. The register map (:func:`regmap`) is generated from the same tables the decoder is
+built from, exported as JSON and read by the driver and the tests: offsets are never copied.
+
+Address map (byte addresses on the host link; every access is a 32-bit word):
+
+============  ==============  ===============================================================
+region        base            contents
+============  ==============  ===============================================================
+``csr``       ``0x0000_0000`` control and status registers (:data:`CSRS`)
+``param``     ``0x1000_0000`` parameter memory, 32-bit words: descriptors, biases
+``weight``    ``0x2000_0000`` weight memory: words of ``vc`` 4-bit codes, ``vc·4/32`` slices each
+``feature``   ``0x3000_0000`` feature memory: words of ``vc`` int8, ``vc·8/32`` slices each
+============  ==============  ===============================================================
+
+A memory word wider than 32 bits is accessed as consecutive 32-bit slices, lowest first; it is
+written to memory when its last slice is written (so slices must be written in order, last
+last). The memories are reachable only while the engine is idle: while it runs, accesses to
+them report ``addr_err`` (the bridge answers "bad address") and CSRs stay reachable.
+"""
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .bus import READ_LATENCY, BusSignature
+from .config import DESC_WORDS, EngineConfig
+from .engine import DESC_MAGIC, FLAG_LAST, FLAG_POOL, FLAG_RELU, Engine, EngineError
+from .output import SH_MAX, SH_MIN
+
+__all__ = ["AcceleratorCore", "Accelerator", "CSRS", "REGION_BASE", "ID_VALUE", "VERSION", "regmap"]
+
+ID_VALUE = 0x4E49424C      # "NIBL"
+VERSION = 0x0001_0000
+
+#: Byte base address of each region.
+REGION_BASE = {"csr": 0x0000_0000, "param": 0x1000_0000, "weight": 0x2000_0000, "feature": 0x3000_0000}
+
+#: CSRs: (name, access, description). Offset = 4·index.
+CSRS = [
+    ("id", "ro", f"identification, reads 0x{ID_VALUE:08X} ('NIBL')"),
+    ("version", "ro", "gateware version (major << 16 | minor)"),
+    ("ctrl", "wo", "bit 0: start the engine at desc_base (ignored while busy)"),
+    ("status", "ro", "bit 0 busy, bit 1 done, bit 2 error"),
+    ("err_code", "ro", "engine error code (0 none; see error_codes)"),
+    ("layer", "ro", "index of the layer running, finished last, or in error"),
+    ("desc_base", "rw", "parameter-memory word of the first layer descriptor"),
+    ("cycles", "ro", "clock cycles from start to done/error"),
+    ("beats", "ro", "input vectors accepted by the PE array during the last run"),
+    ("cfg_m", "ro", "PEs in the array (M)"),
+    ("cfg_vc", "ro", "SAC lanes per PE (Vc)"),
+    ("cfg_acc_width", "ro", "accumulator bits"),
+    ("cfg_filter_depth", "ro", "filter-cache words per PE"),
+    ("cfg_feature_depth", "ro", "feature-memory words"),
+    ("cfg_weight_depth", "ro", "weight-memory words"),
+    ("cfg_param_depth", "ro", "parameter-memory words"),
+    ("scratch", "rw", "free register for link tests"),
+]
+CSR_INDEX = {name: i for i, (name, _, _) in enumerate(CSRS)}
+
+
+def _region_words(config):
+    """(word bits, slices per word, depth) per memory region."""
+    return {
+        "param": (32, 1, config.param_depth),
+        "weight": (config.vc * 4, config.vc * 4 // 32, config.weight_depth),
+        "feature": (config.vc * 8, config.vc * 8 // 32, config.feature_depth),
+    }
+
+
+def regmap(config: EngineConfig):
+    """The register map of an accelerator with ``config`` as a JSON-ready dict.
+
+    Keys: ``regions`` (byte base, 32-bit words, memory word bits and slices), ``csrs`` (byte
+    offset, access, description), ``config``, ``error_codes``, ``descriptor`` (words, magic, flag
+    bits), ``requant`` (shift range). Read by the driver (:mod:`nibble.host.driver`) and tests.
+    """
+    regions = {"csr": {"base": REGION_BASE["csr"], "words": len(CSRS), "word_bits": 32, "slices": 1}}
+    for name, (bits, slices, depth) in _region_words(config).items():
+        regions[name] = {"base": REGION_BASE[name], "words": depth * slices, "word_bits": bits,
+                         "slices": slices, "depth": depth}
+    return {
+        "id": ID_VALUE,
+        "version": VERSION,
+        "regions": regions,
+        "csrs": {name: {"offset": 4 * i, "access": acc, "doc": doc} for i, (name, acc, doc) in enumerate(CSRS)},
+        "status_bits": {"busy": 0, "done": 1, "error": 2},
+        "config": config.to_dict(),
+        "error_codes": {e.name.lower(): int(e) for e in EngineError},
+        "descriptor": {"words": DESC_WORDS, "magic": DESC_MAGIC,
+                       "flags": {"relu": FLAG_RELU, "pool": FLAG_POOL, "last": FLAG_LAST}},
+        "requant": {"sh_min": SH_MIN, "sh_max": SH_MAX},
+    }
+
+
+class AcceleratorCore(wiring.Component):
+    """Engine, device memories and CSRs behind one internal bus slave port.
+
+    Members: ``bus``: ``In(BusSignature())`` (slave; read latency ``READ_LATENCY`` = 2 cycles);
+    ``busy``, ``done``, ``error``: ``Out(1)`` (engine status, e.g. for LEDs).
+    """
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.engine = Engine(config)
+        super().__init__({
+            "bus": In(BusSignature()),
+            "busy": Out(1), "done": Out(1), "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        m.submodules.engine = eng = self.engine
+        bus = self.bus
+        m.d.comb += [self.busy.eq(eng.busy), self.done.eq(eng.done), self.error.eq(eng.error)]
+
+        byte_addr = Cat(C(0, 2), bus.addr)
+        region = byte_addr[28:32]
+        offset = bus.addr[:26]                   # word offset within the region
+
+        # ---- CSRs
+        desc_base = Signal(range(c.param_depth))
+        scratch = Signal(32)
+        m.d.comb += eng.desc_base.eq(desc_base)
+        ro_values = {
+            "id": C(ID_VALUE, 32), "version": C(VERSION, 32),
+            "status": Cat(eng.busy, eng.done, eng.error),
+            "err_code": eng.err_code, "layer": eng.layer, "desc_base": desc_base,
+            "cycles": eng.cycles, "beats": eng.beats,
+            "cfg_m": C(c.m, 32), "cfg_vc": C(c.vc, 32), "cfg_acc_width": C(c.acc_width, 32),
+            "cfg_filter_depth": C(c.filter_depth, 32), "cfg_feature_depth": C(c.feature_depth, 32),
+            "cfg_weight_depth": C(c.weight_depth, 32), "cfg_param_depth": C(c.param_depth, 32),
+            "scratch": scratch, "ctrl": C(0, 32),
+        }
+        csr_sel = region == (REGION_BASE["csr"] >> 28)
+        csr_rdata = Signal(32)
+        with m.Switch(offset):
+            for i, (name, _, _) in enumerate(CSRS):
+                with m.Case(i):
+                    m.d.comb += csr_rdata.eq(ro_values[name])
+        with m.If(bus.w_en & csr_sel):
+            with m.Switch(offset):
+                with m.Case(CSR_INDEX["ctrl"]):
+                    m.d.comb += eng.start.eq(bus.w_data[0] & ~eng.busy)
+                with m.Case(CSR_INDEX["desc_base"]):
+                    m.d.sync += desc_base.eq(bus.w_data)
+                with m.Case(CSR_INDEX["scratch"]):
+                    m.d.sync += scratch.eq(bus.w_data)
+
+        # ---- memories, each with one read and one write port shared by host and engine
+        words = _region_words(c)
+        addr_err = Signal()
+        m.d.comb += addr_err.eq(1)
+        with m.If(csr_sel & (offset < len(CSRS))):
+            m.d.comb += addr_err.eq(0)
+
+        rd_sel = Signal(2)         # region of the pending read, registered: 0 csr, 1 param, ...
+        rd_slice = Signal(8)
+        rd_csr = Signal(32)
+        rd_valid = Signal(READ_LATENCY)
+        m.d.sync += rd_valid.eq(Cat(bus.r_en & ~addr_err, rd_valid[:-1]))
+        m.d.comb += bus.r_valid.eq(rd_valid[-1])
+        m.d.comb += bus.addr_err.eq(addr_err)
+
+        mem_rdata = {}
+        for idx, name in enumerate(("param", "weight", "feature"), start=1):
+            bits, slices, depth = words[name]
+            mem = Memory(shape=bits, depth=depth, init=[])
+            m.submodules[f"{name}_mem"] = mem
+            rp = mem.read_port(domain="sync")
+            wp = mem.write_port()
+            sel = region == (REGION_BASE[name] >> 28)
+            word = Signal(range(depth), name=f"{name}_word")
+            slc = Signal(range(slices), name=f"{name}_slice") if slices > 1 else C(0, 1)
+            if slices > 1:
+                m.d.comb += [word.eq(offset // slices), slc.eq(offset % slices)]
+            else:
+                m.d.comb += word.eq(offset)
+            with m.If(sel & (offset < depth * slices) & ~eng.busy):
+                m.d.comb += addr_err.eq(0)
+
+            # host write: stage lower slices, commit on the last one
+            host_we = Signal(name=f"{name}_host_we")
+            host_wdata = Signal(bits, name=f"{name}_host_wdata")
+            if slices > 1:
+                stage = Signal(bits - 32, name=f"{name}_stage")
+                with m.If(bus.w_en & sel & ~addr_err & (slc != slices - 1)):
+                    m.d.sync += stage.word_select(slc[:max(1, (slices - 1).bit_length())], 32).eq(bus.w_data)
+                m.d.comb += [host_we.eq(bus.w_en & sel & ~addr_err & (slc == slices - 1)),
+                             host_wdata.eq(Cat(stage, bus.w_data))]
+            else:
+                m.d.comb += [host_we.eq(bus.w_en & sel & ~addr_err), host_wdata.eq(bus.w_data)]
+
+            eng_r = {"param": (eng.p_r_addr, eng.p_r_en, eng.p_r_data),
+                     "weight": (eng.w_r_addr, eng.w_r_en, eng.w_r_data),
+                     "feature": (eng.f_r_addr, eng.f_r_en, eng.f_r_data)}[name]
+            with m.If(eng.busy):
+                m.d.comb += [rp.addr.eq(eng_r[0]), rp.en.eq(eng_r[1])]
+            with m.Else():
+                m.d.comb += [rp.addr.eq(word), rp.en.eq(1)]
+            m.d.comb += eng_r[2].eq(rp.data)
+            if name == "feature":
+                with m.If(eng.busy):
+                    m.d.comb += [wp.addr.eq(eng.f_w_addr), wp.en.eq(eng.f_w_en), wp.data.eq(eng.f_w_data)]
+                with m.Else():
+                    m.d.comb += [wp.addr.eq(word), wp.en.eq(host_we), wp.data.eq(host_wdata)]
+            else:
+                m.d.comb += [wp.addr.eq(word), wp.en.eq(host_we & ~eng.busy), wp.data.eq(host_wdata)]
+            mem_rdata[idx] = (rp.data, slices)
+            with m.If(bus.r_en & sel):
+                m.d.sync += [rd_sel.eq(idx), rd_slice.eq(slc)]
+
+        with m.If(bus.r_en & csr_sel):
+            m.d.sync += [rd_sel.eq(0), rd_csr.eq(csr_rdata)]
+
+        # second read cycle: select the region and the slice
+        r_data = Signal(32)
+        with m.Switch(rd_sel):
+            with m.Case(0):
+                m.d.comb += r_data.eq(rd_csr)
+            for idx, (data, slices) in mem_rdata.items():
+                with m.Case(idx):
+                    if slices > 1:
+                        m.d.comb += r_data.eq(data.word_select(rd_slice[:max(1, (slices - 1).bit_length())], 32))
+                    else:
+                        m.d.comb += r_data.eq(data)
+        m.d.sync += bus.r_data.eq(r_data)
+        return m
+
+
+class Accelerator(wiring.Component):
+    """The whole device: :class:`AcceleratorCore` behind a UART host bridge.
+
+    Members: ``uart_rx``: ``In(1)`` (idle high), ``uart_tx``: ``Out(1)``, ``idle``: ``Out(1)``
+    (bridge idle and engine not busy: nothing happens until the host sends a byte),
+    ``busy``, ``done``, ``error``: ``Out(1)`` (for LEDs).
+    The UART runs at ``config.baud`` with ``config.uart_divisor`` clock cycles per bit.
+    """
+
+    def __init__(self, config: EngineConfig = EngineConfig()):
+        self.config = config
+        super().__init__({
+            "uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "idle": Out(1),
+            "busy": Out(1), "done": Out(1), "error": Out(1),
+        })
+
+    def regmap(self):
+        """:func:`regmap` of this accelerator's configuration."""
+        return regmap(self.config)
+
+    def elaborate(self, platform):
+        from .bridge import UARTBridge
+        m = Module()
+        m.submodules.core = core = AcceleratorCore(self.config)
+        m.submodules.bridge = bridge = UARTBridge(divisor=self.config.uart_divisor)
+        wiring.connect(m, bridge.bus, core.bus)
+        m.d.comb += [
+            bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx),
+            self.idle.eq(bridge.idle & ~core.busy),
+            self.busy.eq(core.busy), self.done.eq(core.done), self.error.eq(core.error),
+        ]
+        return m
