@@ -1,0 +1,182 @@
+"""``nibble``: the command line (compile, run, bench, gen, regmap).
+
+Build-time options (the hardware: ``--config FILE``) are separate from run-time options
+(inputs, device). Every expected failure (bad model, unsupported layer, wrong input shape,
+device error, link error) ends with one line ``error: …`` on stderr and exit status 1.
+"""
+import json
+import pathlib
+import sys
+
+import click
+import numpy as np
+
+from .hw.config import EngineConfig
+
+__all__ = ["main"]
+
+
+class _Fail(click.ClickException):
+    def show(self, file=None):
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _config(path):
+    try:
+        return EngineConfig.load(path) if path else EngineConfig()
+    except (OSError, ValueError, TypeError) as e:
+        raise _Fail(f"configuration: {e}") from None
+
+
+def _expected_errors():
+    from .host.driver import DeviceError
+    from .host.ir import CompileError
+    errs = [CompileError, DeviceError, ValueError, OSError]
+    try:
+        from .host.link import LinkError
+        errs.append(LinkError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def _load_array(path, what):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise _Fail(f"cannot read {what} '{path}': {e}") from None
+
+
+@click.group()
+@click.version_option(package_name="nibble")
+def cli():
+    """Nibble: FPGA inference accelerators (INQ shift-accumulate PE array) for CNNs."""
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.option("--calib", type=click.Path(), required=True, help="calibration inputs (.npy, N×C×H×W float)")
+@click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
+@click.option("-o", "--out", type=click.Path(), required=True, help="program file to write (.npz)")
+def compile(model, calib, config_path, out):
+    """Compile an ONNX MODEL into a program file."""
+    from .host.compiler import compile_model
+    try:
+        p = compile_model(model, _load_array(calib, "calibration data"), _config(config_path))
+        p.save(out)
+    except _expected_errors() as e:
+        raise _Fail(str(e)) from None
+    click.echo(f"{out}: {len(p.layers)} layers, {p.macs()} MACs, {len(p.weights)} weight words")
+
+
+def _accuracy(y, labels):
+    return float(np.mean(np.asarray(y).reshape(len(y), -1).argmax(axis=1) == labels))
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.option("--inputs", type=click.Path(), required=True, help="inputs (.npy, N×C×H×W float)")
+@click.option("--labels", type=click.Path(), help="class labels (.npy, N int) for accuracy")
+@click.option("--calib", type=click.Path(), help="calibration inputs (default: the inputs)")
+@click.option("--device", type=click.Choice(["golden", "sim", "uart"]), default="sim", show_default=True)
+@click.option("--port", help="serial port of a uart device")
+@click.option("--baud", type=int, default=1_000_000, show_default=True)
+@click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
+@click.option("--out", type=click.Path(), help="save the outputs (.npy)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON line of results")
+@click.option("--compare-golden/--no-compare-golden", default=True, show_default=True,
+              help="also run the golden device and count bit-identical outputs")
+def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_json, compare_golden):
+    """Compile MODEL, run every input through a device, save the outputs."""
+    from .host.compiler import compile_model
+    from .host.driver import Device
+    cfg = _config(config_path)
+    x = _load_array(inputs, "inputs")
+    y_true = _load_array(labels, "labels") if labels else None
+    try:
+        program = compile_model(model, _load_array(calib, "calibration data") if calib else x, cfg)
+        result = {"model": str(model), "device": device, "images": int(len(x))}
+        if y_true is not None:
+            import onnxruntime as ort
+            sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+            f = sess.run(None, {program.input_name: x.astype(np.float32)})[0]
+            result["float_accuracy"] = _accuracy(f, y_true)
+        gold = None
+        if compare_golden or device == "golden":
+            with Device("golden") as g:
+                g.load(program)
+                yg = g.run(x)
+                gold = g.raw
+            if y_true is not None:
+                result["golden_accuracy"] = _accuracy(yg, y_true)
+        if device == "golden":
+            y = yg
+        else:
+            with Device(device, config=cfg, port=port, baud=baud, progress=not as_json) as d:
+                d.load(program)
+                y = d.run(x)
+                raw, cycles, beats = d.raw, d.cycles, d.beats
+            if y_true is not None:
+                result["rtl_accuracy"] = _accuracy(y, y_true)
+            if gold is not None:
+                result["rtl_equals_golden"] = int(sum(np.array_equal(a, b) for a, b in zip(raw, gold)))
+            cpi = float(np.mean(cycles))
+            result["cycles_per_image"] = cpi
+            result["pe_utilization"] = program.macs() / (cpi * cfg.m * cfg.vc)
+            result["images_per_s_at_200MHz"] = 200e6 / cpi
+        if out:
+            np.save(out, y)
+    except _expected_errors() as e:
+        raise _Fail(str(e)) from None
+    click.echo(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+@cli.command()
+@click.option("--device", type=click.Choice(["sim"]), default="sim", show_default=True)
+@click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
+@click.option("--cin", default=64, show_default=True)
+@click.option("--cout", default=64, show_default=True)
+@click.option("--size", default=16, show_default=True, help="input height = width (pixels)")
+@click.option("--kernel", default=3, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("-o", "--out", type=click.Path(), default="bench.json", show_default=True, help="JSON file to write")
+def bench(device, config_path, cin, cout, size, kernel, seed, out):
+    """Run one conv layer on the RTL; report cycles against the ideal MACs / (M·Vc)."""
+    from .host.bench import conv_layer_bench
+    try:
+        res = conv_layer_bench(_config(config_path), cin=cin, cout=cout, size=size, kernel=kernel, seed=seed)
+    except _expected_errors() as e:
+        raise _Fail(str(e)) from None
+    pathlib.Path(out).write_text(json.dumps(res, indent=2) + "\n")
+    click.echo(json.dumps(res))
+
+
+@cli.command()
+@click.option("--board", type=click.Choice(["kc705"]), required=True)
+@click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
+@click.option("-o", "--out", type=click.Path(), default="build/gen", show_default=True)
+def gen(board, config_path, out):
+    """Write Verilog, XDC, Vivado TCL and build scripts for a board (no Vivado needed)."""
+    from .gen.boards import generate
+    try:
+        files = generate(board, _config(config_path), pathlib.Path(out))
+    except _expected_errors() as e:
+        raise _Fail(str(e)) from None
+    for f in files:
+        click.echo(str(f))
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
+def regmap(config_path):
+    """Print the register map (JSON) generated from the gateware."""
+    from .hw.accelerator import regmap as rm
+    click.echo(json.dumps(rm(_config(config_path)), indent=2))
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="nibble", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(1)
