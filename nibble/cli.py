@@ -112,7 +112,7 @@ def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_j
         if device == "golden":
             y = yg
         else:
-            with Device(device, config=cfg, port=port, baud=baud, progress=not as_json) as d:
+            with Device(device, config=cfg, port=port, baud=baud, progress=True) as d:
                 d.load(program)
                 y = d.run(x)
                 raw, cycles, beats = d.raw, d.cycles, d.beats

@@ -1,0 +1,35 @@
+# Nibble: the two commands of the README.
+#   make demo  — set up, then run the digits CNN on the simulated accelerator (RTL under Verilator)
+#   make test  — set up, then run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.nibble-installed
+
+.PHONY: demo test bench gen setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[test,data]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p build
+	$(VENV)/bin/nibble run models/digits/digits_cnn.onnx \
+	    --inputs models/digits/test_x.npy --labels models/digits/test_y.npy \
+	    --calib models/digits/calib_x.npy --device sim --out build/digits_rtl_out.npy --json
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	mkdir -p build
+	$(VENV)/bin/nibble bench -o build/bench.json
+
+gen: $(STAMP)
+	$(VENV)/bin/nibble gen --board kc705 -o build/kc705
+
+clean:
+	rm -rf build
