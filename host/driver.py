@@ -143,9 +143,7 @@ def build_sim_device(config: EngineConfig, cache_dir=None):
     from ..hw.accelerator import Accelerator
     from ..sim.verilator import build_device
     acc = Accelerator(sim_config(config))
-    text = verilog.convert(acc, name="top", ports={
-        "uart_rx": acc.uart_rx, "uart_tx": acc.uart_tx, "idle": acc.idle,
-        "busy": acc.busy, "done": acc.done, "error": acc.error})
+    text = verilog.convert(acc, name="top")
     return build_device(text, pathlib.Path(cache_dir or default_cache_dir()))
 
 
