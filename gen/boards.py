@@ -11,6 +11,8 @@ import json
 import pathlib
 
 from amaranth import Elaboratable, Module
+from amaranth.lib import io
+from amaranth.lib.cdc import FFSynchronizer
 
 from ..hw.accelerator import Accelerator, regmap
 from ..hw.config import EngineConfig
@@ -36,10 +38,15 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.accel = acc = Accelerator(self.config)
-        uart = platform.request("uart", 0)
-        m.d.comb += [acc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(acc.uart_tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        # the serial input is asynchronous to the engine clock
+        m.submodules.rx_sync = FFSynchronizer(rx.i, acc.uart_rx, init=1)
+        m.d.comb += tx.o.eq(acc.uart_tx)
         for i, sig in enumerate((acc.busy, acc.done, acc.error)):
-            m.d.comb += platform.request("led", i).o.eq(sig)
+            m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
+            m.d.comb += led.o.eq(sig)
         return m
 
 
