@@ -9,6 +9,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import helper, numpy_helper
+from sklearn.datasets import load_digits
+
+from nibble.sim.golden import inq_decode, inq_n1, inq_quantize
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "digits"
 ONNX_PATH = MODEL_DIR / "digits_cnn.onnx"
@@ -31,8 +35,7 @@ def arrays() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def digits() -> tuple[np.ndarray, np.ndarray]:
-    datasets = pytest.importorskip("sklearn.datasets")
-    d = datasets.load_digits()
+    d = load_digits()
     x = (d.images.astype(np.float32) / np.float32(16.0)).reshape(-1, 1, 8, 8)
     return x, d.target.astype(np.int64)
 
@@ -110,6 +113,45 @@ def test_accuracy_matches_metrics(arrays, metrics):
     logits = _session().run(["logits"], {"input": arrays["test_x"]})[0]
     correct = int((logits.argmax(1) == arrays["test_y"]).sum())
     acc = correct / len(arrays["test_y"])
-    assert correct == metrics["test_correct"]
-    assert acc == metrics["float_test_accuracy"]
+    assert correct == metrics["inq_test_correct"]
+    assert acc == metrics["inq_test_accuracy"]
     assert acc >= 0.95
+    assert metrics["test_count"] == 360
+    assert 0.95 <= metrics["float_test_accuracy"] <= 1.0
+
+
+def _folded_weights(model: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
+    """(node name, float64 weight) of each Conv, with the BatchNormalization after it folded in
+    (``w·γ/√(var+ε)`` per output channel, as the compiler does), and of the Gemm."""
+    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    nodes = list(model.graph.node)
+    out = []
+    for i, node in enumerate(nodes):
+        if node.op_type not in ("Conv", "Gemm"):
+            continue
+        w = inits[node.input[1]]
+        if node.op_type == "Conv":
+            bn = nodes[i + 1]
+            assert bn.op_type == "BatchNormalization" and bn.input[0] == node.output[0]
+            gamma, var = inits[bn.input[1]], inits[bn.input[4]]
+            eps = {a.name: helper.get_attribute_value(a) for a in bn.attribute}.get("epsilon", 1e-5)
+            w = w * (gamma / np.sqrt(var + eps))[:, None, None, None]
+        out.append((node.name, w))
+    return out
+
+
+def test_folded_weights_on_inq_level_set(model, metrics):
+    """After BN folding every weight is already an INQ 4-bit level {0, ±2^n2 … ±2^n1}."""
+    folded = _folded_weights(model)
+    layers = metrics["inq"]["layers"]
+    assert [name for name, _ in folded] == [L["onnx_node"] for L in layers]
+    assert len(folded) == 3
+    for (name, w), L in zip(folded, layers):
+        n1 = inq_n1(w)
+        assert n1 == L["n1"], name
+        codes, n2 = inq_quantize(w, n1)
+        assert n2 == L["n2"] == n1 - 6
+        dec = inq_decode(codes, n2)
+        np.testing.assert_array_less(np.abs(dec - w), 1e-6 * np.abs(w) + 1e-300, err_msg=name)
+        assert np.array_equal(dec == 0, w == 0), name
+        assert int(np.sum(codes & 7 == 0)) == L["zero_weights"], name
