@@ -76,6 +76,8 @@ RESPONSE_SYNC = 0x5A
 TIMEOUT_BITS = 64
 #: Bytes queued between the receiver and the frame parser.
 RX_FIFO_DEPTH = 16
+#: Cycles from the receiver's ``o.valid`` to the parser taking the byte (an empty FIFO).
+RX_FIFO_LATENCY = 2
 
 _CMD_WRITE, _CMD_READ, _CMD_PING = 0x01, 0x02, 0x03
 _ST_OK, _ST_BAD_CRC, _ST_BAD_CMD, _ST_BAD_ADDR, _ST_BAD_LEN = 0, 1, 2, 3, 4
@@ -135,11 +137,20 @@ class UARTBridge(wiring.Component):
         1 when no byte is being received or queued, no frame is in progress and nothing is being
         sent: the bridge will do nothing until the next start bit on ``rx``.
 
-    Latency (cycles, ``n = len / 4``, from the CRC byte leaving the receiver): a WRITE runs
-    ``n`` check cycles, 1 buffer read cycle and ``n`` write cycles before its response starts; a
-    READ runs ``n`` check cycles, then each word is read (``1 + READ_LATENCY`` cycles) before its
-    bytes are sent. Each byte received costs ``divisor * (9 + 1/2) + 3`` cycles of receiver
-    latency plus 2 cycles of FIFO.
+    Latency, in cycles (``n = len / 4``):
+
+    * receive: a byte is taken by the parser ``UARTRx.latency + 2``
+      (``9 * divisor + divisor // 2 + 5``) cycles after its start bit begins on ``rx``;
+    * execute, from the cycle the CRC byte is taken to the cycle the response's sync byte is
+      offered to the transmitter: 2 for PING and frames refused without a bus check,
+      ``k + 3`` when word ``k`` of the range has ``addr_err``, ``n + 2`` for READ (then each
+      word is read, ``1 + READ_LATENCY`` cycles, before its 4 bytes are sent) and
+      ``2 * n + 3`` for WRITE (``n`` ``addr_err`` checks, one buffer read, ``n`` bus writes);
+    * transmit: the sync byte's start bit appears on ``tx`` 1 cycle after it is offered
+      (``UARTTx.latency``); the response then runs at full line rate, ``10 * divisor`` cycles
+      per byte.
+
+    Throughput: requests are accepted at full line rate; one request is executed at a time.
 
     Raises
     ------
@@ -160,6 +171,25 @@ class UARTBridge(wiring.Component):
             raise ValueError(f"max_payload must be a multiple of 4 in 4..65532, not {max_payload!r}")
         self.max_payload = max_payload
         super().__init__()
+
+    def response_latency(self, cmd, n_words=0, ok=True, addr_err_at=None):
+        """Cycles from the first cycle of a request's CRC byte start bit on ``rx`` to the first
+        cycle of the response's start bit on ``tx``, for an idle bridge.
+
+        ``cmd``: 1 (WRITE), 2 (READ) or anything else; ``n_words = len / 4``; ``ok``: whether a
+        WRITE/READ passes all checks (one refused before the bus check answers as fast as a
+        PING); ``addr_err_at``: index of the first word with ``addr_err``, for a frame refused
+        by the bus check.
+        """
+        execute = 2
+        if addr_err_at is not None:
+            execute = addr_err_at + 3
+        elif ok and cmd == _CMD_WRITE:
+            execute = 2 * n_words + 3
+        elif ok and cmd == _CMD_READ:
+            execute = n_words + 2
+        receive = UARTRx(self.divisor).latency + RX_FIFO_LATENCY
+        return receive + execute + UARTTx(self.divisor).latency
 
     @property
     def timeout_cycles(self):

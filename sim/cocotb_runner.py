@@ -7,6 +7,7 @@ the simulator did not finish, so a pytest wrapper fails with the count in its me
 """
 import contextlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +19,19 @@ __all__ = ["run_cocotb", "CocotbFailure", "available_simulators"]
 
 class CocotbFailure(AssertionError):
     """A cocotb run failed: tests failed, or the simulator or build stopped with an error."""
+
+
+def _always_comb(text):
+    """Rewrite ``always @*`` as ``always_comb`` for Icarus.
+
+    Icarus never runs an ``always @*`` block until one of its inputs changes, so a block such as
+    Amaranth's FSM decoders (``r_en = 0; case (state) 0: r_en = 1; endcase``) keeps ``x`` while the
+    state keeps its initial value (iverilog issue #385; Yosys's time-0 trigger register does not
+    help, its initializer raises no event). ``always_comb`` runs at time 0. Icarus then warns
+    "constant selects in always_* processes are not currently supported": it makes such blocks
+    sensitive to whole vectors, which only adds evaluations.
+    """
+    return re.sub(r"\balways @\*", "always_comb", text)
 
 
 def available_simulators():
@@ -49,7 +63,7 @@ def _patched_environ(env, python_path):
 
 def run_cocotb(component_or_verilog, *, toplevel="top", test_module, build_dir,
                simulator="verilator", extra_env=None, python_path=(), testcase=None,
-               seed=None, build_args=(), waves=False):
+               seed=None, build_args=(), waves=False, timescale=("1ns", "1ps")):
     """Build ``component_or_verilog`` and run the cocotb tests in ``test_module`` on it.
 
     Parameters
@@ -57,7 +71,8 @@ def run_cocotb(component_or_verilog, *, toplevel="top", test_module, build_dir,
     component_or_verilog : amaranth.lib.wiring.Component or str
         A component (converted with ``amaranth.back.verilog.convert(..., name=toplevel)``; its
         ``sync`` domain becomes ports ``clk`` and ``rst``) or Verilog text with module
-        ``toplevel``.
+        ``toplevel``. For Icarus, ``always @*`` is rewritten as ``always_comb`` (see
+        :func:`_always_comb`).
     toplevel : str
         HDL top module name.
     test_module : str
@@ -79,6 +94,9 @@ def run_cocotb(component_or_verilog, *, toplevel="top", test_module, build_dir,
         Extra simulator build arguments (Verilator already gets ``-Wno-fatal``, and the moderate
         C++ optimisation of :data:`nibble.sim.verilator.MAKE_OPT` unless ``MAKEFLAGS`` sets
         ``OPT_FAST``).
+    timescale : (str, str)
+        Time unit and precision given to the simulator (Amaranth's Verilog has no
+        ```timescale``; Icarus would otherwise run at a 1 s precision).
     waves : bool
         Record a trace (``dump.vcd`` for Verilator, ``.fst`` for Icarus) in ``build_dir``.
 
@@ -104,6 +122,8 @@ def run_cocotb(component_or_verilog, *, toplevel="top", test_module, build_dir,
         text = component_or_verilog
     else:
         text = amaranth_verilog.convert(component_or_verilog, name=toplevel)
+    if simulator == "icarus":
+        text = _always_comb(text)
     source = build_dir / f"{toplevel}.v"
     if not source.exists() or source.read_text() != text:
         source.write_text(text)
@@ -122,7 +142,7 @@ def run_cocotb(component_or_verilog, *, toplevel="top", test_module, build_dir,
         runner = get_runner(simulator)
         try:
             runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
-                         build_args=args, waves=waves, always=True,
+                         build_args=args, waves=waves, always=True, timescale=timescale,
                          log_file=build_dir / "build.log")
         except (RuntimeError, SystemExit) as e:
             log = build_dir / "build.log"

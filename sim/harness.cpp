@@ -10,11 +10,13 @@
 // * uart_tx is decoded (8N1, N cycles per bit, sampled mid-bit) into bytes written to stdout.
 //   A byte with a low stop bit is dropped and reported on stderr.
 // * When no input byte is pending or being sent, no output byte is being decoded and idle is 1,
-//   the harness flushes stdout, reports "cycles=<C>" on stderr and blocks in poll() on stdin.
+//   the harness flushes stdout, reports "cycles=<C> in=<I> out=<O>" on stderr (cycles so far,
+//   bytes read from stdin, bytes written to stdout) and blocks in poll() on stdin.
 //   Otherwise it polls stdin without blocking: every 1024 cycles, or more often (from every
 //   32 cycles, backing off to 1024) while the input queue is short or empty.
 // * On stdin EOF it keeps simulating until the same quiescent state (at most D more cycles,
-//   default 10,000,000), flushes, reports "exit cycles=<C>" on stderr and exits with status 0.
+//   default 10,000,000), flushes, reports "exit cycles=<C> in=<I> out=<O>" on stderr and exits
+//   with status 0.
 //   Bad arguments exit with status 2, a write error on stdout with status 3.
 #include "Vtop.h"
 #include "verilated.h"
@@ -40,6 +42,7 @@ constexpr unsigned kPollFast = 32;     // first poll interval while the input qu
 constexpr size_t kReadChunk = 65536;
 
 std::vector<uint8_t> out_buf;
+uint64_t bytes_in = 0, bytes_out = 0;
 
 void flush_out() {
     size_t done = 0;
@@ -52,6 +55,7 @@ void flush_out() {
         }
         done += static_cast<size_t>(n);
     }
+    bytes_out += out_buf.size();
     out_buf.clear();
 }
 
@@ -70,6 +74,7 @@ bool read_input(std::deque<uint8_t>& inq, int timeout_ms) {
     } while (n < 0 && errno == EINTR);
     if (n <= 0) return false;
     inq.insert(inq.end(), buf, buf + n);
+    bytes_in += static_cast<uint64_t>(n);
     return true;
 }
 
@@ -183,7 +188,8 @@ int main(int argc, char** argv) {
         if (starved && !des_busy && top->idle) {
             flush_out();
             if (eof) break;
-            std::fprintf(stderr, "cycles=%" PRIu64 "\n", cycles);
+            std::fprintf(stderr, "cycles=%" PRIu64 " in=%" PRIu64 " out=%" PRIu64 "\n", cycles,
+                         bytes_in, bytes_out);
             std::fflush(stderr);
             eof = !read_input(inq, -1);
             if (eof) eof_cycle = cycles;
@@ -213,7 +219,8 @@ int main(int argc, char** argv) {
     }
 
     flush_out();
-    std::fprintf(stderr, "exit cycles=%" PRIu64 "\n", cycles);
+    std::fprintf(stderr, "exit cycles=%" PRIu64 " in=%" PRIu64 " out=%" PRIu64 "\n", cycles,
+                 bytes_in, bytes_out);
     std::fflush(stderr);
     top->final();
     return 0;

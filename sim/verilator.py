@@ -172,7 +172,7 @@ class SimDevice:
     Raises ``RuntimeError`` from :meth:`write` if the process has exited (with its stderr).
     """
 
-    _CYCLES = re.compile(r"^(?:exit )?cycles=(\d+)$")
+    _REPORT = re.compile(r"^(exit )?cycles=(\d+) in=(\d+) out=(\d+)$")
 
     def __init__(self, exe, divisor, *, timeout=1.0, reset_cycles=8):
         self.timeout = timeout
@@ -183,6 +183,9 @@ class SimDevice:
         self._cond = threading.Condition()
         self._eof = False
         self._cycles = None
+        self._written = 0
+        self._idle_in = -1          # bytes the harness had read at its last idle report
+        self._exited = False
         self._stderr = []
         self._threads = [
             threading.Thread(target=self._pump_stdout, daemon=True),
@@ -206,9 +209,13 @@ class SimDevice:
     def _pump_stderr(self):
         for raw in self._proc.stderr:
             line = raw.decode(errors="replace").rstrip("\n")
-            match = self._CYCLES.match(line)
+            match = self._REPORT.match(line)
             if match:
-                self._cycles = int(match.group(1))
+                with self._cond:
+                    self._cycles = int(match.group(2))
+                    self._idle_in = int(match.group(3))
+                    self._exited = self._exited or bool(match.group(1))
+                    self._cond.notify_all()
             else:
                 self._stderr.append(line)
                 del self._stderr[:-50]
@@ -216,8 +223,27 @@ class SimDevice:
     @property
     def cycles(self):
         """Simulated cycles (including reset) as of the harness's last idle point, or at exit
-        after :meth:`close`; ``None`` before the first report."""
+        after :meth:`close`; ``None`` before the first report. Exact after :meth:`wait_idle`."""
         return self._cycles
+
+    def wait_idle(self, timeout=None):
+        """Wait until the device has consumed every byte written so far and gone idle (the
+        harness blocked on input); return :attr:`cycles` at that point.
+
+        ``timeout`` defaults to :attr:`timeout`. Raises ``TimeoutError`` if the device is still
+        busy then, ``RuntimeError`` if the process exited.
+        """
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        with self._cond:
+            while self._idle_in != self._written:
+                left = deadline - time.monotonic()
+                if self._exited or self._proc.poll() is not None:
+                    raise RuntimeError("simulated device exited: " + "\n".join(self._stderr[-10:]))
+                if left <= 0:
+                    raise TimeoutError(f"simulated device still busy after {self._written} bytes "
+                                       f"written (idle after {self._idle_in})")
+                self._cond.wait(min(left, 0.1))
+            return self._cycles
 
     @property
     def stderr_lines(self):
@@ -232,8 +258,14 @@ class SimDevice:
 
     def write(self, data):
         """Send bytes to the device's ``uart_rx``; returns the number of bytes."""
+        data = bytes(data)
         try:
-            self._proc.stdin.write(bytes(data))
+            view = memoryview(data)
+            while view:
+                n = self._proc.stdin.write(view)
+                view = view[n:]
+                with self._cond:
+                    self._written += n
         except (BrokenPipeError, ValueError) as e:
             self._proc.wait()
             raise RuntimeError(f"simulated device exited with status {self._proc.returncode}: "

@@ -27,7 +27,9 @@ class BusRAM(wiring.Component):
     def __init__(self, depth, hole=(0, 0), init=()):
         self.depth = depth
         self.hole = hole
-        self.init = list(init)
+        self.mem = Memory(shape=32, depth=depth, init=init)
+        self._w_port = self.mem.write_port()
+        self._r_port = self.mem.read_port()
         super().__init__()
 
     def mapped(self, word_addr):
@@ -36,9 +38,8 @@ class BusRAM(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = Memory(shape=32, depth=self.depth, init=self.init)
-        w_port = mem.write_port()
-        r_port = mem.read_port()
+        m.submodules.mem = self.mem
+        w_port, r_port = self._w_port, self._r_port
         lo, hi = self.hole
         m.d.comb += [
             self.bus.addr_err.eq((self.bus.addr >= self.depth)

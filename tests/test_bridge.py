@@ -1,0 +1,317 @@
+"""UARTBridge in amaranth.sim, driven bit-serially on its rx pin, against a bus RAM.
+
+Frames come from nibble.host.link; expected responses and memory contents from its
+BridgeModel. Every cycle the bus is checked: no access to an address with addr_err, never
+w_en and r_en together.
+"""
+import random
+
+import pytest
+from amaranth import *
+from amaranth.sim import Simulator
+
+from busram import DeviceTop
+from nibble.host.link import (BridgeModel, Cmd, Status, crc8, decode_response, encode_request,
+                              encode_response)
+from nibble.hw.bridge import TIMEOUT_BITS, UARTBridge, crc8_update
+
+D = 4                   # cycles per bit: the smallest divisor, to keep the simulation short
+DEPTH = 16              # RAM words
+HOLE = (8, 10)          # unmapped words inside the RAM's range
+MAX_PAYLOAD = 32
+SEED = 4242
+
+
+def line_bits(data):
+    out = []
+    for byte in data:
+        bits = [0] + [(byte >> i) & 1 for i in range(8)] + [1]
+        out += [b for b in bits for _ in range(D)]
+    return out
+
+
+class LineDecoder:
+    """Decodes an 8N1 line sampled once per cycle (mid-bit)."""
+
+    def __init__(self):
+        self.out = bytearray()
+        self.busy = False
+        self.errors = 0
+
+    def step(self, level):
+        if not self.busy:
+            if not level:
+                self.busy, self.timer, self.bit, self.byte = True, D // 2, 0, 0
+            return
+        self.timer -= 1
+        if self.timer:
+            return
+        self.timer = D
+        if self.bit == 0 and level:
+            self.busy = False
+        elif 1 <= self.bit <= 8:
+            self.byte |= level << (self.bit - 1)
+        elif self.bit == 9:
+            if level:
+                self.out.append(self.byte)
+            else:
+                self.errors += 1
+            self.busy = False
+        self.bit += 1
+
+
+def simulate(segments, *, init=(), max_payload=MAX_PAYLOAD, wait_response=True):
+    """Send ``segments`` (``(bytes, idle cycles after)``) to a bridge + RAM.
+
+    With ``wait_response``, each segment after the first is sent only once the bridge is idle
+    again (like Link). Returns ``(tx bytes, RAM words, bus writes [(word, data)])``.
+    """
+    init = list(init) + [0] * (DEPTH - len(init))
+    top = DeviceTop(D, DEPTH, hole=HOLE, max_payload=max_payload, init=init)
+    bus = top.bridge.bus
+    result = {}
+
+    async def tb(ctx):
+        dec = LineDecoder()
+        writes = []
+
+        async def step(level):
+            ctx.set(top.uart_rx, level)
+            _, _, w_en, r_en, addr_err, addr, w_data = await ctx.tick().sample(
+                bus.w_en, bus.r_en, bus.addr_err, bus.addr, bus.w_data)
+            assert not (w_en and r_en)
+            assert not ((w_en or r_en) and addr_err), f"access to unmapped word {addr}"
+            if w_en:
+                writes.append((addr, w_data))
+            dec.step(ctx.get(top.uart_tx))
+
+        await ctx.tick().repeat(4)
+        for data, gap in segments:
+            for level in line_bits(data) + [1] * gap:
+                await step(level)
+            if wait_response:
+                for _ in range(20000):
+                    if ctx.get(top.idle) and not dec.busy:
+                        break
+                    await step(1)
+                else:
+                    raise AssertionError("bridge never became idle")
+        for _ in range(20000):
+            if ctx.get(top.idle) and not dec.busy:
+                break
+            await step(1)
+        for _ in range(12 * D):                  # nothing more comes out
+            await step(1)
+            assert ctx.get(top.idle)
+        assert dec.errors == 0 and not dec.busy
+        result["tx"] = bytes(dec.out)
+        result["mem"] = [ctx.get(top.ram.mem.data[i]) for i in range(DEPTH)]
+        result["writes"] = writes
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    return result["tx"], result["mem"], result["writes"]
+
+
+def model_run(frames, init=(), abandon_after=(), max_payload=MAX_PAYLOAD):
+    """Expected responses and RAM words from the reference model."""
+    init = list(init) + [0] * (DEPTH - len(init))
+    model = BridgeModel(lambda w: w < DEPTH and not HOLE[0] <= w < HOLE[1], max_payload,
+                        memory=dict(enumerate(init)))
+    out = b""
+    for i, frame in enumerate(frames):
+        out += model.feed(frame)
+        if i in abandon_after:
+            model.abandon()
+    return out, [model.memory.get(i, 0) for i in range(DEPTH)]
+
+
+def check(frames, *, init=(), gaps=None, abandon_after=(), max_payload=MAX_PAYLOAD):
+    gaps = gaps or [0] * len(frames)
+    tx, mem, writes = simulate(list(zip(frames, gaps)), init=init, max_payload=max_payload)
+    exp_tx, exp_mem = model_run(frames, init, abandon_after, max_payload)
+    assert tx.hex() == exp_tx.hex()
+    assert mem == exp_mem
+    return tx, writes
+
+
+def test_crc8_update_matches_host_crc8():
+    crc_in, byte_in = Signal(8), Signal(8)
+    out = Signal(8)
+    m = Module()
+    m.d.comb += out.eq(crc8_update(crc_in, byte_in))
+    print("seed", SEED)
+    rng = random.Random(SEED)
+    cases = [(0, b) for b in range(256)] + [(rng.randrange(256), rng.randrange(256))
+                                            for _ in range(256)]
+
+    async def tb(ctx):
+        for c, b in cases:
+            ctx.set(crc_in, c)
+            ctx.set(byte_in, b)
+            assert ctx.get(out) == crc8(bytes([b]), init=c), (c, b)
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+@pytest.mark.parametrize("value", [0, 3, 6, 65536, 1024.0, True])
+def test_max_payload_validation(value):
+    with pytest.raises(ValueError, match=rf"^max_payload must be a multiple of 4 in 4\.\.65532, "
+                                         rf"not {value!r}$"):
+        UARTBridge(4, max_payload=value)
+
+
+def test_write_then_read_back():
+    data = bytes(range(0x10, 0x20))
+    tx, writes = check([encode_request(Cmd.WRITE, 4, payload=data),
+                        encode_request(Cmd.READ, 0, length=24),
+                        encode_request(Cmd.READ, 12, length=4)])
+    assert tx.startswith(encode_response(Status.OK))
+    assert writes == [(1 + k, int.from_bytes(data[4 * k:4 * k + 4], "little")) for k in range(4)]
+
+
+def test_ping():
+    tx, writes = check([encode_request(Cmd.PING), encode_request(Cmd.PING, 0x1234)])
+    assert tx == encode_response(Status.OK) * 2 and writes == []
+
+
+def test_bad_crc_write_is_not_executed():
+    init = [0x1000 + i for i in range(DEPTH)]
+    frame = bytearray(encode_request(Cmd.WRITE, 0, payload=bytes(range(8))))
+    frame[-1] ^= 0x01
+    payload_hit = bytearray(encode_request(Cmd.WRITE, 8, payload=bytes(range(8))))
+    payload_hit[10] ^= 0x80                      # corrupted payload byte
+    tx, writes = check([bytes(frame), bytes(payload_hit)], init=init)
+    assert [decode_response(tx[:5]).status, decode_response(tx[5:]).status] == [Status.BAD_CRC] * 2
+    assert writes == []
+
+
+def test_unknown_command():
+    tx, writes = check([encode_request(0x00, 0, length=4), encode_request(0x7F, 0, length=0)])
+    assert tx == encode_response(Status.UNKNOWN_COMMAND) * 2 and writes == []
+
+
+def test_unaligned_address():
+    tx, writes = check([encode_request(Cmd.WRITE, 2, payload=bytes(4)),
+                        encode_request(Cmd.READ, 5, length=8)])
+    assert tx == encode_response(Status.BAD_ADDRESS) * 2 and writes == []
+
+
+def test_bad_length():
+    frames = [
+        encode_request(Cmd.READ, 0, length=0),
+        encode_request(Cmd.READ, 0, length=6),
+        encode_request(Cmd.READ, 0, length=MAX_PAYLOAD + 4),
+        encode_request(Cmd.WRITE, 0, payload=bytes(range(6))),             # payload consumed
+        encode_request(Cmd.WRITE, 0, payload=bytes(MAX_PAYLOAD + 4)),      # ... not stored
+        encode_request(Cmd.PING, length=4),
+        encode_request(Cmd.WRITE, 0, payload=b"\x01\x02\x03\x04"),          # still in step
+    ]
+    tx, writes = check(frames)
+    assert tx == encode_response(Status.BAD_LENGTH) * 6 + encode_response(Status.OK)
+    assert writes == [(0, 0x04030201)]
+
+
+def test_unmapped_address_writes_nothing():
+    init = [0xA0 + i for i in range(DEPTH)]
+    frames = [
+        encode_request(Cmd.WRITE, 6 * 4, payload=bytes(range(16))),         # words 6..9: 8, 9 hole
+        encode_request(Cmd.WRITE, (DEPTH - 1) * 4, payload=bytes(8)),        # runs off the end
+        encode_request(Cmd.READ, 9 * 4, length=4),
+        encode_request(Cmd.READ, 0xFFFFFFFC, length=8),                     # wraps to word 0
+        encode_request(Cmd.READ, 10 * 4, length=4),                         # just past the hole
+    ]
+    tx, writes = check(frames, init=init)
+    assert tx == (encode_response(Status.BAD_ADDRESS) * 4
+                  + encode_response(Status.OK, (0xAA).to_bytes(4, "little")))
+    assert writes == []
+
+
+def test_garbage_before_frame():
+    garbage = bytes([0x00, 0xFF, 0x5A, 0x13, 0x01])
+    tx, _ = check([garbage + encode_request(Cmd.PING),
+                   garbage + encode_request(Cmd.WRITE, 0, payload=b"\xaa\xbb\xcc\xdd"),
+                   encode_request(Cmd.READ, 0, length=4)])
+    assert tx.endswith(encode_response(Status.OK, b"\xaa\xbb\xcc\xdd"))
+
+
+def test_abandoned_partial_frame_then_good_frame():
+    """A frame that stops for longer than 64 bit times is dropped; a slow but continuous frame
+    (gaps under the timeout) is still accepted."""
+    partial = encode_request(Cmd.WRITE, 0, payload=b"\x01\x02\x03\x04")[:9]
+    long_gap = (TIMEOUT_BITS + 4) * D
+    tx, _, writes = simulate([(partial, long_gap), (encode_request(Cmd.PING), 0)],
+                          wait_response=False)
+    assert tx == encode_response(Status.OK) and writes == []
+
+    frame = encode_request(Cmd.WRITE, 4, payload=b"\x05\x06\x07\x08")
+    segments = [(frame[i:i + 1], (TIMEOUT_BITS - 12) * D) for i in range(len(frame))]
+    tx, _, writes = simulate(segments, wait_response=False)
+    assert tx == encode_response(Status.OK) and writes == [(1, 0x08070605)]
+
+
+def test_back_to_back_frames_at_line_rate():
+    """Three requests sent without a pause: the receive FIFO holds the next request's bytes
+    while a response is being sent."""
+    frames = [encode_request(Cmd.WRITE, 0, payload=bytes(range(12))),
+              encode_request(Cmd.READ, 4, length=4),
+              encode_request(Cmd.PING)]
+    tx, _, _ = simulate([(b"".join(frames), 0)])
+    assert tx == model_run(frames)[0]
+
+
+def test_random_frames():
+    print("seed", SEED)
+    rng = random.Random(SEED)
+    init = [rng.randrange(1 << 32) for _ in range(DEPTH)]
+    frames = []
+    for _ in range(30):
+        n = 4 * rng.randrange(1, MAX_PAYLOAD // 4 + 1)
+        addr = 4 * rng.randrange(0, DEPTH + 2)
+        if rng.random() < 0.5:
+            frame = encode_request(Cmd.WRITE, addr,
+                                   payload=bytes(rng.randrange(256) for _ in range(n)))
+        else:
+            frame = encode_request(Cmd.READ, addr, length=n)
+        if rng.random() < 0.1:
+            frame = frame[:-1] + bytes([frame[-1] ^ 0x40])
+        frames.append(frame)
+    frames.append(encode_request(Cmd.READ, 0, length=4 * HOLE[0]))
+    frames.append(encode_request(Cmd.READ, 4 * HOLE[1], length=4 * (DEPTH - HOLE[1])))
+    tx, _ = check(frames, init=init)
+    print(tx.hex())
+
+
+@pytest.mark.parametrize("frame,cmd,n,ok,err_at", [
+    (encode_request(Cmd.PING), Cmd.PING, 0, True, None),
+    (encode_request(Cmd.WRITE, 0, payload=bytes(12)), Cmd.WRITE, 3, True, None),
+    (encode_request(Cmd.READ, 4, length=8), Cmd.READ, 2, True, None),
+    (encode_request(Cmd.READ, 2, length=8), Cmd.READ, 2, False, None),
+    (encode_request(Cmd.WRITE, 4 * (HOLE[0] - 2), payload=bytes(16)), Cmd.WRITE, 4, False, 2),
+    (encode_request(0x99, 0), 0x99, 0, True, None),
+], ids=["ping", "write", "read", "read_unaligned", "write_unmapped", "unknown"])
+def test_response_latency(frame, cmd, n, ok, err_at):
+    """Pin to pin: CRC byte start bit on rx → response start bit on tx."""
+    top = DeviceTop(D, DEPTH, hole=HOLE, max_payload=MAX_PAYLOAD)
+    result = {}
+
+    async def tb(ctx):
+        await ctx.tick().repeat(4)
+        wave = line_bits(frame)
+        crc_start = len(wave) - 10 * D
+        for cycle, level in enumerate(wave + [1] * 400):
+            ctx.set(top.uart_rx, level)
+            if cycle >= crc_start and not ctx.get(top.uart_tx):
+                result["latency"] = cycle - crc_start
+                return
+            await ctx.tick()
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert result["latency"] == top.bridge.response_latency(cmd, n, ok, addr_err_at=err_at)
