@@ -73,6 +73,7 @@ def import_onnx(model):
 
     ops = []
     cur = in_name
+    layer_out = None          # tensor produced by the last Conv/Gemm (through Identity/Dropout)
     flat = False
     for node in g.node:
         where = f"node '{node.name or node.output[0]}' ({node.op_type})"
@@ -133,7 +134,7 @@ def import_onnx(model):
             ops.append(conv)
             shape = (co, ho, wo)
         elif op == "BatchNormalization":
-            if last is None or last.relu or last.pool != 1 or last.bn is not None or cur != _last_out:
+            if last is None or last.relu or last.pool != 1 or last.bn is not None or cur != layer_out:
                 raise CompileError(f"{where}: BatchNormalization must directly follow a Conv or Gemm to be folded")
             gamma, beta, mean, var = (inits.get(n) for n in node.input[1:5])
             if any(v is None for v in (gamma, beta, mean, var)):
@@ -188,11 +189,9 @@ def import_onnx(model):
             shape = (w.shape[0], 1, 1)
         else:
             raise CompileError(f"{where}: unsupported operator (supported: {SUPPORTED})")
+        if op in ("Conv", "Gemm") or (op in ("Identity", "Dropout") and layer_out == cur):
+            layer_out = node.output[0]
         cur = node.output[0]
-        if op in ("Conv", "Gemm"):
-            _last_out = cur
-        elif op in ("Identity", "Dropout") and ops and cur:
-            _last_out = cur if ops and _last_out == data_in[0] else None
     if not ops:
         raise CompileError("the model has no Conv or Gemm layer")
     if cur != out_name:

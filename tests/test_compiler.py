@@ -82,7 +82,7 @@ def _model(nodes, inits, in_shape=(1, 2, 6, 6), out_shape=None, opset=17):
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape or [None] * 4)],
                           [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
 def _conv_inits(rng, co=3, ci=2, k=3):
@@ -179,3 +179,33 @@ def test_cli_errors_are_one_line(case, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
     assert {"malformed": "not a valid ONNX model", "unsupported": "node 'sig' (Sigmoid)",
             "shape": "does not match the model's input (1, 8, 8)"}[case] in lines[0]
+
+
+def test_bn_must_follow_a_conv():
+    rng = np.random.default_rng(SEED)
+    inits = _conv_inits(rng)
+    inits.update({n: np.ones(3) for n in ("g", "bb", "mu", "var")})
+    m = _model([helper.make_node("Conv", ["x", "w", "b"], ["c"], name="c0", pads=[1, 1, 1, 1]),
+                helper.make_node("Relu", ["c"], ["r"], name="r0"),
+                helper.make_node("BatchNormalization", ["r", "g", "bb", "mu", "var"], ["y"], name="bn0")], inits)
+    with pytest.raises(CompileError, match=r"node 'bn0' \(BatchNormalization\): BatchNormalization must directly follow"):
+        compile_model(m, rng.normal(size=(4, 2, 6, 6)))
+
+
+def test_bn_fold_through_identity_matches_onnxruntime(tmp_path):
+    """Conv → Identity → BatchNormalization → Relu: folded, and equal to ONNX Runtime in float."""
+    rng = np.random.default_rng(SEED)
+    inits = _conv_inits(rng)
+    inits.update({"g": rng.uniform(0.5, 2, 3), "bb": rng.normal(0, 1, 3), "mu": rng.normal(0, 1, 3),
+                  "var": rng.uniform(0.5, 2, 3)})
+    m = _model([helper.make_node("Conv", ["x", "w", "b"], ["c"], name="c0", pads=[1, 1, 1, 1]),
+                helper.make_node("Identity", ["c"], ["i"], name="id0"),
+                helper.make_node("BatchNormalization", ["i", "g", "bb", "mu", "var"], ["n"], name="bn0"),
+                helper.make_node("Relu", ["n"], ["y"], name="r0")], inits, out_shape=[1, 3, 6, 6])
+    ops = fold_bn(import_onnx(m)[0])
+    assert len(ops) == 1 and ops[0].relu and ops[0].bn is None
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    x = rng.normal(size=(3, 2, 6, 6)).astype(np.float32)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    assert np.allclose(run_float(ops, x.astype(np.float64))[-1], ref, rtol=1e-5, atol=1e-5)
