@@ -67,6 +67,20 @@ class EngineError(enum.IntEnum):
     SHIFT_RANGE = 7
 
 
+def _odometer(m, digits):
+    """Step a nest of counters: ``digits`` = [(counter, has_next), …], innermost first.
+
+    The innermost counter with a next value increments; every counter inside it returns to 0.
+    """
+    sig, has_next = digits[0]
+    with m.If(has_next):
+        m.d.sync += sig.eq(sig + 1)
+    with m.Else():
+        m.d.sync += sig.eq(0)
+        if len(digits) > 1:
+            _odometer(m, digits[1:])
+
+
 class Engine(wiring.Component):
     """Descriptor-driven layer engine: controller, loaders, scheduler, PE array, output stage.
 
@@ -200,34 +214,9 @@ class Engine(wiring.Component):
         # counters: cb innermost, then kx, ky, then pool dx, dy, then px, py
         with m.If(gen & adv):
             m.d.sync += taddr.eq(Mux(b_last, 0, taddr + 1))
-            with m.If(cb + 1 < in_cb):
-                m.d.sync += cb.eq(cb + 1)
-            with m.Else():
-                m.d.sync += cb.eq(0)
-                with m.If(kx + 1 < kw):
-                    m.d.sync += kx.eq(kx + 1)
-                with m.Else():
-                    m.d.sync += kx.eq(0)
-                    with m.If(ky + 1 < kh):
-                        m.d.sync += ky.eq(ky + 1)
-                    with m.Else():
-                        m.d.sync += ky.eq(0)
-                        with m.If(pool_en & (dx == 0)):
-                            m.d.sync += dx.eq(1)
-                        with m.Else():
-                            m.d.sync += dx.eq(0)
-                            with m.If(pool_en & (dy == 0)):
-                                m.d.sync += dy.eq(1)
-                            with m.Else():
-                                m.d.sync += dy.eq(0)
-                                with m.If(px + 1 < out_w):
-                                    m.d.sync += px.eq(px + 1)
-                                with m.Else():
-                                    m.d.sync += px.eq(0)
-                                    with m.If(py + 1 < out_h):
-                                        m.d.sync += py.eq(py + 1)
-                                    with m.Else():
-                                        m.d.sync += py.eq(0)
+            _odometer(m, [(cb, cb + 1 < in_cb), (kx, kx + 1 < kw), (ky, ky + 1 < kh),
+                          (dx, pool_en & (dx == 0)), (dy, pool_en & (dy == 0)),
+                          (px, px + 1 < out_w), (py, py + 1 < out_h)])
         m.d.comb += gen_done.eq(b_last & (~pool_en | ((dy == 1) & (dx == 1)))
                                 & (px + 1 >= out_w) & (py + 1 >= out_h))
 

@@ -65,6 +65,22 @@ def pe_input_layout(vc, depth, tag_shape=0):
     return data.StructLayout(fields)
 
 
+def _pe_members(vc, acc_shape, depth, tag_shape, extra):
+    """Signature members shared by :class:`PE` and :class:`PEArray`."""
+    out_fields = {"acc": acc_shape}
+    if tag_shape:
+        out_fields["tag"] = tag_shape
+    return {
+        "i": In(stream.Signature(pe_input_layout(vc, depth, tag_shape))),
+        "o": Out(stream.Signature(data.StructLayout(out_fields))),
+        "w_en": In(1),
+        **extra,
+        "w_addr": In(range(depth)),
+        "w_data": In(data.ArrayLayout(unsigned(4), vc)),
+        "busy": Out(1),
+    }
+
+
 class PE(wiring.Component):
     """Processing element: dot product of ``vc`` SAC lanes into an accumulator (ARITHMETIC §4.4).
 
@@ -96,17 +112,7 @@ class PE(wiring.Component):
         if depth < 2:
             raise ValueError(f"PE filter cache must have at least 2 words, not {depth}")
         self.vc, self.acc_width, self.depth, self.tag_shape = vc, acc_width, depth, tag_shape
-        out_fields = {"acc": signed(acc_width)}
-        if tag_shape:
-            out_fields["tag"] = tag_shape
-        super().__init__({
-            "i": In(stream.Signature(pe_input_layout(vc, depth, tag_shape))),
-            "o": Out(stream.Signature(data.StructLayout(out_fields))),
-            "w_en": In(1),
-            "w_addr": In(range(depth)),
-            "w_data": In(data.ArrayLayout(unsigned(4), vc)),
-            "busy": Out(1),
-        })
+        super().__init__(_pe_members(vc, signed(acc_width), depth, tag_shape, {}))
 
     def elaborate(self, platform):
         m = Module()
@@ -186,18 +192,8 @@ class PEArray(wiring.Component):
             raise ValueError(f"PE array needs at least one PE, not {m}")
         self.m, self.vc, self.acc_width, self.depth, self.tag_shape = m, vc, acc_width, depth, tag_shape
         self.pes = [PE(vc, acc_width, depth, tag_shape if k == 0 else 0) for k in range(m)]
-        out_fields = {"acc": data.ArrayLayout(signed(acc_width), m)}
-        if tag_shape:
-            out_fields["tag"] = tag_shape
-        super().__init__({
-            "i": In(stream.Signature(pe_input_layout(vc, depth, tag_shape))),
-            "o": Out(stream.Signature(data.StructLayout(out_fields))),
-            "w_en": In(1),
-            "w_pe": In(range(m)),
-            "w_addr": In(range(depth)),
-            "w_data": In(data.ArrayLayout(unsigned(4), vc)),
-            "busy": Out(1),
-        })
+        super().__init__(_pe_members(vc, data.ArrayLayout(signed(acc_width), m), depth, tag_shape,
+                                     {"w_pe": In(range(m))}))
 
     def elaborate(self, platform):
         m = Module()
