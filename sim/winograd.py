@@ -150,8 +150,8 @@ def output_transform(M, name):
 
     :param M: integer array ``(..., α, α)``.
     :returns: int64 ``(..., m, m)``; still scaled by :func:`winograd_scale` when ``M`` is built
-        from scaled ``U``. Growth over ``M`` at most ``Σ|Aᵀ row|²``: ×9 (4 bits) for F2x2_3x3,
-        ×4 (2 bits) for F2x2_2x2.
+        from scaled ``U``. Growth over ``M`` at most ``(max_row Σ|Aᵀ[row]|)²``: ×9 (4 bits) for
+        F2x2_3x3, ×4 (2 bits) for F2x2_2x2.
     """
     v = variant(name)
     M = np.asarray(M, dtype=np.int64)
