@@ -1,23 +1,34 @@
 """Board output: the ``Accelerator`` wrapped for a board, Verilog + XDC + Vivado TCL + build scripts.
 
-Uses the amaranth-boards platforms (KC705: Kintex-7 xc7k325t-ffg900-2) and Amaranth's Xilinx
-build plan without running Vivado (``platform.build(..., do_build=False)``). The engine clock is
-the board's default clock; the UART runs at ``config.baud`` from it. LEDs 0/1/2 show
-busy/done/error. Next to the build files go ``regmap.json`` and ``config.json``.
-Files are rewritten only when their content changes.
+Boards (:data:`BOARDS`): KC705 (Kintex-7 xc7k325t-ffg900-2, amaranth-boards), VC707 (Virtex-7
+xc7vx485t-ffg1761-2, :mod:`nibble.gen.vc707`) and KCU105 (Kintex UltraScale xcku040-ffva1156-2-e,
+amaranth-boards plus its USB-UART pins). Uses Amaranth's Xilinx build plan without running Vivado
+(``platform.build(..., do_build=False)``). The engine clock is the board's default clock; the
+UART runs at ``config.baud`` from it. LEDs 0/1/2 show busy/done/error.
+
+Next to the build files go ``regmap.json``, ``regmap.h`` (C header), ``config.json`` and
+``report.txt`` (board, part, clock, configuration, CSR count), and the board's extra timing
+constraints from ``constraints/<board>.xdc`` are read by the Vivado script after the pin
+constraints. Every generated text file except ``config.json`` (kept loadable by ``--config``)
+and Amaranth's ``build_*.json`` carries a stamp: the git revision of the generator and
+``EngineConfig.digest()``, never a time. Files are rewritten only when their content changes.
 """
 import dataclasses
 import json
 import pathlib
+import subprocess
 
 from amaranth import Elaboratable, Module
 from amaranth.lib import io
 from amaranth.lib.cdc import FFSynchronizer
 
-from ..hw.accelerator import Accelerator, regmap
+from ..hw.accelerator import Accelerator, CSRS, regmap
 from ..hw.config import EngineConfig
 
-__all__ = ["BoardTop", "generate", "BOARDS"]
+__all__ = ["BoardTop", "generate", "BOARDS", "CONSTRAINTS_DIR", "git_revision", "regmap_header"]
+
+#: Per-board extra XDC files (``<board>.xdc``).
+CONSTRAINTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "constraints"
 
 
 def _kc705():
@@ -25,8 +36,24 @@ def _kc705():
     return KC705Platform()
 
 
+def _vc707():
+    from .vc707 import VC707Platform
+    return VC707Platform()
+
+
+def _kcu105():
+    # amaranth-boards' KCU105 has no UART; the CP2105 bridge's standard interface is on
+    # K26 (FPGA transmit, USB_UART_TX) and G25 (FPGA receive, USB_UART_RX), LVCMOS18 (Xilinx UG917).
+    from amaranth.build import Attrs
+    from amaranth_boards.kcu105 import KCU105Platform
+    from amaranth_boards.resources import UARTResource
+    platform = KCU105Platform()
+    platform.add_resources([UARTResource(0, rx="G25", tx="K26", attrs=Attrs(IOSTANDARD="LVCMOS18"))])
+    return platform
+
+
 #: Supported boards: name → platform factory.
-BOARDS = {"kc705": _kc705}
+BOARDS = {"kc705": _kc705, "vc707": _vc707, "kcu105": _kcu105}
 
 
 class BoardTop(Elaboratable):
@@ -60,25 +87,118 @@ def _write_if_changed(path, content):
     return True
 
 
+def git_revision():
+    """``git rev-parse --short HEAD`` of the generator's checkout, or ``"unknown"`` outside one."""
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CONSTRAINTS_DIR.parent,
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    rev = r.stdout.strip()
+    return rev if r.returncode == 0 and rev else "unknown"
+
+
+def _stamp_line(name, stamp):
+    """The stamp as a comment in the syntax of file ``name``, or None if it takes no comment."""
+    suffix = pathlib.PurePath(name).suffix
+    if suffix in (".v", ".sv", ".h"):
+        return f"/* {stamp} */"
+    if suffix in (".tcl", ".xdc", ".sh", ".txt"):
+        return f"# {stamp}"
+    if suffix == ".bat":
+        return f"@rem {stamp}"
+    return None
+
+
+def _stamped(name, content, stamp):
+    """``content`` with the stamp inserted as its second line (after a shebang or the tool's banner)."""
+    line = _stamp_line(name, stamp)
+    if line is None or not isinstance(content, str):
+        return content
+    first, nl, rest = content.partition("\n")
+    return f"{first}\n{line}\n{rest}" if nl else f"{line}\n{content}"
+
+
+def _c_name(name):
+    return name.upper().replace("-", "_")
+
+
+def regmap_header(rm, stamp):
+    """A C header with the CSR offsets, region bases and sizes, status bits, error codes,
+    descriptor constants and configuration of register map ``rm`` (see :func:`regmap`)."""
+    out = ["/* regmap.h: register map of a Nibble accelerator, generated from the gateware. */",
+           f"/* {stamp} */",
+           "#ifndef NIBBLE_REGMAP_H", "#define NIBBLE_REGMAP_H", "",
+           f"#define NIBBLE_ID 0x{rm['id']:08X}u",
+           f"#define NIBBLE_VERSION 0x{rm['version']:08X}u", "",
+           "/* regions: byte base, 32-bit words, memory word bits, 32-bit slices per memory word */"]
+    for name, r in rm["regions"].items():
+        n = f"NIBBLE_REGION_{_c_name(name)}"
+        out += [f"#define {n}_BASE 0x{r['base']:08X}u", f"#define {n}_WORDS {r['words']}u",
+                f"#define {n}_WORD_BITS {r['word_bits']}u", f"#define {n}_SLICES {r['slices']}u"]
+    out += ["", "/* CSRs: byte offsets from NIBBLE_REGION_CSR_BASE */"]
+    for name, c in rm["csrs"].items():
+        out.append(f"#define NIBBLE_CSR_{_c_name(name)} 0x{c['offset']:02X}u  /* {c['access']}: "
+                   f"{c['doc'].replace('*/', '* /')} */")
+    out += ["", "/* status CSR bits */"]
+    out += [f"#define NIBBLE_STATUS_{_c_name(n)} (1u << {b})" for n, b in rm["status_bits"].items()]
+    out += ["", "/* err_code values */"]
+    out += [f"#define NIBBLE_ERR_{_c_name(n)} {v}u" for n, v in rm["error_codes"].items()]
+    d = rm["descriptor"]
+    out += ["", "/* layer descriptors */", f"#define NIBBLE_DESC_WORDS {d['words']}u",
+            f"#define NIBBLE_DESC_MAGIC 0x{d['magic']:04X}u"]
+    out += [f"#define NIBBLE_FLAG_{_c_name(n)} {v}u" for n, v in d["flags"].items()]
+    out += ["", "/* requantization shift range */",
+            f"#define NIBBLE_SH_MIN ({rm['requant']['sh_min']})",
+            f"#define NIBBLE_SH_MAX ({rm['requant']['sh_max']})", "", "/* configuration */"]
+    out += [f"#define NIBBLE_CFG_{_c_name(n)} {v}u" for n, v in rm["config"].items()]
+    out += ["", "#endif /* NIBBLE_REGMAP_H */", ""]
+    return "\n".join(out)
+
+
+def _report_text(board, platform, cfg, stamp):
+    lines = [f"Nibble build report", f"# {stamp}",
+             f"board: {board}",
+             f"part: {platform.device}-{platform.package}-{platform.speed}",
+             f"clock: {platform.default_clk} {cfg.clk_hz / 1e6:g} MHz",
+             f"uart: {cfg.baud} bit/s, {cfg.uart_divisor} cycles per bit",
+             f"config digest: {cfg.digest()}",
+             "config: " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()),
+             f"peak: {cfg.peak_ops_per_cycle} shift-accumulate operations per cycle",
+             f"csrs: {len(CSRS)}",
+             f"extra constraints: {board}.xdc", ""]
+    return "\n".join(lines)
+
+
 def generate(board, config: EngineConfig, out_dir):
     """Write the build files for ``board`` into ``out_dir``.
 
     The configuration's ``clk_hz`` is set to the board's default clock.
     :returns: list of the files (paths) of the build.
     :raises ValueError: for an unknown board, or a baud rate the board clock cannot make.
+    :raises OSError: when the board's extra constraints file is missing.
     """
     if board not in BOARDS:
         raise ValueError(f"unknown board '{board}' (known: {', '.join(BOARDS)})")
     platform = BOARDS[board]()
     clk_hz = int(platform.default_clk_frequency)
     cfg = dataclasses.replace(config, clk_hz=clk_hz)
+    stamp = f"nibble {git_revision()}, config {cfg.digest()}"
+    xdc_path = CONSTRAINTS_DIR / f"{board}.xdc"
+    platform.add_file(f"{board}.xdc", _stamped(xdc_path.name, xdc_path.read_text(), stamp))
     plan = platform.build(BoardTop(cfg), name="nibble_top", do_build=False)
     out_dir = pathlib.Path(out_dir)
     files = []
     for name, content in plan.files.items():
+        if name != f"{board}.xdc":
+            content = _stamped(name, content, stamp)
         _write_if_changed(out_dir / name, content)
         files.append(out_dir / name)
-    for name, obj in (("regmap.json", regmap(cfg)), ("config.json", cfg.to_dict())):
-        _write_if_changed(out_dir / name, json.dumps(obj, indent=2) + "\n")
+    rm = regmap(cfg)
+    for name, text in (("regmap.json", json.dumps({**rm, "generated": stamp}, indent=2) + "\n"),
+                       ("regmap.h", regmap_header(rm, stamp)),
+                       ("config.json", json.dumps(cfg.to_dict(), indent=2) + "\n"),
+                       ("report.txt", _report_text(board, platform, cfg, stamp))):
+        _write_if_changed(out_dir / name, text)
         files.append(out_dir / name)
     return files

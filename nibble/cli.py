@@ -28,6 +28,11 @@ def _config(path):
         raise _Fail(f"configuration: {e}") from None
 
 
+def _boards():
+    from .gen.boards import BOARDS
+    return BOARDS
+
+
 def _expected_errors():
     from .host.driver import DeviceError
     from .host.ir import CompileError
@@ -152,7 +157,7 @@ def bench(device, config_path, cin, cout, size, kernel, seed, out):
 
 
 @cli.command()
-@click.option("--board", type=click.Choice(["kc705"]), required=True)
+@click.option("--board", type=click.Choice(list(_boards())), required=True)
 @click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
 @click.option("-o", "--out", type=click.Path(), default="build/gen", show_default=True)
 def gen(board, config_path, out):
