@@ -183,7 +183,8 @@ class Device:
             if port is None:
                 raise ValueError("the uart transport needs a serial port (e.g. /dev/ttyUSB1)")
             cfg = config or EngineConfig()
-            self._be = _LinkBackend(open_uart(port, baud), regmap(cfg), poll_s=0.001)
+            link = open_uart(port, baud)
+            self._be = _LinkBackend(link, regmap(cfg), closer=link.close, poll_s=0.001)
         else:
             raise ValueError(f"unknown transport '{transport}' (golden, sim, uart)")
         self.program = None

@@ -430,11 +430,12 @@ class Link:
 
 def open_uart(port, baud, **link_kwargs):
     """Open serial port ``port`` at ``baud`` (8N1, no flow control) with pyserial; return a
-    :class:`Link` over it. ``link_kwargs`` go to :class:`Link` (``max_payload``, ``retries``,
-    ``timeout_s``)."""
+    :class:`Link` over it. ``port`` is a device (``/dev/ttyUSB1``, ``COM3``) or a pyserial URL
+    (``socket://host:port``, ``rfc2217://…``). ``link_kwargs`` go to :class:`Link`
+    (``max_payload``, ``retries``, ``timeout_s``)."""
     import serial
 
-    ser = serial.Serial(port, baudrate=baud, bytesize=serial.EIGHTBITS,
-                        parity=serial.PARITY_NONE, stopbits=serial.STOPBITS_ONE,
-                        timeout=link_kwargs.get("timeout_s", 2.0))
+    ser = serial.serial_for_url(port, baudrate=baud, bytesize=serial.EIGHTBITS,
+                                parity=serial.PARITY_NONE, stopbits=serial.STOPBITS_ONE,
+                                timeout=link_kwargs.get("timeout_s", 2.0))
     return Link(ser, **link_kwargs)
