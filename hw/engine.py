@@ -30,7 +30,7 @@ Weight memory order per layer: for each output block, for each PE ``p``, for eac
 ``t = ky·kw + kx``, for each input block ``cb``: one word of ``vc`` codes (input channels
 ``cb·vc …``), i.e. filter-cache word ``t·in_cb + cb`` of PE ``p``.
 
-Schedule (cycles): per layer ``17 + 2`` (fetch, check) + per output block ``m + 1`` (biases)
+Schedule (cycles): per layer ``17 + 4`` (fetch, check) + per output block ``m + 1`` (biases)
 + ``m·T·in_cb + 1`` (filters, ``T = kh·kw``) + ``out_h·out_w·pool²·T·in_cb`` beats + the pipeline
 drain (about 8 cycles). The PE array is busy one beat per cycle while beats flow (backpressure
 from the writer when ``m > vc`` stalls it for ``m/vc − 1`` cycles per output pixel).
