@@ -522,8 +522,10 @@ def tdc_shuffle_macs(K, S, P, OP, hw):
 
 
 def winograd_tdc_mults(K, S, P, OP, hw, m=2, skip_zeros=True):
-    """Winograd F(m, Kc) on the TDC phases: ``Σ_φy u(ry)·⌈n_out/m⌉ · Σ_φx u(rx)·⌈n_out/m⌉`` with
-    ``u(r) = α − 1`` if ``n(r) = Kc − 1`` (and zeros skipped), else ``α = m + Kc − 1`` (§3)."""
+    """Winograd F(m, Kc) on the TDC phases (§3), per ``Cin·Cout`` pair:
+    ``Σ_φy u(ry)·⌈n_out/m⌉ · Σ_φx u(rx)·⌈n_out/m⌉`` with ``α = m + Kc − 1`` and ``u(r) = α − 1`` if
+    ``n(r) = Kc − 1`` and zeros are skipped, else ``α`` (point sets with the point 0, whose ``G`` row
+    is ``(1, 0, …, 0)``). Edge tiles count whole."""
     def axis(k, s, p, op, h):
         alpha = m + -(-k // s) - 1
         return sum((alpha - (skip_zeros and a.taps[0] is None)) * -(-a.n_out // m)
@@ -542,6 +544,6 @@ def deconv_counts(K, S, P, OP, hw):
         "scatter": scatter_macs(*args), "scatter_useful": scatter_useful_macs(*args),
         "nzp": nzp_macs(*args), "tdc_dense": tdc_dense_macs(*args), "tdc_skip": tdc_skip_macs(*args),
         "tdc_shuffle": tdc_shuffle_macs(*args),
-        "wino2_skip": winograd_tdc_mults(*args, m=2), "wino2_dense": winograd_tdc_mults(*args, m=2, skip_zeros=False),
-        "wino4_skip": winograd_tdc_mults(*args, m=4), "wino4_dense": winograd_tdc_mults(*args, m=4, skip_zeros=False),
+        **{f"wino{m}_{kind}": winograd_tdc_mults(*args, m=m, skip_zeros=kind == "skip")
+           for m in (2, 4) for kind in ("skip", "dense")},
     }
