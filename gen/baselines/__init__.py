@@ -1,0 +1,27 @@
+"""Resource baselines per Yosys version (``yosys-<version>.json``) and the blocks they describe.
+
+Blocks: ``sac_lane`` (:class:`~nibble.hw.pe.SACLane`) and ``pe_vc8`` (:class:`~nibble.hw.pe.PE` with
+8 lanes, 32-bit accumulator, 64-word filter cache), synthesized by :func:`nibble.gen.resources.synth_verilog`.
+"""
+import json
+import pathlib
+
+__all__ = ["BASELINE_BLOCKS", "baseline_verilog", "load_baseline"]
+
+BASELINE_BLOCKS = ("sac_lane", "pe_vc8")
+
+
+def baseline_verilog(name):
+    from amaranth.back import verilog
+    from ...hw.pe import PE, SACLane
+    component = {"sac_lane": SACLane, "pe_vc8": lambda: PE(8, 32, 64)}[name]()
+    return verilog.convert(component, name="top")
+
+
+def load_baseline(version):
+    """The baseline for Yosys ``version``; ``FileNotFoundError`` names the missing file."""
+    path = pathlib.Path(__file__).parent / f"yosys-{version}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no resource baseline for Yosys {version}: write {path.name} with "
+                                "gen/baselines/make_baseline.py")
+    return json.loads(path.read_text())

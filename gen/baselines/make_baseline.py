@@ -1,0 +1,19 @@
+"""Write ``yosys-<version>.json``: per-block synthesis figures of the baseline blocks.
+
+Run from the project's environment: ``python gen/baselines/make_baseline.py``. The test
+``tests/test_boards.py::test_synthesis_matches_baseline`` synthesizes the same blocks and compares.
+"""
+import json
+import pathlib
+
+from nibble.gen.resources import synth_verilog, yosys_version
+from nibble.gen.baselines import BASELINE_BLOCKS, baseline_verilog
+
+if __name__ == "__main__":
+    figures = {}
+    for name in BASELINE_BLOCKS:
+        r = synth_verilog(baseline_verilog(name), name)
+        figures[name] = {k: r[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1", "depth")}
+    path = pathlib.Path(__file__).parent / f"yosys-{yosys_version()}.json"
+    path.write_text(json.dumps({"yosys": yosys_version(), "blocks": figures}, indent=2) + "\n")
+    print(path)
