@@ -12,10 +12,10 @@ BASELINE_BLOCKS = ("sac_lane", "pe_vc8")
 
 
 def baseline_verilog(name):
-    from amaranth.back import verilog
     from ...hw.pe import PE, SACLane
+    from ..resources import _convert          # the same Verilog the report synthesizes
     component = {"sac_lane": SACLane, "pe_vc8": lambda: PE(8, 32, 64)}[name]()
-    return verilog.convert(component, name="top")
+    return _convert(component)
 
 
 def load_baseline(version):
