@@ -141,3 +141,18 @@ def test_report_small_config(small_config, synth_cache, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "| LUT |" in r.output and "| 203,800 |" in r.output and "| BRAM36 | 8 |" in r.output
     assert re.search(r"logic depth \(ltp -noff\): \d+ cells, in \w+", r.output)
+
+
+@pytest.mark.slow
+def test_composition_matches_whole_accelerator(synth_cache, monkeypatch):
+    """The per-block composition of the report against the whole small accelerator synthesized in
+    one piece (recorded in the baseline): LUT, CARRY4 and DSP48E1 within 10 %; FF may only be
+    over-estimated (a PE's tag registers and pipeline valid bits are shared in the array), by ≤ 25 %."""
+    from nibble.gen.baselines import COMPOSITION_CONFIG
+    monkeypatch.setenv("NIBBLE_CACHE_DIR", str(synth_cache))
+    whole = load_baseline(yosys_version())["composition"]
+    assert whole["config"] == COMPOSITION_CONFIG == SMALL
+    total = estimate(EngineConfig(**COMPOSITION_CONFIG), "xc7vx485t")["total"]
+    for res in ("LUT", "CARRY4", "DSP48E1"):
+        assert abs(total[res] - whole["whole"][res]) <= max(1, 0.10 * whole["whole"][res]), res
+    assert whole["whole"]["FF"] <= total["FF"] <= 1.25 * whole["whole"]["FF"]

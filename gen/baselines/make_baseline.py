@@ -7,13 +7,16 @@ import json
 import pathlib
 
 from nibble.gen.resources import synth_verilog, yosys_version
-from nibble.gen.baselines import BASELINE_BLOCKS, baseline_verilog
+from nibble.gen.baselines import BASELINE_BLOCKS, COMPOSITION_CONFIG, baseline_verilog, whole_verilog
 
 if __name__ == "__main__":
     figures = {}
     for name in BASELINE_BLOCKS:
         r = synth_verilog(baseline_verilog(name), name)
         figures[name] = {k: r[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1", "depth")}
+    w = synth_verilog(whole_verilog(), "whole accelerator")
+    composition = {"config": COMPOSITION_CONFIG, "whole": {k: w[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1")}}
     path = pathlib.Path(__file__).parent / f"yosys-{yosys_version()}.json"
-    path.write_text(json.dumps({"yosys": yosys_version(), "blocks": figures}, indent=2) + "\n")
+    path.write_text(json.dumps({"yosys": yosys_version(), "blocks": figures, "composition": composition},
+                               indent=2) + "\n")
     print(path)
