@@ -261,6 +261,16 @@ class Engine(wiring.Component):
         # ---- controller
         m.d.sync += cnt_d.eq(cnt)
 
+        def param_burst(base, regs, n):
+            """Read ``n`` parameter-memory words from ``base`` into ``regs`` (n + 1 cycles: the
+            address is issued in cycle ``cnt``, the word captured in cycle ``cnt + 1``).
+            Returns the condition of the burst's last cycle (``cnt`` is then back to 0)."""
+            m.d.comb += [self.p_r_addr.eq(base + cnt), self.p_r_en.eq(1)]
+            with m.If(cnt > 0):
+                m.d.sync += regs[cnt - 1].eq(self.p_r_data)
+            m.d.sync += cnt.eq(Mux(cnt == n, 0, cnt + 1))
+            return cnt == n
+
         def fail(code):
             m.d.sync += [self.error.eq(1), self.err_code.eq(code)]
             m.next = "IDLE"
@@ -276,13 +286,7 @@ class Engine(wiring.Component):
                     m.next = "DESC"
 
             with m.State("DESC"):
-                # read DESC_WORDS words: address issued in cycle cnt, captured in cycle cnt+1
-                m.d.comb += [self.p_r_addr.eq(dptr + cnt), self.p_r_en.eq(1)]
-                with m.If(cnt > 0):
-                    m.d.sync += desc[cnt - 1].eq(self.p_r_data)
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == DESC_WORDS):
-                    m.d.sync += cnt.eq(0)
+                with m.If(param_burst(dptr, desc, DESC_WORDS)):
                     m.next = "CHECK1"
 
             with m.State("CHECK1"):
@@ -326,12 +330,8 @@ class Engine(wiring.Component):
                     m.next = "BIAS"
 
             with m.State("BIAS"):
-                m.d.comb += [self.p_r_addr.eq(b_ptr + cnt), self.p_r_en.eq(1)]
-                with m.If(cnt > 0):
-                    m.d.sync += bias[cnt - 1].eq(self.p_r_data)
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == M):
-                    m.d.sync += [cnt.eq(0), cap.eq(0)]
+                with m.If(param_burst(b_ptr, bias, M)):
+                    m.d.sync += cap.eq(0)
                     m.next = "FILT"
 
             with m.State("FILT"):
