@@ -63,3 +63,27 @@ def test_maxpool_random(idle, stall):
     q = golden.requantize(accs + bias, sh, True).reshape(n_win, 4, m)
     assert np.array_equal(np.array(got), q.max(axis=1))
     assert tags == [(4 * k + 3) % 256 for k in range(n_win)]
+
+
+def test_latency():
+    """A beat with pool_last appears on ``o`` OutputStage.latency cycles after its transfer."""
+    dut = OutputStage(m=2, acc_width=24, tag_shape=8)
+    seen = {}
+
+    async def tb(ctx):
+        ctx.set(dut.sh, 1)
+        ctx.set(dut.bias, [0, 0])
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.i.payload, {"acc": [7, -7], "pool_first": 1, "pool_last": 1, "tag": 5})
+        await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        for cyc in range(1, 8):
+            if ctx.get(dut.o.valid):
+                seen["cycles"], seen["v"] = cyc, list(ctx.get(dut.o.payload.v))
+                break
+            await ctx.tick()
+
+    run_sim(dut, tb)
+    assert seen["cycles"] == OutputStage.latency
+    assert seen["v"] == golden.requantize(np.array([7, -7]), 1).tolist()
