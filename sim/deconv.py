@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import winograd as wg
-from .golden import code_to_int, conv_acc
+from .golden import code_to_int, conv_acc, pad_or_crop
 
 __all__ = [
     "deconv_out_size", "pad_or_crop", "deconv_scatter", "deconv_scatter_acc", "nzp_conv",
@@ -90,24 +90,6 @@ def _geometry(x, Wt, S, P, OP):
     K, S, P, OP = Wt.shape[2:], _pair(S, "stride"), _pair(P, "padding"), _pair(OP, "output_padding")
     out = tuple(deconv_out_size(x.shape[1 + i], K[i], S[i], P[i], OP[i]) for i in range(2))
     return x, Wt, tuple(K), S, P, OP, out
-
-
-def pad_or_crop(x, pad):
-    """Zero-pad the last two axes of ``x[C, H, W]`` by ``(top, bottom, left, right)``; negative = crop.
-
-    Index ``i`` of the result is index ``i − top`` of the input (zero outside), so a crop larger
-    than one side and a pad of the other side compose as plain index shifts.
-    """
-    t, b, l, r = (int(p) for p in pad)
-    c, h, w = x.shape
-    ho, wo = h + t + b, w + l + r
-    if ho < 0 or wo < 0:
-        raise ValueError(f"padding {pad} crops more than the {h}x{w} input")
-    out = np.zeros((c, ho, wo), dtype=x.dtype)
-    y0, y1, x0, x1 = max(0, t), min(ho, h + t), max(0, l), min(wo, w + l)
-    if y1 > y0 and x1 > x0:
-        out[:, y0:y1, x0:x1] = x[:, y0 - t:y1 - t, x0 - l:x1 - l]
-    return out
 
 
 def _corr(xp, f):

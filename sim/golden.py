@@ -22,7 +22,7 @@ import numpy as np
 __all__ = [
     "DE", "inq_n1", "inq_quantize", "code_to_int", "inq_decode", "pack_codes", "unpack_codes",
     "feature_q", "quantize_features", "dequantize_features", "sac", "conv_acc", "acc_bits",
-    "requantize", "maxpool2", "round_shift",
+    "requantize", "maxpool2", "round_shift", "pad_or_crop",
 ]
 
 #: Exponent spread n1 − n2 of the dense 4-bit code (ARITHMETIC §4.2): shifts 0..6.
@@ -156,6 +156,24 @@ def quantize_features(f, q, mode="half_up"):
 def dequantize_features(v, q):
     """``f = V · 2^(−Q)`` (float64, exact)."""
     return np.ldexp(np.asarray(v, dtype=np.float64), -int(q))
+
+
+def pad_or_crop(x, pad):
+    """Zero-pad the last two axes of ``x[C, H, W]`` by ``(top, bottom, left, right)``; negative = crop.
+
+    Index ``i`` of the result is index ``i − top`` of the input (zero outside), so a crop larger
+    than one side and a pad of the other side compose as plain index shifts.
+    """
+    t, b, l, r = (int(p) for p in pad)
+    c, h, w = x.shape
+    ho, wo = h + t + b, w + l + r
+    if ho < 0 or wo < 0:
+        raise ValueError(f"padding {pad} crops more than the {h}x{w} input")
+    out = np.zeros((c, ho, wo), dtype=x.dtype)
+    y0, y1, x0, x1 = max(0, t), min(ho, h + t), max(0, l), min(wo, w + l)
+    if y1 > y0 and x1 > x0:
+        out[:, y0:y1, x0:x1] = x[:, y0 - t:y1 - t, x0 - l:x1 - l]
+    return out
 
 
 def sac(x, code):

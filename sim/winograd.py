@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from .golden import DE, code_to_int
+from .golden import DE, code_to_int, pad_or_crop
 
 __all__ = [
     "VARIANTS", "WinogradVariant", "variant", "winograd_scale", "weight_transform",
@@ -160,14 +160,6 @@ def output_transform(M, name):
     return np.einsum("ak,...kl,bl->...ab", v.AT, M, v.AT)
 
 
-def _pad_or_crop(x, pad):
-    """Zero-pad the last two axes by ``(top, bottom, left, right)``; negative entries crop."""
-    t, b, l, r = (int(p) for p in pad)
-    x = np.pad(x, ((0, 0), (max(t, 0), max(b, 0)), (max(l, 0), max(r, 0))))
-    h, w = x.shape[1:]
-    return x[:, max(-t, 0):h - max(-b, 0), max(-l, 0):w - max(-r, 0)]
-
-
 def input_tiles(vp, name):
     """Overlapping ``α×α`` input tiles of an already padded input (ARITHMETIC §2.1).
 
@@ -211,7 +203,7 @@ def winograd_conv_acc(v, codes, pad=(0, 0, 0, 0), name="F2x2_3x3"):
     co, ci = U.shape[:2]
     if v.ndim != 3 or v.shape[0] != ci:
         raise ValueError(f"input {v.shape} does not match weights {np.shape(codes)}")
-    tiles, (ho, wo) = input_tiles(_pad_or_crop(v, pad), var)
+    tiles, (ho, wo) = input_tiles(pad_or_crop(v, pad), var)
     V = input_transform(tiles, var)                      # (Cin, th, tw, α, α)
     M = np.einsum("ocab,ctsab->otsab", U, V)            # α² products per (co, ci, tile)
     Y = output_transform(M, var)                         # (Cout, th, tw, m, m)
