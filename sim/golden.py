@@ -23,10 +23,18 @@ __all__ = [
     "DE", "inq_n1", "inq_quantize", "code_to_int", "inq_decode", "pack_codes", "unpack_codes",
     "feature_q", "quantize_features", "dequantize_features", "sac", "conv_acc", "acc_bits",
     "requantize", "maxpool2", "round_shift", "pad_or_crop",
+    "ACT_NONE", "ACT_TANH", "ACT_SIGMOID", "ACT_Q_IN", "ACT_Q_OUT",
 ]
 
 #: Exponent spread n1 − n2 of the dense 4-bit code (ARITHMETIC §4.2): shifts 0..6.
 DE = 6
+
+#: Output activations of a layer (descriptor ``act`` field): none (ReLU is a separate flag),
+#: tanh and sigmoid (a 256-entry lookup table on the requantized int8 value).
+ACT_NONE, ACT_TANH, ACT_SIGMOID = 0, 1, 2
+#: A tanh/sigmoid layer requantizes its pre-activation to int8 with this exponent (t · 2^−5,
+#: range [−4, 3.97]) and the table gives int8 with exponent ``ACT_Q_OUT`` (y · 2^−7).
+ACT_Q_IN, ACT_Q_OUT = 5, 7
 
 
 def _floor_log2(a):
