@@ -15,18 +15,27 @@ from .onnx_import import import_onnx, load_onnx
 from .passes import calibrate, fold_bn, inq
 from .program import LayerPlan, Program, weight_words
 
-__all__ = ["compile_model", "plan_program", "CompileError"]
+__all__ = ["compile_model", "plan_program", "CompileError", "parse_modes", "layer_cycles",
+           "WINOGRAD_MODES"]
+
+#: Per-layer convolution modes: ``auto`` (Winograd where the layer is eligible and the cycle
+#: model says it is faster), ``direct`` (SAC lanes), ``winograd`` (multiplier lanes, F(2×2,3×3)).
+WINOGRAD_MODES = ("auto", "direct", "winograd")
 
 
-def compile_model(model, calib, config: EngineConfig = EngineConfig()):
+def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd="auto"):
     """Compile an ONNX model for an accelerator configuration.
 
     :param model: path to an ``.onnx`` file or an ``onnx.ModelProto``.
     :param calib: float calibration inputs (N, C, H, W) (or (N, F) for a vector input).
     :param config: the :class:`EngineConfig` the program is for.
+    :param winograd: convolution mode per layer (see :func:`parse_modes`): ``"auto"``,
+        ``"direct"``, ``"winograd"``, ``"name=mode,…,default"`` or a dict ``{name: mode}`` (key
+        ``"*"`` for the default).
     :returns: :class:`Program`.
     :raises CompileError: malformed model, unsupported operator/attribute/shape (naming the node),
-        an accumulator that could overflow, a layer that does not fit the caches or memories.
+        an accumulator that could overflow, a layer that does not fit the caches or memories, a
+        layer named for Winograd that cannot run as Winograd (with the reason).
     """
     if not hasattr(model, "graph"):
         model = load_onnx(model)
@@ -34,7 +43,85 @@ def compile_model(model, calib, config: EngineConfig = EngineConfig()):
     ops = fold_bn(ops)
     ops = inq(ops)
     ops, q_input = calibrate(ops, calib, in_shape)
-    return plan_program(ops, in_shape, q_input, config, in_name, out_name)
+    return plan_program(ops, in_shape, q_input, config, in_name, out_name, winograd=winograd)
+
+
+def parse_modes(spec):
+    """Per-layer convolution modes from a string or dict.
+
+    ``"auto"`` / ``"direct"`` / ``"winograd"`` set every layer; ``"conv1=direct,conv2=winograd"``
+    names layers (IR layer names, i.e. the ONNX node names), and one entry without ``=`` sets
+    the default for the others (``auto`` if absent). A dict ``{name: mode}`` may use the key
+    ``"*"`` for the default.
+
+    A default of ``winograd`` applies to the eligible layers (3×3, stride 1, fitting the caches
+    and the accumulator) and leaves the others direct; a layer *named* ``winograd`` must be
+    eligible, or compiling fails naming it.
+
+    :returns: ``(default, {name: mode})``.
+    :raises CompileError: an unknown mode or a malformed entry.
+    """
+    if isinstance(spec, dict):
+        items = [(None if k == "*" else k, v) for k, v in spec.items()]
+    else:
+        items = []
+        for part in str(spec).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, _, mode = part.rpartition("=")
+            items.append((name.strip() or None, mode.strip()))
+    default, named = "auto", {}
+    for name, mode in items:
+        if mode not in WINOGRAD_MODES:
+            raise CompileError(f"convolution mode '{mode}'{f' for layer {name!r}' if name else ''} is not "
+                               f"one of {', '.join(WINOGRAD_MODES)}")
+        if name is None:
+            default = mode
+        else:
+            named[name] = mode
+    return default, named
+
+
+def layer_cycles(L, config, winograd=None):
+    """Cycle model of one layer on the engine (``hw/engine.py`` schedule), in clock cycles.
+
+    :param winograd: model the Winograd schedule (default: the layer's own mode).
+    Per output block: biases ``m + 1``, filters ``m·T·cb + 1`` (direct) or ``16·m·cb + 12``
+    (Winograd weight transform), beats ``pixels·max(T·cb, k)`` (direct, ``k = m/vc`` writer
+    cycles per pixel) or ``tiles·max(16·cb, 4k)`` (Winograd), plus the drain; per layer 21.
+    """
+    c = config
+    k = c.m // c.vc
+    wino = L.winograd if winograd is None else winograd
+    cb = L.cb_in
+    if wino:
+        tiles = L.out_h * L.out_w if L.pool == 2 else -(-L.out_h // 2) * -(-L.out_w // 2)
+        per_blk = c.m + 1 + 16 * c.m * cb + 12 + tiles * max(16 * cb, 4 * k) + 24
+    else:
+        per_pix = max(L.pool * L.pool * L.kh * L.kw * cb, k)
+        per_blk = c.m + 1 + c.m * L.kh * L.kw * cb + 1 + L.out_h * L.out_w * per_pix + 10
+    return 21 + L.n_coblk(c.m) * per_blk
+
+
+def _winograd_check(L, config, bits, bias):
+    """Why layer ``L`` cannot run as Winograd F(2×2,3×3), or ``""`` if it can (ARITHMETIC §2.3, §2.5)."""
+    c = config
+    if not c.winograd:
+        return "the engine is built without the Winograd path (EngineConfig.winograd = false)"
+    if (L.kh, L.kw, L.stride) != (3, 3, 1):
+        return f"it is a {L.kh}x{L.kw} stride-{L.stride} layer; Winograd F(2x2,3x3) needs 3x3 stride 1"
+    if 16 * L.cb_in > c.filter_depth:
+        return (f"its 16 x {L.cb_in} transformed-weight words per filter exceed the filter cache "
+                f"({c.filter_depth} words)")
+    if bits + 2 > c.acc_width:
+        return (f"the 4x scaled accumulator needs {bits + 2} bits, the engine has {c.acc_width} "
+                "(ARITHMETIC §2.5)")
+    if np.abs(bias).max(initial=0) * 4 >= 1 << 31:
+        return "a 4x scaled bias needs more than 32 bits"
+    if L.sh + 2 > SH_MAX:
+        return f"the shift sh + 2 = {L.sh + 2} exceeds the hardware's {SH_MAX}"
+    return ""
 
 
 def _bias_int(op):
@@ -42,9 +129,20 @@ def _bias_int(op):
     return np.floor(np.ldexp(op.b, op.q_in - op.n2) + 0.5).astype(np.int64)
 
 
-def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="output"):
-    """Integer plan, allocation and device images for quantized IR ``ops`` (INQ + Q set)."""
+def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="output", winograd="auto"):
+    """Integer plan, allocation and device images for quantized IR ``ops`` (INQ + Q set).
+
+    :param winograd: convolution modes (:func:`parse_modes`). A Winograd layer stores ``4·b_int``
+        as its biases and the descriptor carries ``sh + 2`` (ARITHMETIC §2.3); its weights are
+        the same 4-bit codes as in direct mode (the engine computes ``U = G₂ g G₂ᵀ`` exactly
+        while loading, the same integers as :func:`nibble.sim.winograd.weight_transform`).
+    """
     c = config
+    default_mode, named_modes = parse_modes(winograd)
+    unknown = set(named_modes) - {op.name for op in ops}
+    if unknown:
+        raise CompileError(f"convolution mode given for unknown layer(s): {', '.join(sorted(unknown))} "
+                           f"(layers: {', '.join(op.name for op in ops)})")
     k = c.m // c.vc
     layers, biases = [], []
     shape = tuple(in_shape)
@@ -80,6 +178,23 @@ def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="outp
                       stride=op.stride, pad=tuple(op.pad), conv_h=conv_h, conv_w=conv_w, pool=op.pool,
                       out_h=out[1], out_w=out[2], relu=bool(op.relu), n2=int(op.n2), q_in=int(op.q_in),
                       q_out=int(op.q_out), sh=int(sh), acc_bits=int(bits), cb_in=cb_in, cb_out=nb * k)
+        mode = named_modes.get(op.name, default_mode)
+        reason = _winograd_check(L, c, bits, bias)
+        if mode == "winograd" and op.name in named_modes and reason:
+            raise CompileError(f"{where}: cannot run as Winograd: {reason}")
+        if reason:
+            L.mode_reason = f"direct: {reason}" if mode != "direct" else "direct: chosen"
+        elif mode == "direct":
+            L.mode_reason = "direct: chosen"
+        elif mode == "winograd":
+            L.winograd, L.mode_reason = True, "winograd: chosen"
+        else:
+            d, w = layer_cycles(L, c, False), layer_cycles(L, c, True)
+            L.winograd = w < d
+            L.mode_reason = f"{'winograd' if L.winograd else 'direct'}: auto, {d} direct vs {w} Winograd cycles"
+        if L.winograd:
+            bias = bias * 4
+            L.acc_bits = int(bits + 2)
         layers.append(L)
         biases.append(bias)
         shape = out

@@ -43,14 +43,20 @@ def golden_forward(program: Program, v):
     """Run one int input (C, H, W) through the program with the golden model → int64 output.
 
     Layer by layer: ``acc = conv_acc(v, codes, stride, pad) + bias`` (ARITHMETIC §4.4),
-    ``requantize(acc, sh, relu)`` (§4.5), then ``maxpool2`` if the layer pools.
+    ``requantize(acc, sh, relu)`` (§4.5), then ``maxpool2`` if the layer pools. A Winograd
+    layer computes ``acc' = winograd_conv_acc(v, codes, pad) + 4·bias`` (= 4·acc, ARITHMETIC
+    §2.3) and requantizes with ``sh + 2``, as the hardware does.
     """
+    from ..sim.winograd import winograd_conv_acc
     for i, L in enumerate(program.layers):
-        acc = golden.conv_acc(v, program.layer_codes(i), L.stride, L.pad)
+        if L.winograd:
+            acc = winograd_conv_acc(v, program.layer_codes(i), L.pad, "F2x2_3x3")
+        else:
+            acc = golden.conv_acc(v, program.layer_codes(i), L.stride, L.pad)
         acc = acc + program.layer_bias(i)[:, None, None]
         if L.pool == 2:
             acc = acc[:, :2 * L.out_h, :2 * L.out_w]
-        v = golden.requantize(acc, L.sh, L.relu)
+        v = golden.requantize(acc, L.sh_hw, L.relu)
         if L.pool == 2:
             v = golden.maxpool2(v)
     return v

@@ -12,13 +12,13 @@ import json
 import numpy as np
 
 from ..hw.config import DESC_WORDS, EngineConfig
-from ..hw.engine import DESC_MAGIC, FLAG_LAST, FLAG_POOL, FLAG_RELU
+from ..hw.engine import ACT_SHIFT, DESC_MAGIC, FLAG_LAST, FLAG_POOL, FLAG_RELU, FLAG_WINOGRAD
 from ..sim.golden import pack_codes, unpack_codes
 
 __all__ = ["LayerPlan", "Program", "weight_words", "weight_codes", "features_to_words",
            "words_to_features", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -45,13 +45,28 @@ class LayerPlan:
     q_in: int               # input features = V · 2^(−q_in)
     q_out: int
     sh: int                 # q_in − n2 − q_out (ARITHMETIC §4.5)
-    acc_bits: int           # worst-case accumulator width (ARITHMETIC §4.4)
+    acc_bits: int           # worst-case accumulator width (ARITHMETIC §4.4; ×4 scaled in Winograd)
     cb_in: int = 1          # feature words per input pixel (≥ ⌈cin/vc⌉; channels beyond cin are 0)
     cb_out: int = 1         # feature words per output pixel = n_coblk·m/vc
     in_base: int = 0
     out_base: int = 0
     w_base: int = 0
     bias_base: int = 0
+    winograd: bool = False  # run as Winograd F(2×2,3×3): biases stored ×4, shift sh + 2 (§2.3)
+    mode_reason: str = ""   # why the layer runs in its mode (the compiler's choice)
+    out_row: int = 0        # words between output rows (0: out_w · cb_out, a dense map)
+    out_pix: int = 0        # words between output pixels (0: cb_out)
+    act: int = 0            # output activation (sim.golden.ACT_*)
+
+    @property
+    def scale(self):
+        """Accumulator scale of the layer's datapath: 4 for Winograd F(2×2,3×3), else 1."""
+        return 4 if self.winograd else 1
+
+    @property
+    def sh_hw(self):
+        """The shift the output stage applies: ``sh + 2`` for Winograd (ARITHMETIC §2.3)."""
+        return self.sh + (2 if self.winograd else 0)
 
     def n_coblk(self, m):
         return -(-self.cout // m)
@@ -63,11 +78,14 @@ class LayerPlan:
     def descriptor(self, config, last):
         """The 16 descriptor words (``hw/engine.py``)."""
         flags = (DESC_MAGIC << 16) | (FLAG_RELU if self.relu else 0) | \
-            (FLAG_POOL if self.pool == 2 else 0) | (FLAG_LAST if last else 0)
+            (FLAG_POOL if self.pool == 2 else 0) | (FLAG_LAST if last else 0) | \
+            (FLAG_WINOGRAD if self.winograd else 0) | (self.act << ACT_SHIFT)
+        out_pix = self.out_pix or self.cb_out
+        out_row = self.out_row or self.out_w * self.cb_out
         w = [flags, self.in_base, self.in_h, self.in_w, self.cb_in,
              self.kh | self.kw << 8 | self.stride << 16, self.pad[0] | self.pad[2] << 8,
              self.out_base, self.out_h, self.out_w, self.n_coblk(config.m),
-             self.w_base, self.bias_base, self.sh & 0xFFFFFFFF, 0, 0]
+             self.w_base, self.bias_base, self.sh_hw & 0xFFFFFFFF, out_row, out_pix]
         assert len(w) == DESC_WORDS
         return w
 
@@ -160,7 +178,8 @@ class Program:
         return weight_codes(self.weights[start:start + n], L.cout, L.cin, L.kh, L.kw, c.m, c.vc, L.cb_in)
 
     def layer_bias(self, i):
-        """int64 biases (Cout,) of layer ``i`` read back from the parameter-memory image."""
+        """int64 biases (Cout,) of layer ``i`` read back from the parameter-memory image, in the
+        units of the layer's accumulator (``LayerPlan.scale`` × the bias for Winograd layers)."""
         L = self.layers[i]
         return self.params[L.bias_base:L.bias_base + L.cout].view(np.int32).astype(np.int64)
 

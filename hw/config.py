@@ -28,6 +28,9 @@ class EngineConfig:
     :param param_depth: 32-bit words of parameter memory (descriptors and biases). Default 4096.
     :param clk_hz: clock frequency the design is built for (Hz); sets the UART divisor.
     :param baud: UART bit rate (bit/s).
+    :param winograd: build the Winograd F(2×2,3×3) path (``vc`` pre-PEs, ``m·vc`` multiplier lanes
+        of 10 × 11 bits (DSP48E1), ``m`` post-PEs, a transformed-weight cache per PE, the weight
+        transform in the loader). Default True. Without it, Winograd descriptors are rejected.
 
     Peak throughput is ``m·vc`` shift-accumulate operations per cycle (256 by default).
     :raises ValueError: on any inconsistent parameter, naming it.
@@ -41,6 +44,7 @@ class EngineConfig:
     param_depth: int = 4096
     clk_hz: int = 200_000_000
     baud: int = 12_500_000
+    winograd: bool = True
 
     def __post_init__(self):
         if self.m < 1:
@@ -57,6 +61,8 @@ class EngineConfig:
                 raise ValueError(f"EngineConfig.{name} must be in 16..2^24, not {v}")
         if self.param_depth < DESC_WORDS + self.m:
             raise ValueError("EngineConfig.param_depth too small for one descriptor and one bias block")
+        if not isinstance(self.winograd, bool):
+            raise ValueError(f"EngineConfig.winograd must be true or false, not {self.winograd!r}")
         if self.uart_divisor < 4:
             raise ValueError(f"EngineConfig: clk_hz/baud = {self.clk_hz}/{self.baud} gives fewer than "
                              "4 clock cycles per UART bit")

@@ -12,18 +12,22 @@ Descriptor: ``DESC_WORDS`` = 16 little 32-bit words in parameter memory (layer `
 ====  ===========================================================================================
 word  contents
 ====  ===========================================================================================
-0     ``flags``: bit 0 ReLU, bit 1 2×2 max-pool, bit 2 last layer; bits 31:16 = ``DESC_MAGIC``
+0     ``flags``: bit 0 ReLU, bit 1 2×2 max-pool, bit 2 last layer, bit 3 Winograd F(2×2,3×3),
+      bits 5:4 output activation (0 none, 1 tanh, 2 sigmoid); bits 31:16 = ``DESC_MAGIC``
 1     ``in_base``: feature-memory word of input pixel (0, 0), channel block 0
 2     ``in_h``   3 ``in_w``   4 ``in_cb`` (input channel blocks = ⌈Cin / vc⌉)
 5     ``kh`` [7:0], ``kw`` [15:8], ``stride`` [23:16]
 6     ``pad_top`` [7:0], ``pad_left`` [15:8] (bottom/right padding is implied by the bounds)
 7     ``out_base``: feature-memory word of output pixel (0, 0)
 8     ``out_h``  9 ``out_w``: stored output size (after pooling)
-10    ``n_coblk``: blocks of ``m`` output channels (output pixel stride = n_coblk·m/vc words)
+10    ``n_coblk``: blocks of ``m`` output channels (a pixel holds ``out_cb`` = n_coblk·m/vc words)
 11    ``w_base``: weight-memory word of the layer's first filter word
 12    ``bias_base``: parameter-memory word of the layer's first bias (int32, accumulator units)
 13    ``sh``: requantization shift (signed, ARITHMETIC §4.5), in [SH_MIN, SH_MAX]
-14-15 reserved, 0
+14    ``out_row``: feature-memory words between output rows (``out_w·out_cb`` for a dense map)
+15    ``out_pix``: words between output pixels of a row (``out_cb`` for a dense map); with
+      ``out_row``, output pixel (py, px) is written at ``out_base + py·out_row + px·out_pix``
+      (the interleaved write of TDC phases, ARITHMETIC §5)
 ====  ===========================================================================================
 
 Weight memory order per layer: for each output block, for each PE ``p``, for each tap
@@ -35,9 +39,24 @@ Schedule (cycles): per layer ``17 + 4`` (fetch, check) + per output block ``m + 
 drain (about 8 cycles). The PE array is busy one beat per cycle while beats flow (backpressure
 from the writer when ``m > vc`` stalls it for ``m/vc − 1`` cycles per output pixel).
 
+Winograd mode (flag bit 3; ``kh = kw = 3``, stride 1; ARITHMETIC §2): the output is computed in
+2×2 tiles (tile stride 2, input tiles 4×4 overlapping by 2, zero outside the input; edge-tile
+outputs beyond ``out_h × out_w`` are not written; with pooling one tile is one pooled pixel).
+Per tile and input block the scheduler reads the 16 pixels of the input tile into the tile
+buffer; ``vc`` pre-PEs compute ``V = Bᵀ d B``; 16 beats (one per transformed position ξν) go
+through the PE array's multiplier lanes, each PE accumulating ``M[ξν] = Σ_ci U ⊙ V`` over the
+input blocks in its 16 accumulators; after the last block ``m`` post-PEs compute
+``Y' = Aᵀ M A = 4·Y`` (the compiler gives the output stage ``4·bias`` and ``sh + 2``) and the 4
+outputs of the tile go to the output stage. The filter load runs the weight transform
+``U = G₂ g G₂ᵀ`` on the stored 4-bit codes (same weight-memory image as direct mode; 16 cycles
+per PE and input block): ``16·m·in_cb + ~12`` cycles per output block, then
+``⌈out_h/2⌉·⌈out_w/2⌉·16·in_cb`` beats (``out_h·out_w·16·in_cb`` with pooling) — 16 beats per
+4 outputs where direct mode needs 36 (2.25×).
+
 Errors (``err_code``; the engine stops, ``error`` is set, ``layer`` names the layer):
 1 bad descriptor magic, 2 zero size field, 3 filters larger than the filter cache,
-4 feature-memory range, 5 weight-memory range, 6 parameter-memory range, 7 shift out of range.
+4 feature-memory range, 5 weight-memory range, 6 parameter-memory range, 7 shift out of range,
+8 Winograd flag on a layer that is not 3×3 stride 1, or on an engine built without Winograd.
 """
 import enum
 
@@ -47,12 +66,18 @@ from amaranth.lib.wiring import In, Out
 
 from .config import DESC_WORDS, EngineConfig
 from .output import SH_MAX, SH_MIN, OutputStage
-from .pe import PEArray
+from .pe import ACC_ENTRIES, U_WIDTH, V_WIDTH, PEArray
+from .winograd import WinogradPostPE, WinogradPrePE, code_value, weight_transform_tile
 
-__all__ = ["Engine", "DESC_MAGIC", "EngineError", "FLAG_RELU", "FLAG_POOL", "FLAG_LAST"]
+__all__ = ["Engine", "DESC_MAGIC", "EngineError", "FLAG_RELU", "FLAG_POOL", "FLAG_LAST",
+           "FLAG_WINOGRAD", "ACT_SHIFT"]
 
 DESC_MAGIC = 0xD35C
-FLAG_RELU, FLAG_POOL, FLAG_LAST = 1, 2, 4
+FLAG_RELU, FLAG_POOL, FLAG_LAST, FLAG_WINOGRAD = 1, 2, 4, 8
+#: Flags bits ``ACT_SHIFT + 1 : ACT_SHIFT`` hold the output activation (0 none, 1 tanh, 2 sigmoid).
+ACT_SHIFT = 4
+#: The Winograd variant of the engine's multiplier-lane mode.
+WINOGRAD_VARIANT = "F2x2_3x3"
 
 
 class EngineError(enum.IntEnum):
@@ -65,6 +90,7 @@ class EngineError(enum.IntEnum):
     WEIGHT_RANGE = 5
     PARAM_RANGE = 6
     SHIFT_RANGE = 7
+    WINOGRAD = 8
 
 
 def _odometer(m, digits):
@@ -118,17 +144,21 @@ class Engine(wiring.Component):
         m = Module()
         c = self.config
         M, k = c.m, self.k
+        W = c.winograd
+        vc = c.vc
 
-        tag_layout = data.StructLayout({"addr": range(c.feature_depth), "pool_first": 1, "pool_last": 1})
-        m.submodules.pe_array = pea = PEArray(m=M, vc=c.vc, acc_width=c.acc_width,
-                                              depth=c.filter_depth, tag_shape=tag_layout)
+        tag_layout = data.StructLayout({"addr": range(c.feature_depth), "pool_first": 1, "pool_last": 1,
+                                        "idx": range(ACC_ENTRIES), "right": 1, "bottom": 1})
+        m.submodules.pe_array = pea = PEArray(m=M, vc=vc, acc_width=c.acc_width,
+                                              depth=c.filter_depth, tag_shape=tag_layout, winograd=W)
         m.submodules.out_stage = ost = OutputStage(m=M, acc_width=c.acc_width,
                                                    tag_shape=range(c.feature_depth))
 
         # ---- descriptor registers and decoded fields
         desc = Array(Signal(32, name=f"desc{i}") for i in range(DESC_WORDS))
         flags = desc[0]
-        relu, pool_en, last_layer = flags[0], flags[1], flags[2]
+        relu, pool_en, last_layer, wino_flag = flags[0], flags[1], flags[2], flags[3]
+        act = flags[ACT_SHIFT:ACT_SHIFT + 2]
         magic = flags[16:32]
         in_base, in_h, in_w, in_cb = desc[1][:24], desc[2][:16], desc[3][:16], desc[4][:16]
         kh, kw, stride = desc[5][0:8], desc[5][8:16], desc[5][16:24]
@@ -136,12 +166,15 @@ class Engine(wiring.Component):
         out_base, out_h, out_w, n_coblk = desc[7][:24], desc[8][:16], desc[9][:16], desc[10][:16]
         w_base, bias_base = desc[11][:24], desc[12][:24]
         sh = desc[13].as_signed()
+        out_row, out_pix = desc[14][:24], desc[15][:24]
+        wmode = Signal()           # this layer runs in Winograd mode
+        m.d.comb += wmode.eq(wino_flag if W else 0)
 
         taps = Signal(16)          # kh·kw
         tcb = Signal(24)           # words per filter = kh·kw·in_cb
         out_cb = Signal(20)        # output words per pixel = n_coblk·m/vc
         in_words = Signal(40)
-        out_words = Signal(40)
+        out_words = Signal(48)
         w_words = Signal(48)
         b_words = Signal(32)
 
@@ -156,6 +189,8 @@ class Engine(wiring.Component):
 
         # Output stage constants
         m.d.comb += [ost.sh.eq(sh[:7]), ost.relu.eq(relu)]
+        if hasattr(ost, "act"):
+            m.d.comb += ost.act.eq(act)
         for i in range(M):
             m.d.comb += ost.bias[i].eq(bias[i])
 
@@ -166,7 +201,9 @@ class Engine(wiring.Component):
         with m.If(pea.i.valid & pea.i.ready):
             m.d.sync += self.beats.eq(self.beats + 1)
 
-        # ---- beat generator (scheduler) and its 2-stage pipeline into the PE array
+        # ---- beat generator (scheduler) and its 2-stage pipeline (address, feature read)
+        # Direct mode: (py, px) output pixel, (dy, dx) pool window, (ky, kx) tap, cb input block.
+        # Winograd mode: (py, px) tile, cb input block, (ky, kx) pixel of the 4×4 input tile.
         py, px, dy, dx = Signal(16), Signal(16), Signal(1), Signal(1)
         ky, kx, cb = Signal(8), Signal(8), Signal(16)
         taddr = Signal(24)
@@ -177,13 +214,24 @@ class Engine(wiring.Component):
         s1_w, s2_w = Signal(range(c.filter_depth)), Signal(range(c.filter_depth))
         s1_first, s1_last, s2_first, s2_last = Signal(), Signal(), Signal(), Signal()
         s1_tag, s2_tag = Signal(tag_layout), Signal(tag_layout)
+        s1_pos, s2_pos = Signal(4), Signal(4)
+        s1_cb, s2_cb = Signal(16), Signal(16)
 
+        sink_ready = Signal()      # the consumer of stage 2 (PE array or Winograd tile buffer)
         adv = Signal()
-        m.d.comb += adv.eq(~s2_valid | pea.i.ready)
+        m.d.comb += adv.eq(~s2_valid | sink_ready)
+
+        t_h = Signal(16)           # Winograd tiles per column / row
+        t_w = Signal(16)
+        m.d.comb += [t_h.eq(Mux(pool_en, out_h, (out_h + 1) >> 1)),
+                     t_w.eq(Mux(pool_en, out_w, (out_w + 1) >> 1))]
 
         oy = Signal(17)
         ox = Signal(17)
-        m.d.comb += [oy.eq(Mux(pool_en, Cat(dy, py), py)), ox.eq(Mux(pool_en, Cat(dx, px), px))]
+        with m.If(wmode):
+            m.d.comb += [oy.eq(Cat(C(0, 1), py)), ox.eq(Cat(C(0, 1), px))]
+        with m.Else():
+            m.d.comb += [oy.eq(Mux(pool_en, Cat(dy, py), py)), ox.eq(Mux(pool_en, Cat(dx, px), px))]
         iy = Signal(signed(28))
         ix = Signal(signed(28))
         m.d.comb += [iy.eq(oy * stride + ky - pad_t), ix.eq(ox * stride + kx - pad_l)]
@@ -191,8 +239,13 @@ class Engine(wiring.Component):
         m.d.comb += inb.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w))
         faddr = Signal(48)
         m.d.comb += faddr.eq(in_base + (iy[:16] * in_w + ix[:16]) * in_cb + cb)
+        # output address: pixel (py, px), or in Winograd mode the tile's first output pixel
+        opy = Signal(17)
+        opx = Signal(17)
+        m.d.comb += [opy.eq(Mux(wmode & ~pool_en, Cat(C(0, 1), py), py)),
+                     opx.eq(Mux(wmode & ~pool_en, Cat(C(0, 1), px), px))]
         oaddr = Signal(48)
-        m.d.comb += oaddr.eq(out_base + (py * out_w + px) * out_cb + coblk * k)
+        m.d.comb += oaddr.eq(out_base + opy * out_row + opx * out_pix + coblk * k)
         b_first = Signal()
         b_last = Signal()
         m.d.comb += [b_first.eq(taddr == 0), b_last.eq(taddr == tcb - 1)]
@@ -200,6 +253,10 @@ class Engine(wiring.Component):
         pool_last = Signal()
         m.d.comb += [pool_first.eq(~pool_en | ((dy == 0) & (dx == 0))),
                      pool_last.eq(~pool_en | ((dy == 1) & (dx == 1)))]
+        tile_right = Signal()
+        tile_bottom = Signal()
+        m.d.comb += [tile_right.eq(pool_en | (Cat(C(1, 1), px) < out_w)),
+                     tile_bottom.eq(pool_en | (Cat(C(1, 1), py) < out_h))]
         gen_done = Signal()       # the beat just issued is the block's final one
 
         with m.If(adv):
@@ -207,39 +264,37 @@ class Engine(wiring.Component):
                 s1_valid.eq(gen), s1_inb.eq(inb), s1_faddr.eq(faddr), s1_w.eq(taddr),
                 s1_first.eq(b_first), s1_last.eq(b_last),
                 s1_tag.addr.eq(oaddr), s1_tag.pool_first.eq(pool_first), s1_tag.pool_last.eq(pool_last),
+                s1_tag.right.eq(tile_right), s1_tag.bottom.eq(tile_bottom),
+                s1_pos.eq(Cat(kx[:2], ky[:2])), s1_cb.eq(cb),
                 s2_valid.eq(s1_valid), s2_inb.eq(s1_inb), s2_w.eq(s1_w),
                 s2_first.eq(s1_first), s2_last.eq(s1_last), s2_tag.eq(s1_tag),
+                s2_pos.eq(s1_pos), s2_cb.eq(s1_cb),
             ]
 
-        # counters: cb innermost, then kx, ky, then pool dx, dy, then px, py
         with m.If(gen & adv):
-            m.d.sync += taddr.eq(Mux(b_last, 0, taddr + 1))
-            _odometer(m, [(cb, cb + 1 < in_cb), (kx, kx + 1 < kw), (ky, ky + 1 < kh),
-                          (dx, pool_en & (dx == 0)), (dy, pool_en & (dy == 0)),
-                          (px, px + 1 < out_w), (py, py + 1 < out_h)])
-        m.d.comb += gen_done.eq(b_last & (~pool_en | ((dy == 1) & (dx == 1)))
-                                & (px + 1 >= out_w) & (py + 1 >= out_h))
+            with m.If(wmode):
+                # (kx, ky) innermost over the 4×4 input tile, then cb, then tiles
+                _odometer(m, [(kx, kx != 3), (ky, ky != 3), (cb, cb + 1 < in_cb),
+                              (px, px + 1 < t_w), (py, py + 1 < t_h)])
+            with m.Else():
+                # cb innermost, then kx, ky, then pool dx, dy, then px, py
+                m.d.sync += taddr.eq(Mux(b_last, 0, taddr + 1))
+                _odometer(m, [(cb, cb + 1 < in_cb), (kx, kx + 1 < kw), (ky, ky + 1 < kh),
+                              (dx, pool_en & (dx == 0)), (dy, pool_en & (dy == 0)),
+                              (px, px + 1 < out_w), (py, py + 1 < out_h)])
+        with m.If(wmode):
+            m.d.comb += gen_done.eq((kx == 3) & (ky == 3) & (cb + 1 >= in_cb)
+                                    & (px + 1 >= t_w) & (py + 1 >= t_h))
+        with m.Else():
+            m.d.comb += gen_done.eq(b_last & (~pool_en | ((dy == 1) & (dx == 1)))
+                                    & (px + 1 >= out_w) & (py + 1 >= out_h))
 
-        # feature memory read (stage 1 → 2) and PE array input
-        m.d.comb += [
-            self.f_r_addr.eq(s1_faddr), self.f_r_en.eq(adv),
-            pea.i.valid.eq(s2_valid),
-            pea.i.payload.x.eq(Mux(s2_inb, self.f_r_data, 0)),
-            pea.i.payload.addr.eq(s2_w),
-            pea.i.payload.first.eq(s2_first),
-            pea.i.payload.last.eq(s2_last),
-            pea.i.payload.tag.eq(s2_tag),
-        ]
+        # feature memory read (stage 1 → 2)
+        s2_x = Signal(vc * 8)
+        m.d.comb += [self.f_r_addr.eq(s1_faddr), self.f_r_en.eq(adv),
+                     s2_x.eq(Mux(s2_inb, self.f_r_data, 0))]
 
-        # PE array → output stage → writer
-        m.d.comb += [
-            ost.i.valid.eq(pea.o.valid),
-            ost.i.payload.acc.eq(pea.o.payload.acc),
-            ost.i.payload.pool_first.eq(pea.o.payload.tag.pool_first),
-            ost.i.payload.pool_last.eq(pea.o.payload.tag.pool_last),
-            ost.i.payload.tag.eq(pea.o.payload.tag.addr),
-            pea.o.ready.eq(ost.i.ready),
-        ]
+        # PE array → (Winograd back end) → output stage → writer
         v_bits = ost.o.payload.v.as_value()
         if k == 1:
             m.d.comb += [
@@ -250,13 +305,37 @@ class Engine(wiring.Component):
             wcnt = Signal(range(k))
             m.d.comb += [
                 self.f_w_en.eq(ost.o.valid), self.f_w_addr.eq(ost.o.payload.tag + wcnt),
-                self.f_w_data.eq(v_bits.word_select(wcnt, c.vc * 8)), ost.o.ready.eq(wcnt == k - 1),
+                self.f_w_data.eq(v_bits.word_select(wcnt, vc * 8)), ost.o.ready.eq(wcnt == k - 1),
             ]
             with m.If(ost.o.valid):
                 m.d.sync += wcnt.eq(Mux(wcnt == k - 1, 0, wcnt + 1))
 
+        direct_front = [
+            pea.i.valid.eq(s2_valid),
+            pea.i.payload.addr.eq(s2_w),
+            pea.i.payload.first.eq(s2_first),
+            pea.i.payload.last.eq(s2_last),
+            pea.i.payload.tag.eq(s2_tag),
+            sink_ready.eq(pea.i.ready),
+        ] + [pea.i.payload.x[l].eq(s2_x.word_select(l, 8).as_signed()) for l in range(vc)]
+        direct_back = [
+            ost.i.valid.eq(pea.o.valid),
+            ost.i.payload.acc.eq(pea.o.payload.acc),
+            ost.i.payload.pool_first.eq(pea.o.payload.tag.pool_first),
+            ost.i.payload.pool_last.eq(pea.o.payload.tag.pool_last),
+            ost.i.payload.tag.eq(pea.o.payload.tag.addr),
+            pea.o.ready.eq(ost.i.ready),
+        ]
+        wino_busy = Const(0)
+        if not W:
+            m.d.comb += direct_front + direct_back
+        else:
+            wino_busy = self._winograd_datapath(m, pea, ost, tag_layout, wmode, pool_en, in_cb,
+                                                out_row, out_pix, s2_valid, s2_x, s2_pos, s2_cb,
+                                                s2_tag, sink_ready, direct_front, direct_back)
+
         pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq(s1_valid | s2_valid | pea.busy | ost.busy)
+        m.d.comb += pipe_busy.eq(s1_valid | s2_valid | pea.busy | ost.busy | wino_busy)
 
         # ---- controller
         m.d.sync += cnt_d.eq(cnt)
@@ -274,6 +353,15 @@ class Engine(wiring.Component):
         def fail(code):
             m.d.sync += [self.error.eq(1), self.err_code.eq(code)]
             m.next = "IDLE"
+
+        def start_run():
+            m.d.sync += [py.eq(0), px.eq(0), dy.eq(0), dx.eq(0), ky.eq(0), kx.eq(0),
+                         cb.eq(0), taddr.eq(0), gen.eq(1)]
+            m.next = "RUN"
+
+        # Winograd weight-transform loader (FILT in Winograd mode)
+        if W:
+            wl_start, wl_done = self._winograd_loader(m, pea, in_cb, tcb, w_ptr)
 
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
@@ -301,7 +389,7 @@ class Engine(wiring.Component):
                 m.d.sync += [
                     tcb.eq(taps * in_cb),
                     in_words.eq(in_base + in_h * in_w * in_cb),
-                    out_words.eq(out_base + out_h * out_w * out_cb),
+                    out_words.eq(out_base + (out_h - 1) * out_row + (out_w - 1) * out_pix + out_cb),
                 ]
                 m.next = "CHECK3"
 
@@ -313,9 +401,12 @@ class Engine(wiring.Component):
                 with m.If(magic != DESC_MAGIC):
                     fail(EngineError.BAD_MAGIC)
                 with m.Elif((in_h == 0) | (in_w == 0) | (in_cb == 0) | (kh == 0) | (kw == 0) |
-                            (stride == 0) | (out_h == 0) | (out_w == 0) | (n_coblk == 0)):
+                            (stride == 0) | (out_h == 0) | (out_w == 0) | (n_coblk == 0) |
+                            (out_row == 0) | (out_pix == 0)):
                     fail(EngineError.ZERO_SIZE)
-                with m.Elif(tcb > c.filter_depth):
+                with m.Elif(wino_flag & ((kh != 3) | (kw != 3) | (stride != 1) | (not W))):
+                    fail(EngineError.WINOGRAD)
+                with m.Elif((tcb > c.filter_depth) | (wino_flag & ((in_cb << 4) > c.filter_depth))):
                     fail(EngineError.FILTER_CACHE)
                 with m.Elif((in_words > c.feature_depth) | (out_words > c.feature_depth)):
                     fail(EngineError.FEATURE_RANGE)
@@ -332,7 +423,14 @@ class Engine(wiring.Component):
             with m.State("BIAS"):
                 with m.If(param_burst(b_ptr, bias, M)):
                     m.d.sync += cap.eq(0)
-                    m.next = "FILT"
+                    if W:
+                        with m.If(wmode):
+                            m.d.comb += wl_start.eq(1)
+                            m.next = "WFILT"
+                        with m.Else():
+                            m.next = "FILT"
+                    else:
+                        m.next = "FILT"
 
             with m.State("FILT"):
                 # weight word cnt is read in cycle cnt and written into a PE cache in cycle cnt+1
@@ -349,10 +447,13 @@ class Engine(wiring.Component):
                         m.d.sync += pe_addr.eq(pe_addr + 1)
                 m.d.sync += [cap.eq(cnt < total), cnt.eq(cnt + 1)]
                 with m.If(cnt == total):
-                    m.d.sync += [cnt.eq(0), cap.eq(0), pe_idx.eq(0), pe_addr.eq(0),
-                                 py.eq(0), px.eq(0), dy.eq(0), dx.eq(0), ky.eq(0), kx.eq(0),
-                                 cb.eq(0), taddr.eq(0), gen.eq(1)]
-                    m.next = "RUN"
+                    m.d.sync += [cnt.eq(0), cap.eq(0), pe_idx.eq(0), pe_addr.eq(0)]
+                    start_run()
+
+            if W:
+                with m.State("WFILT"):
+                    with m.If(wl_done):
+                        start_run()
 
             with m.State("RUN"):
                 with m.If(adv & gen_done):
@@ -373,3 +474,218 @@ class Engine(wiring.Component):
                         m.next = "DESC"
         m.d.comb += busy.eq(~fsm.ongoing("IDLE"))
         return m
+
+    def _winograd_datapath(self, m, pea, ost, tag_layout, wmode, pool_en, in_cb, out_row, out_pix,
+                           s2_valid, s2_x, s2_pos, s2_cb, s2_tag, sink_ready, direct_front, direct_back):
+        """Tile buffer → ``vc`` pre-PEs → beat serializer → PE array (multiplier lanes) →
+        collector → ``m`` post-PEs → output serializer → output stage. Returns its busy signal."""
+        c = self.config
+        M, vc, aw = c.m, c.vc, c.acc_width
+        alpha2 = ACC_ENTRIES
+        meta_layout = data.StructLayout({"cb": 16, "tag": tag_layout})
+
+        # tile buffer: the 16 pixels (one feature word each) of the current input tile
+        tb_d = Array(Signal(vc * 8, name=f"tile{j}") for j in range(alpha2))
+        tb_full = Signal()
+        tb_meta = Signal(meta_layout)
+        pre = [WinogradPrePE(WINOGRAD_VARIANT, meta_layout if l == 0 else 0) for l in range(vc)]
+        for l, p in enumerate(pre):
+            m.submodules[f"pre_pe{l}"] = p
+        pre_ready = pre[0].i.ready
+        tb_ready = Signal()
+        m.d.comb += tb_ready.eq(~tb_full | pre_ready)
+        tb_take = Signal()
+        m.d.comb += tb_take.eq(wmode & s2_valid & tb_ready)
+        with m.If(tb_take):
+            m.d.sync += tb_d[s2_pos].eq(s2_x)
+        with m.If(tb_take & (s2_pos == alpha2 - 1)):
+            m.d.sync += [tb_full.eq(1), tb_meta.cb.eq(s2_cb), tb_meta.tag.eq(s2_tag)]
+        with m.Elif(pre_ready):
+            m.d.sync += tb_full.eq(0)
+        for l, p in enumerate(pre):
+            m.d.comb += p.i.valid.eq(tb_full)
+            for r in range(4):
+                for col in range(4):
+                    m.d.comb += p.i.payload[r][col].eq(tb_d[r * 4 + col].word_select(l, 8).as_signed())
+        m.d.comb += pre[0].tag_i.eq(tb_meta)
+
+        # beat serializer: one beat per transformed position ξν, all vc lanes
+        sr_v = Array(Signal(vc * V_WIDTH, name=f"v{j}") for j in range(alpha2))
+        sr_valid = Signal()
+        sr_pos = Signal(4)
+        sr_meta = Signal(meta_layout)
+        sr_ready = Signal()
+        m.d.comb += sr_ready.eq(~sr_valid | (pea.i.ready & (sr_pos == alpha2 - 1)))
+        for p in pre:
+            m.d.comb += p.o.ready.eq(sr_ready)
+        with m.If(sr_valid & pea.i.ready):
+            m.d.sync += sr_pos.eq(sr_pos + 1)
+            with m.If(sr_pos == alpha2 - 1):
+                m.d.sync += sr_valid.eq(0)
+        with m.If(pre[0].o.valid & sr_ready):
+            m.d.sync += [sr_valid.eq(1), sr_pos.eq(0), sr_meta.eq(pre[0].tag_o)]
+            for r in range(4):
+                for col in range(4):
+                    m.d.sync += sr_v[r * 4 + col].eq(Cat(p.o.payload[r][col] for p in pre))
+
+        # collector: the 16 accumulators M[ξν] of every PE for one tile
+        co_m = Array(Signal(M * aw, name=f"m{j}") for j in range(alpha2))
+        co_full = Signal()
+        co_tag = Signal(tag_layout)
+        post = [WinogradPostPE(WINOGRAD_VARIANT, aw, tag_layout if q == 0 else 0) for q in range(M)]
+        for q, p in enumerate(post):
+            m.submodules[f"post_pe{q}"] = p
+        post_ready = post[0].i.ready
+        co_ready = Signal()
+        m.d.comb += co_ready.eq(~co_full | post_ready)
+        co_take = Signal()
+        m.d.comb += co_take.eq(wmode & pea.o.valid & co_ready)
+        res_idx = pea.o.payload.tag.idx
+        with m.If(co_take):
+            m.d.sync += co_m[res_idx].eq(pea.o.payload.acc.as_value())
+        with m.If(co_take & (res_idx == alpha2 - 1)):
+            m.d.sync += [co_full.eq(1), co_tag.eq(pea.o.payload.tag)]
+        with m.Elif(post_ready):
+            m.d.sync += co_full.eq(0)
+        for q, p in enumerate(post):
+            m.d.comb += p.i.valid.eq(co_full)
+            for r in range(4):
+                for col in range(4):
+                    m.d.comb += p.i.payload[r][col].eq(co_m[r * 4 + col].word_select(q, aw).as_signed())
+        m.d.comb += post[0].tag_i.eq(co_tag)
+
+        # output serializer: the tile's 2×2 outputs (Y' = 4·Y, wrapped to acc_width bits)
+        os_y = Array(Signal(M * aw, name=f"y{j}") for j in range(4))
+        os_valid = Signal()
+        os_k = Signal(2)
+        os_tag = Signal(tag_layout)
+        in_range = Signal()
+        m.d.comb += in_range.eq(Mux(os_k[0], os_tag.right, 1) & Mux(os_k[1], os_tag.bottom, 1))
+        step = Signal()
+        m.d.comb += step.eq(os_valid & (~in_range | ost.i.ready))
+        os_ready = Signal()
+        m.d.comb += os_ready.eq(~os_valid | (step & (os_k == 3)))
+        for p in post:
+            m.d.comb += p.o.ready.eq(os_ready)
+        with m.If(step):
+            m.d.sync += os_k.eq(os_k + 1)
+            with m.If(os_k == 3):
+                m.d.sync += os_valid.eq(0)
+        with m.If(post[0].o.valid & os_ready):
+            m.d.sync += [os_valid.eq(1), os_k.eq(0), os_tag.eq(post[0].tag_o)]
+            for dy in range(2):
+                for dx in range(2):
+                    m.d.sync += os_y[dy * 2 + dx].eq(Cat(p.o.payload[dy][dx][:aw] for p in post))
+        wino_front = [
+            pea.i.valid.eq(sr_valid),
+            pea.i.payload.addr.eq(Cat(sr_pos, sr_meta.cb)),
+            pea.i.payload.idx.eq(sr_pos),
+            pea.i.payload.first.eq(sr_meta.cb == 0),
+            pea.i.payload.last.eq(sr_meta.cb + 1 == in_cb),
+            pea.i.payload.tag.eq(sr_meta.tag),
+            pea.i.payload.tag.idx.eq(sr_pos),
+            sink_ready.eq(tb_ready),
+        ] + [pea.i.payload.x[l].eq(sr_v[sr_pos].word_select(l, V_WIDTH).as_signed()) for l in range(vc)]
+        o_addr = os_tag.addr + Mux(pool_en, 0, Mux(os_k[1], out_row, 0) + Mux(os_k[0], out_pix, 0))
+        wino_back = [
+            ost.i.valid.eq(os_valid & in_range),
+            ost.i.payload.acc.eq(os_y[os_k]),
+            ost.i.payload.pool_first.eq(~pool_en | (os_k == 0)),
+            ost.i.payload.pool_last.eq(~pool_en | (os_k == 3)),
+            ost.i.payload.tag.eq(o_addr),
+            pea.o.ready.eq(co_ready),
+        ]
+        m.d.comb += pea.wmode.eq(wmode)
+        with m.If(wmode):
+            m.d.comb += wino_front + wino_back
+        with m.Else():
+            m.d.comb += direct_front + direct_back
+        busy = Signal()
+        m.d.comb += busy.eq(tb_full | pre[0].busy | sr_valid | co_full | post[0].busy | os_valid)
+        return busy
+
+    def _winograd_loader(self, m, pea, in_cb, tcb, w_ptr):
+        """FILT in Winograd mode: for every PE and input block read the 9 code words of the
+        3×3 filter (weight-memory word ``w_ptr + pe·tcb + (ky·3+kx)·in_cb + cb``), transform
+        them (``U = G₂ g G₂ᵀ`` per lane, ARITHMETIC §2.3) and write the 16 ``U`` words to the
+        PE's transformed-weight cache at ``cb·16 + ξν``. Reading the next filter overlaps
+        writing this one: 16 cycles per filter. Returns ``(start, done)``: pulse ``start`` for
+        one cycle to begin; ``done`` is high in the cycle the last word is written."""
+        c = self.config
+        M, vc = c.m, c.vc
+        start, done = Signal(), Signal()
+
+        # read side
+        rd_active = Signal()
+        rd_tap = Signal(4)
+        rd_off = Signal(24)           # tap · in_cb
+        rd_base = Signal(range(c.weight_depth + 1))  # pe base + cb
+        pe_base = Signal(range(c.weight_depth + 1))
+        rd_pe = Signal(range(M + 1))
+        rd_cb = Signal(16)
+        groups_left = Signal(32)      # filters (pe, cb) still to be read
+        cap_v, cap_tap = Signal(), Signal(4)
+        g = Array(Signal(vc * 4, name=f"g{t}") for t in range(9))
+        g_full = Signal()
+        g_pe, g_cb = Signal(range(M)), Signal(16)
+        rd_pe_d, rd_cb_d = Signal(range(M)), Signal(16)
+
+        # write side
+        u = Array(Signal(vc * U_WIDTH, name=f"u{j}") for j in range(ACC_ENTRIES))
+        u_busy = Signal()
+        u_cnt = Signal(4)
+        u_pe, u_cb = Signal(range(M)), Signal(16)
+        writes_left = Signal(32)
+
+        with m.If(rd_active):
+            m.d.comb += [self.w_r_addr.eq(rd_base + rd_off), self.w_r_en.eq(1)]
+        m.d.sync += [cap_v.eq(rd_active), cap_tap.eq(rd_tap), rd_pe_d.eq(rd_pe), rd_cb_d.eq(rd_cb)]
+        with m.If(rd_active):
+            with m.If(rd_tap == 8):
+                m.d.sync += [rd_active.eq(0), rd_tap.eq(0), rd_off.eq(0)]
+                with m.If(rd_cb + 1 < in_cb):
+                    m.d.sync += [rd_cb.eq(rd_cb + 1), rd_base.eq(rd_base + 1)]
+                with m.Else():
+                    m.d.sync += [rd_cb.eq(0), rd_pe.eq(rd_pe + 1), pe_base.eq(pe_base + tcb),
+                                 rd_base.eq(pe_base + tcb)]
+            with m.Else():
+                m.d.sync += [rd_tap.eq(rd_tap + 1), rd_off.eq(rd_off + in_cb)]
+        with m.If(cap_v):
+            m.d.sync += g[cap_tap].eq(self.w_r_data)
+        move = Signal()
+        m.d.comb += move.eq(g_full & (~u_busy | (u_cnt == ACC_ENTRIES - 1)))
+        with m.If(cap_v & (cap_tap == 8)):
+            m.d.sync += [g_full.eq(1), g_pe.eq(rd_pe_d), g_cb.eq(rd_cb_d)]
+        with m.Elif(move):
+            m.d.sync += g_full.eq(0)
+        with m.If(move & (groups_left != 0)):
+            m.d.sync += [rd_active.eq(1), groups_left.eq(groups_left - 1)]
+
+        # transform: U = G₂ g G₂ᵀ per lane
+        u_next = [[None] * 4 for _ in range(4)]
+        lanes = []
+        for l in range(vc):
+            gv = [[code_value(g[r * 3 + col].word_select(l, 4)) for col in range(3)] for r in range(3)]
+            lanes.append(weight_transform_tile(gv, WINOGRAD_VARIANT))
+        with m.If(u_busy):
+            m.d.sync += u_cnt.eq(u_cnt + 1)
+            with m.If(u_cnt == ACC_ENTRIES - 1):
+                m.d.sync += u_busy.eq(0)
+        with m.If(move):
+            m.d.sync += [u_busy.eq(1), u_cnt.eq(0), u_pe.eq(g_pe), u_cb.eq(g_cb)]
+            for a in range(4):
+                for b in range(4):
+                    m.d.sync += u[a * 4 + b].eq(Cat(lanes[l][a][b][:U_WIDTH] for l in range(vc)))
+        m.d.comb += [pea.u_en.eq(u_busy), pea.w_pe.eq(u_pe), pea.w_addr.eq(Cat(u_cnt, u_cb)),
+                     pea.u_data.eq(u[u_cnt])]
+        with m.If(u_busy & (u_cnt == ACC_ENTRIES - 1)):
+            m.d.sync += writes_left.eq(writes_left - 1)
+        m.d.comb += done.eq(u_busy & (u_cnt == ACC_ENTRIES - 1) & (writes_left == 1))
+
+        with m.If(start):
+            total = Signal(32)
+            m.d.comb += total.eq(M * in_cb)
+            m.d.sync += [rd_active.eq(1), rd_tap.eq(0), rd_off.eq(0), rd_base.eq(w_ptr), pe_base.eq(w_ptr),
+                         rd_pe.eq(0), rd_cb.eq(0), groups_left.eq(total - 1), writes_left.eq(total),
+                         g_full.eq(0), u_busy.eq(0)]
+        return start, done

@@ -1,14 +1,20 @@
-"""Output stage: bias, ReLU, requantization to int8, optional 2×2 max-pool (ARITHMETIC §4.5).
+"""Output stage: bias, ReLU, requantization to int8, activation, optional 2×2 max-pool.
 
-Requantization is round-half-up arithmetic shift then saturation; max-pool is applied to the int8
-results, which equals pooling before requantization because the requantizer is monotonic
-(golden model: :func:`nibble.sim.golden.requantize`, :func:`nibble.sim.golden.maxpool2`).
+Requantization (ARITHMETIC §4.5) is round-half-up arithmetic shift then saturation. The optional
+tanh/sigmoid activation is a 256-entry int8 lookup table on the saturated value, generated from
+the golden model (:func:`nibble.sim.golden.activation_table`). Max-pool is applied last, to the
+activated int8 results, in the golden model's order
+``maxpool2(activate(requantize(acc, sh, relu), act))`` (:func:`nibble.sim.golden.requantize`,
+:func:`~nibble.sim.golden.activate`, :func:`~nibble.sim.golden.maxpool2`). Requantizer and tables
+are monotonic, so pooling earlier would give the same result; the hardware keeps the golden order.
 """
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["OutputStage", "SH_MIN", "SH_MAX", "BIAS_WIDTH"]
+from ..sim.golden import ACT_NONE, ACT_SIGMOID, ACT_TANH, activation_table
+
+__all__ = ["OutputStage", "SH_MIN", "SH_MAX", "BIAS_WIDTH", "ACT_NONE", "ACT_TANH", "ACT_SIGMOID"]
 
 #: Smallest requantization shift the hardware supports (an exact left shift by 16).
 SH_MIN = -16
@@ -19,7 +25,7 @@ BIAS_WIDTH = 32
 
 
 class OutputStage(wiring.Component):
-    """Bias + ReLU + requantize + saturate + optional max-pool for ``m`` channels in parallel.
+    """Bias + ReLU + requantize + saturate + activation + optional max-pool, ``m`` channels in parallel.
 
     Parameters: ``m`` channels, ``acc_width`` accumulator bits, ``tag_shape`` of the carried tag.
 
@@ -31,16 +37,26 @@ class OutputStage(wiring.Component):
         ``pool_last``.
       * ``o``: ``Out(stream.Signature(StructLayout{v: ArrayLayout(signed(8), m), tag}))`` — one
         result per ``pool_last`` beat, with that beat's tag:
-        ``v = max over the window of sat8(round_half_up((relu(acc + bias)) · 2^(−sh)))``.
+        ``v = max over the window of table_act[sat8(round_half_up((relu(acc + bias)) · 2^(−sh))) + 128]``.
       * ``bias``: ``In(ArrayLayout(signed(32), m))``, ``sh``: ``In(signed(7))`` in
-        [``SH_MIN``, ``SH_MAX``], ``relu``: ``In(1)`` — layer constants, held stable while beats
-        are in flight.
+        [``SH_MIN``, ``SH_MAX``], ``relu``: ``In(1)``, ``act``: ``In(2)`` — layer constants, held
+        stable while beats are in flight.
       * ``busy``: ``Out(1)``.
 
-    Latency :attr:`latency` = 2 cycles; throughput one beat per cycle; backpressure: the pipeline
-    holds while ``o.valid & ~o.ready`` (``i.ready = ~o.valid | o.ready``).
+    Activation ``act``: ``ACT_NONE`` = 0 (identity), ``ACT_TANH`` = 1, ``ACT_SIGMOID`` = 2; the
+    unused code 3 behaves as ``ACT_NONE``, and so does an undriven ``act`` (0). ``table_act`` is
+    :func:`nibble.sim.golden.activation_table`: the saturated value ``t`` means ``t · 2^−5`` and
+    the table gives ``sat8(round_half_up(f(t · 2^−5) · 2^7))`` (``f`` = tanh or the logistic
+    sigmoid). It is applied per channel before the pool window's running max, the order of the
+    golden model (``requantize`` → ``activate`` → ``maxpool2``). Each channel has a constant
+    256 × 8 table per function (a case statement that Yosys turns into a ROM and maps to LUTs).
+
+    Pipeline: stage 1 bias and ReLU; stage 2 round-half-up shift and saturation; stage 3 table
+    lookup and running max into ``o``. Latency :attr:`latency` = 3 cycles from an input transfer
+    to ``o.valid`` of its result; throughput one beat per cycle; backpressure: the pipeline holds
+    while ``o.valid & ~o.ready`` (``i.ready = ~o.valid | o.ready``).
     """
-    latency = 2
+    latency = 3
 
     def __init__(self, m, acc_width, tag_shape=1):
         if m < 1:
@@ -55,6 +71,7 @@ class OutputStage(wiring.Component):
             "bias": In(data.ArrayLayout(signed(BIAS_WIDTH), m)),
             "sh": In(signed(7)),
             "relu": In(1),
+            "act": In(2),
             "busy": Out(1),
         })
 
@@ -75,32 +92,55 @@ class OutputStage(wiring.Component):
                 t = self.i.payload.acc[k] + self.bias[k]
                 m.d.sync += s1_t[k].eq(Mux(self.relu & t[-1], 0, t))
 
-        # Stage 2: round-half-up shift, saturate, running max over the pool window.
+        # Stage 2: round-half-up shift and saturation to int8.
         sh_pos = Signal(6)
         sh_neg = Signal(5)
         m.d.comb += [sh_pos.eq(Mux(self.sh > 0, self.sh, 0)), sh_neg.eq(Mux(self.sh < 0, -self.sh, 0))]
         rnd = Signal(unsigned(48))
         m.d.comb += rnd.eq(Mux(sh_pos > 0, Const(1, 48) << (sh_pos - 1)[:6], 0))
-        mx = [Signal(signed(8), name=f"max{k}") for k in range(self.m)]
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_tag = Signal(self.tag_shape)
+        s2_q = [Signal(signed(8), name=f"sat{k}") for k in range(self.m)]
         for k in range(self.m):
             shifted = Signal(signed(tw + 17), name=f"q{k}")
             with m.If(self.sh > 0):
                 m.d.comb += shifted.eq((s1_t[k] + rnd) >> sh_pos)
             with m.Else():
                 m.d.comb += shifted.eq(s1_t[k] << sh_neg)
-            q = Signal(signed(8), name=f"sat{k}")
-            with m.If(shifted > 127):
-                m.d.comb += q.eq(127)
-            with m.Elif(shifted < -128):
-                m.d.comb += q.eq(-128)
-            with m.Else():
-                m.d.comb += q.eq(shifted)
-            nxt = Mux(s1_first | (q > mx[k]), q, mx[k])
-            with m.If(adv & s1_valid):
+            with m.If(adv):
+                with m.If(shifted > 127):
+                    m.d.sync += s2_q[k].eq(127)
+                with m.Elif(shifted < -128):
+                    m.d.sync += s2_q[k].eq(-128)
+                with m.Else():
+                    m.d.sync += s2_q[k].eq(shifted)
+        with m.If(adv):
+            m.d.sync += [s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last),
+                         s2_tag.eq(s1_tag)]
+
+        # Stage 3: activation lookup, running max over the pool window.
+        # The tables are indexed by the two's complement bits of t, i.e. entry u holds the value
+        # for t = u − 256·[u ≥ 128]; golden index t + 128 = u ^ 0x80.
+        tables = {}
+        for act in (ACT_TANH, ACT_SIGMOID):
+            golden = activation_table(act)
+            tables[act] = [int(golden[u ^ 0x80]) for u in range(256)]
+        mx = [Signal(signed(8), name=f"max{k}") for k in range(self.m)]
+        for k in range(self.m):
+            y = Signal(signed(8), name=f"act{k}")
+            u = s2_q[k].as_unsigned()
+            with m.Switch(self.act):
+                for act, table in tables.items():
+                    with m.Case(act):
+                        m.d.comb += y.eq(Array(Const(v, signed(8)) for v in table)[u])
+                with m.Default():                         # ACT_NONE and the unused code 3
+                    m.d.comb += y.eq(s2_q[k])
+            nxt = Mux(s2_first | (y > mx[k]), y, mx[k])
+            with m.If(adv & s2_valid):
                 m.d.sync += [mx[k].eq(nxt), self.o.payload.v[k].eq(nxt)]
         with m.If(adv):
-            m.d.sync += self.o.valid.eq(s1_valid & s1_last)
-            with m.If(s1_valid):
-                m.d.sync += self.o.payload.tag.eq(s1_tag)
-        m.d.comb += self.busy.eq(s1_valid | self.o.valid)
+            m.d.sync += self.o.valid.eq(s2_valid & s2_last)
+            with m.If(s2_valid):
+                m.d.sync += self.o.payload.tag.eq(s2_tag)
+        m.d.comb += self.busy.eq(s1_valid | s2_valid | self.o.valid)
         return m

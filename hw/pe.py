@@ -10,10 +10,17 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SACLane", "PE", "PEArray", "sac_product_shape", "pe_input_layout"]
+__all__ = ["SACLane", "PE", "PEArray", "sac_product_shape", "pe_input_layout",
+           "V_WIDTH", "U_WIDTH", "ACC_ENTRIES"]
 
 #: Shape of one SAC product: −128 << 6 = −8192 and its negation +8192 need 15 signed bits.
 sac_product_shape = signed(15)
+#: Bits of a transformed input ``V = Bᵀ d B`` (ARITHMETIC §2.5: [−512, 510]).
+V_WIDTH = 10
+#: Bits of a transformed weight ``U = G₂ g G₂ᵀ`` (ARITHMETIC §2.5: [−576, 576] for F2x2_3x3).
+U_WIDTH = 11
+#: Accumulators per PE in Winograd mode: one per transformed position (α² ≤ 16).
+ACC_ENTRIES = 16
 
 
 class SACLane(wiring.Component):
@@ -45,33 +52,41 @@ class SACLane(wiring.Component):
         return m
 
 
-def pe_input_layout(vc, depth, tag_shape=0):
+def pe_input_layout(vc, depth, tag_shape=0, winograd=False):
     """Payload of a PE / PE-array input beat.
 
-    * ``x``: ``vc`` int8 features (one feature word, ``vc`` input channels of one pixel).
+    * ``x``: ``vc`` int8 features (one feature word, ``vc`` input channels of one pixel); with
+      ``winograd``, ``vc`` signed ``V_WIDTH``-bit values (the SAC lanes use the low 8 bits).
     * ``addr``: filter-cache word to multiply with (tap · ⌈Cin/vc⌉ + channel block).
     * ``first``: this beat starts a new accumulation (the accumulator restarts from 0).
     * ``last``: this beat ends the accumulation; its result leaves on ``o``.
+    * ``idx`` (``winograd`` only): which of the ``ACC_ENTRIES`` accumulators the beat adds to
+      (the transformed position ξ·α + ν; 0 in direct mode).
     * ``tag``: carried unchanged from the ``last`` beat to the result (e.g. the output address).
     """
     fields = {
-        "x": data.ArrayLayout(signed(8), vc),
+        "x": data.ArrayLayout(signed(V_WIDTH if winograd else 8), vc),
         "addr": range(depth),
         "first": 1,
         "last": 1,
     }
+    if winograd:
+        fields["idx"] = range(ACC_ENTRIES)
     if tag_shape:
         fields["tag"] = tag_shape
     return data.StructLayout(fields)
 
 
-def _pe_members(vc, acc_shape, depth, tag_shape, extra):
+def _pe_members(vc, acc_shape, depth, tag_shape, extra, winograd):
     """Signature members shared by :class:`PE` and :class:`PEArray`."""
     out_fields = {"acc": acc_shape}
     if tag_shape:
         out_fields["tag"] = tag_shape
+    if winograd:
+        extra = {**extra, "wmode": In(1), "u_en": In(1),
+                 "u_data": In(data.ArrayLayout(signed(U_WIDTH), vc))}
     return {
-        "i": In(stream.Signature(pe_input_layout(vc, depth, tag_shape))),
+        "i": In(stream.Signature(pe_input_layout(vc, depth, tag_shape, winograd))),
         "o": Out(stream.Signature(data.StructLayout(out_fields))),
         "w_en": In(1),
         **extra,
@@ -85,7 +100,15 @@ class PE(wiring.Component):
     """Processing element: dot product of ``vc`` SAC lanes into an accumulator (ARITHMETIC §4.4).
 
     Parameters: ``vc`` lanes (≥ 1), ``acc_width`` accumulator bits (≥ 16), ``depth`` filter-cache
-    words (≥ 2), optional ``tag_shape`` carried with each result.
+    words (≥ 2), optional ``tag_shape`` carried with each result, ``winograd`` (bool): add the
+    multiplier-lane mode.
+
+    Multiplier-lane (Winograd) mode, with ``winograd``: a second cache of ``depth`` words of
+    ``vc`` signed ``U_WIDTH``-bit transformed weights (``u_en``/``u_data`` write port, sharing
+    ``w_addr``), ``vc`` multiplier lanes ``V × U`` (10 × 11 bits → 21 bits, one DSP48E1 each,
+    ARITHMETIC §2.5), and ``ACC_ENTRIES`` accumulators selected by the beat's ``idx``. ``wmode``
+    (a layer constant) selects the multiplier lanes instead of the SAC lanes; both share the adder
+    tree and the accumulators (direct mode uses accumulator ``idx`` = 0).
 
     Members:
       * ``i``: ``In(stream.Signature(pe_input_layout(vc, depth, tag_shape)))``.
@@ -104,7 +127,7 @@ class PE(wiring.Component):
     """
     latency = 3
 
-    def __init__(self, vc, acc_width, depth, tag_shape=0):
+    def __init__(self, vc, acc_width, depth, tag_shape=0, winograd=False):
         if vc < 1:
             raise ValueError(f"PE needs at least one lane, not {vc}")
         if acc_width < 16:
@@ -112,7 +135,8 @@ class PE(wiring.Component):
         if depth < 2:
             raise ValueError(f"PE filter cache must have at least 2 words, not {depth}")
         self.vc, self.acc_width, self.depth, self.tag_shape = vc, acc_width, depth, tag_shape
-        super().__init__(_pe_members(vc, signed(acc_width), depth, tag_shape, {}))
+        self.winograd = winograd
+        super().__init__(_pe_members(vc, signed(acc_width), depth, tag_shape, {}, winograd))
 
     def elaborate(self, platform):
         m = Module()
@@ -123,6 +147,12 @@ class PE(wiring.Component):
         wr = cache.write_port()
         rd = cache.read_port(domain="sync")
         m.d.comb += [wr.en.eq(self.w_en), wr.addr.eq(self.w_addr), wr.data.eq(self.w_data)]
+        if self.winograd:
+            m.submodules.ucache = ucache = Memory(shape=data.ArrayLayout(signed(U_WIDTH), vc),
+                                                  depth=self.depth, init=[])
+            uwr = ucache.write_port()
+            urd = ucache.read_port(domain="sync")
+            m.d.comb += [uwr.en.eq(self.u_en), uwr.addr.eq(self.w_addr), uwr.data.eq(self.u_data)]
 
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
@@ -131,6 +161,8 @@ class PE(wiring.Component):
         s1_valid = Signal()
         s1 = Signal(self.i.payload.shape())
         m.d.comb += [rd.addr.eq(self.i.payload.addr), rd.en.eq(adv)]
+        if self.winograd:
+            m.d.comb += [urd.addr.eq(self.i.payload.addr), urd.en.eq(adv)]
         with m.If(adv):
             m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(self.i.payload)]
 
@@ -139,24 +171,37 @@ class PE(wiring.Component):
         for lane in range(vc):
             sac = SACLane()
             m.submodules[f"lane{lane}"] = sac
-            m.d.comb += [sac.x.eq(s1.x[lane]), sac.code.eq(rd.data[lane])]
-            prods.append(sac.p)
+            m.d.comb += [sac.x.eq(s1.x[lane][:8]), sac.code.eq(rd.data[lane])]
+            if self.winograd:
+                mul = Signal(signed(V_WIDTH + U_WIDTH), name=f"mul{lane}")
+                m.d.comb += mul.eq(s1.x[lane] * urd.data[lane])
+                prods.append(Mux(self.wmode, mul, sac.p))
+            else:
+                prods.append(sac.p)
         while len(prods) > 1:
             prods = [prods[k] + prods[k + 1] if k + 1 < len(prods) else prods[k]
                      for k in range(0, len(prods), 2)]
         s2_valid = Signal()
-        s2_sum = Signal(signed(15 + max(vc - 1, 1).bit_length()))
+        p_width = V_WIDTH + U_WIDTH if self.winograd else 15
+        s2_sum = Signal(signed(p_width + max(vc - 1, 1).bit_length()))
         s2_first, s2_last = Signal(), Signal()
+        s2_idx = Signal(range(ACC_ENTRIES))
         s2_tag = Signal(self.tag_shape) if self.tag_shape else None
         with m.If(adv):
             m.d.sync += [s2_valid.eq(s1_valid), s2_sum.eq(prods[0]),
                          s2_first.eq(s1.first), s2_last.eq(s1.last)]
+            if self.winograd:
+                m.d.sync += s2_idx.eq(s1.idx)
             if self.tag_shape:
                 m.d.sync += s2_tag.eq(s1.tag)
 
         # Stage 3: accumulate; a last beat publishes the result.
-        acc = Signal(signed(self.acc_width))
         acc_next = Signal(signed(self.acc_width))
+        if self.winograd:
+            accs = Array(Signal(signed(self.acc_width), name=f"acc{j}") for j in range(ACC_ENTRIES))
+            acc = accs[s2_idx]
+        else:
+            acc = Signal(signed(self.acc_width))
         m.d.comb += acc_next.eq(Mux(s2_first, 0, acc) + s2_sum)
         with m.If(adv):
             m.d.sync += self.o.valid.eq(s2_valid & s2_last)
@@ -180,6 +225,8 @@ class PEArray(wiring.Component):
       * ``i``: ``In(stream.Signature(pe_input_layout(vc, depth, tag_shape)))`` — broadcast to all PEs.
       * ``o``: ``Out(stream.Signature(StructLayout{acc: ArrayLayout(signed(acc_width), m)[, tag]}))``.
       * ``w_en``, ``w_pe`` (``range(m)``), ``w_addr``, ``w_data``: filter-cache write into PE ``w_pe``.
+      * With ``winograd``: ``wmode``, ``u_en``, ``u_data`` as :class:`PE` (``u_en`` writes the
+        transformed-weight cache of PE ``w_pe``); the input payload has ``idx``.
       * ``busy``: ``Out(1)``.
 
     Latency :attr:`latency` = :attr:`PE.latency` = 3 cycles; throughput one beat per cycle;
@@ -187,13 +234,14 @@ class PEArray(wiring.Component):
     """
     latency = PE.latency
 
-    def __init__(self, m, vc, acc_width, depth, tag_shape=0):
+    def __init__(self, m, vc, acc_width, depth, tag_shape=0, winograd=False):
         if m < 1:
             raise ValueError(f"PE array needs at least one PE, not {m}")
         self.m, self.vc, self.acc_width, self.depth, self.tag_shape = m, vc, acc_width, depth, tag_shape
-        self.pes = [PE(vc, acc_width, depth, tag_shape if k == 0 else 0) for k in range(m)]
+        self.winograd = winograd
+        self.pes = [PE(vc, acc_width, depth, tag_shape if k == 0 else 0, winograd) for k in range(m)]
         super().__init__(_pe_members(vc, data.ArrayLayout(signed(acc_width), m), depth, tag_shape,
-                                     {"w_pe": In(range(m))}))
+                                     {"w_pe": In(range(m))}, winograd))
 
     def elaborate(self, platform):
         m = Module()
@@ -211,6 +259,13 @@ class PEArray(wiring.Component):
                 pe.w_data.eq(self.w_data),
                 self.o.payload.acc[k].eq(pe.o.payload.acc),
             ]
+            if self.winograd:
+                m.d.comb += [
+                    pe.i.payload.idx.eq(self.i.payload.idx),
+                    pe.wmode.eq(self.wmode),
+                    pe.u_en.eq(self.u_en & (self.w_pe == k)),
+                    pe.u_data.eq(self.u_data),
+                ]
         pe0 = self.pes[0]
         if self.tag_shape:
             m.d.comb += [pe0.i.payload.tag.eq(self.i.payload.tag), self.o.payload.tag.eq(pe0.o.payload.tag)]

@@ -17,7 +17,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["WinogradPrePE", "WinogradPostPE", "MultiplierLane", "WINOGRAD_VARIANTS",
-           "winograd_tile_layout"]
+           "WINOGRAD_G", "winograd_tile_layout", "code_value", "weight_transform_tile"]
 
 #: ``name: (m, Bᵀ, Aᵀ)`` of the variants the transform blocks implement (ARITHMETIC §2.2).
 WINOGRAD_VARIANTS = {
@@ -34,6 +34,18 @@ WINOGRAD_VARIANTS = {
                   (0, -1, 1)),
                  ((1, 1, 0),
                   (0, 1, 1))),
+}
+
+
+#: Integer ``G`` of each variant (``G₂ = 2G`` for F2x2_3x3, ARITHMETIC §2.3): ``U = G g Gᵀ``.
+WINOGRAD_G = {
+    "F2x2_3x3": ((2, 0, 0),
+                 (1, 1, 1),
+                 (1, -1, 1),
+                 (0, 0, 2)),
+    "F2x2_2x2": ((1, 0),
+                 (1, 1),
+                 (0, 1)),
 }
 
 
@@ -92,21 +104,30 @@ class _TileTransform(wiring.Component):
 
     Stage 1 registers the column pass ``T·x`` (rows × cols), stage 2 the row pass ``(T·x)·Tᵀ``
     (rows × rows) into ``o.payload``. Intermediate and output widths are the exact ranges of the
-    linear forms, so nothing wraps.
+    linear forms, so nothing wraps. With ``tag_shape``, ``tag_i`` (sampled with ``i``) comes out
+    on ``tag_o`` with the transformed tile. ``busy``: a tile is inside.
     """
     latency = 2
 
-    def __init__(self, mat, in_width):
+    def __init__(self, mat, in_width, tag_shape=0):
         self._mat = mat
+        self.tag_shape = tag_shape
         rows, cols = len(mat), len(mat[0])
         lo, hi = -(1 << (in_width - 1)), (1 << (in_width - 1)) - 1
         (lo1, hi1), (lo2, hi2) = _transform_ranges(mat, lo, hi)
         self._mid_width = _signed_bits(lo1, hi1)
         self.o_range = (lo2, hi2)
         self.o_width = _signed_bits(lo2, hi2)
+        i_layout = winograd_tile_layout(signed(in_width), cols, cols)
+        o_layout = winograd_tile_layout(signed(self.o_width), rows, rows)
+        members = {"busy": Out(1)}
+        if tag_shape:
+            members["tag_i"] = In(tag_shape)
+            members["tag_o"] = Out(tag_shape)
         super().__init__({
-            "i": In(stream.Signature(winograd_tile_layout(signed(in_width), cols, cols))),
-            "o": Out(stream.Signature(winograd_tile_layout(signed(self.o_width), rows, rows))),
+            "i": In(stream.Signature(i_layout)),
+            "o": Out(stream.Signature(o_layout)),
+            **members,
         })
 
     def elaborate(self, platform):
@@ -121,8 +142,13 @@ class _TileTransform(wiring.Component):
         t = [[Signal(signed(self._mid_width), name=f"t{a}_{l}") for l in range(cols)]
              for a in range(rows)]
         x = self.i.payload
+        s1_tag = Signal(self.tag_shape) if self.tag_shape else None
         with m.If(adv):
             m.d.sync += s1_valid.eq(self.i.valid)
+            if self.tag_shape:
+                m.d.sync += [s1_tag.eq(self.tag_i)]
+                with m.If(s1_valid):
+                    m.d.sync += self.tag_o.eq(s1_tag)
             for a in range(rows):
                 for l in range(cols):
                     m.d.sync += t[a][l].eq(_lin(mat[a], [x[k][l] for k in range(cols)]))
@@ -134,13 +160,15 @@ class _TileTransform(wiring.Component):
                 for a in range(rows):
                     for b in range(rows):
                         m.d.sync += self.o.payload[a][b].eq(_lin(mat[b], t[a]))
+        m.d.comb += self.busy.eq(s1_valid | self.o.valid)
         return m
 
 
 class WinogradPrePE(_TileTransform):
     """Winograd input transform ``V = Bᵀ d B`` of one int8 α×α tile per cycle (ARITHMETIC §2.1).
 
-    Parameters: ``variant`` — ``"F2x2_3x3"`` (α = 4) or ``"F2x2_2x2"`` (α = 3).
+    Parameters: ``variant`` — ``"F2x2_3x3"`` (α = 4) or ``"F2x2_2x2"`` (α = 3); ``tag_shape``
+    — optional tag carried from ``tag_i`` to ``tag_o`` alongside the tile (0 = none).
 
     Members:
       * ``i``: ``In(stream.Signature(ArrayLayout(ArrayLayout(signed(8), α), α)))`` — input tile
@@ -157,18 +185,18 @@ class WinogradPrePE(_TileTransform):
     Golden model: :func:`nibble.sim.winograd.input_transform`.
     """
 
-    def __init__(self, variant):
+    def __init__(self, variant, tag_shape=0):
         _, bt, _ = _variant(variant)
         self.variant = variant
         self.alpha = len(bt)
-        super().__init__(bt, 8)
+        super().__init__(bt, 8, tag_shape)
 
 
 class WinogradPostPE(_TileTransform):
     """Winograd output transform ``Y = Aᵀ M A`` of one α×α accumulator tile per cycle (ARITHMETIC §2.1).
 
     Parameters: ``variant`` — ``"F2x2_3x3"`` or ``"F2x2_2x2"``; ``acc_width`` — bits of the
-    signed accumulators ``M`` (≥ 2).
+    signed accumulators ``M`` (≥ 2); ``tag_shape`` — optional tag as :class:`WinogradPrePE`.
 
     Members:
       * ``i``: ``In(stream.Signature(ArrayLayout(ArrayLayout(signed(acc_width), α), α)))`` —
@@ -185,13 +213,13 @@ class WinogradPostPE(_TileTransform):
     :class:`WinogradPrePE`. Golden model: :func:`nibble.sim.winograd.output_transform`.
     """
 
-    def __init__(self, variant, acc_width):
+    def __init__(self, variant, acc_width, tag_shape=0):
         m, _, at = _variant(variant)
         if acc_width < 2:
             raise ValueError(f"Winograd output transform needs at least 2 accumulator bits, not {acc_width}")
         self.variant, self.acc_width = variant, acc_width
         self.alpha, self.m = len(at[0]), m
-        super().__init__(at, acc_width)
+        super().__init__(at, acc_width, tag_shape)
         self.growth = self.o_width - acc_width
 
 
@@ -250,3 +278,36 @@ class MultiplierLane(wiring.Component):
             if self.tag_shape:
                 m.d.sync += self.o.payload.tag.eq(s1_tag)
         return m
+
+
+def code_value(code):
+    """Value of a 4-bit weight code ``[s | E2 E1 E0]`` in units of ``2^n2`` as an Amaranth
+    expression: ``(−1)^s · 2^(E−1)`` for ``E ≥ 1``, 0 for ``E = 0`` (ARITHMETIC §4.2), signed(8).
+    Golden model: :func:`nibble.sim.golden.code_to_int`."""
+    e = code[:3]
+    mag = Mux(e == 0, 0, Const(1, 8) << (e - 1)[:3])
+    return Mux(code[3], -mag, mag).as_signed()
+
+
+def weight_transform_tile(g, variant):
+    """``U = G g Gᵀ`` of one ``r×r`` integer tile ``g[row][col]`` (Amaranth values) as α×α
+    expressions (ARITHMETIC §2.1, §2.3). The entries of ``G`` are 0, ±1 or ±2 (shifts and adds).
+    For F2x2_3x3 with 4-bit codes (``|g| ≤ 64``) every ``U`` is in [−576, 576] (11 bits, §2.5).
+    Golden model: :func:`nibble.sim.winograd.weight_transform`."""
+    G = WINOGRAD_G[variant]
+
+    def lin(coefs, xs):
+        expr = None
+        for c, x in zip(coefs, xs):
+            if c == 0:
+                continue
+            term = x if abs(c) == 1 else x * abs(c)
+            if expr is None:
+                expr = term if c > 0 else -term
+            else:
+                expr = expr + term if c > 0 else expr - term
+        return Const(0) if expr is None else expr
+
+    r = len(G[0])
+    t = [[lin(G[a], [g[k][col] for k in range(r)]) for col in range(r)] for a in range(len(G))]
+    return [[lin(G[b], t[a]) for b in range(len(G))] for a in range(len(G))]

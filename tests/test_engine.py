@@ -13,6 +13,14 @@ from nibble.host.ir import ConvOp
 from nibble.host.compiler import plan_program
 from nibble.host.program import features_to_words, words_to_features
 from tests.busdrv import bus_read, bus_write, to_u32
+
+
+def layer_beats(L, config):
+    """Beats through the PE array: pixels × taps × blocks (direct) or tiles × 16 × blocks (Winograd)."""
+    if L.winograd:
+        tiles = L.out_h * L.out_w if L.pool == 2 else -(-L.out_h // 2) * -(-L.out_w // 2)
+        return L.n_coblk(config.m) * tiles * 16 * L.cb_in
+    return L.n_coblk(config.m) * L.out_h * L.out_w * L.pool ** 2 * L.kh * L.kw * L.cb_in
 from tests.streams import run_sim
 
 SEED = 77
@@ -80,10 +88,13 @@ SMALL = EngineConfig(m=8, vc=8, acc_width=24, filter_depth=32, feature_depth=512
                                 weight_depth=512, param_depth=256, clk_hz=1_000_000, baud=250_000),
      5, (4, 4), [(10, 1, 1, (0, 0, 0, 0), True, 1), (7, 2, 1, (0, 1, 0, 1), False, 2)]),
 ])
-def test_layers_vs_golden(name, config, cin, hw, specs):
+@pytest.mark.parametrize("mode", ["direct", "winograd"])
+def test_layers_vs_golden(name, config, cin, hw, specs, mode):
     rng = np.random.default_rng(SEED)
     ops = _ops(rng, specs, cin)
-    program = plan_program(ops, (cin, *hw), ops[0].q_in, config)
+    program = plan_program(ops, (cin, *hw), ops[0].q_in, config, winograd=mode)
+    for L in program.layers:        # every 3×3 stride-1 layer here is eligible
+        assert L.winograd == (mode == "winograd" and (L.kh, L.kw, L.stride) == (3, 3, 1)), L.mode_reason
     inputs = [rng.integers(-128, 128, (cin, *hw)) for _ in range(2)]
     inputs[0][:, 0, :] = -128          # extremes on a row
     inputs[0][:, -1, :] = 127
@@ -91,8 +102,7 @@ def test_layers_vs_golden(name, config, cin, hw, specs):
     for v, (y, cycles, beats) in zip(inputs, got):
         exp = golden_forward(program, v)
         assert np.array_equal(y, exp)
-        exp_beats = sum(L.n_coblk(config.m) * L.out_h * L.out_w * L.pool ** 2 * L.kh * L.kw * L.cb_in
-                        for L in program.layers)
+        exp_beats = sum(layer_beats(L, config) for L in program.layers)
         assert beats == exp_beats
         assert cycles > beats
 
