@@ -148,8 +148,14 @@ def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="outp
     shape = tuple(in_shape)
     cb_in = -(-shape[0] // c.vc)
     for op in ops:
-        co, ci, kh, kw = op.codes.shape
         where = f"layer '{op.name}' ({op.kind})"
+        if op.kind == "ConvTranspose":
+            raise CompileError(f"{where}: transposed convolution is imported but has no accelerator "
+                               "mapping yet (TDC/NZP lowering is not implemented)")
+        if getattr(op, "act", 0):
+            raise CompileError(f"{where}: the tanh/sigmoid output activation is not mapped to the "
+                               "accelerator yet")
+        co, ci, kh, kw = op.codes.shape
         if ci != shape[0]:
             raise CompileError(f"{where}: expects {ci} input channels, gets {shape[0]}")
         out = op.out_shape(shape)

@@ -1,22 +1,39 @@
-"""ONNX import: a chain of Conv / BatchNormalization / Relu / MaxPool / Flatten / Gemm → IR.
+"""ONNX import: a chain of Conv / ConvTranspose / BatchNormalization / activations / MaxPool /
+Flatten / Gemm → IR (:mod:`nibble.host.ir`).
 
 Supported (anything else is a :class:`CompileError` naming the node):
 
 * ``Conv``: group 1, dilation 1, any kernel, stride (equal on both axes), explicit pads or
   ``auto_pad`` SAME_UPPER/SAME_LOWER/VALID; bias optional.
-* ``BatchNormalization`` directly after a Conv or Gemm (folded into it, DESIGN §5).
-* ``Relu``; ``MaxPool`` 2×2 stride 2, no padding, floor mode (fused into the layer before).
+* ``ConvTranspose`` (ARITHMETIC §1, PyTorch ``ConvTranspose2d`` semantics, weights
+  ``(Cin, Cout, Kh, Kw)``): group 1, dilation 1, any kernel, stride equal on both axes,
+  ``output_padding < stride``; explicit pads or ``auto_pad`` VALID/SAME_UPPER/SAME_LOWER (ONNX rule:
+  output = input · stride, total crop ``K + output_padding − stride`` split with the odd row at the
+  end for SAME_UPPER, at the beginning for SAME_LOWER); ``output_shape`` only where its pads are
+  those of the node. Asymmetric pads are stored exactly as a symmetric ``P`` (the begin pad) and
+  ``output_padding + begin − end``, which must stay in ``[0, stride)``. Bias optional.
+* ``BatchNormalization`` directly after a Conv, ConvTranspose or Gemm (folded into it per output
+  channel, DESIGN §5).
+* One activation per layer: ``Relu`` (a repeated Relu is the same function), ``Tanh`` or
+  ``Sigmoid`` (ACT_TANH / ACT_SIGMOID, ``nibble.sim.golden``), after the layer, its BatchNormalization,
+  a max-pool or a Flatten (element-wise and monotonic, so the order does not change the result).
+* ``MaxPool`` 2×2 stride 2, no padding, floor mode (fused into the layer before).
 * ``Flatten`` (axis 1) / ``Reshape`` to (N, −1), then ``Gemm`` (alpha, beta, transB; transA = 0),
   which becomes a conv whose kernel covers its whole input (so no reordering of HWC features).
 * ``Identity``, ``Dropout`` (inference: pass-through).
 """
 import numpy as np
 
-from .ir import CompileError, ConvOp
+from ..sim.golden import ACT_NONE, ACT_SIGMOID, ACT_TANH
+from .ir import ACT_NAMES, CompileError, ConvOp
 
 __all__ = ["import_onnx", "load_onnx"]
 
-SUPPORTED = "Conv, BatchNormalization, Relu, MaxPool, Flatten, Reshape, Gemm, Identity, Dropout"
+SUPPORTED = ("Conv, ConvTranspose, BatchNormalization, Relu, Tanh, Sigmoid, MaxPool, Flatten, Reshape, Gemm, "
+             "Identity, Dropout")
+
+#: ONNX activation operators → (``ConvOp.relu``, ``ConvOp.act``).
+_ACTS = {"Relu": (True, ACT_NONE), "Tanh": (False, ACT_TANH), "Sigmoid": (False, ACT_SIGMOID)}
 
 
 def load_onnx(path):
@@ -46,6 +63,116 @@ def _attrs(node):
 def _dims(value_info):
     t = value_info.type.tensor_type
     return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+
+
+def _auto_pad(where, a):
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto not in ("NOTSET", "", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise CompileError(f"{where}: auto_pad={auto} is not supported")
+    return "NOTSET" if auto == "" else auto
+
+
+def _explicit_pads(where, a):
+    """ONNX ``pads`` [y_begin, x_begin, y_end, x_end] → (top, bottom, left, right), or None."""
+    if "pads" not in a:
+        return None
+    p = [int(v) for v in a["pads"]]
+    if len(p) != 4:
+        raise CompileError(f"{where}: pads {p} must have 4 entries (2-D layers only)")
+    if min(p) < 0:
+        raise CompileError(f"{where}: negative pads {p} are not supported")
+    return (p[0], p[2], p[1], p[3])
+
+
+def _layer_weights(where, node, inits, a, in_c, transposed):
+    """Weights, bias and stride of a Conv (``w[Cout, Cin, Kh, Kw]``) or ConvTranspose
+    (``w[Cin, Cout, Kh, Kw]``) node, after checking group, dilations, strides and kernel_shape."""
+    if node.input[1] not in inits:
+        raise CompileError(f"{where}: the weights must be an initializer")
+    w = inits[node.input[1]]
+    if w.ndim != 4:
+        raise CompileError(f"{where}: weights of shape {w.shape} are not 2-D kernels (4 dimensions)")
+    if a.get("group", 1) != 1:
+        raise CompileError(f"{where}: group={a['group']} is not supported (only group = 1)")
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise CompileError(f"{where}: dilation {list(a['dilations'])} is not supported (only 1)")
+    st = [int(v) for v in a.get("strides", [1, 1])]
+    if len(st) != 2 or len(set(st)) != 1:
+        raise CompileError(f"{where}: unequal strides {st} are not supported (the stride must be the same "
+                           f"on both axes)")
+    if st[0] < 1:
+        raise CompileError(f"{where}: stride {st[0]} must be >= 1")
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != tuple(w.shape[2:]):
+        raise CompileError(f"{where}: kernel_shape {list(a['kernel_shape'])} does not match the "
+                           f"{w.shape[2]}x{w.shape[3]} weights")
+    wc, co = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
+    if wc != in_c:
+        raise CompileError(f"{where}: weights expect {wc} input channels, the input has {in_c}")
+    b = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(co)
+    if b is None:
+        raise CompileError(f"{where}: the bias must be an initializer")
+    if b.shape != (co,):
+        raise CompileError(f"{where}: bias of shape {b.shape} does not match {co} output channels")
+    return w, b.copy(), st[0]
+
+
+def _deconv_pads(where, a, w, shape, s):
+    """ONNX ConvTranspose pads → ((top, bottom, left, right), (OPy, OPx)) with symmetric pads per
+    axis (``P = begin``, ``OP = output_padding + begin − end``; ARITHMETIC §1.1), checked."""
+    kh, kw = w.shape[2:]
+    outp = [int(v) for v in a.get("output_padding", [0, 0])]
+    if len(outp) != 2 or min(outp) < 0:
+        raise CompileError(f"{where}: output_padding {outp} must be two non-negative ints")
+    if max(outp) >= s:
+        raise CompileError(f"{where}: output_padding {outp} must be smaller than the stride {s}")
+    auto = _auto_pad(where, a)
+    pads = _explicit_pads(where, a)
+    if pads is not None and auto != "NOTSET":
+        raise CompileError(f"{where}: pads and auto_pad={auto} cannot be used together")
+    if auto == "VALID":
+        pads = (0, 0, 0, 0)
+    canvas = [(shape[1 + i] - 1) * s + (kh, kw)[i] + outp[i] for i in range(2)]   # size with no crop
+    if "output_shape" in a:
+        # ONNX: the pads come from output_shape; the odd row is cropped at the end for SAME_UPPER,
+        # at the beginning otherwise. Explicit (or VALID) pads must be the same.
+        target = [int(v) for v in a["output_shape"]][-2:]
+        if len(target) != 2:
+            raise CompileError(f"{where}: output_shape {list(a['output_shape'])} needs the output height and width")
+        split = []
+        for i in range(2):
+            total = canvas[i] - target[i]
+            if total < 0 or target[i] < 1:
+                raise CompileError(f"{where}: output_shape {target} does not fit: the uncropped output is "
+                                   f"{canvas[0]}x{canvas[1]}")
+            begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            split.append((begin, total - begin))
+        derived = (split[0][0], split[0][1], split[1][0], split[1][1])
+        if pads is not None and pads != derived:
+            raise CompileError(f"{where}: output_shape {target} and pads {pads} (top, bottom, left, right) are "
+                               f"inconsistent (output_shape gives pads {derived})")
+        pads = derived
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        split = []
+        for i in range(2):
+            total = canvas[i] - shape[1 + i] * s          # output = input · stride
+            if total < 0:
+                raise CompileError(f"{where}: auto_pad={auto} needs kernel + output_padding >= stride "
+                                   f"(kernel {(kh, kw)[i]}, output_padding {outp[i]}, stride {s})")
+            begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            split.append((begin, total - begin))
+        pads = (split[0][0], split[0][1], split[1][0], split[1][1])
+    elif pads is None:
+        pads = (0, 0, 0, 0)
+    t, bo, l, r = pads
+    op = (outp[0] + t - bo, outp[1] + l - r)
+    if not all(0 <= v < s for v in op):
+        raise CompileError(f"{where}: pads {pads} (top, bottom, left, right) with output_padding {outp} are not "
+                           f"supported: the equivalent symmetric form P = begin pad, OP = output_padding + "
+                           f"begin - end = {list(op)} needs 0 <= OP < stride {s}")
+    if min(canvas[0] - t - bo, canvas[1] - l - r) < 1:
+        raise CompileError(f"{where}: the pads {pads} crop the whole {canvas[0]}x{canvas[1]} output")
+    return (t, t, l, l), op
 
 
 def import_onnx(model):
@@ -93,59 +220,61 @@ def import_onnx(model):
         elif op == "Conv":
             if flat:
                 raise CompileError(f"{where}: Conv after Flatten is not supported")
-            if node.input[1] not in inits:
-                raise CompileError(f"{where}: the weights must be an initializer")
-            w = inits[node.input[1]]
-            b = inits[node.input[2]] if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
-            if a.get("group", 1) != 1:
-                raise CompileError(f"{where}: group={a['group']} is not supported (only 1)")
-            if any(d != 1 for d in a.get("dilations", [1, 1])):
-                raise CompileError(f"{where}: dilation {a['dilations']} is not supported (only 1)")
-            st = a.get("strides", [1, 1])
-            if len(set(st)) != 1:
-                raise CompileError(f"{where}: unequal strides {st} are not supported")
-            if w.shape[1] != shape[0]:
-                raise CompileError(f"{where}: weights expect {w.shape[1]} input channels, the input has {shape[0]}")
+            w, b, stride = _layer_weights(where, node, inits, a, shape[0], transposed=False)
             kh, kw = w.shape[2:]
-            auto = a.get("auto_pad", b"NOTSET")
-            auto = auto.decode() if isinstance(auto, bytes) else auto
-            if auto in ("NOTSET", ""):
-                p = a.get("pads", [0, 0, 0, 0])
-                pad = (p[0], p[2], p[1], p[3])
+            auto = _auto_pad(where, a)
+            if auto == "NOTSET":
+                pad = _explicit_pads(where, a) or (0, 0, 0, 0)
             elif auto == "VALID":
                 pad = (0, 0, 0, 0)
-            elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            else:
                 pads = []
                 for size, k in ((shape[1], kh), (shape[2], kw)):
-                    out = -(-size // st[0])
-                    total = max((out - 1) * st[0] + k - size, 0)
+                    out = -(-size // stride)
+                    total = max((out - 1) * stride + k - size, 0)
                     lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
                     pads.append((lo, total - lo))
                 pad = (pads[0][0], pads[0][1], pads[1][0], pads[1][1])
-            else:
-                raise CompileError(f"{where}: auto_pad={auto} is not supported")
-            if min(pad) < 0:
-                raise CompileError(f"{where}: negative padding {pad}")
-            conv = ConvOp(name=node.name or node.output[0], w=w, b=b.copy(), stride=int(st[0]), pad=tuple(int(v) for v in pad),
+            conv = ConvOp(name=node.name or node.output[0], w=w, b=b, stride=stride, pad=tuple(int(v) for v in pad),
                           names=[node.name])
             co, ho, wo = conv.out_shape(shape)
             if ho < 1 or wo < 1:
                 raise CompileError(f"{where}: a {kh}x{kw} kernel does not fit the {shape[1]}x{shape[2]} input")
             ops.append(conv)
             shape = (co, ho, wo)
+        elif op == "ConvTranspose":
+            if flat:
+                raise CompileError(f"{where}: ConvTranspose after Flatten is not supported")
+            w, b, stride = _layer_weights(where, node, inits, a, shape[0], transposed=True)
+            pad, outp = _deconv_pads(where, a, w, shape, stride)
+            conv = ConvOp(name=node.name or node.output[0], w=w, b=b, stride=stride, pad=pad, output_padding=outp,
+                          names=[node.name], kind="ConvTranspose")
+            conv.deconv_geometry()                    # the invariants of the IR (checked above)
+            ops.append(conv)
+            shape = conv.out_shape(shape)
         elif op == "BatchNormalization":
-            if last is None or last.relu or last.pool != 1 or last.bn is not None or cur != layer_out:
-                raise CompileError(f"{where}: BatchNormalization must directly follow a Conv or Gemm to be folded")
+            if last is None or last.relu or last.act != ACT_NONE or last.pool != 1 or last.bn is not None \
+                    or cur != layer_out:
+                raise CompileError(f"{where}: BatchNormalization must directly follow a Conv, ConvTranspose or Gemm "
+                                   f"to be folded")
             gamma, beta, mean, var = (inits.get(n) for n in node.input[1:5])
             if any(v is None for v in (gamma, beta, mean, var)):
                 raise CompileError(f"{where}: scale, bias, mean and var must be initializers")
+            if any(v.shape != (last.cout,) for v in (gamma, beta, mean, var)):
+                raise CompileError(f"{where}: scale, bias, mean and var must have {last.cout} entries (the output "
+                                   f"channels of layer '{last.name}')")
             scale = gamma / np.sqrt(var + a.get("epsilon", 1e-5))
             last.bn = (scale, beta - mean * scale)
             last.names.append(node.name)
-        elif op == "Relu":
+        elif op in _ACTS:
             if last is None:
-                raise CompileError(f"{where}: Relu on the network input is not supported")
-            last.relu = True
+                raise CompileError(f"{where}: {op} on the network input is not supported")
+            relu, act = _ACTS[op]
+            prev = "Relu" if last.relu else ACT_NAMES[last.act].capitalize() if last.act != ACT_NONE else None
+            if prev is not None and not (relu and last.relu):
+                raise CompileError(f"{where}: layer '{last.name}' already has the activation {prev}; only one "
+                                   f"activation per layer is supported")
+            last.relu, last.act = relu, act
             last.names.append(node.name)
         elif op == "MaxPool":
             ks, stp = a.get("kernel_shape"), a.get("strides", [1, 1])
@@ -154,7 +283,7 @@ def import_onnx(model):
                 raise CompileError(f"{where}: only 2x2 max-pool with stride 2, no padding, floor mode is supported "
                                    f"(kernel {ks}, strides {stp})")
             if last is None or last.pool != 1:
-                raise CompileError(f"{where}: max-pool must follow a Conv (one pool per layer)")
+                raise CompileError(f"{where}: max-pool must follow a Conv or ConvTranspose (one pool per layer)")
             if shape[1] < 2 or shape[2] < 2:
                 raise CompileError(f"{where}: 2x2 max-pool of a {shape[1]}x{shape[2]} map is empty")
             last.pool = 2
@@ -189,11 +318,11 @@ def import_onnx(model):
             shape = (w.shape[0], 1, 1)
         else:
             raise CompileError(f"{where}: unsupported operator (supported: {SUPPORTED})")
-        if op in ("Conv", "Gemm") or (op in ("Identity", "Dropout") and layer_out == cur):
+        if op in ("Conv", "ConvTranspose", "Gemm") or (op in ("Identity", "Dropout") and layer_out == cur):
             layer_out = node.output[0]
         cur = node.output[0]
     if not ops:
-        raise CompileError("the model has no Conv or Gemm layer")
+        raise CompileError("the model has no Conv, ConvTranspose or Gemm layer")
     if cur != out_name:
         raise CompileError(f"the chain ends at '{cur}', not at the graph output '{out_name}'")
     return ops, in_shape, in_name, out_name

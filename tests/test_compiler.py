@@ -92,8 +92,8 @@ def _conv_inits(rng, co=3, ci=2, k=3):
 def test_unsupported_operator_names_the_node():
     rng = np.random.default_rng(SEED)
     m = _model([helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv0", pads=[1, 1, 1, 1]),
-                helper.make_node("Sigmoid", ["c"], ["y"], name="head")], _conv_inits(rng))
-    with pytest.raises(CompileError, match=r"node 'head' \(Sigmoid\): unsupported operator"):
+                helper.make_node("Softmax", ["c"], ["y"], name="head")], _conv_inits(rng))
+    with pytest.raises(CompileError, match=r"node 'head' \(Softmax\): unsupported operator"):
         compile_model(m, rng.normal(size=(4, 2, 6, 6)))
 
 
@@ -164,7 +164,7 @@ def test_cli_errors_are_one_line(case, tmp_path):
     elif case == "unsupported":
         model = tmp_path / "sig.onnx"
         onnx.save(_model([helper.make_node("Conv", ["x", "w", "b"], ["c"], name="c0", pads=[1, 1, 1, 1]),
-                          helper.make_node("Sigmoid", ["c"], ["y"], name="sig")],
+                          helper.make_node("Softmax", ["c"], ["y"], name="sig")],
                          _conv_inits(rng, ci=1), in_shape=(1, 1, 8, 8)), model)
     else:
         np.save(inputs, np.zeros((2, 1, 9, 8), np.float32))
@@ -177,7 +177,7 @@ def test_cli_errors_are_one_line(case, tmp_path):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
-    assert {"malformed": "not a valid ONNX model", "unsupported": "node 'sig' (Sigmoid)",
+    assert {"malformed": "not a valid ONNX model", "unsupported": "node 'sig' (Softmax)",
             "shape": "does not match the model's input (1, 8, 8)"}[case] in lines[0]
 
 
