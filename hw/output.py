@@ -43,20 +43,27 @@ class OutputStage(wiring.Component):
         stable while beats are in flight.
       * ``busy``: ``Out(1)``.
 
-    Activation ``act``: ``ACT_NONE`` = 0 (identity), ``ACT_TANH`` = 1, ``ACT_SIGMOID`` = 2; the
-    unused code 3 behaves as ``ACT_NONE``, and so does an undriven ``act`` (0). ``table_act`` is
-    :func:`nibble.sim.golden.activation_table`: the saturated value ``t`` means ``t · 2^−5`` and
-    the table gives ``sat8(round_half_up(f(t · 2^−5) · 2^7))`` (``f`` = tanh or the logistic
-    sigmoid). It is applied per channel before the pool window's running max, the order of the
-    golden model (``requantize`` → ``activate`` → ``maxpool2``). Each channel has a constant
-    256 × 8 table per function (a case statement that Yosys turns into a ROM and maps to LUTs).
+    Activation ``act`` (ARITHMETIC §4.5 requantization, then a lookup): ``ACT_NONE`` = 0
+    (identity), ``ACT_TANH`` = 1, ``ACT_SIGMOID`` = 2; the unused code 3 behaves as ``ACT_NONE``,
+    and so does an undriven ``act`` (an ``In`` port left unconnected is 0). ``table_act`` is
+    :func:`nibble.sim.golden.activation_table`, from which the hardware tables are generated: for
+    a tanh/sigmoid layer the saturated value ``t`` means ``t · 2^−5`` (``ACT_Q_IN``) and the table
+    gives ``sat8(round_half_up(f(t · 2^−5) · 2^7))`` (``ACT_Q_OUT`` = 7; ``f`` = tanh or the
+    logistic sigmoid). The lookup is applied per channel to the saturated int8 value, before the
+    pool window's running max: the golden model's order ``requantize`` → ``activate`` →
+    ``maxpool2``. (The tables are monotonic, so pooling first would give the same values; the
+    hardware keeps the golden order.) Each channel has one constant 256 × 8 table per function,
+    written as a case statement that Yosys turns into a ROM and maps to LUTs (no block RAM).
 
-    Pipeline: stage 1 bias and ReLU; stage 2 round-half-up shift and saturation; stage 3 table
-    lookup and running max into ``o``. Latency :attr:`latency` = 3 cycles from an input transfer
-    to ``o.valid`` of its result; throughput one beat per cycle; backpressure: the pipeline holds
-    while ``o.valid & ~o.ready`` (``i.ready = ~o.valid | o.ready``).
+    Pipeline, one register stage each: (1) bias and ReLU; (2) round-half-up shift and
+    saturation; (3) activation lookup; (4) running max over the pool window into ``o``. The
+    lookup has its own stage so that neither the shifter nor the max compare is in series with
+    the ROM. Latency :attr:`latency` = 4 cycles: a ``pool_last`` beat transferred on ``i`` at
+    cycle ``n`` gives ``o.valid`` at cycle ``n + 4`` (if ``o`` is not stalled); throughput one beat
+    per cycle; backpressure: the whole pipeline holds while ``o.valid & ~o.ready``
+    (``i.ready = ~o.valid | o.ready``).
     """
-    latency = 3
+    latency = 4
 
     def __init__(self, m, acc_width, tag_shape=1):
         if m < 1:
@@ -118,29 +125,39 @@ class OutputStage(wiring.Component):
             m.d.sync += [s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last),
                          s2_tag.eq(s1_tag)]
 
-        # Stage 3: activation lookup, running max over the pool window.
-        # The tables are indexed by the two's complement bits of t, i.e. entry u holds the value
-        # for t = u − 256·[u ≥ 128]; golden index t + 128 = u ^ 0x80.
+        # Stage 3: activation lookup. The tables are indexed by the two's complement bits of t,
+        # so entry u holds the value for t = u − 256·[u ≥ 128] (golden index t + 128 = u ^ 0x80).
         tables = {}
         for act in (ACT_TANH, ACT_SIGMOID):
-            golden = activation_table(act)
-            tables[act] = [int(golden[u ^ 0x80]) for u in range(256)]
-        mx = [Signal(signed(8), name=f"max{k}") for k in range(self.m)]
+            spec = activation_table(act)
+            tables[act] = [int(spec[u ^ 0x80]) for u in range(256)]
+        s3_valid, s3_first, s3_last = Signal(), Signal(), Signal()
+        s3_tag = Signal(self.tag_shape)
+        s3_y = [Signal(signed(8), name=f"act{k}") for k in range(self.m)]
         for k in range(self.m):
-            y = Signal(signed(8), name=f"act{k}")
             u = s2_q[k].as_unsigned()
+            y = Signal(signed(8), name=f"lut{k}")
             with m.Switch(self.act):
                 for act, table in tables.items():
                     with m.Case(act):
                         m.d.comb += y.eq(Array(Const(v, signed(8)) for v in table)[u])
                 with m.Default():                         # ACT_NONE and the unused code 3
                     m.d.comb += y.eq(s2_q[k])
-            nxt = Mux(s2_first | (y > mx[k]), y, mx[k])
-            with m.If(adv & s2_valid):
+            with m.If(adv):
+                m.d.sync += s3_y[k].eq(y)
+        with m.If(adv):
+            m.d.sync += [s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last),
+                         s3_tag.eq(s2_tag)]
+
+        # Stage 4: running max over the pool window into ``o``.
+        mx = [Signal(signed(8), name=f"max{k}") for k in range(self.m)]
+        for k in range(self.m):
+            nxt = Mux(s3_first | (s3_y[k] > mx[k]), s3_y[k], mx[k])
+            with m.If(adv & s3_valid):
                 m.d.sync += [mx[k].eq(nxt), self.o.payload.v[k].eq(nxt)]
         with m.If(adv):
-            m.d.sync += self.o.valid.eq(s2_valid & s2_last)
-            with m.If(s2_valid):
-                m.d.sync += self.o.payload.tag.eq(s2_tag)
-        m.d.comb += self.busy.eq(s1_valid | s2_valid | self.o.valid)
+            m.d.sync += self.o.valid.eq(s3_valid & s3_last)
+            with m.If(s3_valid):
+                m.d.sync += self.o.payload.tag.eq(s3_tag)
+        m.d.comb += self.busy.eq(s1_valid | s2_valid | s3_valid | self.o.valid)
         return m

@@ -16,6 +16,9 @@ Contents
   :func:`dequantize_features`.
 * The shift-accumulate datapath (§4.4): :func:`sac`, :func:`conv_acc`, :func:`acc_bits`.
 * Requantization (§4.5): :func:`requantize`; :func:`maxpool2`.
+* Output activations (tanh, sigmoid lookup table on the requantized int8 value, constants
+  ``ACT_*``): :func:`activation_table`, :func:`activate`. A layer's output is
+  ``maxpool2(activate(requantize(acc, sh, relu), act))`` (pooling only if the layer pools).
 """
 import numpy as np
 
@@ -23,7 +26,7 @@ __all__ = [
     "DE", "inq_n1", "inq_quantize", "code_to_int", "inq_decode", "pack_codes", "unpack_codes",
     "feature_q", "quantize_features", "dequantize_features", "sac", "conv_acc", "acc_bits",
     "requantize", "maxpool2", "round_shift", "pad_or_crop",
-    "ACT_NONE", "ACT_TANH", "ACT_SIGMOID", "ACT_Q_IN", "ACT_Q_OUT",
+    "ACT_NONE", "ACT_TANH", "ACT_SIGMOID", "ACT_Q_IN", "ACT_Q_OUT", "activation_table", "activate",
 ]
 
 #: Exponent spread n1 − n2 of the dense 4-bit code (ARITHMETIC §4.2): shifts 0..6.
@@ -270,3 +273,70 @@ def maxpool2(v):
         raise ValueError(f"2x2 max-pool of a {h}x{w} map is empty")
     v = v[:, :2 * h2, :2 * w2].reshape(c, h2, 2, w2, 2)
     return v.max(axis=(2, 4))
+
+
+_ACT_NAMES = {ACT_NONE: "none", ACT_TANH: "tanh", ACT_SIGMOID: "sigmoid"}
+
+
+def _check_act(act):
+    is_int = isinstance(act, (int, np.integer)) and not isinstance(act, (bool, np.bool_))
+    if not is_int or int(act) not in _ACT_NAMES:
+        known = ", ".join(f"{k} ({n})" for k, n in _ACT_NAMES.items())
+        raise ValueError(f"unknown activation {act!r} (known: {known})")
+    return int(act)
+
+
+def activation_table(act):
+    """The 256-entry int8 lookup table of an output activation, indexed by ``t + 128``.
+
+    The input ``t`` in [−128, 127] is the requantized pre-activation (:func:`requantize`), which
+    for a tanh/sigmoid layer the compiler scales to mean ``t · 2^−ACT_Q_IN`` (``ACT_Q_IN`` = 5:
+    [−4, 3.97] in steps of 1/32). The output ``y`` means ``y · 2^−ACT_Q_OUT`` (``ACT_Q_OUT`` = 7)::
+
+        table[t + 128] = sat8(round_half_up(f(t · 2^−5) · 2^7)),   round_half_up(z) = ⌊z + ½⌋
+
+    with ``f = tanh`` (:data:`ACT_TANH`) or the logistic ``f(x) = 1 / (1 + exp(−x))``
+    (:data:`ACT_SIGMOID`), evaluated in float64 (``numpy.tanh``, ``numpy.exp``). No entry is a tie
+    or near one (every ``f · 2^7`` is more than 10^−3 away from a half-integer; sigmoid(0) · 2^7
+    = 64 is exact), so the table does not depend on the last bits of the math library.
+    :data:`ACT_NONE` gives the identity ``table[t + 128] = t``.
+
+    Every entry is within ½ of ``clip(f(t · 2^−5) · 2^7, −128, 127)``: tanh saturates to 127 for
+    ``t ≥ 100`` (tanh ≥ 127.5/128 there) and reaches −128 at ``t ≤ −100``; sigmoid stays in
+    [2, 126]. Both tables are monotonic non-decreasing. The hardware ROM
+    (:class:`nibble.hw.output.OutputStage`) is generated from this function.
+
+    :param act: :data:`ACT_NONE`, :data:`ACT_TANH` or :data:`ACT_SIGMOID`.
+    :returns: int64 array of shape (256,), values in [−128, 127].
+    :raises ValueError: on any other ``act``.
+    """
+    act = _check_act(act)
+    t = np.arange(-128, 128, dtype=np.int64)
+    if act == ACT_NONE:
+        return t
+    x = np.ldexp(t.astype(np.float64), -ACT_Q_IN)
+    f = np.tanh(x) if act == ACT_TANH else 1.0 / (1.0 + np.exp(-x))
+    return np.clip(np.floor(np.ldexp(f, ACT_Q_OUT) + 0.5), -128, 127).astype(np.int64)
+
+
+def activate(v, act):
+    """Apply an output activation to int8 values: ``activation_table(act)[v + 128]``.
+
+    Applied after :func:`requantize` and before :func:`maxpool2` (the hardware order; since the
+    tables are monotonic, pooling first would give the same result).
+
+    :param v: int array (any shape), values in [−128, 127].
+    :param act: :data:`ACT_NONE`, :data:`ACT_TANH` or :data:`ACT_SIGMOID`.
+    :returns: int64 array of ``v``'s shape.
+    :raises ValueError: on an unknown ``act`` or a value of ``v`` outside [−128, 127].
+    """
+    table = activation_table(act)
+    v = np.asarray(v)
+    if v.dtype.kind not in "iub":
+        raise ValueError(f"activation input must be integers, not {v.dtype}")
+    v = v.astype(np.int64)
+    bad = (v < -128) | (v > 127)
+    if np.any(bad):
+        raise ValueError(f"activation input must be int8 in [-128, 127], got {int(v[bad].ravel()[0])}"
+                         f" ({int(np.count_nonzero(bad))} value(s) out of range)")
+    return table[v + 128]

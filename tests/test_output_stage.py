@@ -1,4 +1,4 @@
-"""Output stage (bias, ReLU, requantize, saturate, max-pool) in amaranth.sim vs the golden model."""
+"""Output stage (bias, ReLU, requantize, saturate, activation, max-pool) in amaranth.sim vs golden."""
 import numpy as np
 import pytest
 
@@ -9,7 +9,8 @@ from tests.streams import run_sim, stream_recv, stream_send
 SEED = 4711
 
 
-def _run(m, aw, accs, pool_flags, bias, sh, relu, idle=0.0, stall=0.0):
+def _run(m, aw, accs, pool_flags, bias, sh, relu, idle=0.0, stall=0.0, act=None):
+    """Stream ``accs`` through a stage; ``act=None`` leaves the ``act`` port undriven."""
     dut = OutputStage(m=m, acc_width=aw, tag_shape=8)
     beats = [{"acc": [int(v) for v in a], "pool_first": f, "pool_last": l, "tag": k % 256}
              for k, (a, (f, l)) in enumerate(zip(accs, pool_flags))]
@@ -20,6 +21,8 @@ def _run(m, aw, accs, pool_flags, bias, sh, relu, idle=0.0, stall=0.0):
         ctx.set(dut.bias, [int(b) for b in bias])
         ctx.set(dut.sh, sh)
         ctx.set(dut.relu, int(relu))
+        if act is not None:
+            ctx.set(dut.act, act)
         await stream_send(ctx, dut.i, beats, idle=idle, seed=SEED)
 
     async def sink(ctx):
@@ -65,14 +68,17 @@ def test_maxpool_random(idle, stall):
     assert tags == [(4 * k + 3) % 256 for k in range(n_win)]
 
 
-def test_latency():
+@pytest.mark.parametrize("act", [golden.ACT_NONE, golden.ACT_TANH, golden.ACT_SIGMOID])
+def test_latency(act):
     """A beat with pool_last appears on ``o`` OutputStage.latency cycles after its transfer."""
+    assert OutputStage.latency == 4          # the documented figure (bias, shift, lookup, max)
     dut = OutputStage(m=2, acc_width=24, tag_shape=8)
     seen = {}
 
     async def tb(ctx):
         ctx.set(dut.sh, 1)
         ctx.set(dut.bias, [0, 0])
+        ctx.set(dut.act, act)
         ctx.set(dut.o.ready, 1)
         ctx.set(dut.i.valid, 1)
         ctx.set(dut.i.payload, {"acc": [7, -7], "pool_first": 1, "pool_last": 1, "tag": 5})
@@ -86,4 +92,84 @@ def test_latency():
 
     run_sim(dut, tb)
     assert seen["cycles"] == OutputStage.latency
-    assert seen["v"] == golden.requantize(np.array([7, -7]), 1).tolist()
+    assert seen["v"] == golden.activate(golden.requantize(np.array([7, -7]), 1), act).tolist()
+
+
+# ---- activation lookup (tanh / sigmoid) -------------------------------------------------------
+
+ACT_H, ACT_W, ACT_SH = 18, 16, 3     # 288 pixels: all 256 int8 values per channel + 32 saturating
+
+
+def _act_map(m, seed):
+    """Accumulators (m, ACT_H, ACT_W) and biases whose requantized values (sh = ACT_SH) hit every
+    int8 value in every channel (a different order per channel) plus saturating values."""
+    rng = np.random.default_rng(seed)
+    bias = rng.integers(-1000, 1000, m)
+    n = ACT_H * ACT_W
+    t = np.empty((m, n), dtype=np.int64)
+    for k in range(m):
+        extra = rng.choice([-1, 1], n - 256) * rng.integers(129, 5000, n - 256)
+        t[k] = rng.permutation(np.concatenate([np.arange(-128, 128), extra]))
+    # t·2^sh + r with r in [−2^(sh−1), 2^(sh−1)) rounds half up to exactly t
+    r = rng.integers(-(1 << (ACT_SH - 1)), 1 << (ACT_SH - 1), (m, n))
+    acc = (t << ACT_SH) + r - bias[:, None]
+    return acc.reshape(m, ACT_H, ACT_W), bias
+
+
+def _stream_order(acc, pool):
+    """Beats (pixel vectors) and pool flags: raster order, or 2×2 windows one after another."""
+    m, h, w = acc.shape
+    if not pool:
+        return [acc[:, y, x] for y in range(h) for x in range(w)], [(1, 1)] * (h * w)
+    beats, flags = [], []
+    for wy in range(h // 2):
+        for wx in range(w // 2):
+            for j, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+                beats.append(acc[:, 2 * wy + dy, 2 * wx + dx])
+                flags.append((int(j == 0), int(j == 3)))
+    return beats, flags
+
+
+@pytest.mark.parametrize("idle,stall", [(0.0, 0.0), (0.3, 0.4)], ids=["full_rate", "throttled"])
+@pytest.mark.parametrize("pool", [False, True], ids=["no_pool", "pool"])
+@pytest.mark.parametrize("act", [golden.ACT_NONE, golden.ACT_TANH, golden.ACT_SIGMOID],
+                         ids=["none", "tanh", "sigmoid"])
+def test_activation_all_values(act, pool, idle, stall):
+    """Every int8 value in every channel through the lookup, against
+    ``maxpool2(activate(requantize(acc + bias, sh), act))`` of the golden model, bit for bit."""
+    m = 4
+    acc, bias = _act_map(m, SEED + act)
+    q = golden.requantize(acc + bias[:, None, None], ACT_SH)
+    for k in range(m):
+        assert set(q[k].ravel().tolist()) == set(range(-128, 128))
+    exp = golden.activate(q, act)
+    if pool:
+        exp = golden.maxpool2(exp)
+    beats, flags = _stream_order(acc, pool)
+    got, tags = _run(m, 32, beats, flags, bias, ACT_SH, False, idle, stall, act=act)
+    got = np.array(got).T.reshape(exp.shape)             # results come in raster / window order
+    assert np.array_equal(got, exp)
+    assert tags == [k % 256 for k in range(len(beats)) if flags[k][1]]
+
+
+@pytest.mark.parametrize("act", [3, None], ids=["code3", "undriven"])
+def test_activation_unused_code_is_identity(act):
+    """``act`` = 3 and an undriven ``act`` port behave as ACT_NONE."""
+    m = 4
+    acc, bias = _act_map(m, SEED)
+    beats, flags = _stream_order(acc, False)
+    got, _ = _run(m, 32, beats, flags, bias, ACT_SH, False, act=act)
+    exp = golden.requantize(acc + bias[:, None, None], ACT_SH)
+    assert np.array_equal(np.array(got).T.reshape(exp.shape), exp)
+
+
+def test_activation_with_relu_and_pool():
+    """ReLU before the lookup: sigmoid of max(t, 0) ≥ 64, tanh ≥ 0; pooled, throttled."""
+    m = 3
+    acc, bias = _act_map(m, SEED + 7)
+    beats, flags = _stream_order(acc, True)
+    for act in (golden.ACT_TANH, golden.ACT_SIGMOID):
+        got, _ = _run(m, 32, beats, flags, bias, ACT_SH, True, 0.2, 0.3, act=act)
+        q = golden.requantize(acc + bias[:, None, None], ACT_SH, True)
+        exp = golden.maxpool2(golden.activate(q, act))
+        assert np.array_equal(np.array(got).T.reshape(exp.shape), exp)
