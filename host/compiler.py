@@ -16,7 +16,7 @@ from .passes import calibrate, fold_bn, inq
 from .program import LayerPlan, Program, weight_words
 
 __all__ = ["compile_model", "plan_program", "CompileError", "parse_modes", "layer_cycles",
-           "WINOGRAD_MODES"]
+           "layer_beats", "WINOGRAD_MODES"]
 
 #: Per-layer convolution modes: ``auto`` (Winograd where the layer is eligible and the cycle
 #: model says it is faster), ``direct`` (SAC lanes), ``winograd`` (multiplier lanes, F(2×2,3×3)).
@@ -102,6 +102,17 @@ def layer_cycles(L, config, winograd=None):
         per_pix = max(L.pool * L.pool * L.kh * L.kw * cb, k)
         per_blk = c.m + 1 + c.m * L.kh * L.kw * cb + 1 + L.out_h * L.out_w * per_pix + 10
     return 21 + L.n_coblk(c.m) * per_blk
+
+
+def layer_beats(L, config):
+    """Beats (vectors of ``vc`` values) the engine sends through the PE array for layer ``L``:
+    output pixels × pool² × taps × input blocks × output blocks (direct), or
+    tiles × 16 × input blocks × output blocks (Winograd; tiles = ⌈out_h/2⌉·⌈out_w/2⌉, or
+    out_h·out_w pooled pixels with pooling)."""
+    if L.winograd:
+        tiles = L.out_h * L.out_w if L.pool == 2 else -(-L.out_h // 2) * -(-L.out_w // 2)
+        return L.n_coblk(config.m) * tiles * 16 * L.cb_in
+    return L.n_coblk(config.m) * L.out_h * L.out_w * L.pool ** 2 * L.kh * L.kw * L.cb_in
 
 
 def _winograd_check(L, config, bits, bias):

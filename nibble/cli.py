@@ -63,15 +63,20 @@ def cli():
 @click.option("--calib", type=click.Path(), required=True, help="calibration inputs (.npy, N×C×H×W float)")
 @click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
 @click.option("-o", "--out", type=click.Path(), required=True, help="program file to write (.npz)")
-def compile(model, calib, config_path, out):
+@click.option("--winograd", "winograd", default="auto", show_default=True,
+              help="convolution mode: auto, direct or winograd for every layer, or per layer "
+                   "'conv1=direct,conv2=winograd[,default]'")
+def compile(model, calib, config_path, out, winograd):
     """Compile an ONNX MODEL into a program file."""
     from .host.compiler import compile_model
     try:
-        p = compile_model(model, _load_array(calib, "calibration data"), _config(config_path))
+        p = compile_model(model, _load_array(calib, "calibration data"), _config(config_path), winograd=winograd)
         p.save(out)
     except _expected_errors() as e:
         raise _Fail(str(e)) from None
     click.echo(f"{out}: {len(p.layers)} layers, {p.macs()} MACs, {len(p.weights)} weight words")
+    for L in p.layers:
+        click.echo(f"  {L.name}: {L.mode_reason}")
 
 
 def _accuracy(y, labels):
@@ -91,7 +96,10 @@ def _accuracy(y, labels):
 @click.option("--json", "as_json", is_flag=True, help="print one JSON line of results")
 @click.option("--compare-golden/--no-compare-golden", default=True, show_default=True,
               help="also run the golden device and count bit-identical outputs")
-def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_json, compare_golden):
+@click.option("--winograd", "winograd", default="auto", show_default=True,
+              help="convolution mode: auto, direct or winograd for every layer, or per layer "
+                   "'conv1=direct,conv2=winograd[,default]'")
+def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_json, compare_golden, winograd):
     """Compile MODEL, run every input through a device, save the outputs."""
     from .host.compiler import compile_model
     from .host.driver import Device
@@ -99,8 +107,10 @@ def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_j
     x = _load_array(inputs, "inputs")
     y_true = _load_array(labels, "labels") if labels else None
     try:
-        program = compile_model(model, _load_array(calib, "calibration data") if calib else x, cfg)
-        result = {"model": str(model), "device": device, "images": int(len(x))}
+        program = compile_model(model, _load_array(calib, "calibration data") if calib else x, cfg,
+                                winograd=winograd)
+        result = {"model": str(model), "device": device, "images": int(len(x)),
+                  "winograd_layers": [L.name for L in program.layers if L.winograd]}
         if y_true is not None:
             import onnxruntime as ort
             sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
@@ -141,15 +151,19 @@ def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_j
 @click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
 @click.option("--cin", default=64, show_default=True)
 @click.option("--cout", default=64, show_default=True)
-@click.option("--size", default=16, show_default=True, help="input height = width (pixels)")
-@click.option("--kernel", default=3, show_default=True)
+@click.option("--size", default=32, show_default=True, help="input height = width (pixels)")
 @click.option("--seed", default=1, show_default=True)
 @click.option("-o", "--out", type=click.Path(), default="bench.json", show_default=True, help="JSON file to write")
-def bench(device, config_path, cin, cout, size, kernel, seed, out):
-    """Run one conv layer on the RTL; report cycles against the ideal MACs / (M·Vc)."""
-    from .host.bench import conv_layer_bench
+def bench(device, config_path, cin, cout, size, seed, out):
+    """Benchmarks on the RTL, measured in one run, written as JSON.
+
+    conv3x3: a 3×3 stride-1 conv layer (CIN → COUT channels, SIZE × SIZE) in direct form (SAC
+    lanes) and in Winograd F(2×2,3×3) form (multiplier lanes): cycles, multiplications per
+    output, cycles against the ideal, PE utilization, bit-exactness, direct ÷ Winograd cycles.
+    """
+    from .host.bench import winograd_bench
     try:
-        res = conv_layer_bench(_config(config_path), cin=cin, cout=cout, size=size, kernel=kernel, seed=seed)
+        res = {"conv3x3": winograd_bench(_config(config_path), cin=cin, cout=cout, size=size, seed=seed)}
     except _expected_errors() as e:
         raise _Fail(str(e)) from None
     pathlib.Path(out).write_text(json.dumps(res, indent=2) + "\n")
@@ -196,6 +210,36 @@ def report(board, config_path, as_json):
         raise _Fail(str(e)) from None
     click.echo(json.dumps(est, indent=2) if as_json else f"{board} ({device}), config {cfg.digest()}\n"
                + format_table(est))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
+def blocks(as_json):
+    """Yosys synth_xilinx figures of one SAC lane, one multiplier lane, one Winograd pre-PE and
+    one post-PE (F(2×2,3×3)), and the work per 2×2 outputs of one (input, output) channel pair.
+
+    Direct form: 36 SAC operations (no DSP). Winograd: 16 multiplier-lane operations (DSP48E1)
+    plus 1/Cout of a pre-PE and 1/Cin of a post-PE tile transform (ARITHMETIC §2.1, §2.6).
+    Figures are cached (``$NIBBLE_CACHE_DIR/synth``).
+    """
+    from .gen.baselines import LANE_BLOCKS, baseline_verilog
+    from .gen.resources import synth_verilog, yosys_version
+    try:
+        figs = {n: {k: synth_verilog(baseline_verilog(n), n)[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1", "depth")}
+                for n in LANE_BLOCKS}
+    except _expected_errors() as e:
+        raise _Fail(str(e)) from None
+    res = {"yosys": yosys_version(), "blocks": figs,
+           "per_2x2_outputs": {"direct_sac_ops": 36, "winograd_mults": 16}}
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    click.echo("| block | LUT | FF | CARRY4 | DSP48E1 | depth |")
+    click.echo("|---|---:|---:|---:|---:|---:|")
+    for n, f in figs.items():
+        click.echo(f"| {n} | {f['LUT']} | {f['FF']} | {f['CARRY4']} | {f['DSP48E1']} | {f['depth']} |")
+    click.echo(f"Yosys {res['yosys']} synth_xilinx; per 2x2 outputs of one channel pair: "
+               "36 SAC lane operations (direct) or 16 multiplier lane operations (Winograd)")
 
 
 @cli.command()
