@@ -7,12 +7,16 @@ alone (7-series cells, ``-nolutram``, flattened) and composed for a configuratio
 block               what                                                   counted
 ==================  =====================================================  ==========
 ``sac_lane``        one :class:`~nibble.hw.pe.SACLane` (inside the PE)     reference
-``pe``              :class:`~nibble.hw.pe.PE` with ``vc`` lanes            × ``m``
+``pe``              :class:`~nibble.hw.pe.PE` with ``vc`` SAC lanes (and   × ``m``
+                    ``vc`` multiplier lanes when ``winograd``)
+``pre_pe``          :class:`~nibble.hw.winograd.WinogradPrePE`             × ``vc`` (winograd)
+``post_pe``         :class:`~nibble.hw.winograd.WinogradPostPE`            × ``m`` (winograd)
 ``output_stage``    :class:`~nibble.hw.output.OutputStage`, ``m`` channels  × 1
 ``uart_bridge``     :class:`~nibble.hw.bridge.UARTBridge`                  × 1
 ``controller``      :class:`~nibble.hw.accelerator.AcceleratorCore` with   × 1
-                    the PE array and output stage as black boxes (engine
-                    controller, loaders, scheduler, CSRs, memory ports)
+                    the PE array, the transforms and the output stage as
+                    black boxes (engine controller, loaders and the weight
+                    transform, scheduler, tile buffers, CSRs, memory ports)
 ==================  =====================================================  ==========
 
 Memories are not taken from synthesis: every memory (the ``m`` filter caches, parameter,
@@ -195,17 +199,25 @@ def block_verilog(name, config: EngineConfig):
     from ..hw.bridge import UARTBridge
     from ..hw.output import OutputStage
     from ..hw.pe import PE, SACLane
+    from ..hw.winograd import WinogradPostPE, WinogradPrePE
     c = config
     if name == "sac_lane":
         return _convert(SACLane())
     if name == "pe":
-        return _convert(PE(c.vc, c.acc_width, c.filter_depth))
+        return _convert(PE(c.vc, c.acc_width, c.filter_depth, winograd=c.winograd))
+    if name == "pre_pe":
+        return _convert(WinogradPrePE("F2x2_3x3"))
+    if name == "post_pe":
+        return _convert(WinogradPostPE("F2x2_3x3", c.acc_width))
     if name == "output_stage":
         return _convert(OutputStage(c.m, c.acc_width, tag_shape=range(c.feature_depth)))
     if name == "uart_bridge":
         return _convert(UARTBridge(c.uart_divisor))
     if name == "controller":
-        return _convert(AcceleratorCore(c), blackbox=("engine.pe_array", "engine.out_stage"))
+        boxes = ["engine.pe_array", "engine.out_stage"]
+        if c.winograd:
+            boxes += [f"engine.pre_pe{l}" for l in range(c.vc)] + [f"engine.post_pe{q}" for q in range(c.m)]
+        return _convert(AcceleratorCore(c), blackbox=boxes)
     raise ValueError(f"unknown block '{name}'")
 
 
@@ -238,8 +250,9 @@ def _synth_block(name, config):
 
 
 #: Blocks and how many of each the accelerator has.
-BLOCKS = {"sac_lane": lambda c: 0, "pe": lambda c: c.m, "output_stage": lambda c: 1,
-          "uart_bridge": lambda c: 1, "controller": lambda c: 1}
+BLOCKS = {"sac_lane": lambda c: 0, "pe": lambda c: c.m,
+          "pre_pe": lambda c: c.vc if c.winograd else 0, "post_pe": lambda c: c.m if c.winograd else 0,
+          "output_stage": lambda c: 1, "uart_bridge": lambda c: 1, "controller": lambda c: 1}
 
 # 7-series block RAM aspect ratios, simple dual port (UG473): (depth, width, RAMB36 units)
 _BRAM_SHAPES = [(16384, 1, .5), (8192, 2, .5), (4096, 4, .5), (2048, 9, .5), (1024, 18, .5), (512, 36, .5),
@@ -255,7 +268,9 @@ def bram36(width, depth):
 def memories(config: EngineConfig, bridge_words=256):
     """(name, count, width, depth) of every memory of the accelerator."""
     c = config
-    return [("filter cache", c.m, c.vc * 4, c.filter_depth),
+    from ..hw.pe import U_WIDTH
+    wino = [("transformed-weight cache", c.m, c.vc * U_WIDTH, c.filter_depth)] if c.winograd else []
+    return [("filter cache", c.m, c.vc * 4, c.filter_depth), *wino,
             ("parameter", 1, 32, c.param_depth),
             ("weight", 1, c.vc * 4, c.weight_depth),
             ("feature", 1, c.vc * 8, c.feature_depth),

@@ -39,26 +39,57 @@ def default_cache_dir():
     return pathlib.Path(os.environ.get("NIBBLE_CACHE_DIR", pathlib.Path.home() / ".cache" / "nibble"))
 
 
+def _layer_acc(program, i, L, v):
+    """The accumulators of plan ``i`` on input ``v`` (golden model of the engine's datapath)."""
+    from ..sim.winograd import winograd_conv_acc
+    codes = program.layer_codes(i)
+    if L.dil > 1:                              # NZP: the zero-inserted input (ARITHMETIC §1.3)
+        c, h, w = v.shape
+        up = np.zeros((c, (h - 1) * L.dil + 1, (w - 1) * L.dil + 1), dtype=np.int64)
+        up[:, ::L.dil, ::L.dil] = v
+        v = up
+    if L.winograd:
+        acc = winograd_conv_acc(v, codes, L.pad, "F2x2_3x3")
+    else:
+        acc = golden.conv_acc(v, codes, L.stride, L.pad)
+    return acc + program.layer_bias(i)[:, None, None]
+
+
 def golden_forward(program: Program, v):
     """Run one int input (C, H, W) through the program with the golden model → int64 output.
 
-    Layer by layer: ``acc = conv_acc(v, codes, stride, pad) + bias`` (ARITHMETIC §4.4),
-    ``requantize(acc, sh, relu)`` (§4.5), then ``maxpool2`` if the layer pools. A Winograd
-    layer computes ``acc' = winograd_conv_acc(v, codes, pad) + 4·bias`` (= 4·acc, ARITHMETIC
-    §2.3) and requantizes with ``sh + 2``, as the hardware does.
+    Plan by plan: ``acc = conv_acc(v, codes, stride, pad) + bias`` (ARITHMETIC §4.4),
+    ``requantize(acc, sh, relu)`` (§4.5), the tanh/sigmoid table if any, then ``maxpool2`` if the
+    layer pools. A Winograd plan computes ``acc' = winograd_conv_acc(v, codes, pad) + 4·bias``
+    (= 4·acc, ARITHMETIC §2.3) and requantizes with ``sh + 2``, as the hardware does. An NZP plan
+    reads the zero-inserted input (§1.3). The TDC phases of one transposed convolution read the
+    same input and fill ``y[:, φy::S, φx::S]`` of one output map (§1.4, §5).
     """
-    from ..sim.winograd import winograd_conv_acc
-    for i, L in enumerate(program.layers):
-        if L.winograd:
-            acc = winograd_conv_acc(v, program.layer_codes(i), L.pad, "F2x2_3x3")
-        else:
-            acc = golden.conv_acc(v, program.layer_codes(i), L.stride, L.pad)
-        acc = acc + program.layer_bias(i)[:, None, None]
-        if L.pool == 2:
-            acc = acc[:, :2 * L.out_h, :2 * L.out_w]
-        v = golden.requantize(acc, L.sh_hw, L.relu)
-        if L.pool == 2:
-            v = golden.maxpool2(v)
+    layers = program.layers
+    i = 0
+    while i < len(layers):
+        L = layers[i]
+        j = i + 1
+        while j < len(layers) and L.group and layers[j].group == L.group:
+            j += 1
+        out = np.zeros((L.cout, L.full_h or L.out_h, L.full_w or L.out_w), dtype=np.int64)
+        for n in range(i, j):
+            P = layers[n]
+            acc = _layer_acc(program, n, P, v)
+            if P.pool == 2:
+                acc = acc[:, :2 * P.out_h, :2 * P.out_w]
+            y = golden.requantize(acc, P.sh_hw, P.relu)
+            if P.act:
+                y = golden.activate(y, P.act)
+            if P.pool == 2:
+                y = golden.maxpool2(y)
+            if P.phase:
+                py, px, S = P.phase
+                out[:, py::S, px::S] = y
+            else:
+                out = y
+        v = out
+        i = j
     return v
 
 
@@ -106,6 +137,7 @@ class _LinkBackend:
         p = self.program
         c = p.config
         L0, Ln = p.layers[0], p.layers[-1]
+        co, ho, wo = p.output_shape
         self.link.write(self._mem("feature", L0.in_base), features_to_words(v, c.vc, L0.cb_in))
         self.link.write_u32(self._csr("desc_base"), p.desc_base)
         self.link.write_u32(self._csr("ctrl"), 1)
@@ -126,9 +158,9 @@ class _LinkBackend:
             raise DeviceError(f"engine stopped without done (status 0x{st:x})")
         cycles = self.link.read_u32(self._csr("cycles"))
         beats = self.link.read_u32(self._csr("beats"))
-        nbytes = Ln.out_h * Ln.out_w * Ln.cb_out * c.vc
-        raw = self.link.read(self._mem("feature", Ln.out_base), nbytes)
-        return words_to_features(raw, Ln.cout, Ln.out_h, Ln.out_w, c.vc, Ln.cb_out), cycles, beats
+        nbytes = ho * wo * Ln.cb_out * c.vc
+        raw = self.link.read(self._mem("feature", p.output_base), nbytes)
+        return words_to_features(raw, co, ho, wo, c.vc, Ln.cb_out), cycles, beats
 
     def close(self):
         if self._closer:

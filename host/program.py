@@ -57,6 +57,13 @@ class LayerPlan:
     out_row: int = 0        # words between output rows (0: out_w · cb_out, a dense map)
     out_pix: int = 0        # words between output pixels (0: cb_out)
     act: int = 0            # output activation (sim.golden.ACT_*)
+    dil: int = 1            # input zero insertion (NZP: the input is read as if expanded by dil)
+    wmask: tuple = (15, 15) # Winograd: rows ξ / columns ν of the transformed positions computed
+    group: str = ""         # plans of one IR layer (TDC phases) share input and output maps
+    phase: tuple = ()       # TDC phase (φy, φx, S): outputs go to (S·a + φy, S·b + φx)
+    full_h: int = 0         # the group's whole output map (TDC): rows, columns
+    full_w: int = 0
+    map_base: int = 0       # feature-memory word of the group's output map
 
     @property
     def scale(self):
@@ -82,10 +89,13 @@ class LayerPlan:
             (FLAG_WINOGRAD if self.winograd else 0) | (self.act << ACT_SHIFT)
         out_pix = self.out_pix or self.cb_out
         out_row = self.out_row or self.out_w * self.cb_out
+        dil_log2 = self.dil.bit_length() - 1
+        assert 1 << dil_log2 == self.dil, "input zero insertion must be a power of two"
         w = [flags, self.in_base, self.in_h, self.in_w, self.cb_in,
-             self.kh | self.kw << 8 | self.stride << 16, self.pad[0] | self.pad[2] << 8,
+             self.kh | self.kw << 8 | self.stride << 16 | dil_log2 << 24, self.pad[0] | self.pad[2] << 8,
              self.out_base, self.out_h, self.out_w, self.n_coblk(config.m),
-             self.w_base, self.bias_base, self.sh_hw & 0xFFFFFFFF, out_row, out_pix]
+             self.w_base, self.bias_base,
+             (self.sh_hw & 0xFF) | (self.wmask[0] << 16) | (self.wmask[1] << 20), out_row, out_pix]
         assert len(w) == DESC_WORDS
         return w
 
@@ -167,7 +177,7 @@ class Program:
 
     @property
     def output_base(self):
-        return self.layers[-1].out_base
+        return self.layers[-1].map_base
 
     def layer_codes(self, i):
         """Codes of layer ``i`` read back from the weight-memory image (Cout, Cin, Kh, Kw)."""
@@ -216,6 +226,8 @@ class Program:
         layers = []
         for d in meta["layers"]:
             d["pad"] = tuple(d["pad"])
+            d["wmask"] = tuple(d["wmask"])
+            d["phase"] = tuple(d["phase"])
             layers.append(LayerPlan(**d))
         return cls(config=EngineConfig.from_dict(meta["config"]), layers=layers, params=params,
                    weights=weights, input_shape=tuple(meta["input_shape"]), input_q=meta["input_q"],

