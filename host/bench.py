@@ -13,7 +13,7 @@ from .compiler import layer_cycles, plan_program
 from .driver import Device, golden_forward
 from .ir import ConvOp
 
-__all__ = ["random_conv_layer", "winograd_bench"]
+__all__ = ["random_conv_layer", "winograd_bench", "deconv_bench"]
 
 
 def random_conv_layer(cin, cout, size, kernel, seed, config, winograd="direct"):
@@ -35,10 +35,12 @@ def random_conv_layer(cin, cout, size, kernel, seed, config, winograd="direct"):
 
 
 def _layer_mults(L):
-    """Multiplications of a layer as the engine schedules them (padding lanes excluded)."""
+    """Multiplications of a plan as the engine schedules them (padding lanes excluded; NZP
+    counts the products with inserted zeros, Winograd the transformed positions computed)."""
     if L.winograd:
         tiles = L.out_h * L.out_w if L.pool == 2 else -(-L.out_h // 2) * -(-L.out_w // 2)
-        return tiles * 16 * L.cin * L.cout
+        p = bin(L.wmask[0]).count("1") * bin(L.wmask[1]).count("1")
+        return tiles * p * L.cin * L.cout
     return L.macs()
 
 
@@ -83,4 +85,60 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
     res["direct_over_winograd_cycles"] = res["direct"]["rtl_cycles"] / res["winograd"]["rtl_cycles"]
     res["direct_over_winograd_mults"] = res["direct"]["multiplications"] / res["winograd"]["multiplications"]
     res["theory_ratio"] = 36 / 16
+    return res
+
+
+#: Published speed-ups the deconvolution bench is compared with.
+PUBLISHED = {
+    "split_deconvolution_xu_ieee_tc_2020": "2.41-4.34x over prior deconvolution accelerators",
+    "winograd_deconvolution_chang_kang": "up to 8.38x over zero-padded deconvolution (Virtex-7)",
+}
+
+
+def deconv_bench(config: EngineConfig = EngineConfig(), *, layer="Deconv2", data_dir=None, seed=1):
+    """A published DCGAN transposed convolution (:mod:`nibble.host.split_deconv`) on the RTL as
+    NZP (zero insertion), TDC (S² phases, structural zeros dropped) and Winograd-TDC; JSON-ready.
+
+    Per form: RTL cycles, the compiler's cycle model, multiplications (as scheduled; NZP includes
+    the inserted zeros), multiplications per output per (Cin, Cout), descriptors, bit-exactness
+    against the golden model and the SNR (dB) of the dequantized RTL output against the float
+    reference (float weights and activations). Ratios NZP ÷ TDC and NZP ÷ Winograd-TDC (theory
+    S² = 4 and 400/49 = 8.16 for K5 S2, ARITHMETIC §1.5, §3), with the published anchors.
+    :raises FileNotFoundError: if the published data is missing.
+    """
+    from ..sim import golden
+    from . import split_deconv as sd
+    from .compiler import compile_model
+    model = sd.layer_model(layer, data_dir)
+    x = sd.layer_inputs(layer, 1, seed)
+    calib = sd.layer_inputs(layer, 16, seed + 1)
+    ref = sd.float_reference(layer, x, data_dir)
+    ci, co, h, act = sd.LAYERS[layer]
+    res = {"layer": {"name": layer, "cin": ci, "cout": co, "h": h, "w": h, "kernel": sd.K, "stride": sd.S,
+                     "pad": sd.P, "output_padding": sd.OP, "activation": act.lower()},
+           "config": {"m": config.m, "vc": config.vc}}
+    with Device("sim", config=config) as dev:
+        for form, mode in (("nzp", "nzp"), ("tdc", "tdc"), ("winograd_tdc", "winograd")):
+            program = compile_model(model, calib, config, deconv=mode)
+            dev.load(program)
+            y = dev.run(x)
+            out = dev.raw[0]
+            mults = sum(_layer_mults(L) for L in program.layers)
+            n_out = co * (2 * h) * (2 * h)
+            res[form] = {
+                "rtl_cycles": dev.cycles[0],
+                "model_cycles": sum(layer_cycles(L, config) for L in program.layers),
+                "descriptors": len(program.layers),
+                "multiplications": mults,
+                "mults_per_output_per_cin": mults / (n_out * ci),
+                "pe_array_beats": dev.beats[0],
+                "bit_exact_vs_golden": bool(np.array_equal(out, golden_forward(program, dev.quantize(x)[0]))),
+                "snr_db_vs_float": sd.snr_db(ref, y),
+                "plans": [L.mode_reason for L in program.layers],
+            }
+    for form in ("tdc", "winograd_tdc"):
+        res[f"nzp_over_{form}_cycles"] = res["nzp"]["rtl_cycles"] / res[form]["rtl_cycles"]
+        res[f"nzp_over_{form}_mults"] = res["nzp"]["multiplications"] / res[form]["multiplications"]
+    res["theory"] = {"nzp_over_tdc": sd.S ** 2, "nzp_over_winograd_tdc": 400 / 49}
+    res["published"] = PUBLISHED
     return res

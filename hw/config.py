@@ -24,7 +24,8 @@ class EngineConfig:
     :param filter_depth: words (``vc`` codes each) in every PE's filter cache; bounds
         ``Kh·Kw·⌈Cin/vc⌉`` of a layer. Default 512.
     :param feature_depth: words (``vc`` int8 each, HWC) of feature memory. Default 8192 (128 KiB).
-    :param weight_depth: words (``vc`` 4-bit codes each) of weight memory. Default 16384 (128 KiB).
+    :param weight_depth: words (``vc`` 4-bit codes each) of weight memory. Default 32768 (256 KiB:
+        the published DCGAN Deconv2 layer in Winograd-TDC form needs 18,432 words).
     :param param_depth: 32-bit words of parameter memory (descriptors and biases). Default 4096.
     :param clk_hz: clock frequency the design is built for (Hz); sets the UART divisor.
     :param baud: UART bit rate (bit/s).
@@ -40,7 +41,7 @@ class EngineConfig:
     acc_width: int = 32
     filter_depth: int = 512
     feature_depth: int = 8192
-    weight_depth: int = 16384
+    weight_depth: int = 32768
     param_depth: int = 4096
     clk_hz: int = 200_000_000
     baud: int = 12_500_000
