@@ -66,11 +66,15 @@ def cli():
 @click.option("--winograd", "winograd", default="auto", show_default=True,
               help="convolution mode: auto, direct or winograd for every layer, or per layer "
                    "'conv1=direct,conv2=winograd[,default]'")
-def compile(model, calib, config_path, out, winograd):
+@click.option("--deconv", "deconv", type=click.Choice(["auto", "tdc", "nzp", "winograd"]), default="auto",
+              show_default=True, help="transposed convolutions: TDC phases, zero insertion (NZP), "
+                                      "Winograd-TDC, or per phase the faster of TDC and Winograd-TDC")
+def compile(model, calib, config_path, out, winograd, deconv):
     """Compile an ONNX MODEL into a program file."""
     from .host.compiler import compile_model
     try:
-        p = compile_model(model, _load_array(calib, "calibration data"), _config(config_path), winograd=winograd)
+        p = compile_model(model, _load_array(calib, "calibration data"), _config(config_path), winograd=winograd,
+                          deconv=deconv)
         p.save(out)
     except _expected_errors() as e:
         raise _Fail(str(e)) from None
@@ -96,10 +100,14 @@ def _accuracy(y, labels):
 @click.option("--json", "as_json", is_flag=True, help="print one JSON line of results")
 @click.option("--compare-golden/--no-compare-golden", default=True, show_default=True,
               help="also run the golden device and count bit-identical outputs")
+@click.option("--deconv", "deconv", type=click.Choice(["auto", "tdc", "nzp", "winograd"]), default="auto",
+              show_default=True, help="transposed convolutions: TDC phases, zero insertion (NZP), "
+                                      "Winograd-TDC, or per phase the faster of TDC and Winograd-TDC")
 @click.option("--winograd", "winograd", default="auto", show_default=True,
               help="convolution mode: auto, direct or winograd for every layer, or per layer "
                    "'conv1=direct,conv2=winograd[,default]'")
-def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_json, compare_golden, winograd):
+def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_json, compare_golden, winograd,
+        deconv):
     """Compile MODEL, run every input through a device, save the outputs."""
     from .host.compiler import compile_model
     from .host.driver import Device
@@ -108,7 +116,7 @@ def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_j
     y_true = _load_array(labels, "labels") if labels else None
     try:
         program = compile_model(model, _load_array(calib, "calibration data") if calib else x, cfg,
-                                winograd=winograd)
+                                winograd=winograd, deconv=deconv)
         result = {"model": str(model), "device": device, "images": int(len(x)),
                   "winograd_layers": [L.name for L in program.layers if L.winograd]}
         if y_true is not None:
@@ -153,17 +161,29 @@ def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_j
 @click.option("--cout", default=64, show_default=True)
 @click.option("--size", default=32, show_default=True, help="input height = width (pixels)")
 @click.option("--seed", default=1, show_default=True)
+@click.option("--only", type=click.Choice(["conv3x3", "deconv"]), help="run one benchmark only")
+@click.option("--data", "data_dir", type=click.Path(), help="split-deconvolution data folder "
+              "(default ../shared/data/split_deconv beside the project)")
 @click.option("-o", "--out", type=click.Path(), default="bench.json", show_default=True, help="JSON file to write")
-def bench(device, config_path, cin, cout, size, seed, out):
+def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
     """Benchmarks on the RTL, measured in one run, written as JSON.
 
     conv3x3: a 3×3 stride-1 conv layer (CIN → COUT channels, SIZE × SIZE) in direct form (SAC
     lanes) and in Winograd F(2×2,3×3) form (multiplier lanes): cycles, multiplications per
     output, cycles against the ideal, PE utilization, bit-exactness, direct ÷ Winograd cycles.
+
+    deconv: the published DCGAN Deconv2 layer (16×16×128 → 32×32×64, K5 S2) as NZP, TDC and
+    Winograd-TDC: cycles, multiplications, SNR against the float reference, NZP ÷ TDC and
+    NZP ÷ Winograd-TDC.
     """
-    from .host.bench import winograd_bench
+    from .host.bench import deconv_bench, winograd_bench
+    cfg = _config(config_path)
+    res = {}
     try:
-        res = {"conv3x3": winograd_bench(_config(config_path), cin=cin, cout=cout, size=size, seed=seed)}
+        if only in (None, "conv3x3"):
+            res["conv3x3"] = winograd_bench(cfg, cin=cin, cout=cout, size=size, seed=seed)
+        if only in (None, "deconv"):
+            res["deconv"] = deconv_bench(cfg, data_dir=data_dir, seed=seed)
     except _expected_errors() as e:
         raise _Fail(str(e)) from None
     pathlib.Path(out).write_text(json.dumps(res, indent=2) + "\n")
