@@ -124,6 +124,26 @@ def test_synthesis_matches_baseline(synth_cache, monkeypatch):
 
 
 @pytest.mark.slow
+def test_blocks_command(synth_cache, monkeypatch):
+    """``nibble blocks``: the SAC lane, the multiplier lane (one DSP48E1, no LUT multiplier), the
+    pre-PE and the post-PE, as synthesized, within the baseline's tolerance; a table and JSON."""
+    from nibble.gen.baselines import LANE_BLOCKS
+    monkeypatch.setenv("NIBBLE_CACHE_DIR", str(synth_cache))
+    base = load_baseline(yosys_version())["blocks"]
+    r = CliRunner().invoke(cli, ["blocks", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)["blocks"]
+    assert list(got) == list(LANE_BLOCKS)
+    for name in LANE_BLOCKS:
+        for res in ("LUT", "FF", "CARRY4", "DSP48E1"):
+            assert abs(got[name][res] - base[name][res]) <= max(1, 0.10 * base[name][res]), (name, res)
+    assert got["mult_lane"]["DSP48E1"] == 1 and got["mult_lane"]["LUT"] <= 4
+    assert got["sac_lane"]["DSP48E1"] == 0 and got["pre_pe"]["DSP48E1"] == got["post_pe"]["DSP48E1"] == 0
+    r = CliRunner().invoke(cli, ["blocks"])
+    assert r.exit_code == 0 and "| mult_lane | " in r.output and "36 SAC lane operations" in r.output
+
+
+@pytest.mark.slow
 def test_report_small_config(small_config, synth_cache, monkeypatch):
     monkeypatch.setenv("NIBBLE_CACHE_DIR", str(synth_cache))
     r = CliRunner().invoke(cli, ["report", "--board", "vc707", "--config", str(small_config), "--json"])

@@ -264,3 +264,45 @@ def test_converts_to_rtlil(make):
     from amaranth.back import rtlil
     dut = make()
     assert "module" in rtlil.convert(dut)
+
+
+def test_weight_transform_matches_golden():
+    """The loader's U = G₂ g G₂ᵀ on 4-bit codes (``code_value``, ``weight_transform_tile``) equals
+    the golden ``weight_transform`` exactly: every code in every tap, the extremes (all −64, all
+    +64, alternating signs that reach ±576) and seeded random filters (ARITHMETIC §2.3, §2.5)."""
+    from amaranth import Module, Signal, signed
+    from amaranth.sim import Simulator
+    from nibble.hw.pe import U_WIDTH
+    from nibble.hw.winograd import code_value, weight_transform_tile
+
+    codes = [Signal(4, name=f"c{t}") for t in range(9)]
+    m = Module()
+    g = [[code_value(codes[r * 3 + c]) for c in range(3)] for r in range(3)]
+    exprs = weight_transform_tile(g, "F2x2_3x3")
+    u = [[Signal(signed(U_WIDTH), name=f"u{a}{b}") for b in range(4)] for a in range(4)]
+    for a in range(4):
+        for b in range(4):
+            m.d.comb += u[a][b].eq(exprs[a][b])
+    rng = np.random.default_rng(SEED)
+    filters = [np.full(9, 0b0111), np.full(9, 0b1111), np.full(9, 0b1000), np.zeros(9, int)]
+    filters += [np.where(np.arange(9) % 2, 0b0111, 0b1111), np.where(np.arange(9) % 2, 0b1111, 0b0111)]
+    for t in range(9):
+        for code in range(16):
+            f = np.zeros(9, int)
+            f[t] = code
+            filters.append(f)
+    filters += list(rng.integers(0, 16, (200, 9)))
+    seen = []
+
+    async def tb(ctx):
+        for f in filters:
+            for t in range(9):
+                ctx.set(codes[t], int(f[t]))
+            seen.append([[ctx.get(u[a][b]) for b in range(4)] for a in range(4)])
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    want = wg.weight_transform(np.array(filters).reshape(-1, 1, 3, 3), "F2x2_3x3", codes=True)[:, 0]
+    assert np.array_equal(np.array(seen), want)
+    assert np.abs(want).max() == 576                # the §2.5 extreme is reached
