@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from .bus import READ_LATENCY, BusSignature
 from .config import DESC_WORDS, EngineConfig
-from .engine import DESC_MAGIC, FLAG_LAST, FLAG_POOL, FLAG_RELU, Engine, EngineError
+from .engine import ACT_SHIFT, DESC_MAGIC, FLAG_LAST, FLAG_POOL, FLAG_RELU, FLAG_WINOGRAD, Engine, EngineError
 from .output import SH_MAX, SH_MIN
 
 __all__ = ["AcceleratorCore", "Accelerator", "CSRS", "REGION_BASE", "ID_VALUE", "VERSION", "regmap"]
@@ -91,7 +91,8 @@ def regmap(config: EngineConfig):
         "config": config.to_dict(),
         "error_codes": {e.name.lower(): int(e) for e in EngineError},
         "descriptor": {"words": DESC_WORDS, "magic": DESC_MAGIC,
-                       "flags": {"relu": FLAG_RELU, "pool": FLAG_POOL, "last": FLAG_LAST}},
+                       "flags": {"relu": FLAG_RELU, "pool": FLAG_POOL, "last": FLAG_LAST,
+                                 "winograd": FLAG_WINOGRAD, "act_shift": ACT_SHIFT}},
         "requant": {"sh_min": SH_MIN, "sh_max": SH_MAX},
     }
 

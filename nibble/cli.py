@@ -83,6 +83,28 @@ def compile(model, calib, config_path, out, winograd, deconv):
         click.echo(f"  {L.name}: {L.mode_reason}")
 
 
+def _float_outputs(model, input_name, x):
+    """ONNX Runtime outputs of ``model`` for every input (one at a time: fixed batch sizes work)."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {input_name: xi[None].astype(np.float32)})[0] for xi in x])
+
+
+def _psnr(y, ref):
+    """PSNR in dB with peak 1.0 over all outputs (images in [0, 1]; outputs clipped to [0, 1])."""
+    mse = float(np.mean((np.clip(np.asarray(y, np.float64), 0, 1).reshape(ref.shape) - ref) ** 2))
+    return float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
+
+
+def _bicubic(x, hw):
+    """Pillow BICUBIC resize of single-channel float images (N, 1, h, w) to (N, 1, H, W)."""
+    from PIL import Image
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"--bicubic needs single-channel images (N, 1, h, w), not {x.shape}")
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(xi[0], dtype=np.float32)).resize(
+        (int(hw[1]), int(hw[0])), Image.Resampling.BICUBIC), dtype=np.float32)[None] for xi in x])
+
+
 def _accuracy(y, labels):
     return float(np.mean(np.asarray(y).reshape(len(y), -1).argmax(axis=1) == labels))
 
@@ -106,8 +128,12 @@ def _accuracy(y, labels):
 @click.option("--winograd", "winograd", default="auto", show_default=True,
               help="convolution mode: auto, direct or winograd for every layer, or per layer "
                    "'conv1=direct,conv2=winograd[,default]'")
+@click.option("--reference", type=click.Path(), help="reference outputs (.npy, e.g. the high-resolution "
+              "images of a super-resolution model): PSNR (dB, peak 1.0) of the float, golden and device outputs")
+@click.option("--bicubic", is_flag=True, help="with --reference: also the PSNR of Pillow bicubic "
+              "upscaling of the inputs (single-channel images in [0, 1])")
 def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_json, compare_golden, winograd,
-        deconv):
+        deconv, reference, bicubic):
     """Compile MODEL, run every input through a device, save the outputs."""
     from .host.compiler import compile_model
     from .host.driver import Device
@@ -119,11 +145,17 @@ def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_j
                                 winograd=winograd, deconv=deconv)
         result = {"model": str(model), "device": device, "images": int(len(x)),
                   "winograd_layers": [L.name for L in program.layers if L.winograd]}
+        ref = _load_array(reference, "reference outputs") if reference else None
+        if y_true is not None or ref is not None:
+            f = _float_outputs(model, program.input_name, x)
         if y_true is not None:
-            import onnxruntime as ort
-            sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-            f = sess.run(None, {program.input_name: x.astype(np.float32)})[0]
             result["float_accuracy"] = _accuracy(f, y_true)
+        if ref is not None:
+            if ref.shape != f.shape:
+                raise ValueError(f"reference shape {ref.shape} does not match the model's outputs {f.shape}")
+            result["psnr_db"] = {"float": _psnr(f, ref)}
+            if bicubic:
+                result["psnr_db"]["bicubic"] = _psnr(_bicubic(x, ref.shape[-2:]), ref)
         gold = None
         if compare_golden or device == "golden":
             with Device("golden") as g:
@@ -132,6 +164,8 @@ def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_j
                 gold = g.raw
             if y_true is not None:
                 result["golden_accuracy"] = _accuracy(yg, y_true)
+            if ref is not None:
+                result["psnr_db"]["golden"] = _psnr(yg, ref)
         if device == "golden":
             y = yg
         else:
@@ -141,6 +175,8 @@ def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_j
                 raw, cycles, beats = d.raw, d.cycles, d.beats
             if y_true is not None:
                 result["rtl_accuracy"] = _accuracy(y, y_true)
+            if ref is not None:
+                result["psnr_db"]["rtl"] = _psnr(y, ref)
             if gold is not None:
                 result["rtl_equals_golden"] = int(sum(np.array_equal(a, b) for a, b in zip(raw, gold)))
             cpi = float(np.mean(cycles))
