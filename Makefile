@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nibble-installed
 
-.PHONY: demo test bench gen setup clean
+.PHONY: demo sr test bench gen setup clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,12 @@ demo: $(STAMP)
 	$(VENV)/bin/nibble run models/digits/digits_cnn.onnx \
 	    --inputs models/digits/test_x.npy --labels models/digits/test_y.npy \
 	    --calib models/digits/calib_x.npy --device sim --out build/digits_rtl_out.npy --json
+
+sr: $(STAMP)
+	mkdir -p build
+	$(VENV)/bin/nibble run models/sr/fsrcnn_x2.onnx \
+	    --inputs models/sr/test_lr.npy --reference models/sr/test_hr.npy --bicubic \
+	    --calib models/sr/calib_x.npy --device sim --out build/sr_rtl_out.npy --json
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
