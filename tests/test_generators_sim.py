@@ -31,9 +31,9 @@ def sim():
 
 
 def test_dcgan_generator_on_rtl(sim):
-    z = np.load("models/dcgan/z.npy")[:2]
+    z = np.load("models/dcgan/z.npy")[:1]
     calib = np.load("models/dcgan/calib_z.npy")
-    ref = np.load("models/dcgan/float_out.npy")[:2]
+    ref = np.load("models/dcgan/float_out.npy")[:1]
     raws = {}
     for mode in ("winograd", "tdc", "nzp"):
         program = compile_model(DCGAN, calib, deconv=mode)
@@ -48,7 +48,7 @@ def test_dcgan_generator_on_rtl(sim):
             g.load(program)
             g.run(z)
             assert np.array_equal(sim.raw, g.raw)
-        assert sim.beats == [sum(layer_beats(L, EngineConfig()) for L in program.layers)] * 2
+        assert sim.beats == [sum(layer_beats(L, EngineConfig()) for L in program.layers)]
         raws[mode] = sim.raw
         assert np.all(np.abs(y) <= 1) and snr_db(ref, y) > 6.0
     assert np.array_equal(raws["winograd"], raws["tdc"]) and np.array_equal(raws["tdc"], raws["nzp"])

@@ -56,7 +56,8 @@ def _psnr(pred: np.ndarray, ref: np.ndarray) -> float:
 
 
 def _pil_bicubic(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    Image = pytest.importorskip("PIL.Image")
+    from PIL import Image          # Pillow: the "data" extra
+
     im = Image.fromarray(np.ascontiguousarray(img, dtype=np.float32))
     assert im.mode == "F"
     return np.asarray(im.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
@@ -129,7 +130,6 @@ def test_sr_arrays(sr_arrays, sr_metrics):
 
 def test_sr_test_crops_are_held_out(sr_arrays):
     """test_hr are crops of the held-out strip china.jpg[:426, 512:]; test_lr its Pillow-bicubic LR."""
-    pytest.importorskip("PIL")
     from sklearn.datasets import load_sample_images
 
     data = load_sample_images()
