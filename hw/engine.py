@@ -16,14 +16,17 @@ word  contents
       bits 5:4 output activation (0 none, 1 tanh, 2 sigmoid); bits 31:16 = ``DESC_MAGIC``
 1     ``in_base``: feature-memory word of input pixel (0, 0), channel block 0
 2     ``in_h``   3 ``in_w``   4 ``in_cb`` (input channel blocks = ⌈Cin / vc⌉)
-5     ``kh`` [7:0], ``kw`` [15:8], ``stride`` [23:16]
+5     ``kh`` [7:0], ``kw`` [15:8], ``stride`` [23:16], ``dil`` [26:24]: the input is read as if
+      zero-inserted by ``2^dil`` (NZP transposed convolution, ARITHMETIC §1.3; 0 = none)
 6     ``pad_top`` [7:0], ``pad_left`` [15:8] (bottom/right padding is implied by the bounds)
 7     ``out_base``: feature-memory word of output pixel (0, 0)
 8     ``out_h``  9 ``out_w``: stored output size (after pooling)
 10    ``n_coblk``: blocks of ``m`` output channels (a pixel holds ``out_cb`` = n_coblk·m/vc words)
 11    ``w_base``: weight-memory word of the layer's first filter word
 12    ``bias_base``: parameter-memory word of the layer's first bias (int32, accumulator units)
-13    ``sh``: requantization shift (signed, ARITHMETIC §4.5), in [SH_MIN, SH_MAX]
+13    ``sh`` [7:0]: requantization shift (signed, ARITHMETIC §4.5), in [SH_MIN, SH_MAX];
+      Winograd only: ``xmask`` [19:16], ``ymask`` [23:20]: the transformed rows ξ and columns ν
+      computed (the others are structurally zero, ARITHMETIC §3; 0xF, 0xF for a plain layer)
 14    ``out_row``: feature-memory words between output rows (``out_w·out_cb`` for a dense map)
 15    ``out_pix``: words between output pixels of a row (``out_cb`` for a dense map); with
       ``out_row``, output pixel (py, px) is written at ``out_base + py·out_row + px·out_pix``
@@ -42,21 +45,25 @@ from the writer when ``m > vc`` stalls it for ``m/vc − 1`` cycles per output p
 Winograd mode (flag bit 3; ``kh = kw = 3``, stride 1; ARITHMETIC §2): the output is computed in
 2×2 tiles (tile stride 2, input tiles 4×4 overlapping by 2, zero outside the input; edge-tile
 outputs beyond ``out_h × out_w`` are not written; with pooling one tile is one pooled pixel).
-Per tile and input block the scheduler reads the 16 pixels of the input tile into the tile
-buffer; ``vc`` pre-PEs compute ``V = Bᵀ d B``; 16 beats (one per transformed position ξν) go
-through the PE array's multiplier lanes, each PE accumulating ``M[ξν] = Σ_ci U ⊙ V`` over the
-input blocks in its 16 accumulators; after the last block ``m`` post-PEs compute
-``Y' = Aᵀ M A = 4·Y`` (the compiler gives the output stage ``4·bias`` and ``sh + 2``) and the 4
-outputs of the tile go to the output stage. The filter load runs the weight transform
-``U = G₂ g G₂ᵀ`` on the stored 4-bit codes (same weight-memory image as direct mode; 16 cycles
-per PE and input block): ``16·m·in_cb + ~12`` cycles per output block, then
-``⌈out_h/2⌉·⌈out_w/2⌉·16·in_cb`` beats (``out_h·out_w·16·in_cb`` with pooling) — 16 beats per
-4 outputs where direct mode needs 36 (2.25×).
+Per tile and input block the scheduler reads the pixels of the 4×4 input tile that the
+computed positions need (all 16 for a plain layer) into the tile buffer; ``vc`` pre-PEs compute
+``V = Bᵀ d B``; one beat per computed transformed position ξν (``p`` = 16 for a plain layer, fewer
+for TDC phases: only ``xmask × ymask``) goes through the PE array's multiplier lanes, each PE
+accumulating ``M[ξν] = Σ_ci U ⊙ V`` over the input blocks in its 16 accumulators; after the last
+block ``m`` post-PEs compute ``Y' = Aᵀ M A = 4·Y`` (the skipped positions enter as 0; the
+compiler gives the output stage ``4·bias`` and ``sh + 2``) and the 4 outputs of the tile go to
+the output stage. The filter load runs the weight transform ``U = G₂ g G₂ᵀ`` on the stored 4-bit
+codes (same weight-memory image as direct mode; 16 cycles per PE and input block) into one half
+of the transformed-weight caches: ``16·m·in_cb + ~12`` cycles before output block 0; block
+b + 1's transform runs into the other half while block b computes. Then
+``⌈out_h/2⌉·⌈out_w/2⌉·p·in_cb`` beats (``out_h·out_w·p·in_cb`` with pooling) — 16 beats per 4
+outputs where direct mode needs 36 (2.25×).
 
 Errors (``err_code``; the engine stops, ``error`` is set, ``layer`` names the layer):
 1 bad descriptor magic, 2 zero size field, 3 filters larger than the filter cache,
 4 feature-memory range, 5 weight-memory range, 6 parameter-memory range, 7 shift out of range,
-8 Winograd flag on a layer that is not 3×3 stride 1, or on an engine built without Winograd.
+8 Winograd flag on a layer that is not 3×3 stride 1, with input zero insertion, with an empty
+position mask, or on an engine built without Winograd.
 """
 import enum
 
