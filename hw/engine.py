@@ -120,6 +120,30 @@ def _bits_first(mask, width=4):
     return first
 
 
+def _gather(m, name, n, width, valid, idx, data, last, meta_in, ready_out):
+    """A buffer of ``n`` words of ``width`` bits filled one word per transfer (``valid``, word
+    ``idx`` = ``data``), then offered whole (``full``) to a transform until ``ready_out``.
+
+    The transfer with ``last`` completes the buffer and samples ``meta_in``. A new fill may start
+    in the cycle the full buffer is taken (the transform samples the words at that edge).
+    Returns ``(words, full, meta, ready_in)``: ``Array`` of the words, the full flag, the
+    sampled ``meta_in`` and the input's ready (``~full | ready_out``).
+    """
+    words = Array(Signal(width, name=f"{name}{j}") for j in range(n))
+    full = Signal(name=f"{name}_full")
+    meta = Signal(meta_in.shape(), name=f"{name}_meta")
+    ready_in = Signal(name=f"{name}_ready")
+    m.d.comb += ready_in.eq(~full | ready_out)
+    take = valid & ready_in
+    with m.If(take):
+        m.d.sync += words[idx].eq(data)
+    with m.If(take & last):
+        m.d.sync += [full.eq(1), meta.eq(meta_in)]
+    with m.Elif(ready_out):
+        m.d.sync += full.eq(0)
+    return words, full, meta, ready_in
+
+
 def _odometer(m, digits):
     """Step a nest of counters: ``digits`` = [(counter, has_next), …], innermost first.
 
@@ -561,23 +585,13 @@ class Engine(wiring.Component):
         meta_layout = data.StructLayout({"cb": 16, "tag": tag_layout})
 
         # tile buffer: the 16 pixels (one feature word each) of the current input tile
-        tb_d = Array(Signal(vc * 8, name=f"tile{j}") for j in range(alpha2))
-        tb_full = Signal()
-        tb_meta = Signal(meta_layout)
         pre = [WinogradPrePE(WINOGRAD_VARIANT, meta_layout if l == 0 else 0) for l in range(vc)]
         for l, p in enumerate(pre):
             m.submodules[f"pre_pe{l}"] = p
-        pre_ready = pre[0].i.ready
-        tb_ready = Signal()
-        m.d.comb += tb_ready.eq(~tb_full | pre_ready)
-        tb_take = Signal()
-        m.d.comb += tb_take.eq(wmode & s2_valid & tb_ready)
-        with m.If(tb_take):
-            m.d.sync += tb_d[s2_pos].eq(s2_x)
-        with m.If(tb_take & s2_tl):
-            m.d.sync += [tb_full.eq(1), tb_meta.cb.eq(s2_cb), tb_meta.tag.eq(s2_tag)]
-        with m.Elif(pre_ready):
-            m.d.sync += tb_full.eq(0)
+        tb_meta_in = Signal(meta_layout)
+        m.d.comb += [tb_meta_in.cb.eq(s2_cb), tb_meta_in.tag.eq(s2_tag)]
+        tb_d, tb_full, tb_meta, tb_ready = _gather(m, "tile", alpha2, vc * 8, wmode & s2_valid, s2_pos, s2_x,
+                                                   s2_tl, tb_meta_in, pre[0].i.ready)
         for l, p in enumerate(pre):
             m.d.comb += p.i.valid.eq(tb_full)
             for r in range(4):
@@ -616,24 +630,12 @@ class Engine(wiring.Component):
                     m.d.sync += sr_v[r * 4 + col].eq(Cat(p.o.payload[r][col] for p in pre))
 
         # collector: the 16 accumulators M[ξν] of every PE for one tile
-        co_m = Array(Signal(M * aw, name=f"m{j}") for j in range(alpha2))
-        co_full = Signal()
-        co_tag = Signal(tag_layout)
         post = [WinogradPostPE(WINOGRAD_VARIANT, aw, tag_layout if q == 0 else 0) for q in range(M)]
         for q, p in enumerate(post):
             m.submodules[f"post_pe{q}"] = p
-        post_ready = post[0].i.ready
-        co_ready = Signal()
-        m.d.comb += co_ready.eq(~co_full | post_ready)
-        co_take = Signal()
-        m.d.comb += co_take.eq(wmode & pea.o.valid & co_ready)
-        res_idx = pea.o.payload.tag.idx
-        with m.If(co_take):
-            m.d.sync += co_m[res_idx].eq(pea.o.payload.acc.as_value())
-        with m.If(co_take & pea.o.payload.tag.tlast):
-            m.d.sync += [co_full.eq(1), co_tag.eq(pea.o.payload.tag)]
-        with m.Elif(post_ready):
-            m.d.sync += co_full.eq(0)
+        res = pea.o.payload
+        co_m, co_full, co_tag, co_ready = _gather(m, "m", alpha2, M * aw, wmode & pea.o.valid, res.tag.idx,
+                                                  res.acc.as_value(), res.tag.tlast, res.tag, post[0].i.ready)
         for q, p in enumerate(post):
             m.d.comb += p.i.valid.eq(co_full)
             for r in range(4):
