@@ -9,7 +9,7 @@ utilization, and whether the output is bit-identical to the golden model.
 import numpy as np
 
 from ..hw.config import EngineConfig
-from .compiler import layer_cycles, plan_program
+from .compiler import layer_cycles, plan_program, winograd_work
 from .driver import Device, golden_forward
 from .ir import ConvOp
 
@@ -38,8 +38,7 @@ def _layer_mults(L):
     """Multiplications of a plan as the engine schedules them (padding lanes excluded; NZP
     counts the products with inserted zeros, Winograd the transformed positions computed)."""
     if L.winograd:
-        tiles = L.out_h * L.out_w if L.pool == 2 else -(-L.out_h // 2) * -(-L.out_w // 2)
-        p = bin(L.wmask[0]).count("1") * bin(L.wmask[1]).count("1")
+        tiles, p = winograd_work(L)
         return tiles * p * L.cin * L.cout
     return L.macs()
 
@@ -62,7 +61,7 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
     outs = {}
     with Device("sim", config=config) as dev:
         for form in ("direct", "winograd"):
-            program, v = random_conv_layer(cin, cout, size, 3, seed, config, winograd={"*": form, f"conv3x3_{cin}to{cout}": form})
+            program, v = random_conv_layer(cin, cout, size, 3, seed, config, winograd={f"conv3x3_{cin}to{cout}": form})
             L = program.layers[0]
             dev.load(program)
             out = dev.run_int(v[None])[0]

@@ -16,7 +16,7 @@ from .passes import calibrate, fold_bn, inq
 from .program import LayerPlan, Program, weight_words
 
 __all__ = ["compile_model", "plan_program", "CompileError", "parse_modes", "layer_cycles",
-           "layer_beats", "WINOGRAD_MODES", "DECONV_MODES"]
+           "layer_beats", "winograd_work", "WINOGRAD_MODES", "DECONV_MODES"]
 
 #: Per-layer convolution modes: ``auto`` (Winograd where the layer is eligible and the cycle
 #: model says it is faster), ``direct`` (SAC lanes), ``winograd`` (multiplier lanes, F(2×2,3×3)).
@@ -89,6 +89,14 @@ def _popcount(v):
     return bin(v).count("1")
 
 
+def winograd_work(L):
+    """``(tiles, p)`` of a Winograd plan: 2×2 output tiles (``⌈out_h/2⌉·⌈out_w/2⌉``, or
+    ``out_h·out_w`` pooled pixels with pooling) and transformed positions computed per tile
+    (``popcount(xmask)·popcount(ymask)``, 16 for a plain layer; ARITHMETIC §2.1, §3)."""
+    tiles = L.out_h * L.out_w if L.pool == 2 else -(-L.out_h // 2) * -(-L.out_w // 2)
+    return tiles, _popcount(L.wmask[0]) * _popcount(L.wmask[1])
+
+
 def layer_cycles(L, config, winograd=None):
     """Cycle model of one layer on the engine (``hw/engine.py`` schedule), in clock cycles.
 
@@ -105,8 +113,9 @@ def layer_cycles(L, config, winograd=None):
     cb = L.cb_in
     nb = L.n_coblk(c.m)
     if wino:
-        p = _popcount(L.wmask[0]) * _popcount(L.wmask[1]) if L.winograd else 16
-        tiles = L.out_h * L.out_w if L.pool == 2 else -(-L.out_h // 2) * -(-L.out_w // 2)
+        tiles, p = winograd_work(L)
+        if not L.winograd:                    # modelling a direct layer as a plain Winograd one
+            p = 16
         load = 16 * c.m * cb + 12
         run = tiles * max(p * cb, 4 * k)
         return 21 + load + nb * (c.m + 1 + run + 24) + (nb - 1) * max(0, load - run)
@@ -120,8 +129,7 @@ def layer_beats(L, config):
     tiles × 16 × input blocks × output blocks (Winograd; tiles = ⌈out_h/2⌉·⌈out_w/2⌉, or
     out_h·out_w pooled pixels with pooling)."""
     if L.winograd:
-        tiles = L.out_h * L.out_w if L.pool == 2 else -(-L.out_h // 2) * -(-L.out_w // 2)
-        p = _popcount(L.wmask[0]) * _popcount(L.wmask[1])
+        tiles, p = winograd_work(L)
         return L.n_coblk(config.m) * tiles * p * L.cb_in
     return L.n_coblk(config.m) * L.out_h * L.out_w * L.pool ** 2 * L.kh * L.kw * L.cb_in
 
