@@ -1,21 +1,26 @@
 """Host compiler: ONNX → IR → passes → :class:`Program` (DESIGN §1, §6).
 
-``compile_model(model, calib, config)`` runs: import (``host/onnx_import.py``) → BN folding →
-INQ → int8 calibration (``host/passes.py``) → integer plan (biases, shifts, accumulator check)
-→ memory allocation → device images (descriptors, biases, packed weights).
-Everything that does not fit the engine is a :class:`CompileError` naming the layer.
+``compile_model(model, calib, config)`` runs: validation (ONNX shape inference, checker and ONNX
+Runtime, ``host/onnx_import.py``) → import → BN folding → the memory checks of every layer
+against the :class:`EngineConfig` (:func:`check_fits`) → INQ → int8 calibration
+(``host/passes.py``) → integer plan (biases, shifts, accumulator check) → memory allocation →
+device images (descriptors, biases, packed weights).
+Everything that is malformed, not supported or does not fit the engine is a
+:class:`CompileError` naming the node or layer; no other exception and no silently wrong program.
 """
+import os
+
 import numpy as np
 
 from ..hw.config import DESC_WORDS, EngineConfig
 from ..hw.output import SH_MAX, SH_MIN
 from ..sim.golden import DE, acc_bits
 from .ir import CompileError
-from .onnx_import import import_onnx, load_onnx
-from .passes import calibrate, fold_bn, inq
+from .onnx_import import import_onnx, load_onnx, validate_model
+from .passes import calibrate, calibration_data, fold_bn, inq
 from .program import LayerPlan, Program, weight_words
 
-__all__ = ["compile_model", "plan_program", "CompileError", "parse_modes", "layer_cycles",
+__all__ = ["compile_model", "plan_program", "check_fits", "CompileError", "parse_modes", "layer_cycles",
            "layer_beats", "winograd_work", "WINOGRAD_MODES", "DECONV_MODES"]
 
 #: Per-layer convolution modes: ``auto`` (Winograd where the layer is eligible and the cycle
@@ -35,16 +40,30 @@ def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd=
     :param deconv: transposed convolutions: ``"auto"``, ``"tdc"``, ``"nzp"``, ``"winograd"``
         (see :func:`plan_program`).
     :returns: :class:`Program`.
-    :raises CompileError: malformed model, unsupported operator/attribute/shape (naming the node),
-        an accumulator that could overflow, a layer that does not fit the caches or memories, a
-        layer named for Winograd that cannot run as Winograd (with the reason).
+    :raises CompileError: malformed or invalid model (ONNX checker, shape inference or ONNX Runtime
+        refuse it), unsupported operator/attribute/shape, attribute of the wrong type, non-finite
+        or out-of-range weights, biases or BatchNormalization parameters (naming the node and
+        attribute or initializer); calibration data that is not a finite numeric array of the
+        input's shape; a layer that does not fit the caches or memories (checked before
+        calibration, naming the layer and by how much), an accumulator that could overflow, a
+        bias that does not fit 32 bits, a layer named for Winograd that cannot run as Winograd
+        (with the reason); a config that is not an EngineConfig, an unknown mode.
     """
-    if not hasattr(model, "graph"):
+    if not isinstance(config, EngineConfig):
+        raise CompileError(f"config must be an EngineConfig, not {type(config).__name__}")
+    parse_modes(winograd)
+    if deconv not in DECONV_MODES:
+        raise CompileError(f"deconvolution mode '{deconv}' is not one of {', '.join(DECONV_MODES)}")
+    if isinstance(model, (str, bytes, os.PathLike)):
         model = load_onnx(model)
+    else:
+        model = validate_model(model)
     ops, in_shape, in_name, out_name = import_onnx(model)
+    x = calibration_data(calib, in_shape)
     ops = fold_bn(ops)
+    check_fits(ops, in_shape, config, deconv)
     ops = inq(ops)
-    ops, q_input = calibrate(ops, calib, in_shape)
+    ops, q_input = calibrate(ops, x, in_shape)
     return plan_program(ops, in_shape, q_input, config, in_name, out_name, winograd=winograd, deconv=deconv)
 
 
@@ -154,9 +173,20 @@ def _winograd_check(L, config, bits, bias):
     return ""
 
 
-def _bias_int(op):
-    """``b_int = round_half_up(b · 2^(q_in − n2))`` (ARITHMETIC §4.4)."""
-    return np.floor(np.ldexp(op.b, op.q_in - op.n2) + 0.5).astype(np.int64)
+def _bias_int(op, where):
+    """``b_int = round_half_up(b · 2^(q_in − n2))`` (ARITHMETIC §4.4).
+
+    :raises CompileError: naming the layer if a bias is not finite or needs more than 32 bits.
+    """
+    with np.errstate(all="ignore"):
+        v = np.floor(np.ldexp(np.asarray(op.b, np.float64), int(op.q_in - op.n2)) + 0.5)
+    if not np.all(np.isfinite(op.b)):
+        raise CompileError(f"{where}: its bias is not finite")
+    big = np.abs(v).max(initial=0)
+    if not np.isfinite(big) or big >= 1 << 31:
+        raise CompileError(f"{where}: a bias needs more than 32 bits (max |b_int| = {big:.4g}, from max |b| = "
+                           f"{np.abs(op.b).max():.4g} at the accumulator scale 2^{int(op.q_in - op.n2)})")
+    return v.astype(np.int64)
 
 
 DECONV_MODES = ("auto", "tdc", "nzp", "winograd")
@@ -166,18 +196,114 @@ def _pow2(n):
     return n >= 1 and n & (n - 1) == 0
 
 
+def _check_fields(where, c, kh, kw, stride, top, left, cb_in, sizes):
+    """Descriptor fields and filter cache of one descriptor (:class:`CompileError` naming the layer)."""
+    if top < 0 or left < 0:
+        raise CompileError(f"{where}: a negative top/left padding ({top}, {left}) cannot be mapped")
+    if kh * kw * cb_in > c.filter_depth:
+        raise CompileError(f"{where}: a filter needs {kh * kw * cb_in} words, the filter cache "
+                           f"holds {c.filter_depth}")
+    if max(kh, kw, stride, top, left) > 255 or max(sizes) > 65535:
+        raise CompileError(f"{where}: kernel, stride or padding beyond the descriptor's 8-bit fields "
+                           f"(kernel {kh}x{kw}, stride {stride}, top/left padding {top}/{left}; at most 255) or a map "
+                           f"size beyond 16 bits ({max(sizes)})")
+
+
 def _check_plan(L, where, c):
     """Descriptor-field and cache limits of one plan (:class:`CompileError` naming the layer)."""
     t, _, l, _ = L.pad
-    if t < 0 or l < 0:
-        raise CompileError(f"{where}: a negative top/left padding ({t}, {l}) cannot be mapped")
-    if L.kh * L.kw * L.cb_in > c.filter_depth:
-        raise CompileError(f"{where}: a filter needs {L.kh * L.kw * L.cb_in} words, the filter cache "
-                           f"holds {c.filter_depth}")
-    if max(L.kh, L.kw, L.stride, t, l) > 255 or max(L.in_h, L.in_w, L.out_h, L.out_w) > 65535:
-        raise CompileError(f"{where}: kernel, stride or padding beyond the descriptor's 8-bit fields")
+    _check_fields(where, c, L.kh, L.kw, L.stride, t, l, L.cb_in, (L.in_h, L.in_w, L.out_h, L.out_w))
     if not SH_MIN <= L.sh <= SH_MAX:
         raise CompileError(f"{where}: requantization shift {L.sh} outside the hardware's [{SH_MIN}, {SH_MAX}]")
+
+
+def _check_deconv_stride(where, S):
+    """A transposed convolution's stride: at most 255, as a convolution's (its S² phases are listed)."""
+    if S > 255:
+        raise CompileError(f"{where}: stride {S} is beyond the descriptor's 8-bit fields (at most 255)")
+
+
+def _feature_error(what, shape, words, c):
+    """The feature memory holds two maps (input and output of a layer, in turn)."""
+    ch, h, w = shape
+    return CompileError(f"{what}: its {h}x{w} map of {ch} channels needs {words} words; the two feature "
+                        f"buffers need 2 x {words} = {2 * words}, the feature memory has {c.feature_depth} "
+                        f"(over by {2 * words - c.feature_depth} words)")
+
+
+def _memory_error(where, what, need, total, depth):
+    return CompileError(f"{where}: its {what} need {need} words, {total} with the layers before it; the "
+                        f"{'weight' if what == 'weights' else 'parameter'} memory has {depth} (over by "
+                        f"{total - depth} words)")
+
+
+def check_fits(ops, in_shape, config=EngineConfig(), deconv="auto"):
+    """Check, from the shapes alone and before calibration, that every layer fits the engine.
+
+    Per layer: its output map against the feature memory (two buffers of the largest map,
+    ``H·W·⌈C/vc⌉`` words each, exact), its weights against the weight memory and its
+    descriptors and biases against the parameter memory (cumulative over the layers, the least
+    any mode needs: the direct form, TDC phases for a transposed convolution, one NZP descriptor
+    for ``deconv="nzp"``), and for a Conv or Gemm its filter (``Kh·Kw·⌈Cin/vc⌉`` words) and
+    descriptor fields (8-bit kernel, stride and top/left padding, 16-bit map sizes).
+    :func:`plan_program` checks the exact figures of the chosen plans again.
+
+    :raises CompileError: naming the first layer that does not fit and by how much.
+    """
+    from ..sim.deconv import tdc_phases
+    c = config
+    k = c.m // c.vc
+    shape = tuple(in_shape)
+    cb = -(-shape[0] // c.vc)
+    words = shape[1] * shape[2] * cb
+    if 2 * words > c.feature_depth:
+        raise _feature_error("the network input", shape, words, c)
+    w_total = p_total = 0
+    for op in ops:
+        where = f"layer '{op.name}' ({op.kind})"
+        out = op.out_shape(shape)
+        if out[1] < 1 or out[2] < 1:
+            raise CompileError(f"{where}: gives an empty output ({out[1]}x{out[2]}) on a {shape[1]}x{shape[2]} input")
+        nb = -(-op.cout // c.m)
+        kh, kw = op.w.shape[2:]
+        if op.kind != "ConvTranspose":
+            t, _, l, _ = op.pad
+            _check_fields(where, c, kh, kw, op.stride, t, l, cb, (*shape[1:], *out[1:]))
+        cb_out = nb * k
+        words = out[1] * out[2] * cb_out
+        if 2 * words > c.feature_depth:
+            raise _feature_error(where, out, words, c)
+        if op.kind == "ConvTranspose":
+            if op.pool != 1:
+                raise CompileError(f"{where}: max-pool after a transposed convolution is not supported")
+            S, P, OP = op.deconv_geometry()
+            _check_deconv_stride(where, S)
+            # one descriptor per output phase with outputs (TDC), or one (NZP); checked before the
+            # phases are listed (a huge stride has S² of them)
+            n_desc = 1 if deconv == "nzp" else min(S, out[1]) * min(S, out[2])
+            if p_total + n_desc * (DESC_WORDS + nb * c.m) > c.param_depth:
+                need = n_desc * (DESC_WORDS + nb * c.m)
+                raise _memory_error(where, "descriptors and biases", need, p_total + need, c.param_depth)
+            if deconv == "nzp":
+                taps = [kh * kw]
+            else:
+                phases = [ph for ph in tdc_phases((kh, kw), S, P, OP, shape[1:]) if 0 not in ph.n_out]
+                for ph in phases:
+                    if ph.y.n == 0 or ph.x.n == 0:
+                        raise CompileError(f"{where}: kernel {kh}x{kw} smaller than the stride {S}: phase "
+                                           f"{ph.phi} has no taps")
+                taps, n_desc = [ph.y.n * ph.x.n for ph in phases], len(phases)
+        else:
+            taps, n_desc = [kh * kw], 1
+        need = sum(nb * c.m * t_ * cb for t_ in taps)
+        w_total += need
+        if w_total > c.weight_depth:
+            raise _memory_error(where, "weights", need, w_total, c.weight_depth)
+        need = n_desc * (DESC_WORDS + nb * c.m)
+        p_total += need
+        if p_total > c.param_depth:
+            raise _memory_error(where, "descriptors and biases", need, p_total, c.param_depth)
+        shape, cb = out, cb_out
 
 
 def _shift(op):
@@ -198,7 +324,7 @@ def _conv_plans(op, shape, cb_in, c, modes, where):
     t, b, l, r = op.pad
     conv_h = (shape[1] + t + b - kh) // op.stride + 1
     conv_w = (shape[2] + l + r - kw) // op.stride + 1
-    bias = _bias_int(op)
+    bias = _bias_int(op, where)
     bits = acc_bits(ci * kh * kw, DE, np.abs(bias).max(initial=0))
     if bits > c.acc_width:
         raise CompileError(f"{where}: the accumulator could overflow: {ci}x{kh}x{kw} taps need "
@@ -241,12 +367,13 @@ def _deconv_plans(op, shape, cb_in, c, deconv, where):
     if op.pool != 1:
         raise CompileError(f"{where}: max-pool after a transposed convolution is not supported")
     S, (py_, px_), (opy, opx) = op.deconv_geometry()
+    _check_deconv_stride(where, S)
     ci, co, K_h, K_w = op.codes.shape
     _, H, W = shape
     _, Ho, Wo = op.out_shape(shape)
     if Ho < 1 or Wo < 1:
         raise CompileError(f"{where}: gives an empty output on a {H}x{W} input")
-    bias = _bias_int(op)
+    bias = _bias_int(op, where)
     nb = -(-co // c.m)
     common = dict(cin=ci, cout=co, in_h=H, in_w=W, stride=1, pool=1, relu=bool(op.relu), n2=int(op.n2),
                   q_in=int(op.q_in), q_out=int(op.q_out), sh=_shift(op), cb_in=cb_in, cb_out=nb * k,
@@ -324,8 +451,15 @@ def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="outp
         structural zeros dropped), ``nzp`` (zero insertion, the baseline), ``winograd``
         (Winograd-TDC where a phase allows, else TDC) or ``auto`` (per phase, the faster of TDC and
         Winograd-TDC by :func:`layer_cycles`).
+    :raises CompileError: naming the layer: no layers, an unknown mode or layer named in the modes,
+        input channels that do not match, a bias that is not finite or needs more than 32 bits, an
+        accumulator that could overflow, descriptor fields, filter cache or shift out of range, a
+        layer named for Winograd that cannot run as Winograd, a feature, weight or parameter
+        memory that is too small (by how much).
     """
     c = config
+    if not ops:
+        raise CompileError("the model has no layers")
     modes = parse_modes(winograd)
     if deconv not in DECONV_MODES:
         raise CompileError(f"deconvolution mode '{deconv}' is not one of {', '.join(DECONV_MODES)}")
@@ -342,9 +476,7 @@ def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="outp
         ci = op.codes.shape[0] if op.kind == "ConvTranspose" else op.codes.shape[1]
         if ci != shape[0]:
             raise CompileError(f"{where}: expects {ci} input channels, gets {shape[0]}")
-        bias = _bias_int(op)
-        if np.abs(bias).max(initial=0) >= 1 << 31:
-            raise CompileError(f"{where}: a bias needs more than 32 bits (max |b_int| = {np.abs(bias).max()})")
+        _bias_int(op, where)
         if op.kind == "ConvTranspose":
             plans = _deconv_plans(op, shape, cb_in, c, deconv, where)
         else:
@@ -360,7 +492,23 @@ def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="outp
                                                        for g in groups]
     half = max(sizes)
     if 2 * half > c.feature_depth:
-        raise CompileError(f"feature maps need 2 x {half} words, the feature memory has {c.feature_depth}")
+        i = sizes.index(half)
+        if i == 0:
+            raise _feature_error("the network input", tuple(in_shape), half, c)
+        L = groups[i - 1][0][0]
+        raise _feature_error(f"layer '{ops[i - 1].name}' ({ops[i - 1].kind})", (L.cout, L.full_h, L.full_w), half, c)
+    # weight memory and parameter memory (sizes checked before the images are built)
+    w_total = p_total = 0
+    for op, g in zip(ops, groups):
+        where = f"layer '{op.name}' ({op.kind})"
+        need = sum(L.n_coblk(c.m) * c.m * L.kh * L.kw * L.cb_in for L, _, _ in g)
+        w_total += need
+        if w_total > c.weight_depth:
+            raise _memory_error(where, "weights", need, w_total, c.weight_depth)
+        need = sum(DESC_WORDS + L.n_coblk(c.m) * c.m for L, _, _ in g)
+        p_total += need
+        if p_total > c.param_depth:
+            raise _memory_error(where, "descriptors and biases", need, p_total, c.param_depth)
     layers, codes_list, biases = [], [], []
     for i, g in enumerate(groups):
         in_base = 0 if i % 2 == 0 else half
@@ -378,7 +526,6 @@ def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="outp
             codes_list.append(codes)
             biases.append(bias)
 
-    # weight memory and parameter memory
     wblobs, w_ptr = [], 0
     p_ptr = DESC_WORDS * len(layers)
     for codes, L in zip(codes_list, layers):
@@ -388,10 +535,7 @@ def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="outp
         w_ptr += len(blob) // (c.vc // 4)
         L.bias_base = p_ptr
         p_ptr += L.n_coblk(c.m) * c.m
-    if w_ptr > c.weight_depth:
-        raise CompileError(f"weights need {w_ptr} words, the weight memory has {c.weight_depth}")
-    if p_ptr > c.param_depth:
-        raise CompileError(f"descriptors and biases need {p_ptr} words, the parameter memory has {c.param_depth}")
+    assert w_ptr == w_total and p_ptr == p_total
     params = np.zeros(p_ptr, np.uint32)
     for i, (L, bias) in enumerate(zip(layers, biases)):
         params[DESC_WORDS * i:DESC_WORDS * (i + 1)] = L.descriptor(c, last=i == len(layers) - 1)
