@@ -4,21 +4,52 @@ A ``Program`` is what the compiler writes and every device (``golden``, ``sim``,
 It holds the exact device-memory images (parameter memory: descriptors + biases; weight
 memory: 4-bit codes packed four to a 16-bit word, first code in the lowest nibble, DESIGN §3),
 plus the per-layer plan (shapes, INQ ``n2``, feature exponents ``Q``, shift ``sh``, addresses).
-It is saved to and loaded from one ``.npz`` file (no pickles).
+
+Program file (format :data:`FORMAT_VERSION` = 3): one ``.npz`` (zip) archive, no pickles, with
+exactly four ``.npy`` arrays:
+
+* ``meta``: uint8, the UTF-8 JSON metadata: ``format``, ``config`` (every :class:`EngineConfig`
+  field), ``layers`` (every :class:`LayerPlan` field of every plan), ``input_shape``,
+  ``input_q``, ``output_shape``, ``output_q``, ``input_name``, ``output_name``,
+  ``flatten_output``, ``desc_base``;
+* ``params``: little-endian uint32, the parameter-memory image from word 0;
+* ``weights``: little-endian uint16, the weight-memory image from word 0 (``vc/4`` per word);
+* ``checksum``: uint8 (32,), :func:`program_checksum` of the other three.
+
+:meth:`Program.load` refuses (:class:`ProgramError`, naming the file and the field) anything
+that is not such a file: not a zip archive, a damaged or truncated one, another format version,
+missing, extra or mistyped arrays, a checksum that does not match (an edited file), and — even
+with a recomputed checksum — a program that is not consistent (:meth:`Program.validate`).
 """
 import dataclasses
+import hashlib
+import io
 import json
+import os
+import tempfile
+import zipfile
 
 import numpy as np
 
 from ..hw.config import DESC_WORDS, EngineConfig
 from ..hw.engine import ACT_SHIFT, DESC_MAGIC, FLAG_LAST, FLAG_POOL, FLAG_RELU, FLAG_WINOGRAD
-from ..sim.golden import pack_codes, unpack_codes
+from ..hw.output import SH_MAX, SH_MIN
+from ..sim.golden import (ACT_NONE, ACT_Q_IN, ACT_Q_OUT, ACT_SIGMOID, ACT_TANH, DE, acc_bits, code_to_int,
+                          pack_codes, unpack_codes)
+from ..sim.winograd import weight_transform
 
-__all__ = ["LayerPlan", "Program", "weight_words", "weight_codes", "features_to_words",
-           "words_to_features", "FORMAT_VERSION"]
+__all__ = ["LayerPlan", "Program", "ProgramError", "program_checksum", "weight_words", "weight_codes",
+           "features_to_words", "words_to_features", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 2
+#: Version of the program file layout; :meth:`Program.load` accepts this version only.
+#: 3: ``checksum`` array, schema and consistency checks on load.
+FORMAT_VERSION = 3
+
+
+class ProgramError(ValueError):
+    """A program (file or object) that no device may run. The message names the file (or
+    ``program``), the field and what is wrong, e.g.
+    ``program.npz: layers[2].cout: expected a positive integer, got -3``."""
 
 
 @dataclasses.dataclass
@@ -196,8 +227,8 @@ class Program:
     def macs(self):
         return sum(L.macs() for L in self.layers)
 
-    def save(self, path):
-        meta = {
+    def _meta(self):
+        return {
             "format": FORMAT_VERSION, "config": self.config.to_dict(),
             "layers": [dataclasses.asdict(L) for L in self.layers],
             "input_shape": list(self.input_shape), "input_q": self.input_q,
@@ -205,32 +236,659 @@ class Program:
             "input_name": self.input_name, "output_name": self.output_name,
             "flatten_output": self.flatten_output, "desc_base": self.desc_base,
         }
-        with open(path, "wb") as f:
-            np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
-                     params=self.params.astype(np.uint32), weights=self.weights.astype(np.uint16))
+
+    def _checked(self, where):
+        """``(meta JSON bytes, params, weights)`` of this program after :meth:`validate`'s checks."""
+        if not isinstance(self.config, EngineConfig):
+            raise ProgramError(f"{where}: config: expected an EngineConfig, got {type(self.config).__name__}")
+        if not isinstance(self.layers, list) or not all(isinstance(L, LayerPlan) for L in self.layers):
+            raise ProgramError(f"{where}: layers: expected a list of LayerPlan")
+        try:
+            text = json.dumps(self._meta())
+        except (TypeError, ValueError) as e:
+            raise ProgramError(f"{where}: the plan holds a value that is not plain JSON ({e})") from None
+        params = _image(self.params, np.dtype("<u4"), "params", where)
+        weights = _image(self.weights, np.dtype("<u2"), "weights", where)
+        _parse(_decode_meta(text.encode(), where), params, weights, where)
+        return text.encode(), params, weights
+
+    def validate(self, where="program"):
+        """Check that the program is one a device may run: the checks of :meth:`load` on the
+        object (every field of the right type and range, the memory images within the
+        configuration's depths, the descriptors equal to the plans, the addresses within the
+        memories, consecutive layers of consistent shapes, no weights in the padding, the
+        Winograd position masks and the accumulator widths consistent with the weights).
+
+        :param where: how messages name the program.
+        :raises ProgramError: naming the first field that is wrong.
+        """
+        self._checked(where)
+
+    def save(self, path):
+        """Write the program file (format :data:`FORMAT_VERSION`) to ``path``, replacing it
+        atomically (a temporary file in the same folder, then a rename).
+
+        :raises ProgramError: if the program is not valid (:meth:`validate`); nothing is written.
+        :raises OSError: if the file cannot be written.
+        """
+        meta, params, weights = self._checked("program")
+        meta = np.frombuffer(meta, np.uint8)
+        checksum = np.frombuffer(program_checksum(meta, params, weights), np.uint8)
+        path = os.fspath(path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".nibble-", suffix=".npz.tmp", dir=os.path.dirname(path) or ".")
+        except OSError as e:                # name the file asked for, not the temporary one
+            raise OSError(e.errno, e.strerror, path) from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, meta=meta, params=params, weights=weights, checksum=checksum)
+            os.replace(tmp, path)
+        except BaseException as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(e, OSError):
+                raise OSError(e.errno, e.strerror, path) from None
+            raise
 
     @classmethod
     def load(cls, path):
-        """Read a program file written by :meth:`save`.
+        """Read a program file written by :meth:`save` and check it.
 
-        :raises ValueError: if the file is not a Nibble program or has another format version.
+        Checks, in order: the file is a zip archive; its ``meta`` array is JSON of format
+        :data:`FORMAT_VERSION` with a valid ``config``; the archive holds exactly the arrays
+        ``meta``, ``params``, ``weights`` and ``checksum`` (``.npy``, no pickles, the expected
+        dtypes, sizes within the configuration's memories); the checksum matches the content;
+        every field is present with the right type and range; the program is consistent
+        (:meth:`validate`).
+
+        :raises ProgramError: (a ``ValueError``) on any problem, naming the file and the field:
+            a missing or unreadable file, not a zip archive, a damaged or truncated archive,
+            another format version, an edited file, an inconsistent program. No other exception
+            comes out of reading a damaged file.
         """
+        where = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else repr(path)
+        where = where.decode(errors="replace") if isinstance(where, bytes) else where
+        with _Archive(path, where) as ar:
+            meta_raw = ar.array("meta", _META_LIMIT, "bytes of metadata")
+            meta = _decode_meta(meta_raw.tobytes(), where)
+            fmt = meta.get("format")
+            if fmt is None:
+                raise ProgramError(f"{where}: format: missing (not a Nibble program file)")
+            if not _is_int(fmt) or fmt != FORMAT_VERSION:
+                raise ProgramError(f"{where}: format: the file has program format {_got(fmt)}, this Nibble reads "
+                                   f"format {FORMAT_VERSION} (compile the model again with 'nibble compile')")
+            config = _parse_config(meta.get("config"), _Check(where))
+            ar.check_members()
+            params = ar.array("params", config.param_depth,
+                              f"words; the parameter memory holds {config.param_depth} (config.param_depth)")
+            per_word = config.vc // 4
+            weights = ar.array("weights", config.weight_depth * per_word,
+                               f"16-bit words; the weight memory holds {config.weight_depth} words of "
+                               f"{per_word} (config.weight_depth)")
+            checksum = ar.array("checksum", 32, "bytes (a SHA-256 digest has 32)")
+        if len(checksum) != 32:
+            raise ProgramError(f"{where}: checksum: expected 32 bytes (SHA-256), got {len(checksum)}")
+        if program_checksum(meta_raw, params, weights) != checksum.tobytes():
+            raise ProgramError(f"{where}: checksum: does not match the content (the file was changed after "
+                               "it was written, or is damaged)")
+        return _parse(meta, params, weights, where)
+
+
+def program_checksum(meta, params, weights):
+    """SHA-256 of a program's content, as stored in its file's ``checksum`` array.
+
+    The digest covers ``b"nibble-program\\0"``, then for each array in the fixed order
+    ``meta`` (uint8: the UTF-8 JSON metadata), ``params`` (uint32), ``weights`` (uint16): its
+    name, NUL, its dtype as NumPy spells it (``|u1``, ``<u4``, ``<u2``), NUL, its shape as
+    comma-separated decimal numbers, NUL, and its bytes (little-endian, C order).
+
+    :param meta: the JSON bytes (``bytes`` or uint8 array). :param params, weights: the images.
+    :returns: the 32-byte digest.
+    """
+    h = hashlib.sha256(b"nibble-program\0")
+    if isinstance(meta, (bytes, bytearray)):
+        meta = np.frombuffer(meta, np.uint8)
+    for name, a in zip(_CHECKSUM_ORDER, (meta, params, weights)):
+        a = np.ascontiguousarray(a, dtype=_DTYPES[name])
+        h.update(f"{name}\0{a.dtype.str}\0{','.join(str(n) for n in a.shape)}\0".encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading the archive
+
+_CHECKSUM_ORDER = ("meta", "params", "weights")
+_DTYPES = {"meta": np.dtype("|u1"), "params": np.dtype("<u4"), "weights": np.dtype("<u2"),
+           "checksum": np.dtype("|u1")}
+_DTYPE_NAMES = {"meta": "uint8", "params": "little-endian uint32", "weights": "little-endian uint16",
+                "checksum": "uint8"}
+_META_LIMIT = 16 << 20          # bytes of JSON metadata
+_HEADER_SLACK = 1 << 16         # bytes of .npy header allowed on top of the data
+
+
+class _Archive:
+    """The zip archive of a program file; every failure is a :class:`ProgramError`."""
+
+    def __init__(self, path, where):
+        self.where = where
         try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode())
-                params, weights = z["params"], z["weights"]
-        except (OSError, KeyError, ValueError) as e:
-            raise ValueError(f"{path}: not a Nibble program file ({e})") from None
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{path}: program format {meta.get('format')} is not {FORMAT_VERSION}")
-        layers = []
-        for d in meta["layers"]:
-            d["pad"] = tuple(d["pad"])
-            d["wmask"] = tuple(d["wmask"])
-            d["phase"] = tuple(d["phase"])
-            layers.append(LayerPlan(**d))
-        return cls(config=EngineConfig.from_dict(meta["config"]), layers=layers, params=params,
-                   weights=weights, input_shape=tuple(meta["input_shape"]), input_q=meta["input_q"],
-                   output_shape=tuple(meta["output_shape"]), output_q=meta["output_q"],
-                   input_name=meta["input_name"], output_name=meta["output_name"],
-                   flatten_output=meta["flatten_output"], desc_base=meta["desc_base"])
+            self.f = open(path, "rb")
+            head = self.f.read(4)
+            self.f.seek(0)
+        except (OSError, TypeError, ValueError) as e:
+            if getattr(self, "f", None) is not None:
+                self.f.close()
+            raise ProgramError(f"{where}: cannot read the file ({getattr(e, 'strerror', None) or e})") from None
+        if head[:2] != b"PK":
+            self.f.close()
+            what = ("an empty file" if not head else
+                    "a .npy array, not a .npz archive" if head == b"\x93NUM" else "not a zip archive")
+            raise ProgramError(f"{where}: not a Nibble program file ({what})")
+        try:
+            self.zf = zipfile.ZipFile(self.f)
+            self.infos = self.zf.infolist()
+        except Exception as e:          # anything zipfile raises on a damaged archive
+            self.f.close()
+            raise ProgramError(f"{where}: not a Nibble program file (damaged or truncated zip archive: "
+                               f"{_reason(e)})") from None
+        self.members = {}
+        for info in self.infos:
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if name in self.members:
+                self.close()
+                raise ProgramError(f"{where}: array '{name}' appears twice in the archive")
+            self.members[name] = info
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self.zf.close()
+        finally:
+            self.f.close()
+
+    def check_members(self):
+        for name in _DTYPES:
+            if name not in self.members:
+                raise ProgramError(f"{self.where}: {name}: missing array (a program file holds "
+                                   f"{', '.join(_DTYPES)})")
+        for name in self.members:
+            if name not in _DTYPES:
+                raise ProgramError(f"{self.where}: unexpected array '{name}' (a program file holds "
+                                   f"{', '.join(_DTYPES)})")
+
+    def array(self, name, limit, unit):
+        """The 1-D array ``name`` (at most ``limit`` elements of its dtype). The ``.npy`` header
+        is parsed as a literal (``numpy.lib.format``); the data is read with ``frombuffer`` only
+        after the dtype is checked, so nothing is ever unpickled (stricter than
+        ``np.load(allow_pickle=False)``, and the sizes are known before anything is allocated)."""
+        where = self.where
+        info = self.members.get(name)
+        if info is None:
+            raise ProgramError(f"{where}: {name}: missing array (not a Nibble program file)")
+        dtype = _DTYPES[name]
+        if info.file_size > _HEADER_SLACK + limit * dtype.itemsize:
+            raise ProgramError(f"{where}: {name}: {info.file_size} bytes, more than the {limit} {unit} allow")
+        try:
+            raw = self.zf.read(info)
+        except Exception as e:          # BadZipFile (CRC), zlib.error, EOFError, NotImplementedError …
+            raise ProgramError(f"{where}: {name}: damaged archive member ({_reason(e)})") from None
+        f = io.BytesIO(raw)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dt = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dt = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f".npy version {version[0]}.{version[1]} is not supported")
+        except Exception as e:          # ValueError from the header parser, and anything else it meets
+            raise ProgramError(f"{where}: {name}: not a .npy array ({_reason(e)})") from None
+        if dt.hasobject or dt.names is not None or dt.str != dtype.str:
+            raise ProgramError(f"{where}: {name}: expected dtype {_DTYPE_NAMES[name]}, got {dt}")
+        if len(shape) != 1:
+            raise ProgramError(f"{where}: {name}: expected a 1-D array, got shape {tuple(shape)}")
+        n = shape[0]
+        if n > limit:
+            raise ProgramError(f"{where}: {name}: {n} {unit}" if name != "checksum" else
+                               f"{where}: checksum: expected 32 bytes (SHA-256), got {n}")
+        data = raw[f.tell():]
+        if len(data) != n * dtype.itemsize:
+            raise ProgramError(f"{where}: {name}: the header announces {n * dtype.itemsize} bytes of data, "
+                               f"the member holds {len(data)}")
+        return np.frombuffer(data, dtype).copy()
+
+
+def _reason(e):
+    text = str(e).strip().replace("\n", " ")
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _no_duplicates(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"duplicate key {k!r}")
+        d[k] = v
+    return d
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number")
+
+
+def _decode_meta(raw, where):
+    """The metadata dict from its JSON bytes."""
+    try:
+        meta = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:     # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ProgramError(f"{where}: meta: not valid JSON metadata ({_reason(e)})") from None
+    if not isinstance(meta, dict):
+        raise ProgramError(f"{where}: meta: expected a JSON object, got {_got(meta)}")
+    return meta
+
+
+def _image(a, dtype, name, where):
+    """A memory image of a :class:`Program` object as a 1-D array of ``dtype`` (values checked)."""
+    a = np.asarray(a)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise ProgramError(f"{where}: {name}: expected a 1-D array of integers, got {a.dtype} shape {a.shape}")
+    top = (1 << (8 * dtype.itemsize)) - 1
+    if a.size and (int(a.min()) < 0 or int(a.max()) > top):
+        raise ProgramError(f"{where}: {name}: values outside 0..{top}")
+    return a.astype(dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# Schema: every field present, of the right type and range
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _got(v):
+    try:
+        s = json.dumps(v)
+    except (TypeError, ValueError):
+        s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _int_kind(lo, hi):
+    if lo is None and hi is None:
+        return "an integer"
+    if hi is None:
+        return {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+    return f"an integer in [{lo}, {hi}]"
+
+
+class _Check:
+    """Field checks; every failure is ``ProgramError("<where>: <field>: expected …, got …")``."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def fail(self, field, msg):
+        raise ProgramError(f"{self.where}: {field}: {msg}")
+
+    def int(self, v, field, lo=None, hi=None):
+        if not _is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            self.fail(field, f"expected {_int_kind(lo, hi)}, got {_got(v)}")
+        return v
+
+    def bool(self, v, field):
+        if not isinstance(v, bool):
+            self.fail(field, f"expected true or false, got {_got(v)}")
+        return v
+
+    def str(self, v, field):
+        if not isinstance(v, str):
+            self.fail(field, f"expected a string, got {_got(v)}")
+        return v
+
+    def ints(self, v, field, ranges, what):
+        if not isinstance(v, list) or len(v) != len(ranges) or not all(
+                _is_int(x) and lo <= x <= hi for x, (lo, hi) in zip(v, ranges)):
+            self.fail(field, f"expected {what}, got {_got(v)}")
+        return tuple(v)
+
+    def keys(self, d, names, field):
+        if not isinstance(d, dict):
+            self.fail(field, f"expected a JSON object, got {_got(d)}")
+        for k in names:
+            if k not in d:
+                self.fail(f"{field}.{k}" if field else k, "missing")
+        for k in d:
+            if k not in names:
+                self.fail(f"{field}.{k}" if field else k, "unexpected field")
+
+
+_U8, _U16, _U32 = (1, 255), (1, 65535), (0, (1 << 32) - 1)
+_Q = (-128, 128)                # feature and weight exponents
+
+
+def _phase(c, v, f):
+    if v == []:
+        return ()
+    if not (isinstance(v, list) and len(v) == 3 and all(_is_int(x) for x in v) and 1 <= v[2] <= 255
+            and 0 <= v[0] < v[2] and 0 <= v[1] < v[2]):
+        c.fail(f, f"expected [] or [φy, φx, S] with 0 <= φ < S <= 255, got {_got(v)}")
+    return tuple(v)
+
+
+def _dil(c, v, f):
+    if not (_is_int(v) and 1 <= v <= 128 and v & (v - 1) == 0):
+        c.fail(f, f"expected a power of two in [1, 128], got {_got(v)}")
+    return v
+
+
+def _choice(*values):
+    def check(c, v, f):
+        if v not in values or isinstance(v, bool) or type(v) is not type(values[0]):
+            c.fail(f, f"expected one of {', '.join(_got(x) for x in values)}, got {_got(v)}")
+        return v
+    return check
+
+
+def _ranged(lo=None, hi=None):
+    return lambda c, v, f: c.int(v, f, lo, hi)
+
+
+#: The type and range of every LayerPlan field in the file.
+_LAYER_SPEC = {
+    "name": lambda c, v, f: c.str(v, f),
+    "op": _choice("conv", "deconv_nzp", "deconv_phase"),
+    "cin": _ranged(1), "cout": _ranged(1),
+    "in_h": _ranged(*_U16), "in_w": _ranged(*_U16),
+    "kh": _ranged(*_U8), "kw": _ranged(*_U8), "stride": _ranged(*_U8),
+    "pad": lambda c, v, f: c.ints(v, f, [(0, 255), (-65535, 65535), (0, 255), (-65535, 65535)],
+                                  "[top, bottom, left, right] with top, left in [0, 255]"),
+    "conv_h": _ranged(1), "conv_w": _ranged(1),
+    "pool": _choice(1, 2),
+    "out_h": _ranged(*_U16), "out_w": _ranged(*_U16),
+    "relu": lambda c, v, f: c.bool(v, f),
+    "n2": _ranged(*_Q), "q_in": _ranged(*_Q), "q_out": _ranged(*_Q),
+    "sh": _ranged(SH_MIN, SH_MAX),
+    "acc_bits": _ranged(1, 64),
+    "cb_in": _ranged(1), "cb_out": _ranged(1),
+    "in_base": _ranged(*_U32), "out_base": _ranged(*_U32), "w_base": _ranged(*_U32),
+    "bias_base": _ranged(*_U32),
+    "winograd": lambda c, v, f: c.bool(v, f),
+    "mode_reason": lambda c, v, f: c.str(v, f),
+    "out_row": _ranged(*_U32), "out_pix": _ranged(*_U32),
+    "act": _choice(ACT_NONE, ACT_TANH, ACT_SIGMOID),
+    "dil": _dil,
+    "wmask": lambda c, v, f: c.ints(v, f, [(1, 15), (1, 15)], "[rows, columns] 4-bit masks, each in [1, 15]"),
+    "group": lambda c, v, f: c.str(v, f),
+    "phase": _phase,
+    "full_h": _ranged(0, 65535), "full_w": _ranged(0, 65535),
+    "map_base": _ranged(*_U32),
+}
+assert set(_LAYER_SPEC) == {fl.name for fl in dataclasses.fields(LayerPlan)}, "LayerPlan and its file schema"
+
+_TOP_KEYS = ("format", "config", "layers", "input_shape", "input_q", "output_shape", "output_q",
+             "input_name", "output_name", "flatten_output", "desc_base")
+
+
+def _parse_config(d, c):
+    fields = {fl.name: fl for fl in dataclasses.fields(EngineConfig)}
+    c.keys(d, list(fields), "config")
+    for name in fields:
+        if name == "winograd":
+            c.bool(d[name], "config.winograd")
+        else:
+            c.int(d[name], f"config.{name}", 1)
+    try:
+        return EngineConfig(**d)
+    except (ValueError, TypeError) as e:
+        c.fail("config", str(e))
+
+
+def _parse(meta, params, weights, where):
+    """A checked :class:`Program` from the metadata dict and the two memory images."""
+    c = _Check(where)
+    c.keys(meta, _TOP_KEYS, "")
+    if meta["format"] != FORMAT_VERSION or not _is_int(meta["format"]):
+        c.fail("format", f"expected {FORMAT_VERSION}, got {_got(meta['format'])}")
+    config = _parse_config(meta["config"], c)
+    layers = meta["layers"]
+    if not isinstance(layers, list):
+        c.fail("layers", f"expected a list of layer plans, got {_got(layers)}")
+    if not layers:
+        c.fail("layers", "no layers (a program runs at least one layer)")
+    plans = []
+    for i, d in enumerate(layers):
+        f = f"layers[{i}]"
+        c.keys(d, list(_LAYER_SPEC), f)
+        plans.append(LayerPlan(**{k: check(c, d[k], f"{f}.{k}") for k, check in _LAYER_SPEC.items()}))
+    shape = lambda k: c.ints(meta[k], k, [(1, 1 << 24)] * 3, "[C, H, W] of positive integers")  # noqa: E731
+    p = Program(config=config, layers=plans, params=params, weights=weights,
+                input_shape=shape("input_shape"), input_q=c.int(meta["input_q"], "input_q", *_Q),
+                output_shape=shape("output_shape"), output_q=c.int(meta["output_q"], "output_q", *_Q),
+                input_name=c.str(meta["input_name"], "input_name"),
+                output_name=c.str(meta["output_name"], "output_name"),
+                flatten_output=c.bool(meta["flatten_output"], "flatten_output"),
+                desc_base=c.int(meta["desc_base"], "desc_base", *_U32))
+    _consistency(p, c)
+    return p
+
+
+# ------------------------------------------------------------------------------------------------
+# Consistency: what the devices would otherwise get wrong
+
+def _groups(layers):
+    """``(start, end)`` of each run of plans of one IR layer, as :func:`golden_forward` runs them."""
+    out, i = [], 0
+    while i < len(layers):
+        j = i + 1
+        while j < len(layers) and layers[i].group and layers[j].group == layers[i].group:
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
+def _consistency(p, c):
+    cfg, layers, n = p.config, p.layers, len(p.layers)
+    per_word = cfg.vc // 4
+    n_params, n_words = len(p.params), len(p.weights) // per_word
+    if n_params > cfg.param_depth:
+        c.fail("params", f"{n_params} words; the parameter memory holds {cfg.param_depth}")
+    if len(p.weights) % per_word:
+        c.fail("weights", f"{len(p.weights)} 16-bit words, not a whole number of {per_word}-word memory words")
+    if n_words > cfg.weight_depth:
+        c.fail("weights", f"{n_words} words; the weight memory holds {cfg.weight_depth}")
+    d_end = p.desc_base + DESC_WORDS * n
+    if d_end > n_params:
+        c.fail("desc_base", f"{n} descriptors from word {p.desc_base} need {d_end} words of parameter memory, "
+                            f"the image has {n_params}")
+    for i, L in enumerate(layers):
+        _check_plan(p, i, L, c, d_end)
+    groups = _groups(layers)
+    for a, b in groups:
+        _check_group(layers, a, b, c)
+    first = layers[0]
+    if tuple(p.input_shape) != (first.cin, first.in_h, first.in_w):
+        c.fail("input_shape", f"{list(p.input_shape)} is not the first layer's input "
+                              f"{[first.cin, first.in_h, first.in_w]}")
+    if p.input_q != first.q_in:
+        c.fail("input_q", f"{p.input_q} is not the first layer's q_in {first.q_in}")
+    for (a, _), (b, _) in zip(groups, groups[1:]):
+        P, L, f = layers[a], layers[b], f"layers[{b}]"
+        for field, want, what in (("cin", P.cout, "cout"), ("in_h", P.full_h, "full_h"),
+                                  ("in_w", P.full_w, "full_w"), ("cb_in", P.cb_out, "cb_out"),
+                                  ("in_base", P.map_base, "map_base"), ("q_in", P.q_out, "q_out")):
+            if getattr(L, field) != want:
+                c.fail(f"{f}.{field}", f"{getattr(L, field)} is not the previous layer's {what} {want} "
+                                       f"(layers[{a}], '{P.name}')")
+    last = layers[groups[-1][0]]
+    if tuple(p.output_shape) != (last.cout, last.full_h, last.full_w):
+        c.fail("output_shape", f"{list(p.output_shape)} is not the last layer's output "
+                               f"{[last.cout, last.full_h, last.full_w]}")
+    if p.output_q != last.q_out:
+        c.fail("output_q", f"{p.output_q} is not the last layer's q_out {last.q_out}")
+    for i, L in enumerate(layers):
+        _check_contents(p, i, L, c)
+
+
+def _check_plan(p, i, L, c, d_end):
+    """One plan: geometry, modes, shift, memory ranges, its descriptor words."""
+    cfg, f = p.config, f"layers[{i}]"
+    fail = lambda field, msg: c.fail(f"{f}.{field}", msg)  # noqa: E731
+    if L.op == "conv" and (L.dil != 1 or L.phase):
+        fail("op", "a 'conv' plan has no input zero insertion (dil 1) and no phase")
+    if L.op == "deconv_nzp" and (L.phase or L.stride != 1):
+        fail("op", "a 'deconv_nzp' plan has stride 1 and no phase")
+    if L.op == "deconv_phase" and (not L.phase or L.dil != 1 or L.stride != 1):
+        fail("op", "a 'deconv_phase' plan has a phase [φy, φx, S], stride 1 and no zero insertion")
+    t, b, l, r = L.pad
+    conv_h = ((L.in_h - 1) * L.dil + 1 + t + b - L.kh) // L.stride + 1
+    conv_w = ((L.in_w - 1) * L.dil + 1 + l + r - L.kw) // L.stride + 1
+    geo = (f"a {L.kh}x{L.kw} kernel, stride {L.stride}, zero insertion {L.dil}, padding {list(L.pad)} "
+           f"on a {L.in_h}x{L.in_w} input")
+    if conv_h < 1 or conv_w < 1:
+        fail("pad", f"{geo} gives no output")
+    if (L.conv_h, L.conv_w) != (conv_h, conv_w):
+        fail("conv_h", f"{geo} gives {conv_h}x{conv_w}, the plan says {L.conv_h}x{L.conv_w}")
+    if (L.out_h, L.out_w) != (L.conv_h // L.pool, L.conv_w // L.pool) or min(L.out_h, L.out_w) < 1:
+        fail("out_h", f"a {L.conv_h}x{L.conv_w} map pooled by {L.pool} is "
+                      f"{L.conv_h // L.pool}x{L.conv_w // L.pool}, the plan says {L.out_h}x{L.out_w}")
+    if L.winograd:
+        if not cfg.winograd:
+            fail("winograd", "a Winograd plan, but the engine is configured without the Winograd path")
+        if (L.kh, L.kw, L.stride, L.dil) != (3, 3, 1, 1):
+            fail("winograd", "Winograd F(2x2,3x3) needs a 3x3 stride-1 plan without zero insertion")
+        if 16 * L.cb_in > cfg.filter_depth // 2:
+            fail("cb_in", f"16 x {L.cb_in} transformed-weight words exceed half the filter cache "
+                          f"({cfg.filter_depth // 2})")
+    elif L.wmask != (15, 15):
+        fail("wmask", f"only a Winograd plan skips transformed positions; expected [15, 15], got {list(L.wmask)}")
+    if L.kh * L.kw * L.cb_in > cfg.filter_depth:
+        fail("cb_in", f"a filter of {L.kh * L.kw * L.cb_in} words does not fit the {cfg.filter_depth}-word "
+                      "filter cache")
+    if L.cb_in * cfg.vc < L.cin:
+        fail("cb_in", f"{L.cb_in} words of {cfg.vc} channels cannot hold {L.cin} input channels")
+    nb = L.n_coblk(cfg.m)
+    if L.cb_out != nb * cfg.m // cfg.vc:
+        fail("cb_out", f"{L.cout} output channels in blocks of {cfg.m} take {nb * cfg.m // cfg.vc} words per "
+                       f"pixel, the plan says {L.cb_out}")
+    q_to = ACT_Q_IN if L.act else L.q_out
+    if L.act and L.q_out != ACT_Q_OUT:
+        fail("q_out", f"a tanh/sigmoid table gives exponent {ACT_Q_OUT}, the plan says {L.q_out}")
+    if L.sh != L.q_in - L.n2 - q_to:
+        fail("sh", f"q_in - n2 - {'ACT_Q_IN' if L.act else 'q_out'} = {L.q_in - L.n2 - q_to}, the plan says {L.sh}")
+    if not SH_MIN <= L.sh_hw <= SH_MAX:
+        fail("sh", f"the hardware shift {L.sh_hw} is outside [{SH_MIN}, {SH_MAX}]")
+    if L.acc_bits > cfg.acc_width:
+        fail("acc_bits", f"{L.acc_bits} bits, the engine's accumulators have {cfg.acc_width}")
+    # the output map: dense, or one phase of an interleaved map (ARITHMETIC §5)
+    if L.phase:
+        py, px, S = L.phase
+        rows, cols = -(-(L.full_h - py) // S), -(-(L.full_w - px) // S)
+        if (L.out_h, L.out_w) != (rows, cols):
+            fail("out_h", f"phase ({py}, {px}) of stride {S} of a {L.full_h}x{L.full_w} map has {rows}x{cols} "
+                          f"outputs, the plan says {L.out_h}x{L.out_w}")
+        want = (L.map_base + (py * L.full_w + px) * L.cb_out, S * L.full_w * L.cb_out, S * L.cb_out)
+    else:
+        if (L.full_h, L.full_w) != (L.out_h, L.out_w):
+            fail("full_h", f"{L.full_h}x{L.full_w} is not the output {L.out_h}x{L.out_w} of a plan without phase")
+        want = (L.map_base, L.out_row and L.out_w * L.cb_out, L.out_pix and L.cb_out)
+    for field, w in zip(("out_base", "out_row", "out_pix"), want):
+        if getattr(L, field) != w:
+            fail(field, f"expected {w} for this output map, got {getattr(L, field)}")
+    # memory ranges (the engine's checks, against the images the program carries)
+    in_end = L.in_base + L.in_h * L.in_w * L.cb_in
+    map_end = L.map_base + L.full_h * L.full_w * L.cb_out
+    if in_end > cfg.feature_depth:
+        fail("in_base", f"the input map ends at word {in_end}, the feature memory has {cfg.feature_depth}")
+    if map_end > cfg.feature_depth:
+        fail("map_base", f"the output map ends at word {map_end}, the feature memory has {cfg.feature_depth}")
+    if L.in_base < map_end and L.map_base < in_end:
+        fail("map_base", f"the output map (words {L.map_base}..{map_end - 1}) overlaps the input map "
+                         f"(words {L.in_base}..{in_end - 1})")
+    w_end = L.w_base + nb * cfg.m * L.kh * L.kw * L.cb_in
+    if w_end > len(p.weights) // (cfg.vc // 4):
+        fail("w_base", f"the filters end at weight word {w_end}, the weight image has "
+                       f"{len(p.weights) // (cfg.vc // 4)}")
+    b_end = L.bias_base + nb * cfg.m
+    if b_end > len(p.params):
+        fail("bias_base", f"the biases end at parameter word {b_end}, the parameter image has {len(p.params)}")
+    if L.bias_base < d_end and p.desc_base < b_end:
+        fail("bias_base", f"the biases (words {L.bias_base}..{b_end - 1}) overlap the descriptors "
+                          f"(words {p.desc_base}..{d_end - 1})")
+    want = L.descriptor(cfg, last=i == len(p.layers) - 1)
+    at = p.desc_base + DESC_WORDS * i
+    for k, w in enumerate(want):
+        have = int(p.params[at + k])
+        if have != w:
+            c.fail(f"params[{at + k}]", f"descriptor word {k} of layers[{i}] is 0x{have:08x}, the layer plan "
+                                        f"gives 0x{w:08x}")
+
+
+_SHARED = ("op", "cin", "cout", "in_h", "in_w", "cb_in", "cb_out", "in_base", "map_base", "full_h", "full_w",
+           "q_in", "q_out", "relu", "act")
+
+
+def _check_group(layers, a, b, c):
+    """The plans ``a … b-1`` of one IR layer: one plan, or every phase of one transposed conv."""
+    first = layers[a]
+    if b - a == 1 and not first.phase:
+        return
+    for i in range(a, b):
+        L = layers[i]
+        if not L.phase:
+            c.fail(f"layers[{i}].group", f"'{L.group}' holds several plans, so they must be the phases of one "
+                                         "transposed convolution")
+        for field in _SHARED:
+            if getattr(L, field) != getattr(first, field):
+                c.fail(f"layers[{i}].{field}", f"{_got(getattr(L, field))} differs from the first phase of its "
+                                               f"group (layers[{a}]: {_got(getattr(first, field))})")
+        if L.phase[2] != first.phase[2]:
+            c.fail(f"layers[{i}].phase", f"stride {L.phase[2]} differs from the first phase of its group "
+                                         f"({first.phase[2]})")
+    S = first.phase[2]
+    have = [tuple(layers[i].phase[:2]) for i in range(a, b)]
+    want = {(py, px) for py in range(S) for px in range(S) if py < first.full_h and px < first.full_w}
+    if len(set(have)) != len(have):
+        c.fail(f"layers[{a}].phase", f"a phase appears twice in group '{first.group}'")
+    if set(have) != want:
+        missing = sorted(want - set(have))
+        c.fail(f"layers[{a}].phase", f"the phases of '{first.group or first.name}' do not cover its "
+                                     f"{first.full_h}x{first.full_w} output map (missing {missing})")
+
+
+def _check_contents(p, i, L, c):
+    """Weights and biases of one plan: no codes in the padding, Winograd masks that skip only zero
+    transformed weights, an accumulator wide enough for the weights and biases (ARITHMETIC §4.4)."""
+    cfg, f = p.config, f"layers[{i}]"
+    nb, cb, vc = L.n_coblk(cfg.m), L.cb_in, cfg.vc
+    start = L.w_base * (vc // 4)
+    n = nb * cfg.m * L.kh * L.kw * cb * vc
+    full = unpack_codes(p.weights[start:start + n // 4], n).reshape(nb, cfg.m, L.kh, L.kw, cb, vc)
+    full = code_to_int(full.transpose(0, 1, 4, 5, 2, 3).reshape(nb * cfg.m, cb * vc, L.kh, L.kw))
+    if np.any(full[L.cout:]) or np.any(full[:, L.cin:]):
+        c.fail(f"{f}.w_base", "nonzero weights in the padding (output channels beyond cout or input "
+                              "channels beyond cin)")
+    g = full[:L.cout, :L.cin]
+    bias = np.abs(p.params[L.bias_base:L.bias_base + L.cout].view(np.int32).astype(np.int64))
+    bmax = int(bias.max(initial=0))
+    if L.winograd:
+        u = weight_transform(g, "F2x2_3x3")
+        rows = np.array([L.wmask[0] >> k & 1 for k in range(4)], bool)
+        cols = np.array([L.wmask[1] >> k & 1 for k in range(4)], bool)
+        if np.any(u[:, :, ~np.outer(rows, cols)]):
+            c.fail(f"{f}.wmask", f"{list(L.wmask)} skips transformed weights that are not zero")
+        used_r, used_c = np.flatnonzero(np.any(g, axis=(0, 1, 3))), np.flatnonzero(np.any(g, axis=(0, 1, 2)))
+        taps = L.cin * (3 - used_r[0] if len(used_r) else 0) * (3 - used_c[0] if len(used_c) else 0)
+        need = acc_bits(taps, DE, -(-bmax // 4)) + 2
+    else:
+        need = acc_bits(L.cin * L.kh * L.kw, DE, bmax)
+    if need > L.acc_bits:
+        c.fail(f"{f}.acc_bits", f"the weights and biases need {need}-bit accumulators, the plan says {L.acc_bits}")

@@ -1,11 +1,20 @@
 """``nibble``: the command line (compile, run, bench, gen, report, regmap).
 
 Build-time options (the hardware: ``--config FILE``) are separate from run-time options
-(inputs, device). Every expected failure (bad model, unsupported layer, wrong input shape,
-device error, link error) ends with one line ``error: …`` on stderr and exit status 1.
+(inputs, device). Every failure ends with one line ``error: …`` on stderr naming what and where:
+
+* expected failures (a bad model or program file, an unsupported layer, bad ``.npy`` data, a
+  device or link error) and usage errors (an unknown option, a missing argument): exit status 1;
+* Ctrl-C (``KeyboardInterrupt``) anywhere in a command: ``error: interrupted``, exit status 130;
+  every ``Device`` a command opened is closed first (a simulator process ends);
+* any other exception: ``error: internal error: <type>: <message> (set NIBBLE_DEBUG=1 …)``,
+  exit status 1; with ``NIBBLE_DEBUG=1`` in the environment the traceback is shown instead.
 """
+import errno
 import json
+import os
 import pathlib
+import stat
 import sys
 
 import click
@@ -13,19 +22,105 @@ import numpy as np
 
 from .hw.config import EngineConfig
 
-__all__ = ["main"]
+__all__ = ["main", "cli"]
+
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
+def _one_line(text):
+    lines = [s.strip() for s in str(text).splitlines() if s.strip()]
+    return "; ".join(lines)
 
 
 class _Fail(click.ClickException):
+    """An expected failure: ``error: <message>`` (one line) on stderr, exit status 1."""
+
     def show(self, file=None):
-        click.echo(f"error: {self.message}", err=True)
+        click.echo(f"error: {_one_line(self.message)}", err=True)
+
+
+class _Interrupted(_Fail):
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self):
+        super().__init__("interrupted")
+
+
+class _Usage(_Fail):
+    """A click usage error as one line (exit status 1, as every error)."""
+
+    def __init__(self, e):
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        super().__init__(f"{e.format_message()}{hint}")
+
+
+def _internal(e):
+    if os.environ.get("NIBBLE_DEBUG"):
+        raise e
+    return _Fail(f"internal error: {type(e).__name__}: {e} (set NIBBLE_DEBUG=1 to see the traceback)")
+
+
+class _Group(click.Group):
+    """The ``nibble`` group: turns interrupts, usage errors and unexpected exceptions of its
+    commands into one ``error:`` line with its exit status (see the module docstring)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            raise _Usage(e) from None
+        except KeyboardInterrupt:
+            raise _Interrupted() from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _Fail:
+            raise
+        except click.UsageError as e:
+            raise _Usage(e) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise _Interrupted() from None
+        except OSError as e:
+            if e.errno == errno.EPIPE:      # output closed (``nibble regmap | head``): click's own handling
+                raise
+            raise _internal(e) from None
+        except Exception as e:
+            raise _internal(e) from None
 
 
 def _config(path):
+    """The :class:`EngineConfig` of ``--config FILE`` (default: the default configuration).
+
+    :raises _Fail: ``configuration 'FILE': …`` for an unreadable file, bad JSON, an unknown
+        field, a value of the wrong type or an inconsistent configuration."""
+    if not path:
+        return EngineConfig()
+    where = f"configuration '{path}'"
     try:
-        return EngineConfig.load(path) if path else EngineConfig()
-    except (OSError, ValueError, TypeError) as e:
-        raise _Fail(f"configuration: {e}") from None
+        with open(path, "rb") as f:
+            d = json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise _Fail(f"{where}: cannot read the file ({e.strerror or e})") from None
+    except (ValueError, RecursionError) as e:          # UnicodeDecodeError, JSONDecodeError
+        raise _Fail(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise _Fail(f"{where}: expected a JSON object of EngineConfig fields, got {type(d).__name__}")
+    known = EngineConfig.__dataclass_fields__
+    for name, value in d.items():
+        if name not in known:
+            continue                    # EngineConfig.from_dict names the unknown fields
+        want = bool if name == "winograd" else int
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise _Fail(f"{where}: {name} must be {'true or false' if want is bool else 'an integer'}, "
+                        f"not {json.dumps(value)}")
+    try:
+        return EngineConfig.from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise _Fail(f"{where}: {e}") from None
 
 
 def _boards():
@@ -34,9 +129,11 @@ def _boards():
 
 
 def _expected_errors():
+    """The exception classes a command reports as ``error: <message>`` (exit status 1)."""
     from .host.driver import DeviceError
     from .host.ir import CompileError
-    errs = [CompileError, DeviceError, ValueError, OSError]
+    from .host.program import ProgramError
+    errs = [ProgramError, CompileError, DeviceError, ValueError, OSError]
     try:
         from .host.link import LinkError
         errs.append(LinkError)
@@ -45,14 +142,113 @@ def _expected_errors():
     return tuple(errs)
 
 
-def _load_array(path, what):
+def _message(e):
+    """One-line message of an expected error (its class name when it has none)."""
+    text = _one_line(e)
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return text or type(e).__name__
+
+
+_NUMERIC = {"b": "boolean", "i": "integer", "u": "unsigned integer", "f": "floating-point"}
+_DTYPE_KIND = {"c": "a complex dtype", "O": "an object dtype", "V": "a structured (record) dtype",
+               "U": "a string dtype", "S": "a bytes dtype", "M": "a datetime dtype", "m": "a timedelta dtype"}
+
+
+def _read_npy(f, version, size):
+    """Header and data of an open ``.npy`` file after its magic and version bytes → array (no
+    pickles, sizes checked before reading; works on pipes too)."""
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
+    if dtype.names is not None or dtype.kind not in _NUMERIC:
+        kind = "a structured (record) dtype" if dtype.names is not None else _DTYPE_KIND.get(dtype.kind, "dtype")
+        raise _BadData(f"{kind} ({dtype}) is not supported; expected an array of real numbers")
+    count = 1
+    for n in shape:
+        count *= n
+    nbytes = count * dtype.itemsize
+    if size is not None and size - f.tell() < nbytes:
+        raise _BadData(f"truncated: the header announces {nbytes} bytes of data, the file has {size - f.tell()}")
+    data = bytearray(nbytes)
+    view, got = memoryview(data), 0
+    while got < nbytes:
+        k = f.readinto(view[got:got + (1 << 20)])
+        if not k:
+            raise _BadData(f"truncated: the header announces {nbytes} bytes of data, the file has {got}")
+        got += k
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+
+
+class _BadData(Exception):
+    pass
+
+
+def _load_array(path, what, kind="data"):
+    """Read one ``.npy`` array of the command line and check its content.
+
+    :param what: how the message names the file (``inputs``, ``labels`` …).
+    :param kind: ``"data"`` (a non-empty array of at least one dimension, real numbers, all
+        finite) or ``"labels"`` (a non-empty 1-D array of integers).
+    :raises _Fail: ``<what> '<path>': <problem>``: the file is missing or unreadable, not a
+        ``.npy`` file (e.g. a ``.npz`` archive or a pickle), truncated, of a structured, complex,
+        object, string or datetime dtype, 0-d, empty, with NaN or infinite values, or (labels)
+        not integers or not 1-D.
+    """
+    where = f"{what} '{path}'"
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise _Fail(f"cannot read {what} '{path}': {e}") from None
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:6] != b"\x93NUMPY" or len(head) < 8:
+                what_is = ("an empty file" if not head else "a zip archive (.npz), not a .npy array"
+                           if head[:2] == b"PK" else "truncated in its header" if head[:6] == b"\x93NUMPY"
+                           else "not a .npy file")
+                raise _BadData(what_is)
+            st = os.fstat(f.fileno())
+            a = _read_npy(f, (head[6], head[7]), st.st_size if stat.S_ISREG(st.st_mode) else None)
+    except _BadData as e:
+        raise _Fail(f"{where}: {e}") from None
+    except OSError as e:
+        raise _Fail(f"{where}: cannot read the file ({e.strerror or e})") from None
+    except Exception as e:      # a damaged header: NumPy's parser raises ValueError, SyntaxError, TokenError …
+        raise _Fail(f"{where}: not a readable .npy file ({type(e).__name__}: {_one_line(e)})") from None
+    if a.ndim == 0:
+        raise _Fail(f"{where}: a 0-d array (a single number); expected an array with a batch dimension first")
+    if a.size == 0:
+        raise _Fail(f"{where}: empty array (shape {a.shape})")
+    if kind == "labels":
+        if a.ndim != 1:
+            raise _Fail(f"{where}: expected a 1-D array of class labels, got shape {a.shape}")
+        if a.dtype.kind not in "iu":
+            if a.dtype.kind != "f" or not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+                raise _Fail(f"{where}: expected integer class labels, got {_NUMERIC[a.dtype.kind]} values "
+                            f"({a.dtype})")
+    elif a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise _Fail(f"{where}: non-finite value {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    return a
 
 
-@click.group()
+def _check_inputs(x, path, shape):
+    """``x`` as (N, C, H, W) for a program whose input is ``shape`` (a single (C, H, W) input
+    is one image; (N, C) is accepted for a (C, 1, 1) input, as :meth:`Device.quantize` does).
+
+    :raises _Fail: ``inputs '<path>': input shape … does not match the model's input …``."""
+    shape = tuple(int(s) for s in shape)
+    if x.ndim == 3 and x.shape == shape:
+        return x[None]
+    if x.ndim == 2 and shape[1:] == (1, 1) and x.shape[1] == shape[0]:
+        return x.reshape(len(x), -1, 1, 1)
+    if x.ndim != 4 or x.shape[1:] != shape:
+        raise _Fail(f"inputs '{path}': an array of shape {tuple(x.shape)} does not match the model's input "
+                    f"{shape} (batch dimension first: N x {' x '.join(str(s) for s in shape)})")
+    return x
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="nibble")
 def cli():
     """Nibble: FPGA inference accelerators (INQ shift-accumulate PE array) for CNNs."""
@@ -70,14 +266,18 @@ def cli():
               show_default=True, help="transposed convolutions: TDC phases, zero insertion (NZP), "
                                       "Winograd-TDC, or per phase the faster of TDC and Winograd-TDC")
 def compile(model, calib, config_path, out, winograd, deconv):
-    """Compile an ONNX MODEL into a program file."""
+    """Compile an ONNX MODEL into a program file (run it with 'nibble run --program FILE').
+
+    Errors (one line 'error: …', exit status 1): a bad model, a layer that does not compile or
+    fit, bad calibration data, a file that cannot be written.
+    """
     from .host.compiler import compile_model
     try:
         p = compile_model(model, _load_array(calib, "calibration data"), _config(config_path), winograd=winograd,
                           deconv=deconv)
         p.save(out)
     except _expected_errors() as e:
-        raise _Fail(str(e)) from None
+        raise _Fail(_message(e)) from None
     click.echo(f"{out}: {len(p.layers)} layers, {p.macs()} MACs, {len(p.weights)} weight words")
     for L in p.layers:
         click.echo(f"  {L.name}: {L.mode_reason}")
@@ -109,51 +309,113 @@ def _accuracy(y, labels):
     return float(np.mean(np.asarray(y).reshape(len(y), -1).argmax(axis=1) == labels))
 
 
+def _program_output_shape(program, n):
+    """Shape of the float outputs of ``n`` inputs (``(n, C·H·W)`` for a Gemm head)."""
+    c, h, w = (int(s) for s in program.output_shape)
+    return (n, c * h * w) if program.flatten_output else (n, c, h, w)
+
+
+_COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "--deconv"))
+
+
 @cli.command()
-@click.argument("model", type=click.Path())
+@click.argument("model", type=click.Path(), required=False)
+@click.option("--program", "program_path", type=click.Path(),
+              help="run a compiled program (.npz from 'nibble compile') instead of compiling MODEL; "
+                   "without the model there is no float (ONNX Runtime) reference, so float_accuracy and "
+                   "the float PSNR are left out of the results")
 @click.option("--inputs", type=click.Path(), required=True, help="inputs (.npy, N×C×H×W float)")
 @click.option("--labels", type=click.Path(), help="class labels (.npy, N int) for accuracy")
-@click.option("--calib", type=click.Path(), help="calibration inputs (default: the inputs)")
+@click.option("--calib", type=click.Path(), help="calibration inputs (default: the inputs; not with --program)")
 @click.option("--device", type=click.Choice(["golden", "sim", "uart"]), default="sim", show_default=True)
 @click.option("--port", help="serial port of a uart device")
 @click.option("--baud", type=int, default=1_000_000, show_default=True)
-@click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
+@click.option("--config", "config_path", type=click.Path(),
+              help="EngineConfig JSON (with --program: must be the program's configuration)")
 @click.option("--out", type=click.Path(), help="save the outputs (.npy)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON line of results")
 @click.option("--compare-golden/--no-compare-golden", default=True, show_default=True,
               help="also run the golden device and count bit-identical outputs")
 @click.option("--deconv", "deconv", type=click.Choice(["auto", "tdc", "nzp", "winograd"]), default="auto",
               show_default=True, help="transposed convolutions: TDC phases, zero insertion (NZP), "
-                                      "Winograd-TDC, or per phase the faster of TDC and Winograd-TDC")
+                                      "Winograd-TDC, or per phase the faster of TDC and Winograd-TDC "
+                                      "(not with --program)")
 @click.option("--winograd", "winograd", default="auto", show_default=True,
               help="convolution mode: auto, direct or winograd for every layer, or per layer "
-                   "'conv1=direct,conv2=winograd[,default]'")
+                   "'conv1=direct,conv2=winograd[,default]' (not with --program)")
 @click.option("--reference", type=click.Path(), help="reference outputs (.npy, e.g. the high-resolution "
               "images of a super-resolution model): PSNR (dB, peak 1.0) of the float, golden and device outputs")
 @click.option("--bicubic", is_flag=True, help="with --reference: also the PSNR of Pillow bicubic "
               "upscaling of the inputs (single-channel images in [0, 1])")
-def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_json, compare_golden, winograd,
-        deconv, reference, bicubic):
-    """Compile MODEL, run every input through a device, save the outputs."""
-    from .host.compiler import compile_model
+@click.pass_context
+def run(ctx, model, program_path, inputs, labels, calib, device, port, baud, config_path, out, as_json,
+        compare_golden, winograd, deconv, reference, bicubic):
+    """Compile MODEL (or load a compiled --program FILE), run every input through a device, save
+    the outputs.
+
+    Results: images, winograd_layers; with --labels float_accuracy (ONNX Runtime, MODEL only),
+    golden_accuracy, rtl_accuracy; with --reference psnr_db (float with MODEL only, golden, rtl,
+    bicubic); on an RTL device rtl_equals_golden, cycles_per_image, pe_utilization,
+    images_per_s_at_200MHz.
+
+    Errors (one line 'error: …', exit status 1): a bad model or program file, a model that does
+    not compile, bad .npy data (not a .npy file, empty, 0-d, not real numbers, NaN or infinity,
+    wrong shape), a device or link error. Ctrl-C: 'error: interrupted', exit status 130.
+    """
     from .host.driver import Device
+    if (model is None) == (program_path is None):
+        raise _Fail("give either a MODEL (.onnx) to compile or --program FILE (.npz), not both"
+                    if model is not None else "give a MODEL (.onnx) to compile or --program FILE (.npz)")
+    if program_path is not None:
+        from click.core import ParameterSource
+        for param, flag in _COMPILE_ONLY:
+            if ctx.get_parameter_source(param) != ParameterSource.DEFAULT:
+                raise _Fail(f"{flag} applies to compiling a MODEL; the program '{program_path}' is already compiled")
     cfg = _config(config_path)
     x = _load_array(inputs, "inputs")
-    y_true = _load_array(labels, "labels") if labels else None
+    y_true = _load_array(labels, "labels", kind="labels") if labels else None
+    ref = _load_array(reference, "reference outputs") if reference else None
+    calib_x = _load_array(calib, "calibration data") if calib else None
     try:
-        program = compile_model(model, _load_array(calib, "calibration data") if calib else x, cfg,
-                                winograd=winograd, deconv=deconv)
-        result = {"model": str(model), "device": device, "images": int(len(x)),
-                  "winograd_layers": [L.name for L in program.layers if L.winograd]}
-        ref = _load_array(reference, "reference outputs") if reference else None
-        if y_true is not None or ref is not None:
-            f = _float_outputs(model, program.input_name, x)
-        if y_true is not None:
-            result["float_accuracy"] = _accuracy(f, y_true)
+        if program_path is not None:
+            from .host.program import Program
+            program = Program.load(program_path)
+            if config_path and program.config != cfg:
+                raise _Fail(f"configuration '{config_path}' (digest {cfg.digest()}) is not the configuration the "
+                            f"program '{program_path}' was compiled for (digest {program.config.digest()})")
+            cfg = program.config
+            result = {"program": str(program_path)}
+        else:
+            from .host.compiler import compile_model
+            if calib_x is None:          # the inputs calibrate: a wrong shape is the inputs' error
+                shape = _model_input_shape(model)
+                calib_x = _check_inputs(x, inputs, shape) if shape is not None else x
+            program = compile_model(model, calib_x, cfg, winograd=winograd, deconv=deconv)
+            result = {"model": str(model)}
+        x_float = x if x.ndim == 2 else None        # (N, F) inputs go to ONNX Runtime as they are
+        x = _check_inputs(x, inputs, program.input_shape)
+        x_float = x if x_float is None else x_float
+        n = int(len(x))
+        if y_true is not None and len(y_true) != n:
+            raise _Fail(f"labels '{labels}': {len(y_true)} labels for {n} inputs")
+        result.update({"device": device, "images": n,
+                       "winograd_layers": [L.name for L in program.layers if L.winograd]})
+        if ref is not None and model is None:
+            want = _program_output_shape(program, n)
+            if ref.shape[0] != n or ref[0].size != int(np.prod(want[1:])):
+                raise _Fail(f"reference outputs '{reference}': shape {ref.shape} does not match the program's "
+                            f"outputs {want}")
+        if model is not None and (y_true is not None or ref is not None):
+            f = _float_outputs(model, program.input_name, x_float)
+            if y_true is not None:
+                result["float_accuracy"] = _accuracy(f, y_true)
+            if ref is not None:
+                if ref.shape != f.shape:
+                    raise _Fail(f"reference outputs '{reference}': shape {ref.shape} does not match the model's "
+                                f"outputs {f.shape}")
+                result["psnr_db"] = {"float": _psnr(f, ref)}
         if ref is not None:
-            if ref.shape != f.shape:
-                raise ValueError(f"reference shape {ref.shape} does not match the model's outputs {f.shape}")
-            result["psnr_db"] = {"float": _psnr(f, ref)}
+            result.setdefault("psnr_db", {})
             if bicubic:
                 result["psnr_db"]["bicubic"] = _psnr(_bicubic(x, ref.shape[-2:]), ref)
         gold = None
@@ -186,8 +448,19 @@ def run(model, inputs, labels, calib, device, port, baud, config_path, out, as_j
         if out:
             np.save(out, y)
     except _expected_errors() as e:
-        raise _Fail(str(e)) from None
+        raise _Fail(_message(e)) from None
     click.echo(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+def _model_input_shape(model):
+    """The (C, H, W) input of an ONNX model, or ``None`` if the model cannot be read (the
+    compiler then reports the model's problem)."""
+    from .host.ir import CompileError
+    from .host.onnx_import import import_onnx, load_onnx
+    try:
+        return tuple(import_onnx(load_onnx(model))[1])
+    except (CompileError, ValueError, OSError):
+        return None
 
 
 @cli.command()
@@ -221,7 +494,7 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
         if only in (None, "deconv"):
             res["deconv"] = deconv_bench(cfg, data_dir=data_dir, seed=seed)
     except _expected_errors() as e:
-        raise _Fail(str(e)) from None
+        raise _Fail(_message(e)) from None
     pathlib.Path(out).write_text(json.dumps(res, indent=2) + "\n")
     click.echo(json.dumps(res))
 
@@ -236,7 +509,7 @@ def gen(board, config_path, out):
     try:
         files = generate(board, _config(config_path), pathlib.Path(out))
     except _expected_errors() as e:
-        raise _Fail(str(e)) from None
+        raise _Fail(_message(e)) from None
     for f in files:
         click.echo(str(f))
 
@@ -263,7 +536,7 @@ def report(board, config_path, as_json):
         est = estimate(cfg, device)
         check_fits(est)
     except (FitError, SynthError, ValueError) as e:
-        raise _Fail(str(e)) from None
+        raise _Fail(_message(e)) from None
     click.echo(json.dumps(est, indent=2) if as_json else f"{board} ({device}), config {cfg.digest()}\n"
                + format_table(est))
 
@@ -284,7 +557,7 @@ def blocks(as_json):
         figs = {n: {k: synth_verilog(baseline_verilog(n), n)[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1", "depth")}
                 for n in LANE_BLOCKS}
     except _expected_errors() as e:
-        raise _Fail(str(e)) from None
+        raise _Fail(_message(e)) from None
     res = {"yosys": yosys_version(), "blocks": figs,
            "per_2x2_outputs": {"direct_sac_ops": 36, "winograd_mults": 16}}
     if as_json:
@@ -307,8 +580,10 @@ def regmap(config_path):
 
 
 def main(argv=None):
+    """The ``nibble`` console script: runs :data:`cli` and exits with its status (0; 1 after an
+    error; 130 after Ctrl-C, see the module docstring)."""
     try:
         cli.main(args=argv, prog_name="nibble", standalone_mode=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:          # between click's handlers and the exit
         click.echo("error: interrupted", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_INTERRUPTED)
