@@ -142,6 +142,14 @@ def regmap_header(rm, stamp):
                    f"{c['doc'].replace('*/', '* /')} */")
     out += ["", "/* status CSR bits */"]
     out += [f"#define NIBBLE_STATUS_{_c_name(n)} (1u << {b})" for n, b in rm["status_bits"].items()]
+    out += ["", "/* ctrl CSR bits */"]
+    out += [f"#define NIBBLE_CTRL_{_c_name(n)} {v}u" for n, v in rm["ctrl_bits"].items()]
+    lk = rm["link"]
+    out += ["", "/* host link protocol (frames: see nibble/hw/isa.py) */",
+            f"#define NIBBLE_LINK_VERSION {lk['version']}u",
+            f"#define NIBBLE_LINK_MAX_PAYLOAD {lk['max_payload']}u",
+            f"#define NIBBLE_LINK_SEQ_BITS {lk['seq_bits']}u",
+            f"#define NIBBLE_LINK_CRC_POLY 0x{lk['crc']['polynomial']:08X}u  /* {lk['crc']['name']} */"]
     out += ["", "/* err_code values */"]
     out += [f"#define NIBBLE_ERR_{_c_name(n)} {v}u" for n, v in rm["error_codes"].items()]
     d = rm["descriptor"]

@@ -103,7 +103,7 @@ class _GoldenBackend:
     def execute(self, v):
         return golden_forward(self.program, v), None, None
 
-    def close(self):
+    def close(self, kill=False):
         pass
 
 
@@ -133,24 +133,38 @@ class _LinkBackend:
         self.link.write(self._mem("weight", 0), program.weights.astype("<u2").tobytes())
         self.program = program
 
+    def _wait_idle(self):
+        """Poll ``status`` until the engine is not busy; return the status word."""
+        busy = 1 << self.rm["status_bits"]["busy"]
+        while True:
+            st = self.link.read_u32(self._csr("status"))
+            if not st & busy:
+                return st
+            if self.poll_s:
+                time.sleep(self.poll_s)
+
     def execute(self, v):
         p = self.program
         c = p.config
         L0, Ln = p.layers[0], p.layers[-1]
         co, ho, wo = p.output_shape
+        bits, ctrl = self.rm["status_bits"], self.rm["ctrl_bits"]
+        st = self._wait_idle()                # a run left by an earlier, failed transfer
+        if st >> bits["done"] & 1 or st >> bits["error"] & 1:      # ... and not acknowledged
+            self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
         self.link.write(self._mem("feature", L0.in_base), features_to_words(v, c.vc, L0.cb_in))
         self.link.write_u32(self._csr("desc_base"), p.desc_base)
-        self.link.write_u32(self._csr("ctrl"), 1)
-        bits = self.rm["status_bits"]
-        while True:
-            st = self.link.read_u32(self._csr("status"))
-            if not st >> bits["busy"] & 1:
-                break
-            if self.poll_s:
-                time.sleep(self.poll_s)
+        runs = self.link.read_u32(self._csr("runs"))
+        self.link.write_u32(self._csr("ctrl"), ctrl["start"])
+        st = self._wait_idle()
+        ran = (self.link.read_u32(self._csr("runs")) - runs) & 0xFFFFFFFF
+        if ran != 1 or st >> bits["refused"] & 1:
+            raise DeviceError(f"the start write ran the engine {ran} times (status 0x{st:x}); "
+                              "the outputs are not used")
         if st >> bits["error"] & 1:
             code = self.link.read_u32(self._csr("err_code"))
             layer = self.link.read_u32(self._csr("layer"))
+            self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
             names = {v: k for k, v in self.rm["error_codes"].items()}
             raise DeviceError(f"engine error '{names.get(code, code)}' in layer {layer} "
                               f"('{p.layers[min(layer, len(p.layers) - 1)].name}')")
@@ -160,11 +174,12 @@ class _LinkBackend:
         beats = self.link.read_u32(self._csr("beats"))
         nbytes = ho * wo * Ln.cb_out * c.vc
         raw = self.link.read(self._mem("feature", p.output_base), nbytes)
+        self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
         return words_to_features(raw, co, ho, wo, c.vc, Ln.cb_out), cycles, beats
 
-    def close(self):
+    def close(self, kill=False):
         if self._closer:
-            self._closer()
+            self._closer(kill=kill)
 
 
 def sim_config(config: EngineConfig):
@@ -172,17 +187,50 @@ def sim_config(config: EngineConfig):
     return dataclasses.replace(config, baud=config.clk_hz // SIM_DIVISOR)
 
 
+def _source_key(config: EngineConfig):
+    """Hash of what the simulated device's Verilog is generated from: the gateware sources
+    (``hw/*.py``), the configuration and the Amaranth version."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    h = hashlib.sha256()
+    hw_dir = pathlib.Path(__file__).resolve().parent.parent / "hw"
+    parts = [json.dumps(sim_config(config).to_dict(), sort_keys=True), version("amaranth")]
+    parts += [f.name + "\0" + f.read_text() for f in sorted(hw_dir.glob("*.py"))]
+    for part in parts:
+        data = part.encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
 def build_sim_device(config: EngineConfig, cache_dir=None):
     """Generate the Verilog of an ``Accelerator`` for ``config`` and build (or reuse) its simulator.
 
-    :returns: path of the simulator executable (cached by a hash of the design).
+    A built device is found again without elaborating the design: ``cache_dir/index/<key>``
+    names the executable built for the hash of the gateware sources, the configuration and
+    the Amaranth version (the executable's own cache key, over the Verilog, the harness, the
+    Verilator version and flags, is checked by :func:`nibble.sim.verilator.build_device`).
+
+    :returns: path of the simulator executable.
     """
+    from ..sim.verilator import build_device, build_key_current
+    cache = pathlib.Path(cache_dir or default_cache_dir())
+    index = cache / "index" / _source_key(config)[:32]
+    if index.is_file():
+        exe = cache / index.read_text().strip()
+        if exe.is_file() and build_key_current(exe):
+            return exe
     from amaranth.back import verilog
     from ..hw.accelerator import Accelerator
-    from ..sim.verilator import build_device
-    acc = Accelerator(sim_config(config))
-    text = verilog.convert(acc, name="top")
-    return build_device(text, pathlib.Path(cache_dir or default_cache_dir()))
+    text = verilog.convert(Accelerator(sim_config(config)), name="top")
+    exe = build_device(text, cache)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(str(exe.relative_to(cache)) + "\n")
+    os.replace(tmp, index)
+    return exe
 
 
 class Device:
@@ -192,16 +240,22 @@ class Device:
     :param config: hardware configuration of a ``sim`` device (default :class:`EngineConfig`).
     :param port, baud: serial port and bit rate of a ``uart`` device.
     :param cache_dir: where ``sim`` executables are cached.
+    :param timeout_s: seconds a ``uart`` device may take to answer one frame (each frame is
+        retried, see :class:`nibble.host.link.Link`). A ``sim`` device has no wall-clock timeout:
+        it times out on simulated cycles (:class:`nibble.sim.verilator.SimDevice`), so a loaded
+        machine slows it down but does not fail it.
     :param progress: show a progress bar in :meth:`run`.
 
     Attributes after :meth:`run`: ``cycles`` and ``beats`` (lists, one per input; ``None`` for
     ``golden``), ``raw`` (int8 outputs).
-    :raises DeviceError: the device does not match the program, or its engine reports an error.
+    :raises DeviceError: the device does not match the program, its engine reports an error, or
+        the start was not executed exactly once (the ``runs`` counter is checked on every run).
+    :raises nibble.host.link.LinkError: the link failed after its retries (naming the operation).
     :raises ValueError: inputs of the wrong shape, an unknown transport.
     """
 
     def __init__(self, transport="golden", *, config=None, port=None, baud=1_000_000, cache_dir=None,
-                 progress=False):
+                 progress=False, timeout_s=2.0):
         self.transport = transport
         self.progress = progress
         self.cycles, self.beats, self.raw = [], [], None
@@ -214,18 +268,25 @@ class Device:
             cfg = config or EngineConfig()
             exe = build_sim_device(cfg, cache_dir)
             self._sim = SimDevice(exe, divisor=SIM_DIVISOR)
-            self._be = _LinkBackend(Link(self._sim), regmap(sim_config(cfg)), closer=self._sim.close)
+            self._be = _LinkBackend(Link(self._sim, timeout_s=None), regmap(sim_config(cfg)),
+                                    closer=self._sim.close)
         elif transport == "uart":
             from ..hw.accelerator import regmap
             from .link import open_uart
             if port is None:
                 raise ValueError("the uart transport needs a serial port (e.g. /dev/ttyUSB1)")
             cfg = config or EngineConfig()
-            link = open_uart(port, baud)
-            self._be = _LinkBackend(link, regmap(cfg), closer=link.close, poll_s=0.001)
+            link = open_uart(port, baud, timeout_s=timeout_s)
+            self._be = _LinkBackend(link, regmap(cfg), closer=lambda kill=False: link.close(), poll_s=0.001)
         else:
             raise ValueError(f"unknown transport '{transport}' (golden, sim, uart)")
         self.program = None
+
+    @property
+    def link(self):
+        """The :class:`nibble.host.link.Link` of a ``sim`` or ``uart`` device (``None`` for
+        ``golden``): its counters (``retried``, ``stale``, ``frames``) and its ``stream``."""
+        return getattr(self._be, "link", None)
 
     def load(self, program: Program):
         """Write the program's descriptors, biases and weights to the device."""
@@ -270,11 +331,13 @@ class Device:
         y = golden.dequantize_features(self.run_int(self.quantize(x)), self.program.output_q)
         return y.reshape(len(y), -1) if self.program.flatten_output else y
 
-    def close(self):
-        self._be.close()
+    def close(self, kill=False):
+        """Release the device; a ``sim`` device's simulator process ends (at once with ``kill``,
+        as after an interrupt or an error)."""
+        self._be.close(kill=kill)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(kill=exc_type is not None)

@@ -28,13 +28,14 @@ from amaranth.lib.wiring import In, Out
 
 from .bus import READ_LATENCY, BusSignature
 from .config import DESC_WORDS, EngineConfig
+from .isa import CTRL_ACK, CTRL_START, DEFAULT_MAX_PAYLOAD, LINK_VERSION, CRC32, SEQ_BITS
 from .engine import ACT_SHIFT, DESC_MAGIC, FLAG_LAST, FLAG_POOL, FLAG_RELU, FLAG_WINOGRAD, Engine, EngineError
 from .output import SH_MAX, SH_MIN
 
-__all__ = ["AcceleratorCore", "Accelerator", "CSRS", "REGION_BASE", "ID_VALUE", "VERSION", "regmap"]
+__all__ = ["AcceleratorCore", "Accelerator", "CSRS", "STATUS_BITS", "REGION_BASE", "ID_VALUE", "VERSION", "regmap"]
 
 ID_VALUE = 0x4E49424C      # "NIBL"
-VERSION = 0x0001_0000
+VERSION = 0x0002_0000
 
 #: Byte base address of each region.
 REGION_BASE = {"csr": 0x0000_0000, "param": 0x1000_0000, "weight": 0x2000_0000, "feature": 0x3000_0000}
@@ -43,8 +44,12 @@ REGION_BASE = {"csr": 0x0000_0000, "param": 0x1000_0000, "weight": 0x2000_0000, 
 CSRS = [
     ("id", "ro", f"identification, reads 0x{ID_VALUE:08X} ('NIBL')"),
     ("version", "ro", "gateware version (major << 16 | minor)"),
-    ("ctrl", "wo", "bit 0: start the engine at desc_base (ignored while busy)"),
-    ("status", "ro", "bit 0 busy, bit 1 done, bit 2 error"),
+    ("ctrl", "wo", "bit 0 start: run the engine from desc_base (refused while busy or while the "
+                   "last run is not acknowledged); bit 1 ack: acknowledge the finished run "
+                   "(clears done and error)"),
+    ("status", "ro", "bit 0 busy, bit 1 done, bit 2 error (both until acknowledged), "
+                     "bit 3 refused (the last start was refused)"),
+    ("runs", "ro", "runs started since reset (a start that is accepted counts one)"),
     ("err_code", "ro", "engine error code (0 none; see error_codes)"),
     ("layer", "ro", "index of the layer running, finished last, or in error"),
     ("desc_base", "rw", "parameter-memory word of the first layer descriptor"),
@@ -59,6 +64,8 @@ CSRS = [
     ("cfg_param_depth", "ro", "parameter-memory words"),
     ("scratch", "rw", "free register for link tests"),
 ]
+#: Bit of each flag in the ``status`` CSR.
+STATUS_BITS = {"busy": 0, "done": 1, "error": 2, "refused": 3}
 CSR_INDEX = {name: i for i, (name, _, _) in enumerate(CSRS)}
 
 
@@ -87,7 +94,10 @@ def regmap(config: EngineConfig):
         "version": VERSION,
         "regions": regions,
         "csrs": {name: {"offset": 4 * i, "access": acc, "doc": doc} for i, (name, acc, doc) in enumerate(CSRS)},
-        "status_bits": {"busy": 0, "done": 1, "error": 2},
+        "status_bits": STATUS_BITS,
+        "ctrl_bits": {"start": CTRL_START, "ack": CTRL_ACK},
+        "link": {"version": LINK_VERSION, "max_payload": DEFAULT_MAX_PAYLOAD, "seq_bits": SEQ_BITS,
+                 "crc": {"name": "CRC-32/ISO-HDLC", **CRC32}},
         "config": config.to_dict(),
         "error_codes": {e.name.lower(): int(e) for e in EngineError},
         "descriptor": {"words": DESC_WORDS, "magic": DESC_MAGIC,
@@ -126,10 +136,18 @@ class AcceleratorCore(wiring.Component):
         # ---- CSRs
         desc_base = Signal(range(c.param_depth))
         scratch = Signal(32)
+        # A finished run (done or error) must be acknowledged before the next start: a start
+        # that arrives twice cannot run the engine twice.
+        acked = Signal()
+        refused = Signal()
+        runs = Signal(32)
+        finished = Signal()
+        m.d.comb += finished.eq((eng.done | eng.error) & ~acked)
         m.d.comb += eng.desc_base.eq(desc_base)
         ro_values = {
             "id": C(ID_VALUE, 32), "version": C(VERSION, 32),
-            "status": Cat(eng.busy, eng.done, eng.error),
+            "status": Cat(eng.busy, eng.done & ~acked, eng.error & ~acked, refused),
+            "runs": runs,
             "err_code": eng.err_code, "layer": eng.layer, "desc_base": desc_base,
             "cycles": eng.cycles, "beats": eng.beats,
             "cfg_m": C(c.m, 32), "cfg_vc": C(c.vc, 32), "cfg_acc_width": C(c.acc_width, 32),
@@ -146,7 +164,15 @@ class AcceleratorCore(wiring.Component):
         with m.If(bus.w_en & csr_sel):
             with m.Switch(offset):
                 with m.Case(CSR_INDEX["ctrl"]):
-                    m.d.comb += eng.start.eq(bus.w_data[0] & ~eng.busy)
+                    with m.If(bus.w_data & CTRL_START):
+                        with m.If(eng.busy | finished):
+                            m.d.sync += refused.eq(1)
+                        with m.Else():
+                            m.d.comb += eng.start.eq(1)
+                            m.d.sync += [refused.eq(0), acked.eq(0), runs.eq(runs + 1)]
+                    with m.Elif(bus.w_data & CTRL_ACK):
+                        with m.If(~eng.busy):
+                            m.d.sync += acked.eq(1)
                 with m.Case(CSR_INDEX["desc_base"]):
                     m.d.sync += desc_base.eq(bus.w_data)
                 with m.Case(CSR_INDEX["scratch"]):

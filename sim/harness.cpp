@@ -13,7 +13,9 @@
 //   the harness flushes stdout, reports "cycles=<C> in=<I> out=<O>" on stderr (cycles so far,
 //   bytes read from stdin, bytes written to stdout) and blocks in poll() on stdin.
 //   Otherwise it polls stdin without blocking: every 1024 cycles, or more often (from every
-//   32 cycles, backing off to 1024) while the input queue is short or empty.
+//   32 cycles, backing off to 1024) while the input queue is short or empty, and every
+//   65,536 cycles it reports "progress cycles=<C> in=<I> out=<O>" on stderr, so the host can
+//   time out on simulated cycles rather than on wall time.
 // * On stdin EOF it keeps simulating until the same quiescent state (at most D more cycles,
 //   default 10,000,000), flushes, reports "exit cycles=<C> in=<I> out=<O>" on stderr and exits
 //   with status 0.
@@ -40,6 +42,7 @@ namespace {
 constexpr unsigned kPollSlow = 1024;   // cycles between polls while input is queued
 constexpr unsigned kPollFast = 32;     // first poll interval while the input queue runs low
 constexpr size_t kReadChunk = 65536;
+constexpr uint64_t kProgressCycles = 65536;  // cycles between progress reports while running
 
 std::vector<uint8_t> out_buf;
 uint64_t bytes_in = 0, bytes_out = 0;
@@ -195,6 +198,11 @@ int main(int argc, char** argv) {
             if (eof) eof_cycle = cycles;
             poll_interval = poll_countdown = kPollFast;
             continue;
+        }
+        if ((cycles & (kProgressCycles - 1)) == 0) {
+            std::fprintf(stderr, "progress cycles=%" PRIu64 " in=%" PRIu64 " out=%" PRIu64 "\n",
+                         cycles, bytes_in, bytes_out);
+            std::fflush(stderr);
         }
         if (eof) {
             if (cycles - eof_cycle >= drain_cycles) {

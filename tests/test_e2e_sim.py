@@ -114,7 +114,7 @@ def test_uart_transport_through_pyserial():
     program, v = random_conv_layer(20, 18, 5, 3, 8, EngineConfig())
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
-    dev = SimDevice(build_sim_device(EngineConfig()), divisor=SIM_DIVISOR, timeout=0.05)
+    dev = SimDevice(build_sim_device(EngineConfig()), divisor=SIM_DIVISOR)
     stop = threading.Event()
 
     def serve():
@@ -123,9 +123,11 @@ def test_uart_transport_through_pyserial():
 
         def to_host():
             while not stop.is_set():
-                data = dev.read(max(1, dev.in_waiting))
+                data = dev.read(max(1, dev.in_waiting))     # returns at once when quiet
                 if data:
                     conn.sendall(data)
+                else:
+                    stop.wait(0.002)
 
         t = threading.Thread(target=to_host, daemon=True)
         t.start()

@@ -8,6 +8,7 @@ import pytest
 
 from nibble.hw.accelerator import AcceleratorCore, regmap
 from nibble.hw.config import EngineConfig
+from nibble.hw.isa import CTRL_ACK, CTRL_START
 from nibble.host.driver import golden_forward
 from nibble.host.ir import ConvOp
 from nibble.host.compiler import layer_beats, plan_program
@@ -49,7 +50,7 @@ def _run_core(config, program, inputs, expect_error=None):
             await bus_write(ctx, dut.bus, mem("feature", L0.in_base),
                             to_u32(features_to_words(v, config.vc, L0.cb_in)))
             await bus_write(ctx, dut.bus, csr("desc_base"), [0])
-            await bus_write(ctx, dut.bus, csr("ctrl"), [1])
+            await bus_write(ctx, dut.bus, csr("ctrl"), [CTRL_START])
             while True:
                 st, = await bus_read(ctx, dut.bus, csr("status"), 1)
                 if not st & 1:
@@ -64,6 +65,7 @@ def _run_core(config, program, inputs, expect_error=None):
             n = ho * wo * Ln.cb_out * config.vc // 4
             raw = np.array(await bus_read(ctx, dut.bus, mem("feature", program.output_base), n), "<u4").tobytes()
             results.append((words_to_features(raw, co, ho, wo, config.vc, Ln.cb_out), cycles, beats))
+            await bus_write(ctx, dut.bus, csr("ctrl"), [CTRL_ACK])
 
     run_sim(dut, tb, deadline_cycles=400000)
     return results
@@ -118,6 +120,46 @@ def test_bad_descriptor_reports_error():
     program.params[0] ^= 0x00010000      # break the magic
     (st, err), = _run_core(SMALL, program, [np.zeros((8, 4, 4), int)], expect_error=True)
     assert st == 0b100 and err == regmap(SMALL)["error_codes"]["bad_magic"]
+
+
+def test_start_needs_the_last_run_acknowledged():
+    """A second start before the ack is refused (``refused`` set, ``runs`` unchanged, the
+    engine does not run); after the ack the next start runs; ``done`` reads 0 once acknowledged."""
+    rng = np.random.default_rng(SEED)
+    ops = _ops(rng, [(8, 3, 1, (1, 1, 1, 1), True, 1)], 8)
+    program = plan_program(ops, (8, 4, 4), ops[0].q_in, SMALL)
+    rm = regmap(SMALL)
+    bits = rm["status_bits"]
+    dut = AcceleratorCore(SMALL)
+    csr = lambda n: rm["regions"]["csr"]["base"] + rm["csrs"][n]["offset"]
+    mem = lambda r, w: rm["regions"][r]["base"] + 4 * rm["regions"][r]["slices"] * w
+    seen = []
+
+    async def tb(ctx):
+        await bus_write(ctx, dut.bus, mem("param", 0), program.params)
+        await bus_write(ctx, dut.bus, mem("weight", 0), to_u32(program.weights.astype("<u2").tobytes()))
+
+        async def run(word):
+            await bus_write(ctx, dut.bus, csr("ctrl"), [word])
+            while True:
+                st, = await bus_read(ctx, dut.bus, csr("status"), 1)
+                if not st >> bits["busy"] & 1:
+                    break
+            runs, = await bus_read(ctx, dut.bus, csr("runs"), 1)
+            cycles, = await bus_read(ctx, dut.bus, csr("cycles"), 1)
+            seen.append((st, runs, cycles))
+
+        await run(CTRL_START)                   # runs
+        await run(CTRL_START)                   # refused: not acknowledged
+        await run(CTRL_ACK)                     # done cleared
+        await run(CTRL_START)                   # runs again
+        await run(CTRL_START | CTRL_ACK)        # start wins over ack: refused
+
+    run_sim(dut, tb, deadline_cycles=100000)
+    done, refused = 1 << bits["done"], 1 << bits["refused"]
+    assert [(st, runs) for st, runs, _ in seen] == [
+        (done, 1), (done | refused, 1), (refused, 1), (done, 2), (done | refused, 2)]
+    assert seen[0][2] == seen[3][2] > 0         # the refused start did not restart the counter
 
 
 WINO_CFG = EngineConfig(m=8, vc=8, acc_width=24, filter_depth=64, feature_depth=512, weight_depth=1024,

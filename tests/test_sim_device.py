@@ -9,6 +9,7 @@ from amaranth.back import verilog
 from busram import DeviceTop
 from nibble.host.link import (BridgeModel, Cmd, DeviceError, Link, Status, decode_response,
                               encode_request)
+from nibble.hw.isa import PING_WORDS, RESPONSE_OVERHEAD
 from nibble.sim.verilator import SimDevice, build_device
 
 pytestmark = pytest.mark.slow
@@ -36,19 +37,20 @@ def test_link_over_sim_device(device):
     rng = random.Random(SEED)
     _, _, exe = device
     model = BridgeModel(mapped, 1024)
-    with SimDevice(exe, DIVISOR, timeout=5.0) as dev:
-        link = Link(dev, max_payload=1024, timeout_s=5.0)
+    with SimDevice(exe, DIVISOR) as dev:
+        link = Link(dev, timeout_s=None)
         link.ping()
+        assert link.max_payload == 1024
         data = bytes(rng.randrange(256) for _ in range(4 * 300))          # 2 frames
         link.write(0, data)
-        model.feed(encode_request(Cmd.WRITE, 0, payload=data[:1024]))
-        model.feed(encode_request(Cmd.WRITE, 1024, payload=data[1024:]))
+        model.feed(encode_request(Cmd.WRITE, 0, seq=1, payload=data[:1024]))
+        model.feed(encode_request(Cmd.WRITE, 1024, seq=2, payload=data[1024:]))
         assert link.read(0, len(data)) == data
         tail = bytes(rng.randrange(256) for _ in range(4 * (DEPTH - HOLE[1])))
         link.write(4 * HOLE[1], tail)                                        # 1 frame of 840 B
-        model.feed(encode_request(Cmd.WRITE, 4 * HOLE[1], payload=tail))
+        model.feed(encode_request(Cmd.WRITE, 4 * HOLE[1], seq=3, payload=tail))
         link.write_u32(4 * 7, 0xCAFEF00D)
-        model.feed(encode_request(Cmd.WRITE, 4 * 7, payload=(0xCAFEF00D).to_bytes(4, "little")))
+        model.feed(encode_request(Cmd.WRITE, 4 * 7, seq=4, payload=(0xCAFEF00D).to_bytes(4, "little")))
         assert link.read_u32(4 * 7) == 0xCAFEF00D
         whole = link.read(0, 4 * HOLE[0]) + link.read(4 * HOLE[1], 4 * (DEPTH - HOLE[1]))
         expected = b"".join(model.memory.get(w, 0).to_bytes(4, "little")
@@ -64,7 +66,10 @@ def test_link_over_sim_device(device):
         bad = bytearray(encode_request(Cmd.WRITE, 0, payload=bytes(64)))
         bad[-1] ^= 0x55
         dev.write(bytes(bad))
-        assert decode_response(dev.read(5)).status == Status.BAD_CRC
+        assert decode_response(dev.read(RESPONSE_OVERHEAD)).status == Status.BAD_CRC
+        # Nothing more can come: the read returns at once, on the device's idleness, not on
+        # a wall-clock timeout.
+        assert dev.read(1) == b""
         assert link.read(0, 64) == expected[:64]
         assert dev.in_waiting == 0
     assert dev.cycles is not None and dev.cycles > 10 * DIVISOR * (len(data) * 2 + len(tail))
@@ -73,15 +78,16 @@ def test_link_over_sim_device(device):
 
 def test_sim_device_garbage_and_partial_frame(device):
     _, _, exe = device
-    with SimDevice(exe, DIVISOR, timeout=5.0) as dev:
+    with SimDevice(exe, DIVISOR) as dev:
         dev.write(b"\x00\xff\x5a" + encode_request(Cmd.PING))
-        assert decode_response(dev.read(5)).status == Status.OK
+        assert decode_response(dev.read(RESPONSE_OVERHEAD + 4 * PING_WORDS)).status == Status.OK
         idle_at = dev.wait_idle()
         dev.write(encode_request(Cmd.WRITE, 0, payload=bytes(8))[:6])
         # The bridge abandons the frame after 64 bit times without a byte, then goes idle.
         abandoned_at = dev.wait_idle()
         assert abandoned_at - idle_at >= (6 * 10 + 64) * DIVISOR
-        link = Link(dev, timeout_s=5.0)
+        assert dev.read(4) == b""                     # abandoned: no answer, and no waiting
+        link = Link(dev, timeout_s=None)
         link.ping()
         assert link.read(0, 8) == bytes(8)            # the abandoned write did nothing
         assert dev.in_waiting == 0 and link.retried == 0

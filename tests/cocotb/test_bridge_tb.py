@@ -12,8 +12,9 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
 
-from nibble.host.link import (BridgeModel, Cmd, Status, decode_response, encode_request,
-                              encode_response)
+from nibble.host.link import BridgeModel, Cmd, Status, decode_response
+from nibble.host.link import encode_request as _encode_request
+from nibble.hw.isa import TIMEOUT_BITS
 
 D = int(os.environ["NIBBLE_TB_DIVISOR"])
 DEPTH = int(os.environ["NIBBLE_TB_DEPTH"])
@@ -21,7 +22,13 @@ HOLE = tuple(int(x) for x in os.environ["NIBBLE_TB_HOLE"].split(","))
 MAX_PAYLOAD = int(os.environ["NIBBLE_TB_MAX_PAYLOAD"])
 SEED = int(os.environ["NIBBLE_TB_SEED"])
 CLOCK_NS = 10
-TIMEOUT_BITS = 64
+_SEQ = iter(range(1, 1 << 16))
+
+
+def encode_request(cmd, addr=0, **kw):
+    """A request with the next sequence number unless ``seq`` is given."""
+    kw.setdefault("seq", next(_SEQ))
+    return _encode_request(cmd, addr, **kw)
 
 
 def mapped(word):
@@ -92,6 +99,7 @@ async def setup(dut):
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)
     MODEL.abandon()
+    MODEL.last = None                          # the bridge forgets its last seq on reset
     return Uart(dut), MODEL
 
 
@@ -108,7 +116,7 @@ async def exchange(uart, model, frame):
 @cocotb.test()
 async def ping_write_read(dut):
     uart, model = await setup(dut)
-    assert await exchange(uart, model, encode_request(Cmd.PING)) == encode_response(Status.OK)
+    assert decode_response(await exchange(uart, model, encode_request(Cmd.PING))).status == Status.OK
     data = bytes(range(40, 40 + MAX_PAYLOAD))
     await exchange(uart, model, encode_request(Cmd.WRITE, 0, payload=data))
     got = await exchange(uart, model, encode_request(Cmd.READ, 0, length=MAX_PAYLOAD))
@@ -135,6 +143,18 @@ async def errors_change_nothing(dut):
 
 
 @cocotb.test()
+async def repeated_write_runs_once(dut):
+    uart, model = await setup(dut)
+    first = encode_request(Cmd.WRITE, 0, payload=b"\x11" * 8, seq=900)
+    await exchange(uart, model, first)
+    await exchange(uart, model, encode_request(Cmd.WRITE, 0, payload=b"\x22" * 8, seq=900))
+    got = await exchange(uart, model, encode_request(Cmd.READ, 0, length=8))
+    assert decode_response(got).payload == b"\x11" * 8
+    ping = decode_response(await exchange(uart, model, encode_request(Cmd.PING)))
+    assert ping.payload[4:] == (decode_response(got).seq | 1 << 16).to_bytes(4, "little")
+
+
+@cocotb.test()
 async def abandoned_frame_and_garbage(dut):
     uart, model = await setup(dut)
     await uart.send(encode_request(Cmd.WRITE, 0, payload=b"\xff" * 8)[:7])
@@ -154,9 +174,9 @@ async def random_traffic(dut):
         n = 4 * rng.randrange(1, MAX_PAYLOAD // 4 + 1)
         addr = 4 * rng.randrange(0, DEPTH + 1)
         if rng.random() < 0.5:
-            frame = encode_request(Cmd.WRITE, addr,
+            frame = encode_request(Cmd.WRITE, addr, seq=rng.randrange(4),
                                    payload=bytes(rng.randrange(256) for _ in range(n)))
         else:
-            frame = encode_request(Cmd.READ, addr, length=n)
+            frame = encode_request(Cmd.READ, addr, seq=rng.randrange(4), length=n)
         await with_timeout(exchange(uart, model, frame), 10_000_000, "ns")
     assert uart.framing_errors == 0
