@@ -268,8 +268,12 @@ class Device:
             cfg = config or EngineConfig()
             exe = build_sim_device(cfg, cache_dir)
             self._sim = SimDevice(exe, divisor=SIM_DIVISOR)
-            self._be = _LinkBackend(Link(self._sim, timeout_s=None), regmap(sim_config(cfg)),
-                                    closer=self._sim.close)
+            try:
+                self._be = _LinkBackend(Link(self._sim, timeout_s=None), regmap(sim_config(cfg)),
+                                        closer=self._sim.close)
+            except BaseException:           # an interrupt here: the simulator must not outlive us
+                self._sim.close(kill=True)
+                raise
         elif transport == "uart":
             from ..hw.accelerator import regmap
             from .link import open_uart

@@ -442,13 +442,7 @@ class _Archive:
             raise ProgramError(f"{where}: {name}: damaged archive member ({_reason(e)})") from None
         f = io.BytesIO(raw)
         try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dt = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dt = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f".npy version {version[0]}.{version[1]} is not supported")
+            shape, fortran, dt = read_npy_header(f, np.lib.format.read_magic(f))
         except Exception as e:          # ValueError from the header parser, and anything else it meets
             raise ProgramError(f"{where}: {name}: not a .npy array ({_reason(e)})") from None
         if dt.hasobject or dt.names is not None or dt.str != dtype.str:
@@ -464,6 +458,16 @@ class _Archive:
             raise ProgramError(f"{where}: {name}: the header announces {n * dtype.itemsize} bytes of data, "
                                f"the member holds {len(data)}")
         return np.frombuffer(data, dtype).copy()
+
+
+def read_npy_header(f, version):
+    """``(shape, fortran_order, dtype)`` of an open ``.npy`` stream after its magic bytes
+    (``numpy.lib.format``; versions 1.0 and 2.0). Raises ``ValueError`` on anything else."""
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
 
 
 def _reason(e):

@@ -158,12 +158,8 @@ _DTYPE_KIND = {"c": "a complex dtype", "O": "an object dtype", "V": "a structure
 def _read_npy(f, version, size):
     """Header and data of an open ``.npy`` file after its magic and version bytes → array (no
     pickles, sizes checked before reading; works on pipes too)."""
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
+    from .host.program import read_npy_header
+    shape, fortran, dtype = read_npy_header(f, version)
     if dtype.names is not None or dtype.kind not in _NUMERIC:
         kind = "a structured (record) dtype" if dtype.names is not None else _DTYPE_KIND.get(dtype.kind, "dtype")
         raise _BadData(f"{kind} ({dtype}) is not supported; expected an array of real numbers")
@@ -330,6 +326,10 @@ _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "-
 @click.option("--device", type=click.Choice(["golden", "sim", "uart"]), default="sim", show_default=True)
 @click.option("--port", help="serial port of a uart device")
 @click.option("--baud", type=int, default=1_000_000, show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True,
+              help="seconds a uart device may take to answer one frame (retried); the sim device "
+                   "times out on simulated cycles instead, so a loaded machine only slows it down")
 @click.option("--config", "config_path", type=click.Path(),
               help="EngineConfig JSON (with --program: must be the program's configuration)")
 @click.option("--out", type=click.Path(), help="save the outputs (.npy)")
@@ -348,7 +348,7 @@ _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "-
 @click.option("--bicubic", is_flag=True, help="with --reference: also the PSNR of Pillow bicubic "
               "upscaling of the inputs (single-channel images in [0, 1])")
 @click.pass_context
-def run(ctx, model, program_path, inputs, labels, calib, device, port, baud, config_path, out, as_json,
+def run(ctx, model, program_path, inputs, labels, calib, device, port, baud, timeout_s, config_path, out, as_json,
         compare_golden, winograd, deconv, reference, bicubic):
     """Compile MODEL (or load a compiled --program FILE), run every input through a device, save
     the outputs.
@@ -431,10 +431,11 @@ def run(ctx, model, program_path, inputs, labels, calib, device, port, baud, con
         if device == "golden":
             y = yg
         else:
-            with Device(device, config=cfg, port=port, baud=baud, progress=True) as d:
+            with Device(device, config=cfg, port=port, baud=baud, progress=True, timeout_s=timeout_s) as d:
                 d.load(program)
                 y = d.run(x)
                 raw, cycles, beats = d.raw, d.cycles, d.beats
+                result["link_retries"], result["link_stale_replies"] = d.link.retried, d.link.stale
             if y_true is not None:
                 result["rtl_accuracy"] = _accuracy(y, y_true)
             if ref is not None:
