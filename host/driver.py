@@ -2,8 +2,9 @@
 
 * ``golden`` — the functional NumPy device: runs a :class:`Program` with the golden model
   (``sim/golden.py``), reading the weights and biases back from the program's memory images.
-* ``sim`` — the generated ``Accelerator`` RTL under Verilator, reached through the UART frame
-  protocol on pipes: the same bytes a board receives (``sim/verilator.py``, ``host/link.py``).
+* ``sim`` — the generated ``Accelerator`` RTL under Verilator, reached through the host-link
+  frame protocol on pipes: the same frames a board receives, moved a byte per cycle through the
+  bridge's byte streams rather than as UART bits (``sim/verilator.py``, ``host/link.py``).
 * ``uart`` — a real board over a serial port (pyserial), same protocol.
 
 Every device is used the same way::
@@ -26,8 +27,12 @@ from .program import Program, features_to_words, words_to_features
 
 __all__ = ["Device", "DeviceError", "golden_forward", "default_cache_dir", "SIM_DIVISOR"]
 
-#: UART clock cycles per bit of the simulated device (the fastest the bridge accepts).
+#: UART clock cycles per bit of the simulated device (the fastest the bridge accepts; used by
+#: the bridge's inter-byte timeout).
 SIM_DIVISOR = 4
+#: The simulated device's host-link physical layer: the bridge's byte streams instead of the
+#: UART pins — the same frames, a byte per cycle (:class:`nibble.hw.accelerator.Accelerator`).
+SIM_PHY = "stream"
 
 
 class DeviceError(Exception):
@@ -133,49 +138,59 @@ class _LinkBackend:
         self.link.write(self._mem("weight", 0), program.weights.astype("<u2").tobytes())
         self.program = program
 
+    #: CSRs read together (one frame) while waiting for a run.
+    RUN_CSRS = ("status", "runs", "err_code", "layer", "cycles", "beats")
+
+    def _run_state(self):
+        """The :data:`RUN_CSRS` in one read of the span of CSRs that holds them → dict."""
+        offs = {n: self.rm["csrs"][n]["offset"] for n in self.RUN_CSRS}
+        lo, hi = min(offs.values()), max(offs.values())
+        raw = self.link.read(self.rm["regions"]["csr"]["base"] + lo, hi - lo + 4)
+        return {n: int.from_bytes(raw[o - lo:o - lo + 4], "little") for n, o in offs.items()}
+
     def _wait_idle(self):
-        """Poll ``status`` until the engine is not busy; return the status word."""
+        """Poll until the engine is not busy; return :meth:`_run_state` then."""
         busy = 1 << self.rm["status_bits"]["busy"]
         while True:
-            st = self.link.read_u32(self._csr("status"))
-            if not st & busy:
-                return st
+            state = self._run_state()
+            if not state["status"] & busy:
+                return state
             if self.poll_s:
                 time.sleep(self.poll_s)
 
     def execute(self, v):
+        """One inference: input, start, wait, outputs, acknowledge (7 transactions on the link:
+        the CSRs are read together). The ``runs`` counter must advance by exactly one."""
         p = self.program
         c = p.config
         L0, Ln = p.layers[0], p.layers[-1]
         co, ho, wo = p.output_shape
         bits, ctrl = self.rm["status_bits"], self.rm["ctrl_bits"]
-        st = self._wait_idle()                # a run left by an earlier, failed transfer
-        if st >> bits["done"] & 1 or st >> bits["error"] & 1:      # ... and not acknowledged
+        flag = lambda state, name: state["status"] >> bits[name] & 1
+        state = self._wait_idle()             # a run left by an earlier, failed transfer
+        if flag(state, "done") or flag(state, "error"):            # ... and not acknowledged
             self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
         self.link.write(self._mem("feature", L0.in_base), features_to_words(v, c.vc, L0.cb_in))
         self.link.write_u32(self._csr("desc_base"), p.desc_base)
-        runs = self.link.read_u32(self._csr("runs"))
+        runs = state["runs"]
         self.link.write_u32(self._csr("ctrl"), ctrl["start"])
-        st = self._wait_idle()
-        ran = (self.link.read_u32(self._csr("runs")) - runs) & 0xFFFFFFFF
-        if ran != 1 or st >> bits["refused"] & 1:
-            raise DeviceError(f"the start write ran the engine {ran} times (status 0x{st:x}); "
-                              "the outputs are not used")
-        if st >> bits["error"] & 1:
-            code = self.link.read_u32(self._csr("err_code"))
-            layer = self.link.read_u32(self._csr("layer"))
+        state = self._wait_idle()
+        ran = (state["runs"] - runs) & 0xFFFFFFFF
+        if ran != 1 or flag(state, "refused"):
+            raise DeviceError(f"the start write ran the engine {ran} times (status "
+                              f"0x{state['status']:x}); the outputs are not used")
+        if flag(state, "error"):
+            code, layer = state["err_code"], state["layer"]
             self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
             names = {v: k for k, v in self.rm["error_codes"].items()}
             raise DeviceError(f"engine error '{names.get(code, code)}' in layer {layer} "
                               f"('{p.layers[min(layer, len(p.layers) - 1)].name}')")
-        if not st >> bits["done"] & 1:
-            raise DeviceError(f"engine stopped without done (status 0x{st:x})")
-        cycles = self.link.read_u32(self._csr("cycles"))
-        beats = self.link.read_u32(self._csr("beats"))
+        if not flag(state, "done"):
+            raise DeviceError(f"engine stopped without done (status 0x{state['status']:x})")
         nbytes = ho * wo * Ln.cb_out * c.vc
         raw = self.link.read(self._mem("feature", p.output_base), nbytes)
         self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
-        return words_to_features(raw, co, ho, wo, c.vc, Ln.cb_out), cycles, beats
+        return words_to_features(raw, co, ho, wo, c.vc, Ln.cb_out), state["cycles"], state["beats"]
 
     def close(self, kill=False):
         if self._closer:
@@ -196,7 +211,7 @@ def _source_key(config: EngineConfig):
 
     h = hashlib.sha256()
     hw_dir = pathlib.Path(__file__).resolve().parent.parent / "hw"
-    parts = [json.dumps(sim_config(config).to_dict(), sort_keys=True), version("amaranth")]
+    parts = [json.dumps(sim_config(config).to_dict(), sort_keys=True), version("amaranth"), SIM_PHY]
     parts += [f.name + "\0" + f.read_text() for f in sorted(hw_dir.glob("*.py"))]
     for part in parts:
         data = part.encode()
@@ -224,8 +239,8 @@ def build_sim_device(config: EngineConfig, cache_dir=None):
             return exe
     from amaranth.back import verilog
     from ..hw.accelerator import Accelerator
-    text = verilog.convert(Accelerator(sim_config(config)), name="top")
-    exe = build_device(text, cache)
+    text = verilog.convert(Accelerator(sim_config(config), phy=SIM_PHY), name="top")
+    exe = build_device(text, cache, defines=("NIBBLE_BYTE_PHY",))
     index.parent.mkdir(parents=True, exist_ok=True)
     tmp = index.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(str(exe.relative_to(cache)) + "\n")

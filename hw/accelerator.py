@@ -260,20 +260,29 @@ class AcceleratorCore(wiring.Component):
 
 
 class Accelerator(wiring.Component):
-    """The whole device: :class:`AcceleratorCore` behind a UART host bridge.
+    """The whole device: :class:`AcceleratorCore` behind the host bridge.
 
-    Members: ``uart_rx``: ``In(1)`` (idle high), ``uart_tx``: ``Out(1)``, ``idle``: ``Out(1)``
-    (bridge idle and engine not busy: nothing happens until the host sends a byte),
-    ``busy``, ``done``, ``error``: ``Out(1)`` (for LEDs).
-    The UART runs at ``config.baud`` with ``config.uart_divisor`` clock cycles per bit.
+    ``phy="uart"`` (boards): members ``uart_rx``: ``In(1)`` (idle high), ``uart_tx``: ``Out(1)``;
+    the UART runs at ``config.baud`` with ``config.uart_divisor`` clock cycles per bit.
+    ``phy="stream"`` (the simulated device): the bridge's byte streams as plain ports
+    ``rx_data``: ``In(8)``, ``rx_valid``: ``In(1)``, ``rx_ready``: ``Out(1)``, ``tx_data``:
+    ``Out(8)``, ``tx_valid``: ``Out(1)``, ``tx_ready``: ``In(1)`` — the same frames, a byte per
+    cycle. Both: ``idle``: ``Out(1)`` (bridge idle and engine not busy: nothing happens until
+    the host sends a byte), ``busy``, ``done``, ``error``: ``Out(1)`` (for LEDs).
     """
 
-    def __init__(self, config: EngineConfig = EngineConfig()):
+    def __init__(self, config: EngineConfig = EngineConfig(), *, phy="uart"):
         self.config = config
-        super().__init__({
-            "uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "idle": Out(1),
-            "busy": Out(1), "done": Out(1), "error": Out(1),
-        })
+        self.phy = phy
+        members = {"idle": Out(1), "busy": Out(1), "done": Out(1), "error": Out(1)}
+        if phy == "uart":
+            members.update(uart_rx=In(1, init=1), uart_tx=Out(1, init=1))
+        elif phy == "stream":
+            members.update(rx_data=In(8), rx_valid=In(1), rx_ready=Out(1),
+                           tx_data=Out(8), tx_valid=Out(1), tx_ready=In(1))
+        else:
+            raise ValueError(f"phy must be 'uart' or 'stream', not {phy!r}")
+        super().__init__(members)
 
     def regmap(self):
         """:func:`regmap` of this accelerator's configuration."""
@@ -283,10 +292,18 @@ class Accelerator(wiring.Component):
         from .bridge import UARTBridge
         m = Module()
         m.submodules.core = core = AcceleratorCore(self.config)
-        m.submodules.bridge = bridge = UARTBridge(divisor=self.config.uart_divisor)
+        m.submodules.bridge = bridge = UARTBridge(divisor=self.config.uart_divisor, phy=self.phy)
         wiring.connect(m, bridge.bus, core.bus)
+        if self.phy == "uart":
+            m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx)]
+        else:
+            m.d.comb += [
+                bridge.i.payload.eq(self.rx_data), bridge.i.valid.eq(self.rx_valid),
+                self.rx_ready.eq(bridge.i.ready),
+                self.tx_data.eq(bridge.o.payload), self.tx_valid.eq(bridge.o.valid),
+                bridge.o.ready.eq(self.tx_ready),
+            ]
         m.d.comb += [
-            bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx),
             self.idle.eq(bridge.idle & ~core.busy),
             self.busy.eq(core.busy), self.done.eq(core.done), self.error.eq(core.error),
         ]

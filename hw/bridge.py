@@ -31,7 +31,7 @@ Line rate: within a request the parser takes one byte per cycle, far above the l
 requests may be sent back-to-back at full line rate. Responses are sent at full line rate.
 """
 from amaranth import *
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.crc import Algorithm
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -65,12 +65,21 @@ class UARTBridge(wiring.Component):
         Largest ``len`` of one frame in bytes, a multiple of 4 in 4..65532 (default 1024). Sets the
         write buffer size: ``max_payload / 4`` words of 32 bits.
 
+    phy : ``"uart"`` or ``"stream"``
+        The physical layer. ``"uart"``: the 8N1 serial pins ``rx``/``tx`` (a board).
+        ``"stream"``: byte streams ``i``/``o`` instead of the UART (the simulated device: the
+        same frames, one byte per cycle instead of ``10 * divisor`` cycles).
+
     Members
     -------
     rx : In(1), init 1
-        Serial line from the host (idle high); synchronised inside.
+        (``phy="uart"``) Serial line from the host (idle high); synchronised inside.
     tx : Out(1), init 1
-        Serial line to the host (idle high), registered.
+        (``phy="uart"``) Serial line to the host (idle high), registered.
+    i : In(stream.Signature(8))
+        (``phy="stream"``) Bytes from the host.
+    o : Out(stream.Signature(8))
+        (``phy="stream"``) Bytes to the host.
     bus : Out(BusSignature())
         Internal bus master (:mod:`.bus`). ``w_en`` and ``r_en`` are only raised for words whose
         ``addr_err`` was checked low.
@@ -89,29 +98,34 @@ class UARTBridge(wiring.Component):
       ``2 * n + 3`` for WRITE (``n`` ``addr_err`` checks, one buffer read, ``n`` bus writes);
     * transmit: the sync byte's start bit appears on ``tx`` 1 cycle after it is offered
       (``UARTTx.latency``); the response then runs at full line rate, ``10 * divisor`` cycles
-      per byte.
+      per byte. (With ``phy="stream"``: bytes are taken from ``i`` and offered on ``o`` at up to
+      one per cycle.)
 
     Throughput: requests are accepted at full line rate; one request is executed at a time.
 
     Raises
     ------
     ValueError
-        ``"UART divisor must be an integer >= 4, not ..."`` or
-        ``"max_payload must be a multiple of 4 in 4..65532, not ..."``.
+        ``"UART divisor must be an integer >= 4, not ..."``,
+        ``"max_payload must be a multiple of 4 in 4..65532, not ..."`` or
+        ``"phy must be 'uart' or 'stream', not ..."``.
     """
 
-    rx: In(1, init=1)
-    tx: Out(1, init=1)
-    bus: Out(BusSignature())
-    idle: Out(1)
-
-    def __init__(self, divisor, max_payload=DEFAULT_MAX_PAYLOAD):
+    def __init__(self, divisor, max_payload=DEFAULT_MAX_PAYLOAD, *, phy="uart"):
         self.divisor = check_divisor(divisor)
         if (not isinstance(max_payload, int) or isinstance(max_payload, bool)
                 or max_payload % 4 or not 4 <= max_payload <= 65532):
             raise ValueError(f"max_payload must be a multiple of 4 in 4..65532, not {max_payload!r}")
+        if phy not in ("uart", "stream"):
+            raise ValueError(f"phy must be 'uart' or 'stream', not {phy!r}")
         self.max_payload = max_payload
-        super().__init__()
+        self.phy = phy
+        members = {"bus": Out(BusSignature()), "idle": Out(1)}
+        if phy == "uart":
+            members.update(rx=In(1, init=1), tx=Out(1, init=1))
+        else:
+            members.update(i=In(stream.Signature(8)), o=Out(stream.Signature(8)))
+        super().__init__(members)
 
     def response_latency(self, cmd, n_words=0, ok=True, addr_err_at=None):
         """Cycles from the first cycle of a request's last CRC byte start bit on ``rx`` to the
@@ -141,9 +155,16 @@ class UARTBridge(wiring.Component):
         m = Module()
         max_words = self.max_payload // 4
 
-        m.submodules.uart_rx = urx = UARTRx(self.divisor)
-        m.submodules.uart_tx = utx = UARTTx(self.divisor)
         m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=RX_FIFO_DEPTH)
+        if self.phy == "uart":
+            m.submodules.uart_rx = urx = UARTRx(self.divisor)
+            m.submodules.uart_tx = utx = UARTTx(self.divisor)
+            m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+            rx_bytes, tx_stream = urx.o, utx.i
+            phy_busy = urx.busy | urx.o.valid | utx.busy
+        else:
+            rx_bytes, tx_stream = self.i, self.o
+            phy_busy = self.i.valid
         m.submodules.buffer = buf = Memory(shape=32, depth=max_words, init=[])
         m.submodules.rx_crc = rx_crc = _crc_parameters().create()
         m.submodules.tx_crc = tx_crc = _crc_parameters().create()
@@ -151,11 +172,9 @@ class UARTBridge(wiring.Component):
         r_port = buf.read_port()
 
         m.d.comb += [
-            urx.rx.eq(self.rx),
-            self.tx.eq(utx.tx),
-            fifo.w_data.eq(urx.o.payload),
-            fifo.w_en.eq(urx.o.valid),
-            urx.o.ready.eq(fifo.w_rdy),
+            fifo.w_data.eq(rx_bytes.payload),
+            fifo.w_en.eq(rx_bytes.valid),
+            rx_bytes.ready.eq(fifo.w_rdy),
         ]
 
         in_byte = fifo.r_data
@@ -168,7 +187,6 @@ class UARTBridge(wiring.Component):
         hdr_bits = 8 * REQUEST_HEADER
         hdr = Signal(hdr_bits)                      # cmd, seq (2), addr (4), len (2), little-endian
         hdr_next = Signal(hdr_bits)
-        tx_stream = utx.i
         m.d.comb += [
             hdr_next.eq(Cat(hdr[8:], in_byte)),
             rx_crc.data.eq(in_byte),
@@ -385,6 +403,6 @@ class UARTBridge(wiring.Component):
                         m.next = "IDLE"
 
         m.d.comb += self.idle.eq(
-            fsm.ongoing("IDLE") & (fifo.level == 0) & ~urx.busy & ~urx.o.valid & ~utx.busy)
+            fsm.ongoing("IDLE") & (fifo.level == 0) & ~phy_busy)
 
         return m

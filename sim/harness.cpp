@@ -1,7 +1,10 @@
 // Simulated device: a Verilated design driven through its UART pins from stdin/stdout.
 //
 // The design (Verilator prefix Vtop) has inputs clk, rst, uart_rx and outputs uart_tx, idle;
-// any other input stays 0. Usage:
+// any other input stays 0. Built with -DNIBBLE_BYTE_PHY, it has the bridge's byte streams
+// instead of the UART pins (rx_data, rx_valid in, rx_ready out; tx_data, tx_valid out,
+// tx_ready in): each input byte is offered until taken, one per cycle at most, every output
+// byte is taken at once; everything else below holds alike. Usage:
 //
 //     Vsim --divisor N [--reset-cycles R] [--drain-cycles D]
 //
@@ -127,7 +130,12 @@ int main(int argc, char** argv) {
         ++cycles;
     };
 
+#ifndef NIBBLE_BYTE_PHY
     top->uart_rx = 1;
+#else
+    top->rx_valid = 0;
+    top->tx_ready = 1;
+#endif
     top->rst = 1;
     for (unsigned long i = 0; i < reset_cycles; ++i) tick();
     top->rst = 0;
@@ -143,9 +151,35 @@ int main(int argc, char** argv) {
     unsigned des_timer = 0, des_bit = 0, des_byte = 0;
 
     unsigned poll_interval = kPollFast, poll_countdown = kPollFast;
+#ifndef NIBBLE_BYTE_PHY
     const size_t low_water = 2 * kPollSlow / (10 * divisor) + 1;
+#else
+    const size_t low_water = 2 * kPollSlow + 1;
+    (void)ser_timer;
+    (void)des_timer, (void)des_bit, (void)des_byte;
+#endif
 
     for (;;) {
+#ifdef NIBBLE_BYTE_PHY
+        // Byte streams: offer the next input byte; a transfer happens at the rising edge when
+        // valid and ready are both high (sampled after the inputs settle, before the edge).
+        top->rx_valid = !inq.empty();
+        top->rx_data = inq.empty() ? 0 : inq.front();
+        top->tx_ready = 1;
+        top->clk = 0;
+        top->eval();
+        const bool rx_taken = top->rx_valid && top->rx_ready;
+        const bool tx_taken = top->tx_valid;
+        const uint8_t tx_byte = static_cast<uint8_t>(top->tx_data);
+        top->clk = 1;
+        top->eval();
+        ++cycles;
+        if (rx_taken) inq.pop_front();
+        if (tx_taken) {
+            out_buf.push_back(tx_byte);
+            if (out_buf.size() >= kReadChunk) flush_out();
+        }
+#else
         if (ser_bits == 0 && !inq.empty()) {
             ser_shift = (1u << 9) | (static_cast<unsigned>(inq.front()) << 1);
             inq.pop_front();
@@ -186,6 +220,7 @@ int main(int argc, char** argv) {
             }
             ++des_bit;
         }
+#endif
 
         const bool starved = inq.empty() && ser_bits == 0;
         if (starved && !des_busy && top->idle) {

@@ -100,17 +100,20 @@ def _tools_digest():
     return hashlib.sha256("\0".join(_tool_parts()).encode()).hexdigest() + "\n"
 
 
-def _build_key(verilog, top):
+def _build_key(verilog, top, defines=()):
     h = hashlib.sha256()
-    for part in (verilog, *_tool_parts(), top):
+    for part in (verilog, *_tool_parts(), top, " ".join(defines)):
         data = part.encode()
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
 
 
-def build_device(verilog, cache_dir, *, top="top"):
+def build_device(verilog, cache_dir, *, top="top", defines=()):
     """Build ``verilog`` (module ``top``) with the harness into an executable; return its path.
+
+    ``defines``: C preprocessor names for the harness, e.g. ``("NIBBLE_BYTE_PHY",)`` for a
+    design with byte-stream ports instead of UART pins (see ``harness.cpp``).
 
     The executable is cached in ``cache_dir/<top>-<hash>/Vsim`` where the hash covers the Verilog,
     the harness source, the Verilator version and the build flags; an existing one is returned
@@ -121,7 +124,7 @@ def build_device(verilog, cache_dir, *, top="top"):
     Raises ``RuntimeError`` with the end of the build log if Verilator or the C++ build fails.
     """
     cache_dir = Path(cache_dir)
-    key = _build_key(verilog, top)
+    key = _build_key(verilog, top, defines)
     final = cache_dir / f"{top}-{key[:24]}"
     exe = final / _EXE
     if exe.is_file():
@@ -140,6 +143,7 @@ def build_device(verilog, cache_dir, *, top="top"):
             "--top-module", top, "--prefix", "Vtop",
             "-Mdir", str(obj), "-o", _EXE,
             "-MAKEFLAGS", " ".join(MAKE_OPT),
+            *[arg for d in defines for arg in ("-CFLAGS", f"-D{d}")],
             str(tmp / "design.v"), str(HARNESS),
         ]
         log = tmp / "build.log"
