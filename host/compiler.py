@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from ..hw.config import DESC_WORDS, EngineConfig
-from ..hw.output import SH_MAX, SH_MIN
+from ..hw.isa import SH_MAX, SH_MIN
 from ..sim.golden import DE, acc_bits
 from .ir import CompileError
 from .onnx_import import import_onnx, load_onnx, validate_model

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..hw.config import DESC_WORDS, EngineConfig
 from ..hw.engine import ACT_SHIFT, DESC_MAGIC, FLAG_LAST, FLAG_POOL, FLAG_RELU, FLAG_WINOGRAD
-from ..hw.output import SH_MAX, SH_MIN
+from ..hw.isa import SH_MAX, SH_MIN
 from ..sim.golden import (ACT_NONE, ACT_Q_IN, ACT_Q_OUT, ACT_SIGMOID, ACT_TANH, DE, acc_bits, code_to_int,
                           pack_codes, unpack_codes)
 from ..sim.winograd import weight_transform

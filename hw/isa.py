@@ -66,7 +66,7 @@ __all__ = [
     "LINK_VERSION", "REQUEST_SYNC", "RESPONSE_SYNC", "Cmd", "Status", "SEQ_BITS",
     "REQUEST_HEADER", "RESPONSE_HEADER", "CRC_BYTES", "REQUEST_OVERHEAD", "RESPONSE_OVERHEAD",
     "CRC32", "CRC_HAMMING_DISTANCE", "CRC_HD_MAX_BITS", "TIMEOUT_BITS", "PING_WORDS",
-    "DEFAULT_MAX_PAYLOAD", "CTRL_START", "CTRL_ACK",
+    "DEFAULT_MAX_PAYLOAD", "CTRL_START", "CTRL_ACK", "SH_MIN", "SH_MAX",
 ]
 
 #: Version of the host-link protocol (word 0 of a PING answer, ``link_version`` in the regmap).
@@ -107,6 +107,13 @@ DEFAULT_MAX_PAYLOAD = 1024
 #: ``ctrl`` CSR bits: start the engine; acknowledge the finished run (clears ``done``/``error``).
 CTRL_START = 1 << 0
 CTRL_ACK = 1 << 1
+
+
+#: Smallest requantization shift the output stage supports (an exact left shift by 16;
+#: descriptor field ``sh``, ARITHMETIC §4.5).
+SH_MIN = -16
+#: Largest requantization shift the output stage supports.
+SH_MAX = 47
 
 
 class Cmd(enum.IntEnum):

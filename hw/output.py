@@ -16,10 +16,7 @@ from ..sim.golden import ACT_NONE, ACT_SIGMOID, ACT_TANH, activation_table
 
 __all__ = ["OutputStage", "SH_MIN", "SH_MAX", "BIAS_WIDTH", "ACT_NONE", "ACT_TANH", "ACT_SIGMOID"]
 
-#: Smallest requantization shift the hardware supports (an exact left shift by 16).
-SH_MIN = -16
-#: Largest requantization shift the hardware supports.
-SH_MAX = 47
+from .isa import SH_MAX, SH_MIN   # the requantization shift range (descriptor field ``sh``)
 #: Bits of a bias entry (int32, in accumulator units).
 BIAS_WIDTH = 32
 
