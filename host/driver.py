@@ -23,9 +23,9 @@ import numpy as np
 
 from ..hw.config import EngineConfig
 from ..sim import golden
-from .program import Program, features_to_words, words_to_features
+from .program import Program, features_to_words
 
-__all__ = ["Device", "DeviceError", "golden_forward", "default_cache_dir", "SIM_DIVISOR"]
+__all__ = ["Device", "DeviceError", "golden_forward", "golden_outputs", "host_tail", "default_cache_dir", "SIM_DIVISOR"]
 
 #: UART clock cycles per bit of the simulated device (the fastest the bridge accepts; used by
 #: the bridge's inter-byte timeout).
@@ -45,7 +45,9 @@ def default_cache_dir():
 
 
 def _layer_acc(program, i, L, v):
-    """The accumulators of plan ``i`` on input ``v`` (golden model of the engine's datapath)."""
+    """The accumulators of plan ``i`` on input ``v`` (golden model of the engine's datapath), for
+    all ``n_coblk·m`` output channels the engine computes (the padding channels have zero weights
+    and biases)."""
     from ..sim.winograd import winograd_conv_acc
     codes = program.layer_codes(i)
     if L.dil > 1:                              # NZP: the zero-inserted input (ARITHMETIC §1.3)
@@ -53,49 +55,103 @@ def _layer_acc(program, i, L, v):
         up = np.zeros((c, (h - 1) * L.dil + 1, (w - 1) * L.dil + 1), dtype=np.int64)
         up[:, ::L.dil, ::L.dil] = v
         v = up
-    if L.winograd:
-        acc = winograd_conv_acc(v, codes, L.pad, "F2x2_3x3")
+    def conv(x, w):
+        return winograd_conv_acc(x, w, L.pad, "F2x2_3x3") if L.winograd else golden.conv_acc(x, w, L.stride, L.pad)
+
+    m, vc = program.config.m, program.config.vc
+    if L.grp:          # grouped: output block b reads cb_in blocks from block (b // grp)·cb_in
+        full_in = np.zeros((L.in_view[1] * vc,) + v.shape[1:], dtype=np.int64)
+        full_in[:len(v)] = v
+        parts = []
+        for b in range(L.n_coblk(m)):
+            off = (b // L.grp) * L.cb_in * vc
+            parts.append(conv(full_in[off:off + L.cb_in * vc], codes[b * m:(b + 1) * m]))
+        acc = np.concatenate(parts)[:L.cout]
     else:
-        acc = golden.conv_acc(v, codes, L.stride, L.pad)
-    return acc + program.layer_bias(i)[:, None, None]
+        acc = conv(v, codes)
+    bias = program.layer_bias(i, padded=True)
+    full = np.zeros((len(bias),) + acc.shape[1:], dtype=np.int64)
+    full[:L.cout] = acc
+    return full + bias[:, None, None]
+
+
+def host_tail(spec, y):
+    """An output's host part: (N, C) for a flattened output, then the ``tail`` operators over the
+    channel axis (softmax: ``exp(y − max) / Σ exp(y − max)``, float64).
+
+    :raises ValueError: an operator that is not one of ``nibble.host.program.HOST_OPS``.
+    """
+    y = y.reshape(len(y), -1) if spec.flatten else y
+    for op in spec.tail:
+        if op == "softmax":
+            e = np.exp(y - y.max(axis=1, keepdims=True))
+            y = e / e.sum(axis=1, keepdims=True)
+        else:
+            raise ValueError(f"output '{spec.name}': unknown host operator '{op}'")
+    return y
+
+
+def read_view(mem, base, h, w, row, pix, cb):
+    """The (cb·vc, h, w) int64 map at ``base`` (pixel (y, x) at word ``base + y·row + x·pix``) of a
+    feature memory ``mem`` (words × vc int8)."""
+    idx = base + np.arange(h)[:, None, None] * row + np.arange(w)[None, :, None] * pix + np.arange(cb)
+    return mem[idx].reshape(h, w, -1).transpose(2, 0, 1).astype(np.int64)
+
+
+def write_view(mem, base, row, pix, y, vc):
+    """Store the (C, h, w) int8 map ``y`` (C a multiple of ``vc``) at ``base`` with the given pitches."""
+    c, h, w = y.shape
+    cb = c // vc
+    idx = base + np.arange(h)[:, None, None] * row + np.arange(w)[None, :, None] * pix + np.arange(cb)
+    mem[idx] = y.transpose(1, 2, 0).reshape(h, w, cb, vc)
 
 
 def golden_forward(program: Program, v):
-    """Run one int input (C, H, W) through the program with the golden model → int64 output.
+    """:func:`golden_outputs` of one input: the int64 (C, H, W) output of a single-output program,
+    else the list of outputs."""
+    outs = golden_outputs(program, v)
+    return outs[0] if len(outs) == 1 else outs
 
-    Plan by plan: ``acc = conv_acc(v, codes, stride, pad) + bias`` (ARITHMETIC §4.4),
-    ``requantize(acc, sh, relu)`` (§4.5), the tanh/sigmoid table if any, then ``maxpool2`` if the
-    layer pools. A Winograd plan computes ``acc' = winograd_conv_acc(v, codes, pad) + 4·bias``
-    (= 4·acc, ARITHMETIC §2.3) and requantizes with ``sh + 2``, as the hardware does. An NZP plan
-    reads the zero-inserted input (§1.3). The TDC phases of one transposed convolution read the
-    same input and fill ``y[:, φy::S, φx::S]`` of one output map (§1.4, §5).
+
+def golden_outputs(program: Program, v):
+    """Run one input through the program with the golden model, as the engine runs it: plan by plan
+    on one feature memory (``feature_depth`` words of ``vc`` int8), each plan reading its input
+    view and writing its output view (``nibble.hw.isa.DESCRIPTOR``).
+
+    Per plan: ``acc = conv_acc(v, codes, stride, pad) + bias`` (ARITHMETIC §4.4) over the
+    ``n_coblk·m`` channels the engine computes, plus ``r << res_sh`` for a fused residual Add, ``requantize(acc, sh_hw, relu, slopes, clip)``
+    (§4.5), the tanh/sigmoid table if any, then ``maxpool(·, pool)``. A Winograd plan computes
+    ``acc' = winograd_conv_acc(v, codes, pad) + 4·bias`` (= 4·acc, §2.3) and requantizes with
+    ``sh + 2``, as the hardware does; an NZP plan reads the zero-inserted input (§1.3); the TDC
+    phases write their interleaved views of one map (§1.4, §5).
+
+    :param v: int (C, H, W) of the first input, or a list with one array per program input.
+    :returns: list of int64 arrays (C, H, W), one per program output.
     """
-    layers = program.layers
-    i = 0
-    while i < len(layers):
-        L = layers[i]
-        j = i + 1
-        while j < len(layers) and L.group and layers[j].group == L.group:
-            j += 1
-        out = np.zeros((L.cout, L.full_h or L.out_h, L.full_w or L.out_w), dtype=np.int64)
-        for n in range(i, j):
-            P = layers[n]
-            acc = _layer_acc(program, n, P, v)
-            if P.pool == 2:
-                acc = acc[:, :2 * P.out_h, :2 * P.out_w]
-            y = golden.requantize(acc, P.sh_hw, P.relu)
-            if P.act:
-                y = golden.activate(y, P.act)
-            if P.pool == 2:
-                y = golden.maxpool2(y)
-            if P.phase:
-                py, px, S = P.phase
-                out[:, py::S, px::S] = y
-            else:
-                out = y
-        v = out
-        i = j
-    return v
+    c = program.config
+    vc = c.vc
+    mem = np.zeros((c.feature_depth, vc), dtype=np.int8)
+    for spec, x in zip(program.inputs, v if isinstance(v, (list, tuple)) else [v]):
+        row, pix, cb = spec.view(vc)
+        full = np.zeros((cb * vc,) + tuple(spec.shape[1:]), dtype=np.int64)
+        full[:spec.shape[0]] = x
+        write_view(mem, spec.base, row, pix, full, vc)
+    for i, L in enumerate(program.layers):
+        x = read_view(mem, L.in_base, L.in_h, L.in_w, *L.in_view, L.in_view[1] if L.grp else L.cb_in)[:L.cin]
+        acc = _layer_acc(program, i, L, x)
+        if L.res:                       # fused residual Add: the tensor laid out as the output
+            r = read_view(mem, L.res_base, L.out_h, L.out_w, *L.out_view, L.cb_out)
+            acc = acc + (r << L.res_sh_hw)
+        y = golden.requantize(acc, L.sh_hw, L.relu, program.layer_slopes(i, padded=True), L.clip)
+        if L.act:
+            y = golden.activate(y, L.act)
+        y = golden.maxpool(y, L.pool)
+        write_view(mem, L.out_base, *L.out_view, y, vc)
+    outs = []
+    for spec in program.outputs:
+        row, pix, cb = spec.view(vc)
+        outs.append(read_view(mem, spec.base, spec.shape[1], spec.shape[2], row, pix, cb)[:spec.shape[0]])
+    return outs
 
 
 class _GoldenBackend:
@@ -106,7 +162,7 @@ class _GoldenBackend:
         self.program = program
 
     def execute(self, v):
-        return golden_forward(self.program, v), None, None
+        return golden_outputs(self.program, v), None, None
 
     def close(self, kill=False):
         pass
@@ -163,14 +219,16 @@ class _LinkBackend:
         the CSRs are read together). The ``runs`` counter must advance by exactly one."""
         p = self.program
         c = p.config
-        L0, Ln = p.layers[0], p.layers[-1]
-        co, ho, wo = p.output_shape
         bits, ctrl = self.rm["status_bits"], self.rm["ctrl_bits"]
         flag = lambda state, name: state["status"] >> bits[name] & 1
         state = self._wait_idle()             # a run left by an earlier, failed transfer
         if flag(state, "done") or flag(state, "error"):            # ... and not acknowledged
             self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
-        self.link.write(self._mem("feature", L0.in_base), features_to_words(v, c.vc, L0.cb_in))
+        for spec, x in zip(p.inputs, v if isinstance(v, (list, tuple)) else [v]):
+            row, pix, cb = spec.view(c.vc)
+            if (row, pix) != (spec.shape[2] * cb, cb):
+                raise DeviceError(f"input '{spec.name}' is not a dense map (row {row}, pixel {pix} words)")
+            self.link.write(self._mem("feature", spec.base), features_to_words(x, c.vc, cb))
         self.link.write_u32(self._csr("desc_base"), p.desc_base)
         runs = state["runs"]
         self.link.write_u32(self._csr("ctrl"), ctrl["start"])
@@ -187,10 +245,14 @@ class _LinkBackend:
                               f"('{p.layers[min(layer, len(p.layers) - 1)].name}')")
         if not flag(state, "done"):
             raise DeviceError(f"engine stopped without done (status 0x{state['status']:x})")
-        nbytes = ho * wo * Ln.cb_out * c.vc
-        raw = self.link.read(self._mem("feature", p.output_base), nbytes)
+        outs = []
+        for spec in p.outputs:
+            row, pix, cb = spec.view(c.vc)
+            raw = self.link.read(self._mem("feature", spec.base), spec.words(c.vc) * c.vc)
+            mem = np.frombuffer(raw, np.int8).reshape(-1, c.vc)
+            outs.append(read_view(mem, 0, spec.shape[1], spec.shape[2], row, pix, cb)[:spec.shape[0]])
         self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
-        return words_to_features(raw, co, ho, wo, c.vc, Ln.cb_out), state["cycles"], state["beats"]
+        return outs, state["cycles"], state["beats"]
 
     def close(self, kill=False):
         if self._closer:
@@ -329,7 +391,8 @@ class Device:
         return golden.quantize_features(x, p.input_q)
 
     def run_int(self, v):
-        """Run int8 inputs (N, C, H, W) → int8 outputs (N, Cout, Ho, Wo)."""
+        """Run int8 inputs (N, C, H, W) → int8 outputs (N, Cout, Ho, Wo); a program with several
+        outputs gives a list with one such array per output (``Program.outputs`` order)."""
         if self.program is None:
             raise DeviceError("no program loaded")
         outs, self.cycles, self.beats = [], [], []
@@ -342,13 +405,22 @@ class Device:
             outs.append(y)
             self.cycles.append(cyc)
             self.beats.append(bt)
-        self.raw = np.stack(outs)
+        per_output = [np.stack([o[k] for o in outs]) for k in range(len(self.program.outputs))]
+        self.raw = per_output[0] if len(per_output) == 1 else per_output
         return self.raw
 
     def run(self, x):
-        """Float inputs → float outputs (dequantized int8 results; (N, Cout) for a Gemm head)."""
-        y = golden.dequantize_features(self.run_int(self.quantize(x)), self.program.output_q)
-        return y.reshape(len(y), -1) if self.program.flatten_output else y
+        """Float inputs → float outputs: the dequantized int8 results ((N, Cout) for a Gemm head),
+        then the output's host operators (``TensorSpec.tail``: softmax over the channels).
+
+        :returns: one (N, …) float64 array for a single-output program, else a dict
+            ``{output name: (N, …) array}`` in ``Program.outputs`` order.
+        """
+        raw = self.run_int(self.quantize(x))
+        raw = [raw] if len(self.program.outputs) == 1 else raw
+        res = {spec.name: host_tail(spec, golden.dequantize_features(r, spec.q))
+               for spec, r in zip(self.program.outputs, raw)}
+        return next(iter(res.values())) if len(res) == 1 else res
 
     def close(self, kill=False):
         """Release the device; a ``sim`` device's simulator process ends (at once with ``kill``,

@@ -1,17 +1,20 @@
-"""The compiler's intermediate representation: a chain of float layers (DESIGN §6).
+"""The compiler's layer: a float convolution with its fused epilogue (DESIGN §5, §6).
 
-Every supported network is a sequence of :class:`ConvOp`: a convolution, a transposed
-convolution (ARITHMETIC §1, PyTorch ``ConvTranspose2d`` semantics) or a Gemm (a conv whose kernel
-covers its whole input), each with its fused epilogue (bias, ReLU or tanh/sigmoid, 2×2 max-pool).
-Passes are functions ``list[ConvOp] → list[ConvOp]`` (``host/passes.py``).
+A :class:`ConvOp` is what one compute node of the graph IR (:mod:`nibble.host.graph`) carries: a
+convolution, a transposed convolution (ARITHMETIC §1, PyTorch ``ConvTranspose2d`` semantics) or a
+Gemm (a conv whose kernel covers its whole input), with its fused epilogue in the output stage's
+order: bias → ReLU or PReLU/LeakyReLU → Clip → tanh/sigmoid → max-pool (ARITHMETIC §4.5).
+A chain of layers (``list[ConvOp]``, what :func:`run_float` runs) is the special case of a graph
+with one input and one output.
 """
 import dataclasses
 
 import numpy as np
 
-from ..sim.golden import ACT_NONE, ACT_SIGMOID, ACT_TANH
+from ..sim.golden import ACT_NONE, ACT_SIGMOID, ACT_TANH, POOL_2X2, POOL_NONE, pool_out_size
 
-__all__ = ["CompileError", "ConvOp", "ACT_NAMES", "conv_float", "deconv_float", "apply_act", "run_float"]
+__all__ = ["CompileError", "ConvOp", "ACT_NAMES", "POOL_NONE", "POOL_2X2", "conv_float", "deconv_float",
+           "apply_act", "maxpool_float", "op_float", "run_float", "pool_text"]
 
 #: Name of each ``act`` value (``nibble.sim.golden.ACT_*``), for messages and listings.
 ACT_NAMES = {ACT_NONE: "none", ACT_TANH: "tanh", ACT_SIGMOID: "sigmoid"}
@@ -23,7 +26,7 @@ class CompileError(Exception):
 
 @dataclasses.dataclass
 class ConvOp:
-    """A float layer with its fused epilogue: ``pool(act(layer(x) + b))``.
+    """A float layer with its fused epilogue: ``pool(act(clip(relu|prelu(layer(x) + b))))``.
 
     ``kind``: ``"Conv"``, ``"ConvTranspose"`` or ``"Gemm"``.
 
@@ -41,13 +44,18 @@ class ConvOp:
     same with ``left``, ``right``, ``Kw``, ``OPx`` for ``Wo``). :meth:`deconv_geometry` gives the
     ``(S, P, OP)`` arguments of ``nibble.sim.deconv``.
 
-    ``relu``: ReLU after the bias. ``act``: ``ACT_NONE`` / ``ACT_TANH`` / ``ACT_SIGMOID``
-    (``nibble.sim.golden``), applied after the bias; ``relu`` and ``act`` are exclusive.
-    ``pool``: 1 or 2 (2×2 max-pool, stride 2, floor, after the activation). ``bn``: a pending
-    BatchNormalization ``(scale, shift)``, float64 ``(Cout,)`` each, not yet folded.
-    ``names``: the ONNX nodes the layer came from.
+    Epilogue, applied in this order (ARITHMETIC §4.5): the bias; ``relu`` (ReLU) or ``prelu``
+    (float64 ``(Cout,)`` slopes of PReLU, or all equal for LeakyReLU: ``x < 0 → slope·x``;
+    ``None`` = none; exclusive with ``relu``); ``clip`` (``(lo, hi)`` floats of a Clip, e.g.
+    ReLU6 = ``(0, 6)``, ``None`` = none); ``act`` (``ACT_NONE`` / ``ACT_TANH`` / ``ACT_SIGMOID``,
+    ``nibble.sim.golden``; exclusive with ``prelu`` and ``clip``); ``pool``: the max-pool window
+    ``(kh, kw, sy, sx, top, bottom, left, right)`` over the layer's output, padded positions never
+    winning (ONNX MaxPool; ``ceil_mode`` is a larger bottom/right padding), ``POOL_NONE`` =
+    ``(1, 1, 1, 1, 0, 0, 0, 0)`` for none, ``POOL_2X2`` = ``(2, 2, 2, 2, 0, 0, 0, 0)``; the ints
+    1 and 2 are accepted for these two. ``bn``: a pending BatchNormalization ``(scale, shift)``,
+    float64 ``(Cout,)`` each, not yet folded. ``names``: the ONNX nodes the layer came from.
 
-    Filled by the passes (``host/passes.py``): ``codes``: uint8 4-bit INQ codes in the layout
+    Filled by the passes (``host/passes/``): ``codes``: uint8 4-bit INQ codes in the layout
     of ``w`` (``(Cin, Cout, Kh, Kw)`` for a ConvTranspose); ``n2``: int, weight exponent
     (ARITHMETIC §4.2). ``q_in``, ``q_out``: int feature exponents of the layer's input and output
     (value = V · 2^−Q, ARITHMETIC §4.3); for a tanh/sigmoid layer ``q_out = ACT_Q_OUT``.
@@ -61,7 +69,7 @@ class ConvOp:
     stride: int = 1
     pad: tuple = (0, 0, 0, 0)
     relu: bool = False
-    pool: int = 1
+    pool: tuple = POOL_NONE
     bn: tuple = None
     names: list = dataclasses.field(default_factory=list)
     kind: str = "Conv"
@@ -72,6 +80,41 @@ class ConvOp:
     output_padding: tuple = (0, 0)
     act: int = ACT_NONE
     q_act: int = None
+    prelu: np.ndarray = None
+    clip: tuple = None
+
+    def __post_init__(self):
+        if isinstance(self.pool, (int, np.integer)) and not isinstance(self.pool, bool):
+            if int(self.pool) not in (1, 2):
+                raise ValueError(f"layer '{self.name}': pool {self.pool} is not 1, 2 or a window tuple")
+            self.pool = POOL_NONE if int(self.pool) == 1 else POOL_2X2
+        self.pool = tuple(int(v) for v in self.pool)
+        if len(self.pool) != 8:
+            raise ValueError(f"layer '{self.name}': pool {self.pool} is not (kh, kw, sy, sx, top, bottom, left, right)")
+
+    @property
+    def pools(self):
+        """True if the layer max-pools its output (``pool != POOL_NONE``)."""
+        return self.pool != POOL_NONE
+
+    def epilogue(self):
+        """The fused epilogue as text, e.g. ``"bias, PReLU, maxpool 3x3 s2 pad (0, 1, 0, 1)"``."""
+        parts = ["bias"]
+        if self.bn is not None:
+            parts.append("BatchNormalization (pending)")
+        if self.relu:
+            parts.append("ReLU")
+        if self.prelu is not None:
+            s = np.asarray(self.prelu)
+            parts.append(f"LeakyReLU({s.reshape(-1)[0]:g})" if s.size and np.all(s == s.reshape(-1)[0])
+                         else "PReLU")
+        if self.clip is not None:
+            parts.append(f"Clip({self.clip[0]:g}, {self.clip[1]:g})")
+        if self.act != ACT_NONE:
+            parts.append(ACT_NAMES[self.act])
+        if self.pools:
+            parts.append(pool_text(self.pool))
+        return ", ".join(parts)
 
     @property
     def cout(self):
@@ -119,7 +162,20 @@ class ConvOp:
             wo = (w - 1) * self.stride - l - r + kw + opx
         else:
             ho, wo = (h + t + b - kh) // self.stride + 1, (w + l + r - kw) // self.stride + 1
-        return (self.cout, ho // self.pool, wo // self.pool)
+        if self.pools:
+            ho, wo = pool_out_size(ho, wo, self.pool)
+        return (self.cout, ho, wo)
+
+    def conv_shape(self, in_shape):
+        """``(Cout, H, W)`` of the layer before its max-pool for an input ``(Cin, H, W)``."""
+        return dataclasses.replace(self, pool=POOL_NONE, names=[]).out_shape(in_shape)
+
+
+def pool_text(pool):
+    """A max-pool window as text: ``"maxpool 3x3 s2"``, with ``" pad (t, b, l, r)"`` if padded."""
+    kh, kw, sy, sx, t, b, l, r = pool
+    s = f"maxpool {kh}x{kw} s{sy}" if sy == sx else f"maxpool {kh}x{kw} s{sy}x{sx}"
+    return s + (f" pad ({t}, {b}, {l}, {r})" if any((t, b, l, r)) else "")
 
 
 def conv_float(x, w, b, stride, pad):
@@ -171,27 +227,61 @@ def apply_act(y, act):
     raise ValueError(f"unknown activation {act!r} (expected one of {sorted(ACT_NAMES)})")
 
 
-def run_float(ops, x, weights="float"):
-    """Run the IR in float64 on a batch (N, C, H, W); returns the list of every layer's output.
+def maxpool_float(y, pool):
+    """Max-pool of a float batch ``y`` (N, C, H, W) with window ``pool`` = ``(kh, kw, sy, sx, top,
+    bottom, left, right)``; padded positions are −∞ (never win, ONNX MaxPool). ``POOL_NONE``
+    returns ``y``. Output size ``nibble.sim.golden.pool_out_size``.
 
-    Each layer: conv / transposed conv / Gemm, bias, ReLU or ``act``, then the 2×2 max-pool.
+    :raises ValueError: if the output is empty.
+    """
+    pool = tuple(int(v) for v in pool)
+    if pool == POOL_NONE:
+        return y
+    kh, kw, sy, sx, t, b, l, r = pool
+    n, c, h, w = y.shape
+    ho, wo = pool_out_size(h, w, pool)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"max-pool {pool} of a {h}x{w} map is empty")
+    yp = np.full((n, c, h + t + b + kh, w + l + r + kw), -np.inf)
+    yp[:, :, t:t + h, l:l + w] = y
+    out = np.full((n, c, ho, wo), -np.inf)
+    for dy in range(kh):
+        for dx in range(kw):
+            out = np.maximum(out, yp[:, :, dy:dy + sy * (ho - 1) + 1:sy, dx:dx + sx * (wo - 1) + 1:sx])
+    return out
+
+
+def op_float(op, x, weights="float"):
+    """One layer in float64 on a batch ``x`` (N, Cin, H, W) → (N, Cout, Ho, Wo): the convolution,
+    transposed convolution or Gemm with its bias, then the epilogue in the output stage's order
+    (ReLU or PReLU, Clip, tanh/sigmoid, max-pool; ARITHMETIC §4.5).
+
+    :param weights: ``"float"`` for ``op.w``, ``"inq"`` for the INQ-decoded ``op.codes``, ``op.n2``.
+    """
+    from ..sim.golden import inq_decode
+    w = op.w if weights == "float" else inq_decode(op.codes, op.n2)
+    if op.kind == "ConvTranspose":
+        y = deconv_float(x, w, op.b, *op.deconv_geometry())
+    else:
+        y = conv_float(x, w, op.b, op.stride, op.pad)
+    if op.relu:
+        y = np.maximum(y, 0)
+    if op.prelu is not None:
+        y = np.where(y < 0, y * np.asarray(op.prelu, np.float64)[None, :, None, None], y)
+    if op.clip is not None:
+        y = np.clip(y, op.clip[0], op.clip[1])
+    y = apply_act(y, op.act)
+    return maxpool_float(y, op.pool)
+
+
+def run_float(ops, x, weights="float"):
+    """Run a chain of layers in float64 on a batch (N, C, H, W); returns the list of every
+    layer's output (:func:`op_float`).
 
     :param weights: ``"float"`` for the float weights, ``"inq"`` for the INQ-decoded weights.
     """
-    from ..sim.golden import inq_decode
     outs = []
     for op in ops:
-        w = op.w if weights == "float" else inq_decode(op.codes, op.n2)
-        if op.kind == "ConvTranspose":
-            y = deconv_float(x, w, op.b, *op.deconv_geometry())
-        else:
-            y = conv_float(x, w, op.b, op.stride, op.pad)
-        if op.relu:
-            y = np.maximum(y, 0)
-        y = apply_act(y, op.act)
-        if op.pool == 2:
-            n, c, h, wd = y.shape
-            y = y[:, :, :h // 2 * 2, :wd // 2 * 2].reshape(n, c, h // 2, 2, wd // 2, 2).max(axis=(3, 5))
-        outs.append(y)
-        x = y
+        x = op_float(op, x, weights)
+        outs.append(x)
     return outs

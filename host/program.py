@@ -31,19 +31,23 @@ import zipfile
 
 import numpy as np
 
-from ..hw.config import DESC_WORDS, EngineConfig
-from ..hw.engine import ACT_SHIFT, DESC_MAGIC, FLAG_LAST, FLAG_POOL, FLAG_RELU, FLAG_WINOGRAD
-from ..hw.isa import SH_MAX, SH_MIN
-from ..sim.golden import (ACT_NONE, ACT_Q_IN, ACT_Q_OUT, ACT_SIGMOID, ACT_TANH, DE, acc_bits, code_to_int,
-                          pack_codes, unpack_codes)
+from ..hw.config import EngineConfig
+from ..hw.isa import DESC_WORDS, PRELU_BITS, PRELU_FRAC, RES_SH_MAX, SH_MAX, SH_MIN, encode_descriptor
+from ..sim.golden import (ACT_NONE, ACT_Q_IN, ACT_Q_OUT, ACT_SIGMOID, ACT_TANH, DE, INT8_CLIP, POOL_2X2, POOL_NONE,
+                          acc_bits, code_to_int, pack_codes, pool_out_size, unpack_codes)
 from ..sim.winograd import weight_transform
 
-__all__ = ["LayerPlan", "Program", "ProgramError", "program_checksum", "weight_words", "weight_codes",
+__all__ = ["LayerPlan", "TensorSpec", "Program", "HOST_OPS", "ProgramError", "program_checksum", "weight_words", "weight_codes",
            "features_to_words", "words_to_features", "FORMAT_VERSION"]
 
 #: Version of the program file layout; :meth:`Program.load` accepts this version only.
-#: 3: ``checksum`` array, schema and consistency checks on load.
-FORMAT_VERSION = 3
+#: 3: ``checksum`` array, schema and consistency checks on load. 4: several inputs and outputs
+#: (:class:`TensorSpec`), plans with input views, general max-pool windows, PReLU and clipping.
+FORMAT_VERSION = 4
+
+#: Operators a program may run on the host after an output (``TensorSpec.tail``), over the
+#: channel axis of the dequantized float output: ``softmax``.
+HOST_OPS = ("softmax",)
 
 
 class ProgramError(ValueError):
@@ -54,8 +58,19 @@ class ProgramError(ValueError):
 
 @dataclasses.dataclass
 class LayerPlan:
-    """One layer as the engine runs it (one descriptor). Sizes in pixels/channels, addresses in
-    words of the memory they point into (see ``hw/engine.py``)."""
+    """One layer as the engine runs it (one descriptor, :data:`nibble.hw.isa.DESCRIPTOR`). Sizes in
+    pixels/channels, addresses in words of the memory they point into.
+
+    The plan reads tensor ``src`` (a program input or the ``dst`` of an earlier plan; ``""``: the
+    previous plan's output, or the program input for the first) through the view ``in_base``,
+    ``in_row``, ``in_pix`` (0: dense, ``in_pix = cb_in``, ``in_row = in_w·in_pix``) and writes
+    tensor ``dst`` (``""``: unnamed) at ``out_base + py·out_row + px·out_pix``. Epilogue, in
+    order (ARITHMETIC §4.5): bias, a residual tensor ``res_src`` (``res``: int8 with exponent
+    ``res_q`` at ``res_base``, laid out as the output, added as ``r << res_sh_hw``), ReLU or PReLU (slope codes at ``slope_base``, one int32 word
+    per output channel), requantization with saturation to ``clip`` (int8 bounds), the
+    tanh/sigmoid table ``act``, max-pool ``pool`` = ``(kh, kw, sy, sx, top, bottom, left,
+    right)`` over the ``conv_h × conv_w`` conv output (:data:`nibble.sim.golden.POOL_NONE`: none).
+    """
     name: str
     op: str                 # "conv" (a Gemm is a conv whose kernel covers its whole input)
     cin: int
@@ -68,7 +83,7 @@ class LayerPlan:
     pad: tuple              # (top, bottom, left, right)
     conv_h: int
     conv_w: int
-    pool: int               # 1 or 2 (2×2 max-pool, stride 2, floor)
+    pool: tuple             # max-pool window (kh, kw, sy, sx, top, bottom, left, right)
     out_h: int
     out_w: int
     relu: bool
@@ -95,6 +110,22 @@ class LayerPlan:
     full_h: int = 0         # the group's whole output map (TDC): rows, columns
     full_w: int = 0
     map_base: int = 0       # feature-memory word of the group's output map
+    prelu: bool = False     # PReLU / LeakyReLU: slope codes at slope_base (sim.golden.PRELU_FRAC)
+    slope_base: int = 0     # parameter-memory word of the layer's first slope code
+    clip: tuple = INT8_CLIP  # saturation bounds (lo, hi) of the requantized value
+    in_row: int = 0         # words between input rows (0: in_w · in_pix, a dense map)
+    in_pix: int = 0         # words between input pixels (0: cb_in)
+    src: str = ""           # tensor read ("": the previous plan's output / the program input)
+    dst: str = ""           # tensor written
+    res: bool = False       # fused residual Add of the tensor res_src (at res_base, the output's layout)
+    res_src: str = ""
+    res_base: int = 0
+    res_q: int = 0          # the residual's exponent: it enters the accumulator shifted by res_sh_hw
+    groups: int = 1         # convolution groups (ONNX ``group``)
+    grp: int = 0            # grouped plan: output blocks per group (0: dense); each block reads cb_in
+                            # input blocks from block (b // grp)·cb_in of the pixel (in_pix words)
+    dst_off: int = 0        # Concat placement: the plan writes words dst_off … dst_off + cb_out − 1
+    dst_pix: int = 0        # of each dst_pix-word pixel of dst (0: cb_out, a map of its own)
 
     @property
     def scale(self):
@@ -103,32 +134,68 @@ class LayerPlan:
 
     @property
     def sh_hw(self):
-        """The shift the output stage applies: ``sh + 2`` for Winograd (ARITHMETIC §2.3)."""
-        return self.sh + (2 if self.winograd else 0)
+        """The shift the output stage applies: ``sh + 2`` for Winograd (ARITHMETIC §2.3),
+        ``+ PRELU_FRAC`` for PReLU (the slope's fraction bits, ARITHMETIC §4.5)."""
+        return self.sh + (2 if self.winograd else 0) + (PRELU_FRAC if self.prelu else 0)
+
+    @property
+    def res_sh_hw(self):
+        """The residual's left shift into accumulator units: ``q_in − n2 − res_q`` (+ 2 for
+        Winograd's ×4 scale); 0 without a residual."""
+        return self.q_in - self.n2 - self.res_q + (2 if self.winograd else 0) if self.res else 0
+
+    @property
+    def pools(self):
+        """True if the plan max-pools (``pool`` is not :data:`~nibble.sim.golden.POOL_NONE`)."""
+        return tuple(self.pool) != POOL_NONE
+
+    @property
+    def in_view(self):
+        """``(in_row, in_pix)`` with the dense defaults filled in (words)."""
+        pix = self.in_pix or self.cb_in
+        return self.in_row or self.in_w * pix, pix
+
+    @property
+    def out_view(self):
+        """``(out_row, out_pix)`` with the dense defaults filled in (words)."""
+        pix = self.out_pix or self.cb_out
+        return self.out_row or self.out_w * pix, pix
 
     def n_coblk(self, m):
         return -(-self.cout // m)
 
+    def codes_cin(self, vc):
+        """Input channels of the stored filters: ``cin`` (dense), or the ``cb_in·vc`` channels
+        one output block reads (grouped: block-diagonal filters)."""
+        return self.cb_in * vc if self.grp else self.cin
+
     def macs(self):
-        """Useful multiply-accumulates of the layer (no padding lanes, pooled pixels only)."""
-        return self.cout * self.cin * self.kh * self.kw * self.out_h * self.pool * self.out_w * self.pool
+        """Useful multiply-accumulates of the layer: every conv output once (no padding lanes,
+        no zero weights outside a group; a pool window recomputing overlapped outputs is not
+        counted twice)."""
+        return self.cout * (self.cin // self.groups) * self.kh * self.kw * self.conv_h * self.conv_w
 
     def descriptor(self, config, last):
-        """The 16 descriptor words (``hw/engine.py``)."""
-        flags = (DESC_MAGIC << 16) | (FLAG_RELU if self.relu else 0) | \
-            (FLAG_POOL if self.pool == 2 else 0) | (FLAG_LAST if last else 0) | \
-            (FLAG_WINOGRAD if self.winograd else 0) | (self.act << ACT_SHIFT)
-        out_pix = self.out_pix or self.cb_out
-        out_row = self.out_row or self.out_w * self.cb_out
+        """The :data:`~nibble.hw.isa.DESC_WORDS` descriptor words (:data:`nibble.hw.isa.DESCRIPTOR`).
+
+        :raises ValueError: a field that does not fit its descriptor field (naming it).
+        """
         dil_log2 = self.dil.bit_length() - 1
-        assert 1 << dil_log2 == self.dil, "input zero insertion must be a power of two"
-        w = [flags, self.in_base, self.in_h, self.in_w, self.cb_in,
-             self.kh | self.kw << 8 | self.stride << 16 | dil_log2 << 24, self.pad[0] | self.pad[2] << 8,
-             self.out_base, self.out_h, self.out_w, self.n_coblk(config.m),
-             self.w_base, self.bias_base,
-             (self.sh_hw & 0xFF) | (self.wmask[0] << 16) | (self.wmask[1] << 20), out_row, out_pix]
-        assert len(w) == DESC_WORDS
-        return w
+        if 1 << dil_log2 != self.dil:
+            raise ValueError(f"layer '{self.name}': input zero insertion {self.dil} is not a power of two")
+        in_row, in_pix = self.in_view
+        out_row, out_pix = self.out_view
+        pkh, pkw, psy, psx, ppt, _, ppl, _ = self.pool
+        return encode_descriptor(
+            relu=self.relu, last=last, winograd=self.winograd, prelu=self.prelu, act=self.act, dil=dil_log2,
+            in_base=self.in_base, in_h=self.in_h, in_w=self.in_w, in_cb=self.cb_in, in_row=in_row,
+            in_pix=in_pix, kh=self.kh, kw=self.kw, sy=self.stride, sx=self.stride, pad_t=self.pad[0],
+            pad_l=self.pad[2], conv_h=self.conv_h, conv_w=self.conv_w, pool_kh=pkh, pool_kw=pkw,
+            pool_sy=psy, pool_sx=psx, pool_pt=ppt, pool_pl=ppl, out_base=self.out_base, out_h=self.out_h,
+            out_w=self.out_w, out_row=out_row, out_pix=out_pix, n_coblk=self.n_coblk(config.m),
+            w_base=self.w_base, bias_base=self.bias_base, slope_base=self.slope_base, sh=self.sh_hw,
+            clip_lo=self.clip[0], clip_hi=self.clip[1], xmask=self.wmask[0], ymask=self.wmask[1],
+            res=self.res, res_sh=self.res_sh_hw, res_base=self.res_base, grp=self.grp)
 
 
 def weight_words(codes, m, vc, cb_in):
@@ -181,34 +248,66 @@ def words_to_features(raw, c, h, w, vc, cb=None):
 
 
 @dataclasses.dataclass
+class TensorSpec:
+    """A program input or output: a feature map in device memory.
+
+    ``name`` (the model's tensor name), ``shape`` (C, H, W), ``q`` (value = V · 2^−q,
+    ARITHMETIC §4.3), ``base`` (feature-memory word of pixel (0, 0)), ``row`` and ``pix`` (words
+    between rows and pixels; 0 = a dense map with ⌈C/vc⌉ words per pixel). Outputs also carry
+    ``flatten`` (returned as (N, C): a Gemm head) and ``tail`` (host operators of
+    :data:`HOST_OPS` applied in order to the dequantized float output, over the channel axis).
+    """
+    name: str
+    shape: tuple
+    q: int
+    base: int
+    row: int = 0
+    pix: int = 0
+    flatten: bool = False
+    tail: tuple = ()
+
+    def view(self, vc):
+        """``(row, pix, cb)``: words between rows and pixels, and channel blocks (⌈C/vc⌉)."""
+        c, h, w = self.shape
+        cb = -(-c // vc)
+        pix = self.pix or cb
+        return self.row or w * pix, pix, cb
+
+    def words(self, vc):
+        """Feature-memory words from ``base`` to the end of the map's last pixel."""
+        c, h, w = self.shape
+        row, pix, cb = self.view(vc)
+        return (h - 1) * row + (w - 1) * pix + cb
+
+
+@dataclasses.dataclass
 class Program:
     """A compiled network for one :class:`EngineConfig`.
 
-    Attributes: ``config``; ``layers`` (list of :class:`LayerPlan`); ``params`` (uint32 image of
-    parameter memory from word 0: descriptors then biases); ``weights`` (uint16 image of weight
-    memory from word 0); ``input_shape`` (C, H, W), ``input_q``; ``output_shape`` (C, H, W),
-    ``output_q``; ``input_name``/``output_name`` of the source model; ``flatten_output``.
+    Attributes: ``config``; ``layers`` (list of :class:`LayerPlan`, in execution order);
+    ``params`` (uint32 image of parameter memory from word 0: descriptors from ``desc_base``,
+    then biases and slope codes); ``weights`` (uint16 image of weight memory from word 0);
+    ``inputs``, ``outputs`` (lists of :class:`TensorSpec`). ``input_shape``, ``input_q``,
+    ``input_name`` and ``output_shape``, ``output_q``, ``output_name``, ``flatten_output`` are
+    those of the first input and output.
     """
     config: EngineConfig
     layers: list
     params: np.ndarray
     weights: np.ndarray
-    input_shape: tuple
-    input_q: int
-    output_shape: tuple
-    output_q: int
-    input_name: str = "input"
-    output_name: str = "output"
-    flatten_output: bool = False
+    inputs: list
+    outputs: list
     desc_base: int = 0
 
-    @property
-    def input_base(self):
-        return self.layers[0].in_base
-
-    @property
-    def output_base(self):
-        return self.layers[-1].map_base
+    input_shape = property(lambda self: tuple(self.inputs[0].shape))
+    input_q = property(lambda self: self.inputs[0].q)
+    input_name = property(lambda self: self.inputs[0].name)
+    input_base = property(lambda self: self.inputs[0].base)
+    output_shape = property(lambda self: tuple(self.outputs[0].shape))
+    output_q = property(lambda self: self.outputs[0].q)
+    output_name = property(lambda self: self.outputs[0].name)
+    output_base = property(lambda self: self.outputs[0].base)
+    flatten_output = property(lambda self: self.outputs[0].flatten)
 
     def layer_codes(self, i):
         """Codes of layer ``i`` read back from the weight-memory image (Cout, Cin, Kh, Kw)."""
@@ -216,13 +315,25 @@ class Program:
         per_word = c.vc // 4
         start = L.w_base * per_word
         n = L.n_coblk(c.m) * c.m * L.kh * L.kw * L.cb_in * per_word
-        return weight_codes(self.weights[start:start + n], L.cout, L.cin, L.kh, L.kw, c.m, c.vc, L.cb_in)
+        return weight_codes(self.weights[start:start + n], L.cout, L.codes_cin(c.vc), L.kh, L.kw, c.m, c.vc,
+                            L.cb_in)
 
-    def layer_bias(self, i):
+    def layer_bias(self, i, padded=False):
         """int64 biases (Cout,) of layer ``i`` read back from the parameter-memory image, in the
-        units of the layer's accumulator (``LayerPlan.scale`` × the bias for Winograd layers)."""
+        units of the layer's accumulator (``LayerPlan.scale`` × the bias for Winograd layers);
+        ``padded``: all ``n_coblk·m`` words the engine loads."""
         L = self.layers[i]
-        return self.params[L.bias_base:L.bias_base + L.cout].view(np.int32).astype(np.int64)
+        n = L.n_coblk(self.config.m) * self.config.m if padded else L.cout
+        return self.params[L.bias_base:L.bias_base + n].view(np.int32).astype(np.int64)
+
+    def layer_slopes(self, i, padded=False):
+        """int64 PReLU slope codes (Cout,) of layer ``i`` from the parameter-memory image
+        (``padded``: all ``n_coblk·m``), or None for a layer without PReLU."""
+        L = self.layers[i]
+        if not L.prelu:
+            return None
+        n = L.n_coblk(self.config.m) * self.config.m if padded else L.cout
+        return self.params[L.slope_base:L.slope_base + n].view(np.int32).astype(np.int64)
 
     def macs(self):
         return sum(L.macs() for L in self.layers)
@@ -231,10 +342,9 @@ class Program:
         return {
             "format": FORMAT_VERSION, "config": self.config.to_dict(),
             "layers": [dataclasses.asdict(L) for L in self.layers],
-            "input_shape": list(self.input_shape), "input_q": self.input_q,
-            "output_shape": list(self.output_shape), "output_q": self.output_q,
-            "input_name": self.input_name, "output_name": self.output_name,
-            "flatten_output": self.flatten_output, "desc_base": self.desc_base,
+            "inputs": [dataclasses.asdict(t) for t in self.inputs],
+            "outputs": [dataclasses.asdict(t) for t in self.outputs],
+            "desc_base": self.desc_base,
         }
 
     def _checked(self, where):
@@ -615,7 +725,9 @@ _LAYER_SPEC = {
     "pad": lambda c, v, f: c.ints(v, f, [(0, 255), (-65535, 65535), (0, 255), (-65535, 65535)],
                                   "[top, bottom, left, right] with top, left in [0, 255]"),
     "conv_h": _ranged(1), "conv_w": _ranged(1),
-    "pool": _choice(1, 2),
+    "pool": lambda c, v, f: c.ints(v, f, [(1, 15)] * 4 + [(0, 14)] * 4,
+                                   "[kh, kw, sy, sx, top, bottom, left, right]: sizes and strides in [1, 15], "
+                                   "paddings in [0, 14]"),
     "out_h": _ranged(*_U16), "out_w": _ranged(*_U16),
     "relu": lambda c, v, f: c.bool(v, f),
     "n2": _ranged(*_Q), "q_in": _ranged(*_Q), "q_out": _ranged(*_Q),
@@ -634,11 +746,39 @@ _LAYER_SPEC = {
     "phase": _phase,
     "full_h": _ranged(0, 65535), "full_w": _ranged(0, 65535),
     "map_base": _ranged(*_U32),
+    "prelu": lambda c, v, f: c.bool(v, f),
+    "slope_base": _ranged(*_U32),
+    "clip": lambda c, v, f: c.ints(v, f, [(-128, 127), (-128, 127)], "[lo, hi] int8 bounds"),
+    "in_row": _ranged(*_U32), "in_pix": _ranged(*_U32),
+    "src": lambda c, v, f: c.str(v, f), "dst": lambda c, v, f: c.str(v, f),
+    "res": lambda c, v, f: c.bool(v, f), "res_src": lambda c, v, f: c.str(v, f),
+    "res_base": _ranged(*_U32), "res_q": _ranged(*_Q),
+    "groups": _ranged(1, 1 << 16), "grp": _ranged(0, 65535),
+    "dst_off": _ranged(*_U32), "dst_pix": _ranged(*_U32),
 }
 assert set(_LAYER_SPEC) == {fl.name for fl in dataclasses.fields(LayerPlan)}, "LayerPlan and its file schema"
 
-_TOP_KEYS = ("format", "config", "layers", "input_shape", "input_q", "output_shape", "output_q",
-             "input_name", "output_name", "flatten_output", "desc_base")
+_TOP_KEYS = ("format", "config", "layers", "inputs", "outputs", "desc_base")
+_TENSOR_KEYS = ("name", "shape", "q", "base", "row", "pix", "flatten", "tail")
+
+
+def _parse_tensors(c, v, field, minimum):
+    """A list of :class:`TensorSpec` from the file."""
+    if not isinstance(v, list) or len(v) < minimum:
+        c.fail(field, f"expected a list of at least {minimum} tensor(s), got {_got(v)}")
+    out = []
+    for i, d in enumerate(v):
+        f = f"{field}[{i}]"
+        c.keys(d, list(_TENSOR_KEYS), f)
+        tail = d["tail"]
+        if not isinstance(tail, list) or any(t not in HOST_OPS for t in tail):
+            c.fail(f"{f}.tail", f"expected a list of host operators ({', '.join(HOST_OPS)}), got {_got(tail)}")
+        out.append(TensorSpec(name=c.str(d["name"], f"{f}.name"),
+                              shape=c.ints(d["shape"], f"{f}.shape", [(1, 1 << 24)] * 3, "[C, H, W] of positive integers"),
+                              q=c.int(d["q"], f"{f}.q", *_Q), base=c.int(d["base"], f"{f}.base", *_U32),
+                              row=c.int(d["row"], f"{f}.row", *_U32), pix=c.int(d["pix"], f"{f}.pix", *_U32),
+                              flatten=c.bool(d["flatten"], f"{f}.flatten"), tail=tuple(tail)))
+    return out
 
 
 def _parse_config(d, c):
@@ -672,13 +812,9 @@ def _parse(meta, params, weights, where):
         f = f"layers[{i}]"
         c.keys(d, list(_LAYER_SPEC), f)
         plans.append(LayerPlan(**{k: check(c, d[k], f"{f}.{k}") for k, check in _LAYER_SPEC.items()}))
-    shape = lambda k: c.ints(meta[k], k, [(1, 1 << 24)] * 3, "[C, H, W] of positive integers")  # noqa: E731
     p = Program(config=config, layers=plans, params=params, weights=weights,
-                input_shape=shape("input_shape"), input_q=c.int(meta["input_q"], "input_q", *_Q),
-                output_shape=shape("output_shape"), output_q=c.int(meta["output_q"], "output_q", *_Q),
-                input_name=c.str(meta["input_name"], "input_name"),
-                output_name=c.str(meta["output_name"], "output_name"),
-                flatten_output=c.bool(meta["flatten_output"], "flatten_output"),
+                inputs=_parse_tensors(c, meta["inputs"], "inputs", 1),
+                outputs=_parse_tensors(c, meta["outputs"], "outputs", 1),
                 desc_base=c.int(meta["desc_base"], "desc_base", *_U32))
     _consistency(p, c)
     return p
@@ -718,28 +854,113 @@ def _consistency(p, c):
     groups = _groups(layers)
     for a, b in groups:
         _check_group(layers, a, b, c)
-    first = layers[0]
-    if tuple(p.input_shape) != (first.cin, first.in_h, first.in_w):
-        c.fail("input_shape", f"{list(p.input_shape)} is not the first layer's input "
-                              f"{[first.cin, first.in_h, first.in_w]}")
-    if p.input_q != first.q_in:
-        c.fail("input_q", f"{p.input_q} is not the first layer's q_in {first.q_in}")
-    for (a, _), (b, _) in zip(groups, groups[1:]):
-        P, L, f = layers[a], layers[b], f"layers[{b}]"
-        for field, want, what in (("cin", P.cout, "cout"), ("in_h", P.full_h, "full_h"),
-                                  ("in_w", P.full_w, "full_w"), ("cb_in", P.cb_out, "cb_out"),
-                                  ("in_base", P.map_base, "map_base"), ("q_in", P.q_out, "q_out")):
-            if getattr(L, field) != want:
-                c.fail(f"{f}.{field}", f"{getattr(L, field)} is not the previous layer's {what} {want} "
-                                       f"(layers[{a}], '{P.name}')")
-    last = layers[groups[-1][0]]
-    if tuple(p.output_shape) != (last.cout, last.full_h, last.full_w):
-        c.fail("output_shape", f"{list(p.output_shape)} is not the last layer's output "
-                               f"{[last.cout, last.full_h, last.full_w]}")
-    if p.output_q != last.q_out:
-        c.fail("output_q", f"{p.output_q} is not the last layer's q_out {last.q_out}")
+    _dataflow(p, c, groups)
     for i, L in enumerate(layers):
         _check_contents(p, i, L, c)
+
+
+def _extent(base, h, w, row, pix, cb):
+    """``(first, end)`` feature-memory words of a map view."""
+    return base, base + (h - 1) * row + (w - 1) * pix + cb
+
+
+def _dataflow(p, c, groups):
+    """Tensors: every plan reads a program input or the output of an earlier plan, with its shape,
+    exponent and layout; nothing is written twice; the outputs exist; and no plan writes over a
+    tensor that is still to be read (or is a program output)."""
+    vc = p.config.vc
+    tensors = {}          # name -> (shape, q, base, row, pix, cb, group index of the producer or -1)
+    names = [t.name for t in p.inputs]
+    if len(set(names)) != len(names):
+        c.fail("inputs", f"tensor names appear twice: {names}")
+    for k, t in enumerate(p.inputs):
+        row, pix, cb = t.view(vc)
+        tensors[t.name] = (tuple(t.shape), t.q, t.base, row, pix, cb, -1)
+        if t.base + t.words(vc) > p.config.feature_depth:
+            c.fail(f"inputs[{k}].base", f"the input map ends at word {t.base + t.words(vc)}, the feature memory "
+                                        f"has {p.config.feature_depth}")
+    reads = {}            # tensor -> last group index reading it
+    parts = {}            # concatenated tensor -> the pixel words written so far
+    prev = p.inputs[0].name
+    srcs, dsts = [], []
+    for g, (a, _) in enumerate(groups):
+        L, f = p.layers[a], f"layers[{a}]"
+        src = L.src or prev
+        if src not in tensors:
+            c.fail(f"{f}.src", f"'{src}' is not a program input nor written by an earlier layer")
+        shape, q, base, row, pix, cb, _ = tensors[src]
+        if src in parts and parts[src] != set(range(pix)):
+            c.fail(f"{f}.src", f"reads the concatenated tensor '{src}' before all its parts are written")
+        for field, have, want, what in (("cin", L.cin, shape[0], "channels"), ("in_h", L.in_h, shape[1], "rows"),
+                                        ("in_w", L.in_w, shape[2], "columns"), ("q_in", L.q_in, q, "exponent"),
+                                        ("in_base", L.in_base, base, "first word"),
+                                        ("cb_in", L.in_view[1] if L.grp else L.cb_in, cb, "words per pixel"),
+                                        ("in_row", L.in_view[0], row, "words per row"),
+                                        ("in_pix", L.in_view[1], pix, "words per pixel step")):
+            if have != want:
+                c.fail(f"{f}.{field}", f"{have} is not the {what} {want} of the tensor '{src}' it reads")
+        reads[src] = g
+        if L.res:
+            if L.res_src not in tensors:
+                c.fail(f"{f}.res_src", f"'{L.res_src}' is not a program input nor written by an earlier layer")
+            shape, q, base, row, pix, cb, _ = tensors[L.res_src]
+            want = ((L.cout, L.out_h, L.out_w), L.res_q, L.res_base, *L.out_view, L.cb_out)
+            if (shape, q, base, row, pix, cb) != want:
+                c.fail(f"{f}.res_src", f"the residual '{L.res_src}' (shape {list(shape)}, q {q}, word {base}, "
+                                       f"row {row}, pixel {pix}, {cb} words) is not laid out as the output "
+                                       f"{[L.cout, L.out_h, L.out_w]} with q {L.res_q} at word {L.res_base}")
+            reads[L.res_src] = g
+        dst = L.dst or f"<layers[{a}]>"
+        out_row, out_pix = (L.full_w * L.cb_out, L.cb_out) if L.phase else (L.full_w * (L.dst_pix or L.cb_out),
+                                                                           L.dst_pix or L.cb_out)
+        words = set(range(L.dst_off, L.dst_off + L.cb_out))
+        if L.dst_pix:                   # one part of a concatenated tensor: C = dst_pix·vc channels
+            rec = ((out_pix * vc, L.full_h, L.full_w), L.q_out, L.map_base, out_row, out_pix, out_pix, g)
+            if dst in tensors:
+                if dst not in parts or tensors[dst][:6] != rec[:6]:
+                    c.fail(f"{f}.dst", f"the tensor '{dst}' is written twice, or its parts differ in size, "
+                                       "exponent or place")
+                if parts[dst] & words:
+                    c.fail(f"{f}.dst_off", f"words {sorted(parts[dst] & words)} of the pixels of '{dst}' are "
+                                           "written by two layers")
+                parts[dst] |= words
+            else:
+                tensors[dst], parts[dst] = rec, words
+        else:
+            if dst in tensors:
+                c.fail(f"{f}.dst", f"the tensor '{dst}' is written twice")
+            tensors[dst] = ((L.cout, L.full_h, L.full_w), L.q_out, L.map_base, out_row, out_pix, L.cb_out, g)
+        srcs.append(src)
+        dsts.append(dst)
+        prev = dst
+    for name, words in parts.items():
+        if words != set(range(tensors[name][4])):
+            c.fail("layers", f"the concatenated tensor '{name}' has pixel words {sorted(set(range(tensors[name][4])) - words)} "
+                             "that no layer writes")
+    onames = [t.name for t in p.outputs]
+    if len(set(onames)) != len(onames):
+        c.fail("outputs", f"tensor names appear twice: {onames}")
+    for k, t in enumerate(p.outputs):
+        f = f"outputs[{k}]"
+        if t.name not in tensors or tensors[t.name][6] < 0:
+            c.fail(f"{f}.name", f"'{t.name}' is not written by any layer")
+        shape, q, base, row, pix, cb, _ = tensors[t.name]
+        trow, tpix, _ = t.view(vc)
+        for field, have, want in (("shape", list(t.shape), list(shape)), ("q", t.q, q), ("base", t.base, base),
+                                  ("row", trow, row), ("pix", tpix, pix)):
+            if have != want:
+                c.fail(f"{f}.{field}", f"{have} is not the {field} {want} of the tensor '{t.name}'")
+        reads[t.name] = len(groups)
+    for g, (a, _) in enumerate(groups):
+        shape, _, base, row, pix, cb, _ = tensors[dsts[g]]
+        lo, hi = _extent(base, shape[1], shape[2], row, pix, cb)
+        for name, (s2, _, b2, r2, p2, c2, prod) in tensors.items():
+            if name == dsts[g] or prod >= g or reads.get(name, -1) < g:
+                continue               # not yet written, or never read again
+            lo2, hi2 = _extent(b2, s2[1], s2[2], r2, p2, c2)
+            if lo < hi2 and lo2 < hi:
+                c.fail(f"layers[{a}].map_base", f"the output '{dsts[g]}' (words {lo}..{hi - 1}) overwrites the tensor "
+                                                f"'{name}' (words {lo2}..{hi2 - 1}), which is still to be read")
 
 
 def _check_plan(p, i, L, c, d_end):
@@ -761,14 +982,31 @@ def _check_plan(p, i, L, c, d_end):
         fail("pad", f"{geo} gives no output")
     if (L.conv_h, L.conv_w) != (conv_h, conv_w):
         fail("conv_h", f"{geo} gives {conv_h}x{conv_w}, the plan says {L.conv_h}x{L.conv_w}")
-    if (L.out_h, L.out_w) != (L.conv_h // L.pool, L.conv_w // L.pool) or min(L.out_h, L.out_w) < 1:
-        fail("out_h", f"a {L.conv_h}x{L.conv_w} map pooled by {L.pool} is "
-                      f"{L.conv_h // L.pool}x{L.conv_w // L.pool}, the plan says {L.out_h}x{L.out_w}")
+    pkh, pkw, psy, psx, ppt, ppb, ppl, ppr = L.pool
+    if max(ppt, ppb) >= pkh or max(ppl, ppr) >= pkw:
+        fail("pool", f"a padding of the max-pool window {list(L.pool)} is not smaller than the window")
+    ph, pw = pool_out_size(L.conv_h, L.conv_w, L.pool)
+    if (L.out_h, L.out_w) != (ph, pw) or min(L.out_h, L.out_w) < 1:
+        fail("out_h", f"a {L.conv_h}x{L.conv_w} map pooled by {list(L.pool)} is {ph}x{pw}, the plan says "
+                      f"{L.out_h}x{L.out_w}")
+    if (L.out_h - 1) * psy - ppt >= L.conv_h or (L.out_w - 1) * psx - ppl >= L.conv_w:
+        fail("pool", f"the last max-pool window of {list(L.pool)} starts outside the {L.conv_h}x{L.conv_w} map")
+    if L.clip[0] > L.clip[1]:
+        fail("clip", f"{list(L.clip)}: the lower bound is above the upper one")
+    if L.res:
+        if L.pools or L.phase or L.op != "conv":
+            fail("res", "a residual Add is fused only into a convolution without pooling or phases")
+        if not 0 <= L.res_sh_hw <= RES_SH_MAX:
+            fail("res_q", f"the residual shift q_in - n2 - res_q = {L.res_sh_hw} is outside [0, {RES_SH_MAX}]")
+    elif L.res_src or L.res_base or L.res_q:
+        fail("res", "res_src, res_base and res_q are set without a residual")
     if L.winograd:
         if not cfg.winograd:
             fail("winograd", "a Winograd plan, but the engine is configured without the Winograd path")
         if (L.kh, L.kw, L.stride, L.dil) != (3, 3, 1, 1):
             fail("winograd", "Winograd F(2x2,3x3) needs a 3x3 stride-1 plan without zero insertion")
+        if L.pools and tuple(L.pool) != POOL_2X2:
+            fail("pool", "a Winograd plan pools only with the 2x2 stride-2 unpadded window")
         if 16 * L.cb_in > cfg.filter_depth // 2:
             fail("cb_in", f"16 x {L.cb_in} transformed-weight words exceed half the filter cache "
                           f"({cfg.filter_depth // 2})")
@@ -777,7 +1015,17 @@ def _check_plan(p, i, L, c, d_end):
     if L.kh * L.kw * L.cb_in > cfg.filter_depth:
         fail("cb_in", f"a filter of {L.kh * L.kw * L.cb_in} words does not fit the {cfg.filter_depth}-word "
                       "filter cache")
-    if L.cb_in * cfg.vc < L.cin:
+    if L.grp:
+        if L.cin % L.groups or L.cout % L.groups or L.groups < 2:
+            fail("groups", f"{L.groups} groups do not divide {L.cin} input and {L.cout} output channels")
+        if L.in_view[1] * cfg.vc < L.cin or L.cb_in > L.in_view[1]:
+            fail("in_pix", f"a grouped plan reads {L.cb_in} of the in_pix = {L.in_view[1]} words of a pixel, "
+                           f"which must hold its {L.cin} input channels")
+        if L.winograd and L.pools:
+            fail("grp", "a grouped Winograd plan does not pool")
+    elif L.groups != 1:
+        fail("groups", f"{L.groups} groups in a dense plan (grp = 0)")
+    elif L.cb_in * cfg.vc < L.cin:
         fail("cb_in", f"{L.cb_in} words of {cfg.vc} channels cannot hold {L.cin} input channels")
     nb = L.n_coblk(cfg.m)
     if L.cb_out != nb * cfg.m // cfg.vc:
@@ -803,13 +1051,17 @@ def _check_plan(p, i, L, c, d_end):
     else:
         if (L.full_h, L.full_w) != (L.out_h, L.out_w):
             fail("full_h", f"{L.full_h}x{L.full_w} is not the output {L.out_h}x{L.out_w} of a plan without phase")
-        want = (L.map_base, L.out_row and L.out_w * L.cb_out, L.out_pix and L.cb_out)
+        P = L.dst_pix or L.cb_out
+        if L.dst_off + L.cb_out > P:
+            fail("dst_off", f"words {L.dst_off}..{L.dst_off + L.cb_out - 1} do not fit a {P}-word pixel of "
+                            f"'{L.dst}'")
+        want = (L.map_base + L.dst_off, L.out_row and L.out_w * P, L.out_pix and P)
     for field, w in zip(("out_base", "out_row", "out_pix"), want):
         if getattr(L, field) != w:
             fail(field, f"expected {w} for this output map, got {getattr(L, field)}")
     # memory ranges (the engine's checks, against the images the program carries)
-    in_end = L.in_base + L.in_h * L.in_w * L.cb_in
-    map_end = L.map_base + L.full_h * L.full_w * L.cb_out
+    in_end = _extent(L.in_base, L.in_h, L.in_w, *L.in_view, L.in_view[1] if L.grp else L.cb_in)[1]
+    map_end = L.map_base + L.full_h * L.full_w * (L.dst_pix or L.cb_out)
     if in_end > cfg.feature_depth:
         fail("in_base", f"the input map ends at word {in_end}, the feature memory has {cfg.feature_depth}")
     if map_end > cfg.feature_depth:
@@ -827,6 +1079,17 @@ def _check_plan(p, i, L, c, d_end):
     if L.bias_base < d_end and p.desc_base < b_end:
         fail("bias_base", f"the biases (words {L.bias_base}..{b_end - 1}) overlap the descriptors "
                           f"(words {p.desc_base}..{d_end - 1})")
+    if L.prelu:
+        s_end = L.slope_base + nb * cfg.m
+        if s_end > len(p.params):
+            fail("slope_base", f"the slope codes end at parameter word {s_end}, the parameter image has "
+                               f"{len(p.params)}")
+        if L.slope_base < d_end and p.desc_base < s_end:
+            fail("slope_base", f"the slope codes (words {L.slope_base}..{s_end - 1}) overlap the descriptors")
+        codes = p.params[L.slope_base:s_end].view(np.int32)
+        lim = 1 << (PRELU_BITS - 1)
+        if np.any(codes < -lim) or np.any(codes >= lim) or np.any(codes[L.cout:]):
+            fail("slope_base", f"slope codes outside the {PRELU_BITS}-bit range or in the padding channels")
     want = L.descriptor(cfg, last=i == len(p.layers) - 1)
     at = p.desc_base + DESC_WORDS * i
     for k, w in enumerate(want):
@@ -837,7 +1100,7 @@ def _check_plan(p, i, L, c, d_end):
 
 
 _SHARED = ("op", "cin", "cout", "in_h", "in_w", "cb_in", "cb_out", "in_base", "map_base", "full_h", "full_w",
-           "q_in", "q_out", "relu", "act")
+           "q_in", "q_out", "relu", "act", "prelu", "clip", "in_row", "in_pix", "src", "dst")
 
 
 def _check_group(layers, a, b, c):
@@ -877,10 +1140,11 @@ def _check_contents(p, i, L, c):
     n = nb * cfg.m * L.kh * L.kw * cb * vc
     full = unpack_codes(p.weights[start:start + n // 4], n).reshape(nb, cfg.m, L.kh, L.kw, cb, vc)
     full = code_to_int(full.transpose(0, 1, 4, 5, 2, 3).reshape(nb * cfg.m, cb * vc, L.kh, L.kw))
-    if np.any(full[L.cout:]) or np.any(full[:, L.cin:]):
+    cin = L.codes_cin(vc)
+    if np.any(full[L.cout:]) or np.any(full[:, cin:]):
         c.fail(f"{f}.w_base", "nonzero weights in the padding (output channels beyond cout or input "
                               "channels beyond cin)")
-    g = full[:L.cout, :L.cin]
+    g = full[:L.cout, :cin]
     bias = np.abs(p.params[L.bias_base:L.bias_base + L.cout].view(np.int32).astype(np.int64))
     bmax = int(bias.max(initial=0))
     if L.winograd:
@@ -890,9 +1154,9 @@ def _check_contents(p, i, L, c):
         if np.any(u[:, :, ~np.outer(rows, cols)]):
             c.fail(f"{f}.wmask", f"{list(L.wmask)} skips transformed weights that are not zero")
         used_r, used_c = np.flatnonzero(np.any(g, axis=(0, 1, 3))), np.flatnonzero(np.any(g, axis=(0, 1, 2)))
-        taps = L.cin * (3 - used_r[0] if len(used_r) else 0) * (3 - used_c[0] if len(used_c) else 0)
+        taps = cin * (3 - used_r[0] if len(used_r) else 0) * (3 - used_c[0] if len(used_c) else 0)
         need = acc_bits(taps, DE, -(-bmax // 4)) + 2
     else:
-        need = acc_bits(L.cin * L.kh * L.kw, DE, bmax)
+        need = acc_bits(cin * L.kh * L.kw, DE, bmax)
     if need > L.acc_bits:
         c.fail(f"{f}.acc_bits", f"the weights and biases need {need}-bit accumulators, the plan says {L.acc_bits}")

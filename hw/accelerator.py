@@ -27,10 +27,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .bus import READ_LATENCY, BusSignature
-from .config import DESC_WORDS, EngineConfig
-from .isa import CTRL_ACK, CTRL_START, DEFAULT_MAX_PAYLOAD, LINK_VERSION, CRC32, SEQ_BITS
-from .engine import ACT_SHIFT, DESC_MAGIC, FLAG_LAST, FLAG_POOL, FLAG_RELU, FLAG_WINOGRAD, Engine, EngineError
-from .output import SH_MAX, SH_MIN
+from .config import EngineConfig
+from .isa import (CRC32, CTRL_ACK, CTRL_START, DEFAULT_MAX_PAYLOAD, DESC_MAGIC, DESC_WORDS, LINK_VERSION, PRELU_FRAC,
+                  SEQ_BITS, SH_MAX, SH_MIN, EngineError, descriptor_fields)
+from .engine import Engine
 
 __all__ = ["AcceleratorCore", "Accelerator", "CSRS", "STATUS_BITS", "REGION_BASE", "ID_VALUE", "VERSION", "regmap"]
 
@@ -101,9 +101,9 @@ def regmap(config: EngineConfig):
         "config": config.to_dict(),
         "error_codes": {e.name.lower(): int(e) for e in EngineError},
         "descriptor": {"words": DESC_WORDS, "magic": DESC_MAGIC,
-                       "flags": {"relu": FLAG_RELU, "pool": FLAG_POOL, "last": FLAG_LAST,
-                                 "winograd": FLAG_WINOGRAD, "act_shift": ACT_SHIFT}},
-        "requant": {"sh_min": SH_MIN, "sh_max": SH_MAX},
+                       "fields": {n: {"offset": o, "width": w, "signed": sg}
+                                  for n, (o, w, sg) in descriptor_fields().items()}},
+        "requant": {"sh_min": SH_MIN, "sh_max": SH_MAX, "prelu_frac": PRELU_FRAC},
     }
 
 
@@ -231,6 +231,8 @@ class AcceleratorCore(wiring.Component):
                 m.d.comb += [rp.addr.eq(word), rp.en.eq(1)]
             m.d.comb += eng_r[2].eq(rp.data)
             if name == "feature":
+                rp2 = mem.read_port(domain="sync")     # the residual reader's port
+                m.d.comb += [rp2.addr.eq(eng.f_r2_addr), rp2.en.eq(eng.f_r2_en), eng.f_r2_data.eq(rp2.data)]
                 with m.If(eng.busy):
                     m.d.comb += [wp.addr.eq(eng.f_w_addr), wp.en.eq(eng.f_w_en), wp.data.eq(eng.f_w_data)]
                 with m.Else():

@@ -7,10 +7,9 @@ import dataclasses
 import hashlib
 import json
 
-__all__ = ["EngineConfig", "DESC_WORDS"]
+from .isa import DESC_WORDS
 
-#: 32-bit words per layer descriptor in the parameter memory (see ``hw/engine.py``).
-DESC_WORDS = 16
+__all__ = ["EngineConfig", "DESC_WORDS"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,40 +6,21 @@ block) beat through the PE array and the output stage, and writes the int8 resul
 feature memory (HWC, channels padded to ``vc``). Then the next layer, until a descriptor with the
 ``last`` flag. The host is not involved between layers.
 
-Descriptor: ``DESC_WORDS`` = 16 little 32-bit words in parameter memory (layer ``l`` at
-``desc_base + 16·l``). Word addresses below are in the unit of the memory they point into.
-
-====  ===========================================================================================
-word  contents
-====  ===========================================================================================
-0     ``flags``: bit 0 ReLU, bit 1 2×2 max-pool, bit 2 last layer, bit 3 Winograd F(2×2,3×3),
-      bits 5:4 output activation (0 none, 1 tanh, 2 sigmoid); bits 31:16 = ``DESC_MAGIC``
-1     ``in_base``: feature-memory word of input pixel (0, 0), channel block 0
-2     ``in_h``   3 ``in_w``   4 ``in_cb`` (input channel blocks = ⌈Cin / vc⌉)
-5     ``kh`` [7:0], ``kw`` [15:8], ``stride`` [23:16], ``dil`` [26:24]: the input is read as if
-      zero-inserted by ``2^dil`` (NZP transposed convolution, ARITHMETIC §1.3; 0 = none)
-6     ``pad_top`` [7:0], ``pad_left`` [15:8] (bottom/right padding is implied by the bounds)
-7     ``out_base``: feature-memory word of output pixel (0, 0)
-8     ``out_h``  9 ``out_w``: stored output size (after pooling)
-10    ``n_coblk``: blocks of ``m`` output channels (a pixel holds ``out_cb`` = n_coblk·m/vc words)
-11    ``w_base``: weight-memory word of the layer's first filter word
-12    ``bias_base``: parameter-memory word of the layer's first bias (int32, accumulator units)
-13    ``sh`` [7:0]: requantization shift (signed, ARITHMETIC §4.5), in [SH_MIN, SH_MAX];
-      Winograd only: ``xmask`` [19:16], ``ymask`` [23:20]: the transformed rows ξ and columns ν
-      computed (the others are structurally zero, ARITHMETIC §3; 0xF, 0xF for a plain layer)
-14    ``out_row``: feature-memory words between output rows (``out_w·out_cb`` for a dense map)
-15    ``out_pix``: words between output pixels of a row (``out_cb`` for a dense map); with
-      ``out_row``, output pixel (py, px) is written at ``out_base + py·out_row + px·out_pix``
-      (the interleaved write of TDC phases, ARITHMETIC §5)
-====  ===========================================================================================
+Descriptor: :data:`nibble.hw.isa.DESCRIPTOR` (``DESC_WORDS`` 32-bit words in parameter memory,
+layer ``l`` at ``desc_base + DESC_WORDS·l``); the engine views its descriptor registers through
+that layout, and the fields' semantics are documented there.
 
 Weight memory order per layer: for each output block, for each PE ``p``, for each tap
 ``t = ky·kw + kx``, for each input block ``cb``: one word of ``vc`` codes (input channels
 ``cb·vc …``), i.e. filter-cache word ``t·in_cb + cb`` of PE ``p``.
 
-Schedule (cycles): per layer ``17 + 4`` (fetch, check) + per output block ``m + 1`` (biases)
-+ ``m·T·in_cb + 1`` (filters, ``T = kh·kw``) + ``out_h·out_w·pool²·T·in_cb`` beats + the pipeline
-drain (about 8 cycles). The PE array is busy one beat per cycle while beats flow (backpressure
+Schedule (cycles): per layer ``DESC_WORDS + 1 + 4`` (fetch, check) + per output block ``m + 1``
+(biases; ``m + 1`` more for PReLU slopes) + ``m·T·in_cb + 1`` (filters, ``T = kh·kw``) +
+``out_h·out_w·pool_kh·pool_kw·T·in_cb`` beats + the pipeline drain (about 9 cycles). With a
+max-pool window the scheduler issues, for every output pixel, every position (dy, dx) of its
+window (conv outputs shared by overlapping windows are computed again); a position outside the
+conv output (the pool's padding, ``ceil_mode``) is issued with zero input and marked ``skip``, so
+the output stage leaves it out of the max. The PE array is busy one beat per cycle while beats flow (backpressure
 from the writer when ``m > vc`` stalls it for ``m/vc − 1`` cycles per output pixel).
 
 Winograd mode (flag bit 3; ``kh = kw = 3``, stride 1; ARITHMETIC §2): the output is computed in
@@ -60,10 +41,7 @@ b + 1's transform runs into the other half while block b computes. Then
 outputs where direct mode needs 36 (2.25×).
 
 Errors (``err_code``; the engine stops, ``error`` is set, ``layer`` names the layer):
-1 bad descriptor magic, 2 zero size field, 3 filters larger than the filter cache,
-4 feature-memory range, 5 weight-memory range, 6 parameter-memory range, 7 shift out of range,
-8 Winograd flag on a layer that is not 3×3 stride 1, with input zero insertion, with an empty
-position mask, or on an engine built without Winograd.
+:class:`nibble.hw.isa.EngineError`.
 """
 import enum
 
@@ -71,34 +49,18 @@ from amaranth import *
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import DESC_WORDS, EngineConfig
-from .output import SH_MAX, SH_MIN, OutputStage
+from .config import EngineConfig
+from .isa import DESC_MAGIC, DESC_WORDS, DESCRIPTOR, PRELU_BITS, SH_MAX, SH_MIN, EngineError
+from .output import OutputStage
+from .residual import ResidualReader
 from .pe import ACC_ENTRIES, U_WIDTH, V_WIDTH, PEArray
 from .winograd import (WINOGRAD_VARIANTS, WinogradPostPE, WinogradPrePE, code_value,
                        weight_transform_tile)
 
-__all__ = ["Engine", "DESC_MAGIC", "EngineError", "FLAG_RELU", "FLAG_POOL", "FLAG_LAST",
-           "FLAG_WINOGRAD", "ACT_SHIFT"]
+__all__ = ["Engine", "EngineError"]
 
-DESC_MAGIC = 0xD35C
-FLAG_RELU, FLAG_POOL, FLAG_LAST, FLAG_WINOGRAD = 1, 2, 4, 8
-#: Flags bits ``ACT_SHIFT + 1 : ACT_SHIFT`` hold the output activation (0 none, 1 tanh, 2 sigmoid).
-ACT_SHIFT = 4
 #: The Winograd variant of the engine's multiplier-lane mode.
 WINOGRAD_VARIANT = "F2x2_3x3"
-
-
-class EngineError(enum.IntEnum):
-    """Error codes of the engine (``err_code`` CSR)."""
-    NONE = 0
-    BAD_MAGIC = 1
-    ZERO_SIZE = 2
-    FILTER_CACHE = 3
-    FEATURE_RANGE = 4
-    WEIGHT_RANGE = 5
-    PARAM_RANGE = 6
-    SHIFT_RANGE = 7
-    WINOGRAD = 8
 
 
 def _bits_next(mask, cur, width=4):
@@ -171,7 +133,7 @@ class Engine(wiring.Component):
       * ``cycles``: ``Out(32)`` — cycles from start to done/error.
       * ``beats``: ``Out(32)`` — beats (vectors of ``vc`` features) accepted by the PE array.
       * Feature memory: read ``f_r_addr``, ``f_r_en``, ``f_r_data`` (``In(vc·8)``, 1-cycle
-        latency); write ``f_w_addr``, ``f_w_en``, ``f_w_data``.
+        latency); a second read port ``f_r2_*`` for the residual operand (:mod:`nibble.hw.residual`); write ``f_w_addr``, ``f_w_en``, ``f_w_data``.
       * Weight memory read ``w_r_*`` (``vc·4`` bits), parameter memory read ``p_r_*`` (32 bits);
         both 1-cycle latency.
     """
@@ -186,6 +148,7 @@ class Engine(wiring.Component):
             "err_code": Out(4), "layer": Out(16),
             "cycles": Out(32), "beats": Out(32),
             "f_r_addr": Out(range(c.feature_depth)), "f_r_en": Out(1), "f_r_data": In(c.vc * 8),
+            "f_r2_addr": Out(range(c.feature_depth)), "f_r2_en": Out(1), "f_r2_data": In(c.vc * 8),
             "f_w_addr": Out(range(c.feature_depth)), "f_w_en": Out(1), "f_w_data": Out(c.vc * 8),
             "w_r_addr": Out(range(c.weight_depth)), "w_r_en": Out(1), "w_r_data": In(c.vc * 4),
             "p_r_addr": Out(range(c.param_depth)), "p_r_en": Out(1), "p_r_data": In(32),
@@ -199,27 +162,34 @@ class Engine(wiring.Component):
         vc = c.vc
 
         tag_layout = data.StructLayout({"addr": range(c.feature_depth), "pool_first": 1, "pool_last": 1,
-                                        "idx": range(ACC_ENTRIES), "right": 1, "bottom": 1, "tlast": 1})
+                                        "skip": 1, "idx": range(ACC_ENTRIES), "right": 1, "bottom": 1,
+                                        "tlast": 1})
         m.submodules.pe_array = pea = PEArray(m=M, vc=vc, acc_width=c.acc_width,
                                               depth=c.filter_depth, tag_shape=tag_layout, winograd=W)
         m.submodules.out_stage = ost = OutputStage(m=M, acc_width=c.acc_width,
                                                    tag_shape=range(c.feature_depth))
+        m.submodules.res_reader = rr = ResidualReader(M, vc, c.acc_width, c.feature_depth)
+        wiring.connect(m, rr.o, ost.i)
 
-        # ---- descriptor registers and decoded fields
+        # ---- descriptor registers, viewed through the one descriptor layout (hw/isa.py)
         desc = Array(Signal(32, name=f"desc{i}") for i in range(DESC_WORDS))
-        flags = desc[0]
-        relu, pool_en, last_layer, wino_flag = flags[0], flags[1], flags[2], flags[3]
-        act = flags[ACT_SHIFT:ACT_SHIFT + 2]
-        magic = flags[16:32]
-        in_base, in_h, in_w, in_cb = desc[1][:24], desc[2][:16], desc[3][:16], desc[4][:16]
-        kh, kw, stride = desc[5][0:8], desc[5][8:16], desc[5][16:24]
-        dil = desc[5][24:27]       # log2 of the input zero insertion (NZP), 0 = none
-        pad_t, pad_l = desc[6][0:8], desc[6][8:16]
-        out_base, out_h, out_w, n_coblk = desc[7][:24], desc[8][:16], desc[9][:16], desc[10][:16]
-        w_base, bias_base = desc[11][:24], desc[12][:24]
-        sh = desc[13][:8].as_signed()
-        xmask, ymask = desc[13][16:20], desc[13][20:24]    # Winograd rows ξ / columns ν computed
-        out_row, out_pix = desc[14][:24], desc[15][:24]
+        d = data.View(DESCRIPTOR, Cat(*desc)[:DESCRIPTOR.size])
+        relu, last_layer, wino_flag, act, magic = d.relu, d.last, d.winograd, d.act, d.magic
+        in_base, in_h, in_w, in_cb, in_row, in_pix = d.in_base, d.in_h, d.in_w, d.in_cb, d.in_row, d.in_pix
+        kh, kw, sy, sx = d.kh, d.kw, d.sy, d.sx
+        dil = d.dil                # log2 of the input zero insertion (NZP), 0 = none
+        pad_t, pad_l = d.pad_t, d.pad_l
+        conv_h, conv_w = d.conv_h, d.conv_w
+        pool_kh, pool_kw, pool_sy, pool_sx = d.pool_kh, d.pool_kw, d.pool_sy, d.pool_sx
+        pool_pt, pool_pl = d.pool_pt, d.pool_pl
+        out_base, out_h, out_w, n_coblk = d.out_base, d.out_h, d.out_w, d.n_coblk
+        w_base, bias_base, slope_base = d.w_base, d.bias_base, d.slope_base
+        sh = d.sh
+        xmask, ymask = d.xmask, d.ymask    # Winograd rows ξ / columns ν computed
+        out_row, out_pix = d.out_row, d.out_pix
+        prelu = d.prelu
+        pool_en = Signal()         # the layer max-pools (Winograd mode: the 2×2 window, one tile)
+        m.d.comb += pool_en.eq((pool_kh != 1) | (pool_kw != 1))
         wmode = Signal()           # this layer runs in Winograd mode
         m.d.comb += wmode.eq(wino_flag if W else 0)
 
@@ -228,10 +198,16 @@ class Engine(wiring.Component):
         out_cb = Signal(20)        # output words per pixel = n_coblk·m/vc
         in_words = Signal(40)
         out_words = Signal(48)
+        r_words = Signal(49)
         w_words = Signal(48)
         b_words = Signal(32)
 
         bias = Array(Signal(signed(32), name=f"bias{i}") for i in range(M))
+        g_off = Signal(24)         # grouped conv: the current group's first input block
+        g_cnt = Signal(16)         # output blocks of the current group done
+        slope = Array(Signal(32, name=f"slope{i}") for i in range(M))
+        s_ptr = Signal(range(c.param_depth + 1))
+        s_words = Signal(32)
         dptr = Signal(range(c.param_depth + DESC_WORDS + 1))
         coblk = Signal(16)
         w_ptr = Signal(range(c.weight_depth + 1))
@@ -241,11 +217,13 @@ class Engine(wiring.Component):
         cap = Signal()
 
         # Output stage constants
-        m.d.comb += [ost.sh.eq(sh[:7]), ost.relu.eq(relu)]
-        if hasattr(ost, "act"):
-            m.d.comb += ost.act.eq(act)
+        m.d.comb += [ost.sh.eq(sh[:7]), ost.relu.eq(relu), ost.act.eq(act), ost.prelu.eq(prelu),
+                     ost.clip_lo.eq(d.clip_lo), ost.clip_hi.eq(d.clip_hi),
+                     ost.res_en.eq(d.res), ost.res_sh.eq(d.res_sh),
+                     rr.en.eq(d.res), rr.offset.eq(d.res_base - out_base),
+                     self.f_r2_addr.eq(rr.r_addr), self.f_r2_en.eq(rr.r_en), rr.r_data.eq(self.f_r2_data)]
         for i in range(M):
-            m.d.comb += ost.bias[i].eq(bias[i])
+            m.d.comb += [ost.bias[i].eq(bias[i]), ost.slope[i].eq(slope[i][:PRELU_BITS])]
 
         busy = Signal()
         m.d.comb += self.busy.eq(busy)
@@ -257,7 +235,7 @@ class Engine(wiring.Component):
         # ---- beat generator (scheduler) and its 2-stage pipeline (address, feature read)
         # Direct mode: (py, px) output pixel, (dy, dx) pool window, (ky, kx) tap, cb input block.
         # Winograd mode: (py, px) tile, cb input block, (ky, kx) pixel of the 4×4 input tile.
-        py, px, dy, dx = Signal(16), Signal(16), Signal(1), Signal(1)
+        py, px, dy, dx = Signal(16), Signal(16), Signal(4), Signal(4)
         ky, kx, cb = Signal(8), Signal(8), Signal(16)
         taddr = Signal(24)
         gen = Signal()             # the scheduler is issuing beats
@@ -290,25 +268,27 @@ class Engine(wiring.Component):
         m.d.comb += [t_h.eq(Mux(pool_en, out_h, (out_h + 1) >> 1)),
                      t_w.eq(Mux(pool_en, out_w, (out_w + 1) >> 1))]
 
-        oy = Signal(17)
-        ox = Signal(17)
+        oy = Signal(signed(22))    # conv output coordinates of the beat
+        ox = Signal(signed(22))
         with m.If(wmode):
             m.d.comb += [oy.eq(Cat(C(0, 1), py)), ox.eq(Cat(C(0, 1), px))]
-        with m.Else():
-            m.d.comb += [oy.eq(Mux(pool_en, Cat(dy, py), py)), ox.eq(Mux(pool_en, Cat(dx, px), px))]
-        vy = Signal(signed(28))    # coordinates in the (zero-inserted, NZP) input
-        vx = Signal(signed(28))
-        m.d.comb += [vy.eq(oy * stride + ky - pad_t), vx.eq(ox * stride + kx - pad_l)]
+        with m.Else():             # position (dy, dx) of output pixel (py, px)'s pool window
+            m.d.comb += [oy.eq(py * pool_sy + dy - pool_pt), ox.eq(px * pool_sx + dx - pool_pl)]
+        win_ok = Signal()          # the window position is inside the conv output (direct mode)
+        m.d.comb += win_ok.eq(wmode | ((oy >= 0) & (oy < conv_h) & (ox >= 0) & (ox < conv_w)))
+        vy = Signal(signed(32))    # coordinates in the (zero-inserted, NZP) input
+        vx = Signal(signed(32))
+        m.d.comb += [vy.eq(oy * sy + ky - pad_t), vx.eq(ox * sx + kx - pad_l)]
         lowmask = Signal(8)
         m.d.comb += lowmask.eq((C(1, 9) << dil) - 1)
         iy = Signal(signed(28))    # coordinates in the stored input
         ix = Signal(signed(28))
         m.d.comb += [iy.eq(vy >> dil), ix.eq(vx >> dil)]
         inb = Signal()
-        m.d.comb += inb.eq((vy >= 0) & (iy < in_h) & (vx >= 0) & (ix < in_w)
+        m.d.comb += inb.eq((vy >= 0) & (iy < in_h) & (vx >= 0) & (ix < in_w) & win_ok
                            & ((vy[:8] & lowmask) == 0) & ((vx[:8] & lowmask) == 0))
-        faddr = Signal(48)
-        m.d.comb += faddr.eq(in_base + (iy[:16] * in_w + ix[:16]) * in_cb + cb)
+        faddr = Signal(64)
+        m.d.comb += faddr.eq(in_base + iy[:16] * in_row + ix[:16] * in_pix + g_off + cb)
         # output address: pixel (py, px), or in Winograd mode the tile's first output pixel
         opy = Signal(17)
         opx = Signal(17)
@@ -321,8 +301,8 @@ class Engine(wiring.Component):
         m.d.comb += [b_first.eq(taddr == 0), b_last.eq(taddr == tcb - 1)]
         pool_first = Signal()
         pool_last = Signal()
-        m.d.comb += [pool_first.eq(~pool_en | ((dy == 0) & (dx == 0))),
-                     pool_last.eq(~pool_en | ((dy == 1) & (dx == 1)))]
+        m.d.comb += [pool_first.eq((dy == 0) & (dx == 0)),
+                     pool_last.eq((dy + 1 >= pool_kh) & (dx + 1 >= pool_kw))]
         tile_right = Signal()
         tile_bottom = Signal()
         m.d.comb += [tile_right.eq(pool_en | (Cat(C(1, 1), px) < out_w)),
@@ -334,6 +314,7 @@ class Engine(wiring.Component):
                 s1_valid.eq(gen), s1_inb.eq(inb), s1_faddr.eq(faddr), s1_w.eq(taddr),
                 s1_first.eq(b_first), s1_last.eq(b_last),
                 s1_tag.addr.eq(oaddr), s1_tag.pool_first.eq(pool_first), s1_tag.pool_last.eq(pool_last),
+                s1_tag.skip.eq(~win_ok),
                 s1_tag.right.eq(tile_right), s1_tag.bottom.eq(tile_bottom),
                 s1_pos.eq(Cat(kx[:2], ky[:2])), s1_cb.eq(cb), s1_tl.eq(~kx_more & ~ky_more),
                 s2_tl.eq(s1_tl),
@@ -358,14 +339,13 @@ class Engine(wiring.Component):
                 # cb innermost, then kx, ky, then pool dx, dy, then px, py
                 m.d.sync += taddr.eq(Mux(b_last, 0, taddr + 1))
                 _odometer(m, [(cb, cb + 1 < in_cb), (kx, kx + 1 < kw), (ky, ky + 1 < kh),
-                              (dx, pool_en & (dx == 0)), (dy, pool_en & (dy == 0)),
+                              (dx, dx + 1 < pool_kw), (dy, dy + 1 < pool_kh),
                               (px, px + 1 < out_w), (py, py + 1 < out_h)])
         with m.If(wmode):
             m.d.comb += gen_done.eq(~kx_more & ~ky_more & (cb + 1 >= in_cb)
                                     & (px + 1 >= t_w) & (py + 1 >= t_h))
         with m.Else():
-            m.d.comb += gen_done.eq(b_last & (~pool_en | ((dy == 1) & (dx == 1)))
-                                    & (px + 1 >= out_w) & (py + 1 >= out_h))
+            m.d.comb += gen_done.eq(b_last & pool_last & (px + 1 >= out_w) & (py + 1 >= out_h))
 
         # feature memory read (stage 1 → 2)
         s2_x = Signal(vc * 8)
@@ -397,25 +377,26 @@ class Engine(wiring.Component):
             sink_ready.eq(pea.i.ready),
         ] + [pea.i.payload.x[l].eq(s2_x.word_select(l, 8).as_signed()) for l in range(vc)]
         direct_back = [
-            ost.i.valid.eq(pea.o.valid),
-            ost.i.payload.acc.eq(pea.o.payload.acc),
-            ost.i.payload.pool_first.eq(pea.o.payload.tag.pool_first),
-            ost.i.payload.pool_last.eq(pea.o.payload.tag.pool_last),
-            ost.i.payload.tag.eq(pea.o.payload.tag.addr),
-            pea.o.ready.eq(ost.i.ready),
+            rr.i.valid.eq(pea.o.valid),
+            rr.i.payload.acc.eq(pea.o.payload.acc),
+            rr.i.payload.pool_first.eq(pea.o.payload.tag.pool_first),
+            rr.i.payload.pool_last.eq(pea.o.payload.tag.pool_last),
+            rr.i.payload.skip.eq(pea.o.payload.tag.skip),
+            rr.i.payload.tag.eq(pea.o.payload.tag.addr),
+            pea.o.ready.eq(rr.i.ready),
         ]
         wino_busy = Const(0)
         if not W:
             m.d.comb += direct_front + direct_back
         else:
             ubank = Signal()       # transformed-weight cache half the scheduler reads
-            wino_busy = self._winograd_datapath(m, pea, ost, tag_layout, wmode, pool_en, in_cb,
+            wino_busy = self._winograd_datapath(m, pea, rr, tag_layout, wmode, pool_en, in_cb,
                                                 out_row, out_pix, s2_valid, s2_x, s2_pos, s2_cb,
                                                 s2_tag, s2_tl, sink_ready, direct_front, direct_back,
                                                 xmask, ymask, ubank)
 
         pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq(s1_valid | s2_valid | pea.busy | ost.busy | wino_busy)
+        m.d.comb += pipe_busy.eq(s1_valid | s2_valid | pea.busy | rr.busy | ost.busy | wino_busy)
 
         # ---- controller
         m.d.sync += cnt_d.eq(cnt)
@@ -471,59 +452,81 @@ class Engine(wiring.Component):
                     taps.eq(kh * kw),
                     out_cb.eq(n_coblk * k),
                     b_words.eq(bias_base + n_coblk * M),
+                    s_words.eq(Mux(prelu, slope_base + n_coblk * M, 0)),
                 ]
                 m.next = "CHECK2"
 
             with m.State("CHECK2"):
                 m.d.sync += [
                     tcb.eq(taps * in_cb),
-                    in_words.eq(in_base + in_h * in_w * in_cb),
+                    in_words.eq(in_base + (in_h - 1) * in_row + (in_w - 1) * in_pix + Mux(d.grp != 0, in_pix, in_cb)),
                     out_words.eq(out_base + (out_h - 1) * out_row + (out_w - 1) * out_pix + out_cb),
                 ]
                 m.next = "CHECK3"
 
             with m.State("CHECK3"):
-                m.d.sync += w_words.eq(w_base + n_coblk * M * tcb)
+                m.d.sync += [w_words.eq(w_base + n_coblk * M * tcb),
+                             r_words.eq(Mux(d.res, out_words - out_base + d.res_base, 0))]
                 m.next = "CHECK4"
 
             with m.State("CHECK4"):
                 with m.If(magic != DESC_MAGIC):
                     fail(EngineError.BAD_MAGIC)
                 with m.Elif((in_h == 0) | (in_w == 0) | (in_cb == 0) | (kh == 0) | (kw == 0) |
-                            (stride == 0) | (out_h == 0) | (out_w == 0) | (n_coblk == 0) |
-                            (out_row == 0) | (out_pix == 0)):
+                            (sy == 0) | (sx == 0) | (out_h == 0) | (out_w == 0) | (n_coblk == 0) |
+                            (out_row == 0) | (out_pix == 0) | (in_row == 0) | (in_pix == 0) |
+                            (conv_h == 0) | (conv_w == 0) | (pool_kh == 0) | (pool_kw == 0) |
+                            (pool_sy == 0) | (pool_sx == 0)):
                     fail(EngineError.ZERO_SIZE)
-                with m.Elif(wino_flag & ((kh != 3) | (kw != 3) | (stride != 1) | (dil != 0) |
-                                         (xmask == 0) | (ymask == 0) | (not W))):
+                with m.Elif((pool_pt >= pool_kh) | (pool_pl >= pool_kw) | (d.res & pool_en)):
+                    fail(EngineError.POOL)
+                with m.Elif(wino_flag & ((kh != 3) | (kw != 3) | (sy != 1) | (sx != 1) | (dil != 0) |
+                                         (xmask == 0) | (ymask == 0) | (not W) |
+                                         (pool_en & ((pool_kh != 2) | (pool_kw != 2) | (pool_sy != 2) |
+                                                     (pool_sx != 2) | (pool_pt != 0) | (pool_pl != 0))))):
                     fail(EngineError.WINOGRAD)
                 with m.Elif((tcb > c.filter_depth) | (wino_flag & ((in_cb << 4) > c.filter_depth // 2))):
                     fail(EngineError.FILTER_CACHE)
-                with m.Elif((in_words > c.feature_depth) | (out_words > c.feature_depth)):
+                with m.Elif((in_words > c.feature_depth) | (out_words > c.feature_depth) |
+                            (r_words > c.feature_depth) | ((d.grp != 0) & (in_cb > in_pix))):
                     fail(EngineError.FEATURE_RANGE)
                 with m.Elif(w_words > c.weight_depth):
                     fail(EngineError.WEIGHT_RANGE)
-                with m.Elif(b_words > c.param_depth):
+                with m.Elif((b_words > c.param_depth) | (s_words > c.param_depth)):
                     fail(EngineError.PARAM_RANGE)
-                with m.Elif((sh < SH_MIN) | (sh > SH_MAX)):
+                with m.Elif((sh < SH_MIN) | (sh > SH_MAX) | (d.clip_lo > d.clip_hi)):
                     fail(EngineError.SHIFT_RANGE)
                 with m.Else():
-                    m.d.sync += [coblk.eq(0), w_ptr.eq(w_base), b_ptr.eq(bias_base), cnt.eq(0)]
+                    m.d.sync += [coblk.eq(0), g_off.eq(0), g_cnt.eq(0),
+                                 w_ptr.eq(w_base), b_ptr.eq(bias_base), s_ptr.eq(slope_base),
+                                 cnt.eq(0)]
                     if W:
                         m.d.sync += [prefetched.eq(0), ubank.eq(0)]
                     m.next = "BIAS"
 
+            def filters_next():
+                """After the block's biases (and slopes): load its filters."""
+                m.d.sync += cap.eq(0)
+                if W:
+                    with m.If(wmode):
+                        with m.If(~prefetched):     # block 0: load now into half ubank
+                            m.d.comb += [wl_start.eq(1), wl_base.eq(w_ptr), wl_bank.eq(ubank)]
+                        m.next = "WFILT"
+                    with m.Else():
+                        m.next = "FILT"
+                else:
+                    m.next = "FILT"
+
             with m.State("BIAS"):
                 with m.If(param_burst(b_ptr, bias, M)):
-                    m.d.sync += cap.eq(0)
-                    if W:
-                        with m.If(wmode):
-                            with m.If(~prefetched):     # block 0: load now into half ubank
-                                m.d.comb += [wl_start.eq(1), wl_base.eq(w_ptr), wl_bank.eq(ubank)]
-                            m.next = "WFILT"
-                        with m.Else():
-                            m.next = "FILT"
-                    else:
-                        m.next = "FILT"
+                    with m.If(prelu):
+                        m.next = "SLOPE"
+                    with m.Else():
+                        filters_next()
+
+            with m.State("SLOPE"):
+                with m.If(param_burst(s_ptr, slope, M)):
+                    filters_next()
 
             with m.State("FILT"):
                 # weight word cnt is read in cycle cnt and written into a PE cache in cycle cnt+1
@@ -558,9 +561,16 @@ class Engine(wiring.Component):
             with m.State("DRAIN"):
                 m.d.comb += fsm_running.eq(1)
                 with m.If(~pipe_busy):
-                    with m.If(coblk + 1 < n_coblk):
+                    g_next = Signal(25)
+                    m.d.comb += g_next.eq(g_off + in_cb)
+                    g_move = Signal()
+                    m.d.comb += g_move.eq((d.grp != 0) & (g_cnt + 1 == d.grp))
+                    with m.If((coblk + 1 < n_coblk) & g_move & (g_next + in_cb > in_pix)):
+                        fail(EngineError.FEATURE_RANGE)     # the next group leaves the input pixel
+                    with m.Elif(coblk + 1 < n_coblk):
                         m.d.sync += [coblk.eq(coblk + 1), w_ptr.eq(w_ptr + tcb * M),
-                                     b_ptr.eq(b_ptr + M), cnt.eq(0)]
+                                     b_ptr.eq(b_ptr + M), s_ptr.eq(s_ptr + M), cnt.eq(0),
+                                     g_cnt.eq(Mux(g_move, 0, g_cnt + 1)), g_off.eq(Mux(g_move, g_next, g_off))]
                         if W:
                             with m.If(wmode):
                                 m.d.sync += ubank.eq(~ubank)
@@ -574,7 +584,7 @@ class Engine(wiring.Component):
         m.d.comb += busy.eq(~fsm.ongoing("IDLE"))
         return m
 
-    def _winograd_datapath(self, m, pea, ost, tag_layout, wmode, pool_en, in_cb, out_row, out_pix,
+    def _winograd_datapath(self, m, pea, rr, tag_layout, wmode, pool_en, in_cb, out_row, out_pix,
                            s2_valid, s2_x, s2_pos, s2_cb, s2_tag, s2_tl, sink_ready, direct_front,
                            direct_back, xmask, ymask, ubank):
         """Tile buffer → ``vc`` pre-PEs → beat serializer → PE array (multiplier lanes) →
@@ -652,7 +662,7 @@ class Engine(wiring.Component):
         in_range = Signal()
         m.d.comb += in_range.eq(Mux(os_k[0], os_tag.right, 1) & Mux(os_k[1], os_tag.bottom, 1))
         step = Signal()
-        m.d.comb += step.eq(os_valid & (~in_range | ost.i.ready))
+        m.d.comb += step.eq(os_valid & (~in_range | rr.i.ready))
         os_ready = Signal()
         m.d.comb += os_ready.eq(~os_valid | (step & (os_k == 3)))
         for p in post:
@@ -679,11 +689,12 @@ class Engine(wiring.Component):
         ] + [pea.i.payload.x[l].eq(sr_v[sr_pos].word_select(l, V_WIDTH).as_signed()) for l in range(vc)]
         o_addr = os_tag.addr + Mux(pool_en, 0, Mux(os_k[1], out_row, 0) + Mux(os_k[0], out_pix, 0))
         wino_back = [
-            ost.i.valid.eq(os_valid & in_range),
-            ost.i.payload.acc.eq(os_y[os_k]),
-            ost.i.payload.pool_first.eq(~pool_en | (os_k == 0)),
-            ost.i.payload.pool_last.eq(~pool_en | (os_k == 3)),
-            ost.i.payload.tag.eq(o_addr),
+            rr.i.valid.eq(os_valid & in_range),
+            rr.i.payload.acc.eq(os_y[os_k]),
+            rr.i.payload.pool_first.eq(~pool_en | (os_k == 0)),
+            rr.i.payload.pool_last.eq(~pool_en | (os_k == 3)),
+            rr.i.payload.skip.eq(0),
+            rr.i.payload.tag.eq(o_addr),
             pea.o.ready.eq(co_ready),
         ]
         m.d.comb += pea.wmode.eq(wmode)

@@ -1,10 +1,55 @@
-"""The device's interface facts, defined once: the host-link protocol (DESIGN §4, §6).
+"""The device's interface facts, defined once: the layer descriptor and the host-link protocol
+(DESIGN §4, §6).
 
 Everything a host needs to talk to the accelerator and everything the gateware implements of
-it comes from here: the gateware (:mod:`nibble.hw.bridge`, :mod:`nibble.hw.accelerator`), the
-host (:mod:`nibble.host.link`, :mod:`nibble.host.driver`), the exported register map and the
-tests import these names; none of the numbers is written anywhere else. Pure Python (no
-Amaranth), so the host may import it.
+it comes from here: the gateware (:mod:`nibble.hw.engine`, :mod:`nibble.hw.bridge`,
+:mod:`nibble.hw.accelerator`), the host (:mod:`nibble.host.program`, :mod:`nibble.host.link`,
+:mod:`nibble.host.driver`), the exported register map and the tests import these names; none of
+the numbers is written anywhere else. It uses only ``amaranth.lib.data`` (a layout, no
+gateware), so the host may import it.
+
+Layer descriptor (:data:`DESCRIPTOR`)
+=====================================
+
+One :class:`amaranth.lib.data.StructLayout`, :data:`DESC_WORDS` little-endian 32-bit words in
+parameter memory (layer ``l`` at ``desc_base + DESC_WORDS·l``; field bit ``b`` of the layout is
+bit ``b % 32`` of word ``b // 32``). The engine views its descriptor registers through it, the
+host encodes with :func:`encode_descriptor` and decodes with :func:`decode_descriptor`, and the
+register map lists every field's offset and width (``regmap.json``). Addresses are words of the
+memory they point into; sizes are pixels. Semantics (ARITHMETIC §1, §2, §4, §5):
+
+* ``magic`` = :data:`DESC_MAGIC`. Flags: ``relu``, ``last`` (the network's final layer),
+  ``winograd`` (F(2×2,3×3) on the multiplier lanes), ``prelu`` (per-channel slopes at
+  ``slope_base``), ``act`` (0 none, 1 tanh, 2 sigmoid table), ``dil``: the input is read as if
+  zero-inserted by ``2^dil`` (NZP transposed convolution, ARITHMETIC §1.3; 0 = none).
+* Input view: ``in_base`` (pixel (0, 0), channel block 0), ``in_h``, ``in_w``, ``in_cb``
+  (channel blocks of ``vc`` read per pixel), ``in_row``, ``in_pix`` (words between input rows and
+  pixels): input pixel (iy, ix) block cb is word ``in_base + iy·in_row + ix·in_pix + cb``.
+* Convolution: ``kh``, ``kw``, strides ``sy``, ``sx``, zero padding ``pad_t``, ``pad_l``
+  (bottom/right padding is implied by the bounds); conv output ``conv_h × conv_w``.
+* Max-pool window over the conv output (after bias, activation, requantization):
+  ``pool_kh × pool_kw``, strides ``pool_sy``, ``pool_sx``, padding ``pool_pt``, ``pool_pl``
+  (padded positions are ignored, as ONNX MaxPool); 1, 1, 1, 1, 0, 0 = no pooling. Output pixel
+  (py, px) is the max over conv outputs (py·pool_sy + dy − pool_pt, px·pool_sx + dx − pool_pl)
+  inside the conv output.
+* Output: ``out_base``, ``out_h × out_w`` (stored size, after pooling), ``out_row``,
+  ``out_pix``: output pixel (py, px) is written at ``out_base + py·out_row + px·out_pix``
+  (dense maps, TDC phase interleave (ARITHMETIC §5), Concat placement); ``n_coblk`` blocks of
+  ``m`` output channels (``n_coblk·m/vc`` words per pixel).
+* Parameters: ``w_base`` (weight memory), ``bias_base`` (int32 per output channel, accumulator
+  units), ``slope_base`` (PReLU: one slope code per output channel, :data:`PRELU_FRAC`).
+* Output stage: ``sh`` (requantization shift, [:data:`SH_MIN`, :data:`SH_MAX`], the effective
+  shift: ``+ PRELU_FRAC`` for a PReLU layer, ``+ 2`` for Winograd), saturation bounds
+  ``clip_lo``, ``clip_hi`` (int8; −128, 127 unless the layer is clipped, e.g. ReLU6);
+  Winograd only: ``xmask``, ``ymask`` (transformed rows ξ / columns ν computed, ARITHMETIC §3).
+* Grouped / depthwise convolution (``grp`` ≠ 0): output block ``b`` (``m`` channels) reads the
+  ``in_cb`` input blocks from block ``(b // grp)·in_cb`` of each pixel (``grp`` output blocks per
+  group; depthwise: ``grp = 1``, ``in_cb = m/vc``, block-diagonal filters); 0 = dense (every
+  block reads blocks ``0 … in_cb − 1``).
+* Fused residual Add (``res``): the int8 tensor at ``res_base``, with the output's layout (pixel
+  at word ``w`` of the output has its residual at ``w − out_base + res_base``), shifted left by
+  ``res_sh`` into accumulator units, is added after the bias, before ReLU/PReLU:
+  ``acc + bias + (r << res_sh)`` (ARITHMETIC §4.5; ResNet, MobileNetV2 shortcuts).
 
 Host-link protocol, version 2 (:data:`LINK_VERSION`)
 ====================================================
@@ -62,7 +107,12 @@ the next request only after the response to the last one, or after giving up on 
 """
 import enum
 
+from amaranth import Shape, signed
+from amaranth.lib import data
+
 __all__ = [
+    "DESCRIPTOR", "DESC_WORDS", "DESC_MAGIC", "EngineError", "encode_descriptor", "decode_descriptor",
+    "descriptor_fields", "PRELU_FRAC", "PRELU_BITS", "RES_SH_MAX",
     "LINK_VERSION", "REQUEST_SYNC", "RESPONSE_SYNC", "Cmd", "Status", "SEQ_BITS",
     "REQUEST_HEADER", "RESPONSE_HEADER", "CRC_BYTES", "REQUEST_OVERHEAD", "RESPONSE_OVERHEAD",
     "CRC32", "CRC_HAMMING_DISTANCE", "CRC_HD_MAX_BITS", "TIMEOUT_BITS", "PING_WORDS",
@@ -114,6 +164,93 @@ CTRL_ACK = 1 << 1
 SH_MIN = -16
 #: Largest requantization shift the output stage supports.
 SH_MAX = 47
+
+
+#: Magic number of a layer descriptor (field ``magic``).
+DESC_MAGIC = 0xD35C
+
+#: PReLU / LeakyReLU slope codes (the number format is part of the arithmetic contract, defined
+#: in :mod:`nibble.sim.golden`): signed ``PRELU_BITS``-bit ``A``, slope ``A · 2^−PRELU_FRAC``.
+from ..sim.golden import PRELU_BITS, PRELU_FRAC  # noqa: E402
+
+#: The layer descriptor (see the module docstring for the semantics of every field).
+DESCRIPTOR = data.StructLayout({
+    "magic": 16, "relu": 1, "last": 1, "winograd": 1, "prelu": 1, "act": 2, "dil": 3,
+    "in_base": 24, "in_h": 16, "in_w": 16, "in_cb": 16, "in_row": 24, "in_pix": 24,
+    "kh": 8, "kw": 8, "sy": 8, "sx": 8, "pad_t": 8, "pad_l": 8,
+    "conv_h": 16, "conv_w": 16,
+    "pool_kh": 4, "pool_kw": 4, "pool_sy": 4, "pool_sx": 4, "pool_pt": 4, "pool_pl": 4,
+    "out_base": 24, "out_h": 16, "out_w": 16, "out_row": 24, "out_pix": 24, "n_coblk": 16,
+    "w_base": 24, "bias_base": 24, "slope_base": 24,
+    "sh": signed(8), "clip_lo": signed(8), "clip_hi": signed(8), "xmask": 4, "ymask": 4,
+    "res": 1, "res_sh": 5, "res_base": 24, "grp": 16,
+})
+#: Largest ``res_sh`` (the residual's left shift into accumulator units).
+RES_SH_MAX = 31
+#: 32-bit words per layer descriptor in parameter memory.
+DESC_WORDS = -(-DESCRIPTOR.size // 32)
+
+
+def descriptor_fields():
+    """``{name: (bit offset, width, signed)}`` of every :data:`DESCRIPTOR` field (for the register
+    map and C headers)."""
+    return {name: (f.offset, f.width, Shape.cast(f.shape).signed) for name, f in DESCRIPTOR}
+
+
+def encode_descriptor(**fields):
+    """The :data:`DESC_WORDS` 32-bit words of a descriptor (``magic`` is set).
+
+    :param fields: every field of :data:`DESCRIPTOR` but ``magic``, as ints; missing fields are 0.
+    :returns: list of ``DESC_WORDS`` ints in [0, 2³²).
+    :raises ValueError: naming the field, for an unknown field or a value that does not fit.
+    """
+    layout = dict(DESCRIPTOR)
+    for name, v in fields.items():
+        if name not in layout or name == "magic":
+            raise ValueError(f"descriptor has no field '{name}'")
+        shape = Shape.cast(layout[name].shape)
+        lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed else (0, (1 << shape.width) - 1)
+        if not lo <= int(v) <= hi:
+            raise ValueError(f"descriptor field '{name}' = {v} does not fit [{lo}, {hi}]")
+    bits = DESCRIPTOR.const({"magic": DESC_MAGIC, **{k: int(v) for k, v in fields.items()}}).as_bits()
+    return [(bits >> (32 * i)) & 0xFFFF_FFFF for i in range(DESC_WORDS)]
+
+
+def decode_descriptor(words):
+    """``{name: int}`` of the descriptor in ``words`` (:data:`DESC_WORDS` 32-bit words).
+
+    :raises ValueError: if there are not ``DESC_WORDS`` words.
+    """
+    words = [int(w) for w in words]
+    if len(words) != DESC_WORDS:
+        raise ValueError(f"a descriptor has {DESC_WORDS} words, not {len(words)}")
+    bits = sum((w & 0xFFFF_FFFF) << (32 * i) for i, w in enumerate(words))
+    view = DESCRIPTOR.from_bits(bits & ((1 << DESCRIPTOR.size) - 1))
+    return {name: int(getattr(view, name)) for name, _ in DESCRIPTOR}
+
+
+class EngineError(enum.IntEnum):
+    """Error codes of the engine (``err_code`` CSR; the engine stops, ``layer`` names the layer)."""
+    NONE = 0
+    #: ``magic`` is not :data:`DESC_MAGIC`.
+    BAD_MAGIC = 1
+    #: a size, stride, pixel/row pitch or pool field is zero.
+    ZERO_SIZE = 2
+    #: the filters do not fit the filter cache.
+    FILTER_CACHE = 3
+    #: the input, output or residual view leaves feature memory.
+    FEATURE_RANGE = 4
+    #: the filters leave weight memory.
+    WEIGHT_RANGE = 5
+    #: the biases or slopes leave parameter memory.
+    PARAM_RANGE = 6
+    #: ``sh`` outside [SH_MIN, SH_MAX], or ``clip_lo > clip_hi``.
+    SHIFT_RANGE = 7
+    #: Winograd on a layer that is not 3×3 stride 1, with zero insertion, an empty position mask,
+    #: a pool other than 2×2 stride 2 unpadded, or on an engine built without Winograd.
+    WINOGRAD = 8
+    #: a pool padding not smaller than its window, or a residual Add on a pooling layer.
+    POOL = 9
 
 
 class Cmd(enum.IntEnum):

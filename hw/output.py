@@ -1,43 +1,54 @@
-"""Output stage: bias, ReLU, requantization to int8, activation, optional 2×2 max-pool.
+"""Output stage: bias, ReLU or PReLU, requantization to int8 with clipping, activation, max-pool.
 
-Requantization (ARITHMETIC §4.5) is round-half-up arithmetic shift then saturation. The optional
+Requantization (ARITHMETIC §4.5) is round-half-up arithmetic shift then saturation to the
+layer's bounds (int8, or a ReLU6-style clip). PReLU multiplies a negative pre-activation by the
+channel's slope code and a non-negative one by ``2^PRELU_FRAC``, so that one shift rounds once
+(:func:`nibble.sim.golden.requantize`). The optional
 tanh/sigmoid activation is a 256-entry int8 lookup table on the saturated value, generated from
 the golden model (:func:`nibble.sim.golden.activation_table`). Max-pool is applied last, to the
 activated int8 results, in the golden model's order
-``maxpool2(activate(requantize(acc, sh, relu), act))`` (:func:`nibble.sim.golden.requantize`,
-:func:`~nibble.sim.golden.activate`, :func:`~nibble.sim.golden.maxpool2`). Requantizer and tables
+``maxpool(activate(requantize(acc, sh, relu, slope, clip), act), pool)``
+(:func:`nibble.sim.golden.requantize`, :func:`~nibble.sim.golden.activate`,
+:func:`~nibble.sim.golden.maxpool`). Requantizer and tables
 are monotonic, so pooling earlier would give the same result; the hardware keeps the golden order.
 """
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.golden import ACT_NONE, ACT_SIGMOID, ACT_TANH, activation_table
+from ..sim.golden import ACT_NONE, ACT_SIGMOID, ACT_TANH, PRELU_BITS, PRELU_FRAC, activation_table
 
 __all__ = ["OutputStage", "SH_MIN", "SH_MAX", "BIAS_WIDTH", "ACT_NONE", "ACT_TANH", "ACT_SIGMOID"]
 
-from .isa import SH_MAX, SH_MIN   # the requantization shift range (descriptor field ``sh``)
+from .isa import RES_SH_MAX, SH_MAX, SH_MIN   # the requantization shift range (descriptor field ``sh``)
 #: Bits of a bias entry (int32, in accumulator units).
 BIAS_WIDTH = 32
 
 
 class OutputStage(wiring.Component):
-    """Bias + ReLU + requantize + saturate + activation + optional max-pool, ``m`` channels in parallel.
+    """Bias + ReLU/PReLU + requantize + clip + activation + max-pool, ``m`` channels in parallel.
 
     Parameters: ``m`` channels, ``acc_width`` accumulator bits, ``tag_shape`` of the carried tag.
 
     Members:
       * ``i``: ``In(stream.Signature(StructLayout{acc: ArrayLayout(signed(acc_width), m),
-        pool_first: 1, pool_last: 1, tag}))`` — one accumulator vector per conv output pixel.
-        For a layer without pooling every beat has ``pool_first = pool_last = 1``; with 2×2
-        pooling the four pixels of a window come in a row, first with ``pool_first``, fourth with
-        ``pool_last``.
+        pool_first: 1, pool_last: 1, skip: 1, tag, res: ArrayLayout(signed(8), m)}))`` — one
+        accumulator vector per conv output pixel, with the int8 residual operand ``res`` of a
+        fused residual Add (used when ``res_en``). For a layer without pooling every beat has ``pool_first = pool_last = 1``; with
+        pooling the positions of a window come in a row, the first with ``pool_first``, the last
+        with ``pool_last``; a beat with ``skip`` (a window position in the pool's padding) takes
+        no part in the max. Every window has at least one beat without ``skip``.
       * ``o``: ``Out(stream.Signature(StructLayout{v: ArrayLayout(signed(8), m), tag}))`` — one
         result per ``pool_last`` beat, with that beat's tag:
-        ``v = max over the window of table_act[sat8(round_half_up((relu(acc + bias)) · 2^(−sh))) + 128]``.
-      * ``bias``: ``In(ArrayLayout(signed(32), m))``, ``sh``: ``In(signed(7))`` in
-        [``SH_MIN``, ``SH_MAX``], ``relu``: ``In(1)``, ``act``: ``In(2)`` — layer constants, held
-        stable while beats are in flight.
+        ``v = max over the window of table_act[clip(round_half_up(p(acc + bias + R) · 2^(−sh))) + 128]``
+        with ``R = res << res_sh`` if ``res_en`` (else 0)
+        with ``p(t) = max(t, 0)`` (``relu``), ``t·A`` for ``t < 0`` and ``t·2^PRELU_FRAC`` else
+        (``prelu``; ``sh`` then includes ``PRELU_FRAC``), or ``t``.
+      * ``bias``: ``In(ArrayLayout(signed(32), m))``, ``slope``: ``In(ArrayLayout(signed(PRELU_BITS),
+        m))``, ``sh``: ``In(signed(7))`` in [``SH_MIN``, ``SH_MAX``], ``relu``: ``In(1)``,
+        ``prelu``: ``In(1)``, ``clip_lo``, ``clip_hi``: ``In(signed(8))`` (saturation bounds,
+        ``clip_lo ≤ clip_hi``), ``act``: ``In(2)`` — layer constants, held stable while beats are
+        in flight.
       * ``busy``: ``Out(1)``.
 
     Activation ``act`` (ARITHMETIC §4.5 requantization, then a lookup): ``ACT_NONE`` = 0
@@ -52,15 +63,16 @@ class OutputStage(wiring.Component):
     hardware keeps the golden order.) Each channel has one constant 256 × 8 table per function,
     written as a case statement that Yosys turns into a ROM and maps to LUTs (no block RAM).
 
-    Pipeline, one register stage each: (1) bias and ReLU; (2) round-half-up shift and
-    saturation; (3) activation lookup; (4) running max over the pool window into ``o``. The
-    lookup has its own stage so that neither the shifter nor the max compare is in series with
-    the ROM. Latency :attr:`latency` = 4 cycles: a ``pool_last`` beat transferred on ``i`` at
-    cycle ``n`` gives ``o.valid`` at cycle ``n + 4`` (if ``o`` is not stalled); throughput one beat
-    per cycle; backpressure: the whole pipeline holds while ``o.valid & ~o.ready``
-    (``i.ready = ~o.valid | o.ready``).
+    Pipeline, one register stage each: (1) bias, residual and ReLU; (2) the PReLU product (one
+    ``(acc_width + 1) × PRELU_BITS`` multiplier per channel, DSP48); (3) round-half-up shift and
+    saturation to the clip bounds; (4) activation lookup; (5) running max over the pool window
+    into ``o``. The lookup has its own stage so that neither the shifter nor the max compare is
+    in series with the ROM. Latency :attr:`latency` = 5 cycles: a ``pool_last`` beat transferred
+    on ``i`` at cycle ``n`` gives ``o.valid`` at cycle ``n + 5`` (if ``o`` is not stalled);
+    throughput one beat per cycle; backpressure: the whole pipeline holds while
+    ``o.valid & ~o.ready`` (``i.ready = ~o.valid | o.ready``).
     """
-    latency = 4
+    latency = 5
 
     def __init__(self, m, acc_width, tag_shape=1):
         if m < 1:
@@ -69,58 +81,79 @@ class OutputStage(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
                 "acc": data.ArrayLayout(signed(acc_width), m),
-                "pool_first": 1, "pool_last": 1, "tag": tag_shape}))),
+                "pool_first": 1, "pool_last": 1, "skip": 1, "tag": tag_shape,
+                "res": data.ArrayLayout(signed(8), m)}))),
             "o": Out(stream.Signature(data.StructLayout({
                 "v": data.ArrayLayout(signed(8), m), "tag": tag_shape}))),
             "bias": In(data.ArrayLayout(signed(BIAS_WIDTH), m)),
+            "slope": In(data.ArrayLayout(signed(PRELU_BITS), m)),
             "sh": In(signed(7)),
             "relu": In(1),
+            "prelu": In(1),
+            "res_en": In(1),
+            "res_sh": In(range(RES_SH_MAX + 1)),
+            "clip_lo": In(signed(8), init=-128),
+            "clip_hi": In(signed(8), init=127),
             "act": In(2),
             "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        tw = max(self.acc_width, BIAS_WIDTH) + 1
+        tw = max(self.acc_width, BIAS_WIDTH, 8 + RES_SH_MAX) + 2
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
 
         # Stage 1: bias and ReLU.
-        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_valid, s1_first, s1_last, s1_skip = Signal(), Signal(), Signal(), Signal()
         s1_tag = Signal(self.tag_shape)
         s1_t = [Signal(signed(tw), name=f"t{k}") for k in range(self.m)]
         with m.If(adv):
             m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(self.i.payload.pool_first),
-                         s1_last.eq(self.i.payload.pool_last), s1_tag.eq(self.i.payload.tag)]
+                         s1_last.eq(self.i.payload.pool_last), s1_skip.eq(self.i.payload.skip),
+                         s1_tag.eq(self.i.payload.tag)]
             for k in range(self.m):
-                t = self.i.payload.acc[k] + self.bias[k]
+                r = Mux(self.res_en, self.i.payload.res[k] << self.res_sh, 0)
+                t = self.i.payload.acc[k] + self.bias[k] + r
                 m.d.sync += s1_t[k].eq(Mux(self.relu & t[-1], 0, t))
 
-        # Stage 2: round-half-up shift and saturation to int8.
+        # Stage 1b: PReLU — t·A for t < 0, t·2^PRELU_FRAC for t ≥ 0 (one multiplier per channel).
+        pw = tw + PRELU_BITS
+        s1b_valid, s1b_first, s1b_last, s1b_skip = Signal(), Signal(), Signal(), Signal()
+        s1b_tag = Signal(self.tag_shape)
+        s1b_t = [Signal(signed(pw), name=f"p{k}") for k in range(self.m)]
+        with m.If(adv):
+            m.d.sync += [s1b_valid.eq(s1_valid), s1b_first.eq(s1_first), s1b_last.eq(s1_last),
+                         s1b_skip.eq(s1_skip), s1b_tag.eq(s1_tag)]
+            for k in range(self.m):
+                mul = Mux(s1_t[k][-1], self.slope[k], Const(1 << PRELU_FRAC, signed(PRELU_BITS + 1)))
+                m.d.sync += s1b_t[k].eq(Mux(self.prelu, s1_t[k] * mul, s1_t[k]))
+
+        # Stage 2: round-half-up shift and saturation to [clip_lo, clip_hi].
         sh_pos = Signal(6)
         sh_neg = Signal(5)
         m.d.comb += [sh_pos.eq(Mux(self.sh > 0, self.sh, 0)), sh_neg.eq(Mux(self.sh < 0, -self.sh, 0))]
         rnd = Signal(unsigned(48))
         m.d.comb += rnd.eq(Mux(sh_pos > 0, Const(1, 48) << (sh_pos - 1)[:6], 0))
-        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_valid, s2_first, s2_last, s2_skip = Signal(), Signal(), Signal(), Signal()
         s2_tag = Signal(self.tag_shape)
         s2_q = [Signal(signed(8), name=f"sat{k}") for k in range(self.m)]
         for k in range(self.m):
-            shifted = Signal(signed(tw + 17), name=f"q{k}")
+            shifted = Signal(signed(pw + 17), name=f"q{k}")
             with m.If(self.sh > 0):
-                m.d.comb += shifted.eq((s1_t[k] + rnd) >> sh_pos)
+                m.d.comb += shifted.eq((s1b_t[k] + rnd) >> sh_pos)
             with m.Else():
-                m.d.comb += shifted.eq(s1_t[k] << sh_neg)
+                m.d.comb += shifted.eq(s1b_t[k] << sh_neg)
             with m.If(adv):
-                with m.If(shifted > 127):
-                    m.d.sync += s2_q[k].eq(127)
-                with m.Elif(shifted < -128):
-                    m.d.sync += s2_q[k].eq(-128)
+                with m.If(shifted > self.clip_hi):
+                    m.d.sync += s2_q[k].eq(self.clip_hi)
+                with m.Elif(shifted < self.clip_lo):
+                    m.d.sync += s2_q[k].eq(self.clip_lo)
                 with m.Else():
                     m.d.sync += s2_q[k].eq(shifted)
         with m.If(adv):
-            m.d.sync += [s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last),
-                         s2_tag.eq(s1_tag)]
+            m.d.sync += [s2_valid.eq(s1b_valid), s2_first.eq(s1b_first), s2_last.eq(s1b_last),
+                         s2_skip.eq(s1b_skip), s2_tag.eq(s1b_tag)]
 
         # Stage 3: activation lookup. The tables are indexed by the two's complement bits of t,
         # so entry u holds the value for t = u − 256·[u ≥ 128] (golden index t + 128 = u ^ 0x80).
@@ -128,7 +161,7 @@ class OutputStage(wiring.Component):
         for act in (ACT_TANH, ACT_SIGMOID):
             spec = activation_table(act)
             tables[act] = [int(spec[u ^ 0x80]) for u in range(256)]
-        s3_valid, s3_first, s3_last = Signal(), Signal(), Signal()
+        s3_valid, s3_first, s3_last, s3_skip = Signal(), Signal(), Signal(), Signal()
         s3_tag = Signal(self.tag_shape)
         s3_y = [Signal(signed(8), name=f"act{k}") for k in range(self.m)]
         for k in range(self.m):
@@ -144,17 +177,22 @@ class OutputStage(wiring.Component):
                 m.d.sync += s3_y[k].eq(y)
         with m.If(adv):
             m.d.sync += [s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last),
-                         s3_tag.eq(s2_tag)]
+                         s3_skip.eq(s2_skip), s3_tag.eq(s2_tag)]
 
-        # Stage 4: running max over the pool window into ``o``.
+        # Stage 4: running max over the pool window into ``o`` (skipped positions left out).
         mx = [Signal(signed(8), name=f"max{k}") for k in range(self.m)]
+        seen = Signal()            # the window so far has a position without skip
+        seen_now = Signal()
+        m.d.comb += seen_now.eq(seen & ~s3_first)
+        with m.If(adv & s3_valid):
+            m.d.sync += seen.eq((seen_now | ~s3_skip) & ~s3_last)
         for k in range(self.m):
-            nxt = Mux(s3_first | (s3_y[k] > mx[k]), s3_y[k], mx[k])
+            nxt = Mux(s3_skip, mx[k], Mux(~seen_now | (s3_y[k] > mx[k]), s3_y[k], mx[k]))
             with m.If(adv & s3_valid):
                 m.d.sync += [mx[k].eq(nxt), self.o.payload.v[k].eq(nxt)]
         with m.If(adv):
             m.d.sync += self.o.valid.eq(s3_valid & s3_last)
             with m.If(s3_valid):
                 m.d.sync += self.o.payload.tag.eq(s3_tag)
-        m.d.comb += self.busy.eq(s1_valid | s2_valid | s3_valid | self.o.valid)
+        m.d.comb += self.busy.eq(s1_valid | s1b_valid | s2_valid | s3_valid | self.o.valid)
         return m

@@ -267,14 +267,16 @@ def compile(model, calib, config_path, out, winograd, deconv):
     Errors (one line 'error: …', exit status 1): a bad model, a layer that does not compile or
     fit, bad calibration data, a file that cannot be written.
     """
-    from .host.compiler import compile_model
+    from .host.compiler import compile_graph
     try:
-        p = compile_model(model, _load_array(calib, "calibration data"), _config(config_path), winograd=winograd,
-                          deconv=deconv)
+        g, p = compile_graph(model, _load_array(calib, "calibration data"), _config(config_path), winograd=winograd,
+                             deconv=deconv)
         p.save(out)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
     click.echo(f"{out}: {len(p.layers)} layers, {p.macs()} MACs, {len(p.weights)} weight words")
+    click.echo(g.summary())
+    click.echo("descriptors:")
     for L in p.layers:
         click.echo(f"  {L.name}: {L.mode_reason}")
 
@@ -332,7 +334,7 @@ _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "-
                    "times out on simulated cycles instead, so a loaded machine only slows it down")
 @click.option("--config", "config_path", type=click.Path(),
               help="EngineConfig JSON (with --program: must be the program's configuration)")
-@click.option("--out", type=click.Path(), help="save the outputs (.npy)")
+@click.option("--out", type=click.Path(), help="save the outputs (.npy; several outputs: .npz, one array per output name)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON line of results")
 @click.option("--compare-golden/--no-compare-golden", default=True, show_default=True,
               help="also run the golden device and count bit-identical outputs")
@@ -447,7 +449,10 @@ def run(ctx, model, program_path, inputs, labels, calib, device, port, baud, tim
             result["pe_utilization"] = program.macs() / (cpi * cfg.m * cfg.vc)
             result["images_per_s_at_200MHz"] = 200e6 / cpi
         if out:
-            np.save(out, y)
+            if isinstance(y, dict):          # several outputs: one array each, by name
+                np.savez(out, **y)
+            else:
+                np.save(out, y)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
     click.echo(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
@@ -456,10 +461,12 @@ def run(ctx, model, program_path, inputs, labels, calib, device, port, baud, tim
 def _model_input_shape(model):
     """The (C, H, W) input of an ONNX model, or ``None`` if the model cannot be read (the
     compiler then reports the model's problem)."""
+    from .host.frontend.onnx import import_graph, load_onnx
+    from .host.graph import chw
     from .host.ir import CompileError
-    from .host.onnx_import import import_onnx, load_onnx
     try:
-        return tuple(import_onnx(load_onnx(model))[1])
+        g = import_graph(load_onnx(model))
+        return chw(g.tensors[g.inputs[0]].shape)
     except (CompileError, ValueError, OSError):
         return None
 

@@ -664,7 +664,7 @@ def _calib_shape(data, default):
 
 def _check_program(p):
     """Why a compiled program is out of range (non-finite or oversized constants), or ""."""
-    from nibble.hw.output import SH_MAX, SH_MIN
+    from nibble.hw.isa import SH_MAX, SH_MIN
     c = p.config
     for i, L in enumerate(p.layers):
         ints = (L.n2, L.q_in, L.q_out, L.sh, L.acc_bits)
@@ -720,10 +720,10 @@ MAX_LSB_ERROR = 2.0
 
 def compare_with_ort(data, program, x):
     """Run ``x`` through the golden device and through ONNX Runtime (on the device's int8 input,
-    dequantized) and compare.
+    dequantized) and compare every output (after its host tail ops, e.g. a final Softmax).
 
     :returns: ``(problem, snr_db)``: ``problem`` is "" when the outputs agree, else why not
-        (ORT cannot run the model, other shapes, too large an error).
+        (ORT cannot run the model, other shapes, too large an error); ``snr_db`` the worst output's.
     """
     import onnxruntime as ort
     from nibble.host.driver import Device
@@ -731,7 +731,8 @@ def compare_with_ort(data, program, x):
     with Device("golden") as d:
         d.load(program)
         v = d.quantize(x)
-        y = golden.dequantize_features(d.run_int(v), program.output_q)
+        ys = d.run(x)
+    ys = [ys] if len(program.outputs) == 1 else [ys[spec.name] for spec in program.outputs]
     xq = golden.dequantize_features(v, program.input_q)
     so = ort.SessionOptions()
     so.log_severity_level = 4
@@ -744,22 +745,30 @@ def compare_with_ort(data, program, x):
         if batch > 64:
             return "", None          # ONNX Runtime would need that many copies of the image
         shape = [batch] + [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
+        names = [o.name for o in sess.get_outputs()]
         # a fixed batch size b runs b copies of the image; the first result is compared
-        ref = np.concatenate([sess.run(None, {inp.name: np.repeat(xi.reshape(1, *shape[1:]), batch, axis=0)
-                                              .astype(dtype)})[0][:1] for xi in xq])
+        runs = [sess.run(None, {inp.name: np.repeat(xi.reshape(1, *shape[1:]), batch, axis=0).astype(dtype)})
+                for xi in xq]
+        refs = {name: np.concatenate([r[k][:1] for r in runs]) for k, name in enumerate(names)}
     except Exception as e:  # noqa: BLE001
         return f"compiled, but ONNX Runtime cannot run it: {str(e).splitlines()[0][:300]}", None
-    ref = ref.astype(np.float64)
-    if ref.size != y.size:
-        return f"output shape {y.shape} (golden) against {ref.shape} (ONNX Runtime)", None
-    y = y.reshape(ref.shape)
-    with np.errstate(all="ignore"):
-        err, sig = np.sqrt(np.mean((y - ref) ** 2)), np.sqrt(np.mean(ref ** 2))
-    snr = float(20 * np.log10(sig / err)) if err > 0 and sig > 0 else (99.0 if err == 0 else -99.0)
-    lsb = 2.0 ** -program.output_q
-    if not np.isfinite(err) or (err > MAX_REL_ERROR * sig and err > MAX_LSB_ERROR * lsb):
-        return f"golden differs from ONNX Runtime: RMS error {err:.4g} against RMS {sig:.4g} ({snr:.1f} dB)", snr
-    return "", snr
+    worst = None
+    for spec, y in zip(program.outputs, ys):
+        if spec.name not in refs:
+            return f"output '{spec.name}' is not an output of ONNX Runtime's ({', '.join(refs)})", None
+        ref = refs[spec.name].astype(np.float64)
+        if ref.size != y.size:
+            return f"output '{spec.name}': shape {y.shape} (golden) against {ref.shape} (ONNX Runtime)", None
+        y = y.reshape(ref.shape)
+        with np.errstate(all="ignore"):
+            err, sig = np.sqrt(np.mean((y - ref) ** 2)), np.sqrt(np.mean(ref ** 2))
+        snr = float(20 * np.log10(sig / err)) if err > 0 and sig > 0 else (99.0 if err == 0 else -99.0)
+        lsb = 2.0 ** -spec.q
+        if not np.isfinite(err) or (err > MAX_REL_ERROR * sig and err > MAX_LSB_ERROR * lsb):
+            return (f"golden differs from ONNX Runtime on '{spec.name}': RMS error {err:.4g} against RMS {sig:.4g} "
+                    f"({snr:.1f} dB)"), snr
+        worst = snr if worst is None else min(worst, snr)
+    return "", worst
 
 
 def check_case(name, data, seed=DEFAULT_SEED, workdir=None, compare=True):

@@ -15,17 +15,20 @@ Contents
 * int8 features with a power-of-two scale (§4.3): :func:`feature_q`, :func:`quantize_features`,
   :func:`dequantize_features`.
 * The shift-accumulate datapath (§4.4): :func:`sac`, :func:`conv_acc`, :func:`acc_bits`.
-* Requantization (§4.5): :func:`requantize`; :func:`maxpool2`.
+* Requantization (§4.5): :func:`requantize` with ReLU, PReLU/LeakyReLU (slope codes
+  :func:`prelu_codes`, :data:`PRELU_FRAC`) and clipping (ReLU6); max-pool :func:`maxpool` (any
+  window, stride and padding, :data:`POOL_NONE`, :func:`pool_out_size`) and :func:`maxpool2`.
 * Output activations (tanh, sigmoid lookup table on the requantized int8 value, constants
   ``ACT_*``): :func:`activation_table`, :func:`activate`. A layer's output is
-  ``maxpool2(activate(requantize(acc, sh, relu), act))`` (pooling only if the layer pools).
+  ``maxpool(activate(requantize(acc, sh, relu, slope, clip), act), pool)``.
 """
 import numpy as np
 
 __all__ = [
     "DE", "inq_n1", "inq_quantize", "code_to_int", "inq_decode", "pack_codes", "unpack_codes",
     "feature_q", "quantize_features", "dequantize_features", "sac", "conv_acc", "acc_bits",
-    "requantize", "maxpool2", "round_shift", "pad_or_crop",
+    "requantize", "maxpool2", "maxpool", "pool_out_size", "POOL_NONE", "POOL_2X2", "round_shift",
+    "pad_or_crop", "PRELU_FRAC", "PRELU_BITS", "prelu_codes", "INT8_CLIP",
     "ACT_NONE", "ACT_TANH", "ACT_SIGMOID", "ACT_Q_IN", "ACT_Q_OUT", "activation_table", "activate",
 ]
 
@@ -229,6 +232,19 @@ def conv_acc(v, codes, stride=1, pad=(0, 0, 0, 0)):
     return np.tensordot(wi, cols, axes=([1, 2, 3], [0, 1, 2]))
 
 
+#: PReLU / LeakyReLU slopes are signed ``PRELU_BITS``-bit codes ``A`` meaning ``A · 2^−PRELU_FRAC``
+#: (ARITHMETIC §4.5, PReLU): slopes in [−8, 8) in steps of 1/4096.
+PRELU_FRAC = 12
+PRELU_BITS = 16
+
+#: The saturation bounds of an unclipped layer (int8).
+INT8_CLIP = (-128, 127)
+
+#: Max-pool windows ``(kh, kw, sy, sx, top, bottom, left, right)``: no pooling, and 2×2 stride 2.
+POOL_NONE = (1, 1, 1, 1, 0, 0, 0, 0)
+POOL_2X2 = (2, 2, 2, 2, 0, 0, 0, 0)
+
+
 def acc_bits(n_taps, de=DE, bias_max=0):
     """Accumulator width that can never overflow (ARITHMETIC §4.4): ``bitlen(M) + 1``.
 
@@ -249,19 +265,92 @@ def round_shift(acc, sh):
     return acc << (-sh)
 
 
-def requantize(acc, sh, relu=False):
+def prelu_codes(slopes):
+    """PReLU slope codes: ``A = ⌊slope · 2^PRELU_FRAC + ½⌋`` (round half up), int64.
+
+    :param slopes: float array (any shape), finite.
+    :returns: int64 array of the same shape, each in the signed ``PRELU_BITS``-bit range.
+    :raises ValueError: a slope that is not finite or whose code does not fit ``PRELU_BITS`` bits
+        (|slope| ≥ 8), naming the first one.
+    """
+    s = np.asarray(slopes, dtype=np.float64)
+    if not np.all(np.isfinite(s)):
+        raise ValueError("PReLU slopes must be finite")
+    a = np.floor(np.ldexp(s, PRELU_FRAC) + 0.5)
+    lo, hi = -(1 << (PRELU_BITS - 1)), (1 << (PRELU_BITS - 1)) - 1
+    bad = (a < lo) | (a > hi)
+    if np.any(bad):
+        raise ValueError(f"PReLU slope {float(s[bad].ravel()[0]):g} is outside the {PRELU_BITS}-bit code range "
+                         f"[{lo / (1 << PRELU_FRAC):g}, {hi / (1 << PRELU_FRAC):g}]")
+    return a.astype(np.int64)
+
+
+def requantize(acc, sh, relu=False, slope=None, clip=INT8_CLIP):
     """Requantize an accumulator to int8 (ARITHMETIC §4.5), round half up, saturate.
 
-    ``V = min(127, max(−128, round_shift(max(acc, 0) if relu else acc, sh)))``.
+    ``V = min(hi, max(lo, round_shift(t, sh)))`` with ``t = max(acc, 0)`` if ``relu``, else
+    ``acc``. With PReLU slope codes ``slope`` (one per channel, axis 0): ``t = acc · A_c`` where
+    ``acc < 0`` and ``acc · 2^PRELU_FRAC`` elsewhere, and ``sh`` is the effective shift (the
+    layer's shift ``+ PRELU_FRAC``), so each value is rounded once. For ``acc ≥ 0`` this equals the
+    plain ``round_shift(acc, sh − PRELU_FRAC)``. ``clip = (lo, hi)``: the saturation bounds (int8;
+    ``(−128, 127)``, or e.g. ``(0, 96)`` for a ReLU6 at Q = 4).
 
-    :param acc: int array (already including the bias).
-    :param sh: shift ``Qmax − n2 − Q_out`` (int; ≤ 0 means an exact left shift).
-    :returns: int64 array in [−128, 127].
+    :param acc: int array (already including the bias), channels on axis 0 if ``slope`` is given.
+    :param sh: shift (int; ≤ 0 means an exact left shift).
+    :param slope: None, or int codes (C,) (:func:`prelu_codes`).
+    :param clip: ``(lo, hi)`` ints, −128 ≤ lo ≤ hi ≤ 127.
+    :returns: int64 array in [lo, hi].
+    :raises ValueError: for a ``clip`` outside int8 or with lo > hi.
     """
+    lo, hi = (int(v) for v in clip)
+    if not -128 <= lo <= hi <= 127:
+        raise ValueError(f"clip bounds {clip} are not -128 <= lo <= hi <= 127")
     acc = np.asarray(acc, dtype=np.int64)
     if relu:
         acc = np.maximum(acc, 0)
-    return np.clip(round_shift(acc, sh), -128, 127)
+    if slope is not None:
+        a = np.asarray(slope, dtype=np.int64).reshape((-1,) + (1,) * (acc.ndim - 1))
+        acc = np.where(acc < 0, acc * a, acc << PRELU_FRAC)
+    return np.clip(round_shift(acc, sh), lo, hi)
+
+
+def pool_out_size(h, w, pool):
+    """Output size ``(ho, wo)`` of max-pool window ``pool`` = ``(kh, kw, sy, sx, top, bottom, left,
+    right)`` on an ``h × w`` map: ``(h + top + bottom − kh) // sy + 1`` (and the same for columns).
+    ONNX ``ceil_mode`` is expressed by a larger bottom/right padding."""
+    kh, kw, sy, sx, t, b, l, r = (int(v) for v in pool)
+    return (h + t + b - kh) // sy + 1, (w + l + r - kw) // sx + 1
+
+
+def maxpool(v, pool=POOL_NONE):
+    """Max-pool of a CHW int map with window ``pool`` (:func:`pool_out_size`), ONNX MaxPool
+    semantics: padded positions are ignored (never win the max).
+
+    :raises ValueError: if the output is empty, a padding is not smaller than its window, or a
+        window holds no position of the map.
+    """
+    v = np.asarray(v)
+    kh, kw, sy, sx, t, b, l, r = (int(x) for x in pool)
+    c, h, w = v.shape
+    ho, wo = pool_out_size(h, w, pool)
+    if min(kh, kw, sy, sx) < 1 or min(t, b, l, r) < 0:
+        raise ValueError(f"max-pool window {pool} has a size or stride < 1 or a negative padding")
+    if ho < 1 or wo < 1:
+        raise ValueError(f"max-pool {pool} of a {h}x{w} map is empty")
+    if max(t, b) >= kh or max(l, r) >= kw:
+        raise ValueError(f"max-pool {pool}: a padding is not smaller than the window")
+    if (tuple(pool) == POOL_NONE):
+        return v.copy()
+    lo = np.iinfo(np.int64).min
+    pad = np.full((c, h + t + b + kh, w + l + r + kw), lo, dtype=np.int64)
+    pad[:, t:t + h, l:l + w] = v
+    out = np.full((c, ho, wo), lo, dtype=np.int64)
+    for dy in range(kh):
+        for dx in range(kw):
+            out = np.maximum(out, pad[:, dy:dy + sy * (ho - 1) + 1:sy, dx:dx + sx * (wo - 1) + 1:sx])
+    if np.any(out == lo):
+        raise ValueError(f"max-pool {pool} of a {h}x{w} map has a window without a map position")
+    return out
 
 
 def maxpool2(v):

@@ -32,7 +32,7 @@ def test_import_and_bn_fold_match_onnxruntime(digits):
     _, x, _ = digits
     ops, shape, in_name, out_name = import_onnx(load_onnx(MODEL))
     assert shape == (1, 8, 8) and [op.kind for op in ops] == ["Conv", "Conv", "Gemm"]
-    assert [op.relu for op in ops] == [True, True, False] and [op.pool for op in ops] == [1, 2, 1]
+    assert [op.relu for op in ops] == [True, True, False] and [op.pool for op in ops] == [golden.POOL_NONE, golden.POOL_2X2, golden.POOL_NONE]
     ops = fold_bn(ops)
     ref = ort.InferenceSession(MODEL).run(None, {in_name: x[:50]})[0]
     y = run_float(ops, x[:50].astype(np.float64))[-1].reshape(50, -1)
@@ -43,7 +43,7 @@ def test_digits_program_and_golden_accuracy(digits, tmp_path):
     calib, x, y = digits
     p = compile_model(MODEL, calib)
     assert [(L.cin, L.cout, L.kh, L.kw, L.pool, L.out_h) for L in p.layers] == \
-        [(1, 16, 3, 3, 1, 8), (16, 16, 3, 3, 2, 4), (16, 10, 4, 4, 1, 1)]
+        [(1, 16, 3, 3, golden.POOL_NONE, 8), (16, 16, 3, 3, golden.POOL_2X2, 4), (16, 10, 4, 4, golden.POOL_NONE, 1)]
     for L in p.layers:
         assert L.sh == L.q_in - L.n2 - L.q_out and L.acc_bits <= p.config.acc_width
     path = tmp_path / "digits.npz"
@@ -92,8 +92,8 @@ def _conv_inits(rng, co=3, ci=2, k=3):
 def test_unsupported_operator_names_the_node():
     rng = np.random.default_rng(SEED)
     m = _model([helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv0", pads=[1, 1, 1, 1]),
-                helper.make_node("Softmax", ["c"], ["y"], name="head")], _conv_inits(rng))
-    with pytest.raises(CompileError, match=r"node 'head' \(Softmax\): unsupported operator"):
+                helper.make_node("Softplus", ["c"], ["y"], name="head")], _conv_inits(rng))
+    with pytest.raises(CompileError, match=r"node 'head' \(Softplus\): unsupported operator"):
         compile_model(m, rng.normal(size=(4, 2, 6, 6)))
 
 
@@ -164,7 +164,7 @@ def test_cli_errors_are_one_line(case, tmp_path):
     elif case == "unsupported":
         model = tmp_path / "sig.onnx"
         onnx.save(_model([helper.make_node("Conv", ["x", "w", "b"], ["c"], name="c0", pads=[1, 1, 1, 1]),
-                          helper.make_node("Softmax", ["c"], ["y"], name="sig")],
+                          helper.make_node("Softplus", ["c"], ["y"], name="sig")],
                          _conv_inits(rng, ci=1), in_shape=(1, 1, 8, 8)), model)
     else:
         np.save(inputs, np.zeros((2, 1, 9, 8), np.float32))
@@ -177,7 +177,7 @@ def test_cli_errors_are_one_line(case, tmp_path):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
-    assert {"malformed": "not a valid ONNX model", "unsupported": "node 'sig' (Softmax)",
+    assert {"malformed": "not a valid ONNX model", "unsupported": "node 'sig' (Softplus)",
             "shape": "does not match the model's input (1, 8, 8)"}[case] in lines[0]
 
 

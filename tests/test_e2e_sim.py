@@ -5,6 +5,8 @@ device; expected outputs come from the golden device. The simulator is built onc
 and cached (``$NIBBLE_CACHE_DIR``).
 """
 import numpy as np
+
+from nibble.hw.isa import DESC_WORDS, decode_descriptor, encode_descriptor
 import pytest
 
 from nibble.hw.config import EngineConfig
@@ -66,7 +68,9 @@ def test_random_conv_layers(sim, cin, cout, size, k, seed, mode):
 
 def test_engine_error_is_reported(sim):
     program, v = random_conv_layer(16, 16, 4, 3, 6, EngineConfig())
-    program.params[5] = 64 | 64 << 8 | 1 << 16        # a 64x64 kernel: larger than the filter cache
+    d = decode_descriptor(program.params[:DESC_WORDS])      # a 64x64 kernel: larger than the filter cache
+    d.pop("magic")
+    program.params[:DESC_WORDS] = encode_descriptor(**{**d, "kh": 64, "kw": 64})
     sim.load(program)
     with pytest.raises(DeviceError, match="engine error 'filter_cache' in layer 0"):
         sim.run_int(v[None])

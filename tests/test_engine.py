@@ -4,6 +4,8 @@ The core is driven through its internal bus exactly as the driver does (same reg
 expected outputs come from the golden model (``golden_forward``), never from the RTL.
 """
 import numpy as np
+
+from nibble.hw.isa import descriptor_fields
 import pytest
 
 from nibble.hw.accelerator import AcceleratorCore, regmap
@@ -117,7 +119,8 @@ def test_bad_descriptor_reports_error():
     rng = np.random.default_rng(SEED)
     ops = _ops(rng, [(8, 3, 1, (1, 1, 1, 1), True, 1)], 8)
     program = plan_program(ops, (8, 4, 4), ops[0].q_in, SMALL)
-    program.params[0] ^= 0x00010000      # break the magic
+    off = descriptor_fields()["magic"][0]        # break the magic
+    program.params[program.desc_base + off // 32] ^= 1 << (off % 32)
     (st, err), = _run_core(SMALL, program, [np.zeros((8, 4, 4), int)], expect_error=True)
     assert st == 0b100 and err == regmap(SMALL)["error_codes"]["bad_magic"]
 

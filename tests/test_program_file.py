@@ -12,6 +12,8 @@ import json
 import zipfile
 
 import numpy as np
+
+from nibble.hw.isa import DESC_WORDS, descriptor_fields
 import pytest
 
 from nibble.host.compiler import compile_model
@@ -49,9 +51,6 @@ def _same(p, q):
         a, b = getattr(p, f.name), getattr(q, f.name)
         if isinstance(a, np.ndarray):
             if not (np.array_equal(a, b) and np.asarray(b).dtype == a.dtype):
-                return False
-        elif f.name in ("input_shape", "output_shape"):
-            if tuple(a) != tuple(b):
                 return False
         elif a != b:
             return False
@@ -93,9 +92,10 @@ def _rewrite_descriptors(meta, params):
     params = params.copy()
     n = len(meta["layers"])
     for i, d in enumerate(meta["layers"]):
-        d = dict(d, pad=tuple(d["pad"]), wmask=tuple(d["wmask"]), phase=tuple(d["phase"]))
-        at = meta["desc_base"] + 16 * i
-        params[at:at + 16] = LayerPlan(**d).descriptor(cfg, last=i == n - 1)
+        d = dict(d, pad=tuple(d["pad"]), wmask=tuple(d["wmask"]), phase=tuple(d["phase"]), pool=tuple(d["pool"]),
+                 clip=tuple(d["clip"]))
+        at = meta["desc_base"] + DESC_WORDS * i
+        params[at:at + DESC_WORDS] = LayerPlan(**d).descriptor(cfg, last=i == n - 1)
     return params
 
 
@@ -148,7 +148,7 @@ def test_file_layout_and_checksum_definition(good):
     with zipfile.ZipFile(good) as z:
         assert sorted(z.namelist()) == ["checksum.npy", "meta.npy", "params.npy", "weights.npy"]
     raw, meta, params, weights = _members(good)
-    assert meta["format"] == FORMAT_VERSION == 3
+    assert meta["format"] == FORMAT_VERSION == 4
     h = hashlib.sha256(b"nibble-program\0")
     for name in ("meta", "params", "weights"):
         a = np.load(io.BytesIO(raw[name]))
@@ -308,7 +308,10 @@ SCHEMA_EDITS = [
     (_set(["layers", 0, "relu"], 1), "layers[0].relu: expected true or false, got 1"),
     (_set(["layers", 0, "name"], 5), "layers[0].name: expected a string"),
     (_set(["layers", 0, "op"], "matmul"), "layers[0].op: expected one of"),
-    (_set(["layers", 0, "pool"], 3), "layers[0].pool: expected one of 1, 2"),
+    (_set(["layers", 0, "pool"], 3), "layers[0].pool: expected [kh, kw, sy, sx, top, bottom, left, right]"),
+    (_set(["layers", 0, "pool"], [2, 2, 0, 2, 0, 0, 0, 0]), "layers[0].pool"),
+    (_set(["layers", 0, "clip"], [0, 300]), "layers[0].clip"),
+    (_set(["layers", 0, "prelu"], 0), "layers[0].prelu: expected true or false"),
     (_set(["layers", 0, "act"], 5), "layers[0].act"),
     (_set(["layers", 0, "dil"], 3), "layers[0].dil: expected a power of two"),
     (_set(["layers", 0, "wmask"], [0, 15]), "layers[0].wmask"),
@@ -323,13 +326,15 @@ SCHEMA_EDITS = [
     (_set(["config", "vc"], _DELETE), "config.vc: missing"),
     (_set(["config", "turbo"], True), "config.turbo: unexpected field"),
     (_set(["config"], None), "config: expected a JSON object"),
-    (_set(["input_shape"], [1, 8]), "input_shape: expected [C, H, W]"),
-    (_set(["input_q"], "5"), "input_q: expected an integer"),
-    (_set(["flatten_output"], "no"), "flatten_output: expected true or false"),
+    (_set(["inputs", 0, "shape"], [1, 8]), "inputs[0].shape: expected [C, H, W]"),
+    (_set(["inputs", 0, "q"], "5"), "inputs[0].q: expected an integer"),
+    (_set(["inputs"], []), "inputs: expected a list of at least 1"),
+    (_set(["outputs", 0, "flatten"], "no"), "outputs[0].flatten: expected true or false"),
+    (_set(["outputs", 0, "tail"], ["argmax"]), "outputs[0].tail: expected a list of host operators"),
     (_set(["desc_base"], -16), "desc_base"),
-    (_set(["output_name"], _DELETE), "output_name: missing"),
+    (_set(["outputs", 0, "name"], _DELETE), "outputs[0].name: missing"),
     (_set(["surprise"], 1), "surprise: unexpected field"),
-    (_set(["format"], 4), "format: the file has program format 4"),
+    (_set(["format"], 3), "format: the file has program format 3"),
     (_set(["format"], _DELETE), "format: missing"),
 ]
 
@@ -350,8 +355,8 @@ def test_meta_not_json(good, tmp_path):
     text = json.dumps(meta)
     for raw, want in [(b"\xff\xfe" + text.encode(), "not valid JSON"), (text.encode()[:-1], "not valid JSON"),
                       (b"[1, 2, 3]", "expected a JSON object"),
-                      (text.replace('"input_q": ', '"input_q": NaN, "x": ', 1).encode(), "not valid JSON"),
-                      (text.replace('"input_q": ', '"input_q": 1, "input_q": ', 1).encode(), "duplicate key"),
+                      (text.replace('"desc_base": ', '"desc_base": NaN, "x": ', 1).encode(), "not valid JSON"),
+                      (text.replace('"desc_base": ', '"desc_base": 1, "desc_base": ', 1).encode(), "duplicate key"),
                       (b"[" * 100000 + b"]" * 100000, "meta")]:
         _write(bad, raw, params, weights)
         assert want in _load_error(bad)
@@ -406,9 +411,13 @@ def _meta_edit(f):
     return edit
 
 
+#: The descriptor word holding the shift field ``sh``.
+_SH_WORD = descriptor_fields()["sh"][0] // 32
+
 # (program, edit of (meta, params, weights), expected text in the message)
 CONSISTENCY_EDITS = [
-    ("digits", _layer_edit("n2", -5, sh=6, descriptors=False), "params[29]: descriptor word 13 of layers[1]"),
+    ("digits", _layer_edit("n2", -5, sh=6, descriptors=False),
+     f"params[{DESC_WORDS + _SH_WORD}]: descriptor word {_SH_WORD} of layers[1]"),
     ("digits", _layer_edit("cout", 17), "layers[1].cb_out"),
     ("digits", _layer_edit("conv_h", 7), "layers[1].conv_h"),
     ("digits", _layer_edit("out_h", 3), "layers[1].out_h"),
@@ -419,8 +428,7 @@ CONSISTENCY_EDITS = [
     ("digits", _layer_edit("acc_bits", 5), "layers[1].acc_bits: the weights and biases need"),
     ("digits", _layer_edit("in_base", 100), "layers[1]"),
     ("digits", _move_map(1, lambda L: 8190), "layers[1].map_base: the output map ends at word 8206"),
-    ("digits", _move_map(1, lambda L: L["in_base"] + 8), "layers[1].map_base: the output map (words 72..87) "
-                                                          "overlaps the input map"),
+    ("digits", _move_map(1, lambda L: L["in_base"] + 8), "layers[1].map_base: the output map (words "),
     ("digits", _move_map(1, lambda L: 7000), None),                   # a legitimate relocation
     ("digits", _layer_edit("w_base", 10 ** 6), "layers[1].w_base"),
     ("digits", _layer_edit("bias_base", 0), "layers[1].bias_base"),
@@ -432,11 +440,13 @@ CONSISTENCY_EDITS = [
     ("digits", _layer_edit("op", "deconv_phase"), "layers[1].op"),
     ("digits", _layer_edit("phase", [0, 0, 1]), "layers[1].op"),
     ("digits", _layer_edit("out_row", 5), "layers[1].out_row"),
-    ("digits", _drop_layer(1), "layers[1].in_h: 4 is not the previous layer's full_h 8"),
-    ("digits", _meta_edit(_set(["input_shape"], [1, 9, 8])), "input_shape"),
-    ("digits", _meta_edit(_set(["output_shape"], [10, 1, 2])), "output_shape"),
-    ("digits", _meta_edit(_set(["input_q"], 9)), "input_q"),
-    ("digits", _meta_edit(_set(["output_q"], 0)), "output_q"),
+    ("digits", _drop_layer(1), "layers[1].src: '/3/Conv_output_0' is not a program input nor written"),
+    ("digits", _meta_edit(_set(["inputs", 0, "shape"], [1, 9, 8])), "layers[0].in_h"),
+    ("digits", _meta_edit(_set(["outputs", 0, "shape"], [10, 1, 2])), "outputs[0].shape"),
+    ("digits", _meta_edit(_set(["inputs", 0, "q"], 9)), "layers[0].q_in"),
+    ("digits", _meta_edit(_set(["outputs", 0, "q"], 0)), "outputs[0].q"),
+    ("digits", _meta_edit(_set(["outputs", 0, "name"], "nothing")), "outputs[0].name: 'nothing' is not written"),
+    ("digits", _layer_edit("src", "nowhere"), "layers[1].src: 'nowhere' is not a program input"),
     ("digits", _meta_edit(_set(["desc_base"], 4000)), "desc_base"),
     ("digits", _meta_edit(_set(["config", "winograd"], False)), "layers[0].winograd"),
     ("digits", _meta_edit(_set(["config", "acc_width"], 20)), "acc_bits"),

@@ -22,6 +22,7 @@ from nibble.host.ir import ConvOp
 from nibble.host.onnx_import import import_onnx, validate_model
 from nibble.host.passes import calibration_data, fold_bn
 from nibble.hw.config import EngineConfig
+from nibble.hw.isa import DESC_WORDS
 from nibble.sim import golden
 
 SEED = 2027
@@ -75,30 +76,31 @@ def _conv(rng, ci=2, co=3, k=3, name="c0", inp="x", out="c", **attrs):
 # The four cases ONNX Runtime accepts that used to compile to a wrong answer
 
 @pytest.mark.parametrize("auto", ["SAME_UPPER", "SAME_LOWER"])
-def test_maxpool_same_padding_odd_rejected_even_matches_ort(auto):
-    """(a) MaxPool auto_pad=SAME_* pads an odd map (ORT: 7x7 → 4x4, the engine pools 7x7 → 3x3):
-    a CompileError naming the node and attribute; on an even map SAME adds no padding and the
-    golden output equals ONNX Runtime."""
+def test_maxpool_same_padding_matches_ort(auto):
+    """(a) MaxPool auto_pad=SAME_* pads an odd map (ORT: 7x7 → 4x4; the engine once pooled 7x7 →
+    3x3 and then refused it): the padding is now part of the max-pool window (padded positions
+    never win), so odd and even maps both give ONNX Runtime's output."""
     rng = np.random.default_rng(SEED)
     conv, inits = _conv(rng, pads=[1, 1, 1, 1])
     pool = helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2], auto_pad=auto)
     odd = _model([conv, pool], inits, (1, 2, 7, 7))
     x = rng.normal(size=(4, 2, 7, 7))
     assert _ort(odd, x).shape == (4, 3, 4, 4)
-    with pytest.raises(CompileError, match=rf"node 'pool' \(MaxPool\): attribute 'auto_pad' {auto} pads the odd 7x7"):
-        compile_model(odd, x)
+    p = _golden_matches_ort(odd, x)
+    head = 1 if auto == "SAME_LOWER" else 0
+    assert p.layers[0].pool == (2, 2, 2, 2, head, 1 - head, head, 1 - head) and p.output_shape == (3, 4, 4)
     even = _model([conv, pool], inits, (1, 2, 8, 8))
     p = _golden_matches_ort(even, rng.normal(size=(4, 2, 8, 8)))
-    assert p.layers[0].pool == 2 and p.output_shape == (3, 4, 4)
+    assert p.layers[0].pool == golden.POOL_2X2 and p.output_shape == (3, 4, 4)
 
 
-def test_maxpool_ceil_mode_odd_rejected_even_matches_ort():
+@pytest.mark.parametrize("size", [5, 6])
+def test_maxpool_ceil_mode_matches_ort(size):
     rng = np.random.default_rng(SEED)
     conv, inits = _conv(rng, pads=[1, 1, 1, 1])
     pool = helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
-    with pytest.raises(CompileError, match=r"node 'pool' \(MaxPool\): attribute 'ceil_mode' 1 on the odd 5x5 map"):
-        compile_model(_model([conv, pool], inits, (1, 2, 5, 5)), rng.normal(size=(2, 2, 5, 5)))
-    _golden_matches_ort(_model([conv, pool], inits, (1, 2, 6, 6)), rng.normal(size=(4, 2, 6, 6)))
+    p = _golden_matches_ort(_model([conv, pool], inits, (1, 2, size, size)), rng.normal(size=(4, 2, size, size)))
+    assert p.output_shape == (3, 3, 3) and p.layers[0].pool == (2, 2, 2, 2, 0, size % 2, 0, size % 2)
 
 
 def _gemm_model(rng, c_shape, n=4):
@@ -503,8 +505,9 @@ def no_calibration(monkeypatch):
 @pytest.mark.parametrize("pads,msg", [
     (256, r"layer 'c0' \(Conv\): kernel, stride or padding beyond the descriptor's 8-bit fields \(kernel 3x3, stride 1, "
           r"top/left padding 256/256"),
-    (100, r"layer 'c0' \(Conv\): its 204x204 map of 3 channels needs 41616 words; the two feature buffers need "
-          r"2 x 41616 = 83232, the feature memory has 8192 \(over by 75040 words\)"),
+    (100, r"the output 'y' of layer 'c0' \(Conv\): its 204x204 map of 3 channels needs 41616 words; with the 36 "
+          r"words of the tensors live at the same time \('x' \(36\)\) the feature memory needs 41652, it has 8192 "
+          r"\(over by 33460 words\)"),
 ])
 def test_huge_padding_is_refused_before_calibration(pads, msg, no_calibration):
     """pads = 256 used to make the calibration ask for 15 GiB (MemoryError)."""
@@ -526,9 +529,11 @@ def test_weight_and_parameter_memory_name_the_layer(no_calibration):
     with pytest.raises(CompileError, match=r"layer 'c1' \(Conv\): its weights need 576 words, 864 with the layers before "
                                            r"it; the weight memory has 512 \(over by 352 words\)"):
         compile_model(m, x, EngineConfig(weight_depth=512))
-    # descriptors and biases: 16 + 32 words per layer
-    with pytest.raises(CompileError, match=r"layer 'c1' \(Conv\): its descriptors and biases need 48 words, 96 with the "
-                                           r"layers before it; the parameter memory has 64 \(over by 32 words\)"):
+    # descriptors and biases: DESC_WORDS + 32 words per layer
+    d = DESC_WORDS + 32
+    with pytest.raises(CompileError, match=rf"layer 'c1' \(Conv\): its descriptors and biases need {d} words, {2 * d} "
+                                           rf"with the layers before it; the parameter memory has 64 \(over by "
+                                           rf"{2 * d - 64} words\)"):
         compile_model(m, x, EngineConfig(param_depth=64))
 
 
@@ -551,8 +556,12 @@ def test_check_fits_alone():
     conv, inits = _conv(rng, out="y", pads=[1, 1, 1, 1])
     ops, shape, _, _ = import_onnx(_model([conv], inits, (1, 2, 40, 40)))
     check_fits(ops, shape, EngineConfig())                     # 40x40x1 words x 2 = 3200 <= 8192
-    with pytest.raises(CompileError, match=r"the network input: its 40x40 map of 2 channels needs 1600 words"):
+    with pytest.raises(CompileError, match=r"the output 'output' of layer 'c0' \(Conv\): its 40x40 map of 3 channels "
+                                           r"needs 1600 words; with the 1600 words of the tensors live at the same time"):
         check_fits(ops, shape, EngineConfig(feature_depth=2048))
+    with pytest.raises(CompileError, match=r"the network input 'input': its 40x40 map of 2 channels needs 1600 words, "
+                                           r"the feature memory has 1024 \(over by 576 words\)"):
+        check_fits(ops, shape, EngineConfig(feature_depth=1024))
 
 
 def test_node_name_that_is_not_utf8(tmp_path):

@@ -1,0 +1,25 @@
+"""Compiler passes, one per file, each a function ``Graph → Graph`` testable alone (DESIGN §6).
+
+Structural (after the front end, :mod:`nibble.host.frontend.onnx`, which also folds constants):
+:func:`fold_pad`, :func:`fold_bn`, :func:`fuse_epilogue`, :func:`flatten_gemm`,
+:func:`host_tail`; checks before calibration: :func:`check_fits` (with :func:`allocate`);
+quantization: :func:`inq`, :func:`calibrate`; backend: :func:`allocate`, :func:`lower`
+(→ :class:`~nibble.host.program.Program`). ``fold_bn``, ``inq`` and ``calibrate`` also take a
+chain of layers (``list[ConvOp]``), as before the graph IR.
+"""
+from .allocate import allocate
+from .calibrate import CALIB_CHUNK_ELEMENTS, CALIB_IMAGE_ELEMENTS, calibrate, calibration_data
+from .fits import check_fits
+from .flatten_gemm import flatten_gemm
+from .fold_bn import fold_bn
+from .fold_pad import fold_pad
+from .fuse_epilogue import fuse_epilogue
+from .host_tail import host_tail
+from .inq import inq
+from .lower import lower
+
+__all__ = ["fold_pad", "fold_bn", "fuse_epilogue", "flatten_gemm", "host_tail", "check_fits", "inq", "calibrate",
+           "calibration_data", "allocate", "lower", "CALIB_CHUNK_ELEMENTS", "CALIB_IMAGE_ELEMENTS", "STRUCTURAL"]
+
+#: The structural passes in the order the compiler runs them.
+STRUCTURAL = (fold_pad, fold_bn, fuse_epilogue, flatten_gemm, host_tail)

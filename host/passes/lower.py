@@ -1,0 +1,577 @@
+"""Pass ``lower``: a quantized graph of layers → :class:`~nibble.host.program.Program` (DESIGN §6).
+
+Per compute node, in the graph's topological order (the order the engine runs them): its
+plans — one descriptor for a Conv or Gemm (direct SAC lanes, or Winograd F(2×2,3×3) on the
+multiplier lanes, chosen per layer by the cycle model :func:`layer_cycles`), one per output phase
+for a transposed convolution (TDC or Winograd-TDC, ARITHMETIC §1.4, §3) or one zero-insertion
+plan (NZP, §1.3) — with integer biases (§4.4), the requantization shift, PReLU slope codes and
+clip bounds (§4.5), and the accumulator check; each plan reads its input tensor's view and
+writes its output tensor's view of the one feature memory (addresses from
+:func:`nibble.host.passes.allocate`). Then the memory images: parameter memory holds the
+descriptors (``DESC_WORDS`` each, in execution order, the last one flagged ``last``), then per
+plan its biases and slope codes (``n_coblk·m`` int32 words each); weight memory the packed codes.
+"""
+import dataclasses
+
+import numpy as np
+
+from ...hw.isa import DESC_WORDS, PRELU_FRAC, SH_MAX, SH_MIN, descriptor_fields
+from ...sim.golden import DE, INT8_CLIP, POOL_2X2, POOL_NONE, acc_bits, prelu_codes
+from ..graph import Graph, Node, chw
+from ..ir import CompileError, pool_text
+from ..program import LayerPlan, Program, TensorSpec, weight_words
+from .allocate import allocate, tensor_cb
+
+__all__ = ["lower", "plan_program", "graph_from_chain", "parse_modes", "layer_cycles", "layer_beats",
+           "winograd_work", "WINOGRAD_MODES", "DECONV_MODES"]
+
+#: Per-layer convolution modes: ``auto`` (Winograd where the layer is eligible and the cycle
+#: model says it is faster), ``direct`` (SAC lanes), ``winograd`` (multiplier lanes, F(2×2,3×3)).
+WINOGRAD_MODES = ("auto", "direct", "winograd")
+
+
+def parse_modes(spec):
+    """Per-layer convolution modes from a string or dict.
+
+    ``"auto"`` / ``"direct"`` / ``"winograd"`` set every layer; ``"conv1=direct,conv2=winograd"``
+    names layers (IR layer names, i.e. the ONNX node names), and one entry without ``=`` sets
+    the default for the others (``auto`` if absent). A dict ``{name: mode}`` may use the key
+    ``"*"`` for the default.
+
+    A default of ``winograd`` applies to the eligible layers (3×3, stride 1, fitting the caches
+    and the accumulator) and leaves the others direct; a layer *named* ``winograd`` must be
+    eligible, or compiling fails naming it.
+
+    :returns: ``(default, {name: mode})``.
+    :raises CompileError: an unknown mode or a malformed entry.
+    """
+    if isinstance(spec, dict):
+        items = [(None if k == "*" else k, v) for k, v in spec.items()]
+    else:
+        items = []
+        for part in str(spec).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, _, mode = part.rpartition("=")
+            items.append((name.strip() or None, mode.strip()))
+    default, named = "auto", {}
+    for name, mode in items:
+        if mode not in WINOGRAD_MODES:
+            raise CompileError(f"convolution mode '{mode}'{f' for layer {name!r}' if name else ''} is not "
+                               f"one of {', '.join(WINOGRAD_MODES)}")
+        if name is None:
+            default = mode
+        else:
+            named[name] = mode
+    return default, named
+
+
+def _popcount(v):
+    return bin(v).count("1")
+
+
+def winograd_work(L):
+    """``(tiles, p)`` of a Winograd plan: 2×2 output tiles (``⌈out_h/2⌉·⌈out_w/2⌉``, or
+    ``out_h·out_w`` pooled pixels with pooling) and transformed positions computed per tile
+    (``popcount(xmask)·popcount(ymask)``, 16 for a plain layer; ARITHMETIC §2.1, §3)."""
+    tiles = L.out_h * L.out_w if L.pools else -(-L.out_h // 2) * -(-L.out_w // 2)
+    return tiles, _popcount(L.wmask[0]) * _popcount(L.wmask[1])
+
+
+def layer_cycles(L, config, winograd=None):
+    """Cycle model of one layer on the engine (``hw/engine.py`` schedule), in clock cycles.
+
+    :param winograd: model the Winograd schedule (default: the layer's own mode).
+    Per output block: biases ``m + 1`` (``m + 1`` more for PReLU slopes), filters ``m·T·cb + 1``
+    (direct), beats ``pixels·max(P·T·cb, k)`` (``P = pool_kh·pool_kw`` window positions per
+    output pixel, ``k = m/vc`` writer cycles per pixel), drain. Winograd: the weight transform
+    ``16·m·cb + 12`` before block 0, later blocks' transforms overlap the computation; beats
+    ``tiles·max(p·cb, 4k)`` with ``p`` the transformed positions computed (16, fewer for TDC
+    phases). Per layer ``DESC_WORDS + 5`` (descriptor fetch and checks).
+    """
+    c = config
+    k = c.m // c.vc
+    wino = L.winograd if winograd is None else winograd
+    cb = L.cb_in
+    nb = L.n_coblk(c.m)
+    params = (c.m + 1) * (2 if L.prelu else 1)
+    fetch = DESC_WORDS + 5
+    if wino:
+        tiles, p = winograd_work(L)
+        if not L.winograd:                    # modelling a direct layer as a plain Winograd one
+            p = 16
+        load = 16 * c.m * cb + 12
+        run = tiles * max(p * cb, 4 * k)
+        return fetch + load + nb * (params + run + 24) + (nb - 1) * max(0, load - run)
+    per_pix = max(L.pool[0] * L.pool[1] * L.kh * L.kw * cb, k)
+    return fetch + nb * (params + c.m * L.kh * L.kw * cb + 1 + L.out_h * L.out_w * per_pix + 10)
+
+
+def layer_beats(L, config):
+    """Beats (vectors of ``vc`` values) the engine sends through the PE array for layer ``L``:
+    output pixels × pool² × taps × input blocks × output blocks (direct), or
+    tiles × 16 × input blocks × output blocks (Winograd; tiles = ⌈out_h/2⌉·⌈out_w/2⌉, or
+    out_h·out_w pooled pixels with pooling)."""
+    if L.winograd:
+        tiles, p = winograd_work(L)
+        return L.n_coblk(config.m) * tiles * p * L.cb_in
+    return L.n_coblk(config.m) * L.out_h * L.out_w * L.pool[0] * L.pool[1] * L.kh * L.kw * L.cb_in
+
+
+def _winograd_check(L, config, bits, bias):
+    """Why layer ``L`` cannot run as Winograd F(2×2,3×3), or ``""`` if it can (ARITHMETIC §2.3, §2.5)."""
+    c = config
+    if not c.winograd:
+        return "the engine is built without the Winograd path (EngineConfig.winograd = false)"
+    if (L.kh, L.kw, L.stride) != (3, 3, 1):
+        return f"it is a {L.kh}x{L.kw} stride-{L.stride} layer; Winograd F(2x2,3x3) needs 3x3 stride 1"
+    if L.pools and tuple(L.pool) != POOL_2X2:
+        return f"its {pool_text(L.pool)} is not the 2x2 stride-2 unpadded max-pool Winograd tiles can pool"
+    if 16 * L.cb_in > c.filter_depth // 2:
+        return (f"its 16 x {L.cb_in} transformed-weight words per filter exceed half the filter cache "
+                f"({c.filter_depth // 2} words; the other half loads the next output block)")
+    if bits + 2 > c.acc_width:
+        return (f"the 4x scaled accumulator needs {bits + 2} bits, the engine has {c.acc_width} "
+                "(ARITHMETIC §2.5)")
+    if np.abs(bias).max(initial=0) * 4 >= 1 << 31:
+        return "a 4x scaled bias needs more than 32 bits"
+    if L.sh_hw + 2 > SH_MAX:
+        return f"the shift {L.sh_hw} + 2 = {L.sh_hw + 2} exceeds the hardware's {SH_MAX}"
+    return ""
+
+
+def _bias_int(op, where):
+    """``b_int = round_half_up(b · 2^(q_in − n2))`` (ARITHMETIC §4.4).
+
+    :raises CompileError: naming the layer if a bias is not finite or needs more than 32 bits.
+    """
+    with np.errstate(all="ignore"):
+        v = np.floor(np.ldexp(np.asarray(op.b, np.float64), int(op.q_in - op.n2)) + 0.5)
+    if not np.all(np.isfinite(op.b)):
+        raise CompileError(f"{where}: its bias is not finite")
+    big = np.abs(v).max(initial=0)
+    if not np.isfinite(big) or big >= 1 << 31:
+        raise CompileError(f"{where}: a bias needs more than 32 bits (max |b_int| = {big:.4g}, from max |b| = "
+                           f"{np.abs(op.b).max():.4g} at the accumulator scale 2^{int(op.q_in - op.n2)})")
+    return v.astype(np.int64)
+
+
+DECONV_MODES = ("auto", "tdc", "nzp", "winograd")
+
+
+def _pow2(n):
+    return n >= 1 and n & (n - 1) == 0
+
+
+def _field_max(name):
+    """Largest value of descriptor field ``name`` (``nibble.hw.isa.DESCRIPTOR``)."""
+    return (1 << descriptor_fields()[name][1]) - 1
+
+
+def _check_fields(where, c, kh, kw, stride, top, left, cb_in, sizes, pool=POOL_NONE):
+    """Descriptor fields and filter cache of one descriptor (:class:`CompileError` naming the layer)."""
+    if top < 0 or left < 0:
+        raise CompileError(f"{where}: a negative top/left padding ({top}, {left}) cannot be mapped")
+    if kh * kw * cb_in > c.filter_depth:
+        raise CompileError(f"{where}: a filter needs {kh * kw * cb_in} words, the filter cache "
+                           f"holds {c.filter_depth}")
+    k8, s16 = _field_max("kh"), _field_max("in_h")
+    if max(kh, kw, stride, top, left) > k8 or max(sizes) > s16:
+        raise CompileError(f"{where}: kernel, stride or padding beyond the descriptor's {k8.bit_length()}-bit fields "
+                           f"(kernel {kh}x{kw}, stride {stride}, top/left padding {top}/{left}; at most {k8}) or a map "
+                           f"size beyond {s16.bit_length()} bits ({max(sizes)})")
+    pkh, pkw, psy, psx, ppt, _, ppl, _ = pool
+    pmax = min(_field_max(f) for f in ("pool_kh", "pool_kw", "pool_sy", "pool_sx", "pool_pt", "pool_pl"))
+    if max(pkh, pkw, psy, psx, ppt, ppl) > pmax:
+        raise CompileError(f"{where}: its {pool_text(pool)} is beyond the descriptor's {pmax.bit_length()}-bit "
+                           f"max-pool fields (window, stride and top/left padding at most {pmax})")
+
+
+def _check_plan(L, where, c):
+    """Descriptor-field and cache limits of one plan (:class:`CompileError` naming the layer)."""
+    t, _, l, _ = L.pad
+    _check_fields(where, c, L.kh, L.kw, L.stride, t, l, L.cb_in, (L.in_h, L.in_w, L.conv_h, L.conv_w, L.out_h, L.out_w),
+                  L.pool)
+    if not SH_MIN <= L.sh_hw <= SH_MAX:
+        extra = f" (sh {L.sh} + PRELU_FRAC {PRELU_FRAC} for the PReLU)" if L.prelu else ""
+        raise CompileError(f"{where}: requantization shift {L.sh_hw}{extra} outside the hardware's "
+                           f"[{SH_MIN}, {SH_MAX}]")
+
+
+def _check_deconv_stride(where, S):
+    """A transposed convolution's stride: at most 255, as a convolution's (its S² phases are listed)."""
+    if S > 255:
+        raise CompileError(f"{where}: stride {S} is beyond the descriptor's 8-bit fields (at most 255)")
+
+
+
+def _memory_error(where, what, need, total, depth):
+    return CompileError(f"{where}: its {what} need {need} words, {total} with the layers before it; the "
+                        f"{'weight' if what == 'weights' else 'parameter'} memory has {depth} (over by "
+                        f"{total - depth} words)")
+
+
+
+def _shift(op):
+    """``sh = q_in − n2 − q_out``, or ``q_in − n2 − q_act`` before a tanh/sigmoid table."""
+    q_to = op.q_act if op.act else op.q_out
+    return int(op.q_in - op.n2 - q_to)
+
+
+def _clip_codes(op):
+    """The int8 saturation bounds of a layer: ``INT8_CLIP``, or for a Clip ``(lo, hi)`` at the
+    requantized value's exponent q (``q_act`` before a tanh/sigmoid table, else ``q_out``):
+    ``(max(−128, rhu(lo·2^q)), min(127, rhu(hi·2^q)))``, rhu = round half up."""
+    if op.clip is None:
+        return INT8_CLIP
+    q = op.q_act if op.act else op.q_out
+
+    def code(v):
+        if not np.isfinite(v):
+            return -128 if v < 0 else 127
+        return int(min(127, max(-128, np.floor(np.ldexp(float(v), int(q)) + 0.5))))
+
+    lo, hi = code(op.clip[0]), code(op.clip[1])
+    return (max(INT8_CLIP[0], lo), min(INT8_CLIP[1], hi))
+
+
+def _epilogue_fields(op, where):
+    """``(LayerPlan fields, slope codes or None)`` of a layer's epilogue (PReLU codes,
+    ARITHMETIC §4.5, ``nibble.sim.golden.prelu_codes``).
+
+    :raises CompileError: naming the layer if a slope does not fit the slope code.
+    """
+    slopes = None
+    if op.prelu is not None:
+        try:
+            slopes = prelu_codes(np.broadcast_to(np.asarray(op.prelu, np.float64), (op.cout,)))
+        except ValueError as e:
+            raise CompileError(f"{where}: {e}") from None
+    return dict(prelu=slopes is not None, clip=_clip_codes(op)), slopes
+
+
+def _conv_plans(op, shape, cb_in, c, modes, where):
+    """One plan (with its codes, integer biases and slope codes) for a Conv/Gemm layer."""
+    default_mode, named_modes = modes
+    k = c.m // c.vc
+    co, ci, kh, kw = op.codes.shape
+    out = op.out_shape(shape)
+    if out[1] < 1 or out[2] < 1:
+        raise CompileError(f"{where}: a {kh}x{kw} kernel (stride {op.stride}, pad {op.pad}, pool {op.pool}) "
+                           f"on a {shape[1]}x{shape[2]} input gives an empty output")
+    _, conv_h, conv_w = op.conv_shape(shape)
+    bias = _bias_int(op, where)
+    epi, slopes = _epilogue_fields(op, where)
+    bits = acc_bits(ci * kh * kw, DE, np.abs(bias).max(initial=0))
+    if bits > c.acc_width:
+        raise CompileError(f"{where}: the accumulator could overflow: {ci}x{kh}x{kw} taps need "
+                           f"{bits} bits, the engine has {c.acc_width} (ARITHMETIC §4.4)")
+    nb = -(-co // c.m)
+    L = LayerPlan(name=op.name, op="conv", cin=ci, cout=co, in_h=shape[1], in_w=shape[2], kh=kh, kw=kw,
+                  stride=op.stride, pad=tuple(op.pad), conv_h=conv_h, conv_w=conv_w, pool=tuple(op.pool),
+                  out_h=out[1], out_w=out[2], relu=bool(op.relu), n2=int(op.n2), q_in=int(op.q_in),
+                  q_out=int(op.q_out), sh=_shift(op), acc_bits=int(bits), cb_in=cb_in, cb_out=nb * k,
+                  act=int(op.act), group=op.name, full_h=out[1], full_w=out[2], **epi)
+    _check_plan(L, where, c)
+    mode = named_modes.get(op.name, default_mode)
+    reason = _winograd_check(L, c, bits, bias)
+    if mode == "winograd" and op.name in named_modes and reason:
+        raise CompileError(f"{where}: cannot run as Winograd: {reason}")
+    if reason:
+        L.mode_reason = f"direct: {reason}" if mode != "direct" else "direct: chosen"
+    elif mode == "direct":
+        L.mode_reason = "direct: chosen"
+    elif mode == "winograd":
+        L.winograd, L.mode_reason = True, "winograd: chosen"
+    else:
+        d, w = layer_cycles(L, c, False), layer_cycles(L, c, True)
+        L.winograd = w < d
+        L.mode_reason = f"{'winograd' if L.winograd else 'direct'}: auto, {d} direct vs {w} Winograd cycles"
+    if L.winograd:
+        bias = bias * 4
+        L.acc_bits = int(bits + 2)
+    return [(L, op.codes, bias, slopes)]
+
+
+def _deconv_plans(op, shape, cb_in, c, deconv, where):
+    """Plans of a ConvTranspose (ARITHMETIC §1): one NZP plan (zero-inserted input read by the
+    engine, flipped kernel, §1.3), or one plan per TDC phase (§1.4; structural zero taps dropped;
+    outputs written interleaved, §5), in Winograd form where the phase allows (§3: F(2×2,3×3) on
+    the zero-filled 3×3 sub-kernel, or a 2×2 sub-kernel extended by a leading zero row and column;
+    the structurally zero transformed positions are skipped)."""
+    from ...sim.deconv import tdc_phases, tdc_subkernels, winograd_u_mask
+    k = c.m // c.vc
+    if op.pools:
+        raise CompileError(f"{where}: max-pool after a transposed convolution is not supported")
+    S, (py_, px_), (opy, opx) = op.deconv_geometry()
+    _check_deconv_stride(where, S)
+    ci, co, K_h, K_w = op.codes.shape
+    _, H, W = shape
+    _, Ho, Wo = op.out_shape(shape)
+    if Ho < 1 or Wo < 1:
+        raise CompileError(f"{where}: gives an empty output on a {H}x{W} input")
+    bias = _bias_int(op, where)
+    epi, slopes = _epilogue_fields(op, where)
+    nb = -(-co // c.m)
+    common = dict(cin=ci, cout=co, in_h=H, in_w=W, stride=1, pool=POOL_NONE, relu=bool(op.relu), n2=int(op.n2),
+                  q_in=int(op.q_in), q_out=int(op.q_out), sh=_shift(op), cb_in=cb_in, cb_out=nb * k,
+                  act=int(op.act), group=op.name, full_h=Ho, full_w=Wo, **epi)
+    if deconv == "nzp":
+        if not (_pow2(S) and S <= 128):
+            raise CompileError(f"{where}: the NZP form needs a power-of-two stride (≤ 128), not {S}")
+        pad = (K_h - 1 - py_, K_h - 1 - py_ + opy, K_w - 1 - px_, K_w - 1 - px_ + opx)
+        codes = np.ascontiguousarray(op.codes.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        bits = acc_bits(ci * K_h * K_w, DE, np.abs(bias).max(initial=0))
+        if bits > c.acc_width:
+            raise CompileError(f"{where}: the accumulator could overflow ({bits} bits needed, {c.acc_width} present)")
+        L = LayerPlan(name=op.name, op="deconv_nzp", kh=K_h, kw=K_w, pad=pad, conv_h=Ho, conv_w=Wo,
+                      out_h=Ho, out_w=Wo, acc_bits=int(bits), dil=S, mode_reason="nzp: zero insertion",
+                      **common)
+        _check_plan(L, where, c)
+        return [(L, codes, bias, slopes)]
+    plans = []
+    sub = tdc_subkernels(op.codes, S)
+    for ph in tdc_phases((K_h, K_w), S, (py_, px_), (opy, opx), (H, W)):
+        if 0 in ph.n_out:
+            continue
+        f, _ = sub[ph.r]
+        kcy, kcx = f.shape[2:]
+        if ph.y.n == 0 or ph.x.n == 0:
+            raise CompileError(f"{where}: kernel {K_h}x{K_w} smaller than the stride {S}: phase {ph.phi} has no taps")
+        name = f"{op.name}/phase{ph.phi[0]}{ph.phi[1]}"
+        pw = f"layer '{name}' (ConvTranspose phase)"
+        t, b, l, r = ph.pad
+        bits = acc_bits(ci * ph.y.n * ph.x.n, DE, np.abs(bias).max(initial=0))
+        if bits > c.acc_width:
+            raise CompileError(f"{pw}: the accumulator could overflow ({bits} bits needed, {c.acc_width} present)")
+        geo = dict(name=name, op="deconv_phase", conv_h=ph.n_out[0], conv_w=ph.n_out[1], out_h=ph.n_out[0],
+                   out_w=ph.n_out[1], phase=(ph.phi[0], ph.phi[1], S), **common)
+        wino = None
+        if deconv in ("winograd", "auto") and kcy in (2, 3) and kcx in (2, 3):
+            ey, ex = 3 - kcy, 3 - kcx                   # leading zero rows / columns added
+            f3 = np.zeros((co, ci, 3, 3), np.uint8)
+            f3[:, :, ey:, ex:] = f
+            my = [False] * ey + [tp is not None for tp in ph.y.taps]
+            mx = [False] * ex + [tp is not None for tp in ph.x.taps]
+            um = [winograd_u_mask("F2x2_3x3", mk) for mk in (my, mx)]
+            Lw = LayerPlan(kh=3, kw=3, pad=(t + ey, b, l + ex, r), acc_bits=int(bits), winograd=True,
+                           wmask=tuple(int(sum(1 << i for i, v in enumerate(u) if v)) for u in um),
+                           mode_reason=f"winograd-tdc: {int(um[0].sum()) * int(um[1].sum())} of 16 "
+                                       "transformed positions", **geo)
+            reason = _winograd_check(Lw, c, bits, bias)
+            if not reason and Lw.pad[0] >= 0 and Lw.pad[2] >= 0:
+                Lw.acc_bits = int(bits + 2)
+                wino = (Lw, f3, bias * 4, slopes)
+        dy, dx = kcy - ph.y.n, kcx - ph.x.n
+        Ld = LayerPlan(kh=ph.y.n, kw=ph.x.n, pad=(t - dy, b, l - dx, r), acc_bits=int(bits),
+                       mode_reason="tdc: structural zero taps dropped", **geo)
+        direct = (Ld, np.ascontiguousarray(f[:, :, dy:, dx:]), bias, slopes)
+        if wino is not None and deconv == "auto":
+            if layer_cycles(wino[0], c) >= layer_cycles(Ld, c):
+                wino = None
+        if wino is None and deconv == "winograd":
+            Ld.mode_reason = "tdc: Winograd needs 2x2 or 3x3 sub-kernels that fit the engine"
+        pick = wino if wino is not None else direct
+        _check_plan(pick[0], pw, c)
+        plans.append(pick)
+    return plans
+
+
+
+
+def _program_names(g):
+    """The program's name of every tensor: a graph output's name for an output tensor, else the
+    tensor's own name.
+
+    :raises CompileError: if one tensor is two graph outputs, or two names collide.
+    """
+    names = {t: t for t in g.tensors}
+    for o in g.outputs:
+        if sum(x.tensor == o.tensor for x in g.outputs) > 1:
+            both = [x.name for x in g.outputs if x.tensor == o.tensor]
+            raise CompileError(f"graph outputs {', '.join(repr(n) for n in both)} are the same tensor '{o.tensor}'; "
+                               "not supported")
+        names[o.tensor] = o.name
+    if len(set(names.values())) != len(names):
+        dup = sorted({v for v in names.values() if list(names.values()).count(v) > 1})
+        raise CompileError(f"tensor name(s) {', '.join(dup)} are used twice (a graph output is named like another "
+                           "tensor)")
+    return names
+
+
+def _check_layers_only(g):
+    for n in g.nodes:
+        if n.conv is None:
+            raise CompileError(f"{n.where}: not supported by the engine here (the passes fuse or fold it only "
+                               "into the layer before it)")
+        if n.conv.codes is None or n.conv.q_in is None or n.conv.q_out is None:
+            raise CompileError(f"{n.layer}: not quantized (run inq and calibrate first)")
+
+
+def lower(graph: Graph, config, winograd="auto", deconv="auto") -> Program:
+    """Integer plans, allocation and device images for a quantized graph of layers.
+
+    :param graph: compute nodes only, INQ codes and feature exponents set (``inq``, ``calibrate``);
+        feature-memory addresses from :func:`~nibble.host.passes.allocate.allocate` (run here if
+        missing).
+    :param config: the :class:`~nibble.hw.config.EngineConfig`.
+    :param winograd: convolution modes (:func:`parse_modes`). A Winograd layer stores ``4·b_int``
+        as its biases and the descriptor carries ``sh + 2`` (ARITHMETIC §2.3); its weights are
+        the same 4-bit codes as in direct mode (the engine computes ``U = G₂ g G₂ᵀ`` exactly
+        while loading, the same integers as :func:`nibble.sim.winograd.weight_transform`).
+        Winograd is eligible with no max-pool or the 2×2 stride-2 unpadded one.
+    :param deconv: transposed convolutions as ``tdc`` (one stride-1 descriptor per output phase,
+        structural zeros dropped), ``nzp`` (zero insertion, the baseline), ``winograd``
+        (Winograd-TDC where a phase allows, else TDC) or ``auto`` (per phase, the faster of TDC and
+        Winograd-TDC by :func:`layer_cycles`).
+    :returns: :class:`Program` with one :class:`TensorSpec` per graph input and output (outputs
+        with their ``flatten`` and host ``tail``).
+    :raises CompileError: naming the node or layer: a node that is not a layer, an unknown mode or
+        layer named in the modes, input channels that do not match, a bias that is not finite or
+        needs more than 32 bits, an accumulator that could overflow, descriptor fields, filter
+        cache or shift out of range, a PReLU slope out of range, a layer named for Winograd that
+        cannot run as Winograd, a feature, weight or parameter memory that is too small (by how
+        much).
+    """
+    c = config
+    g = graph
+    modes = parse_modes(winograd)
+    if deconv not in DECONV_MODES:
+        raise CompileError(f"deconvolution mode '{deconv}' is not one of {', '.join(DECONV_MODES)}")
+    if not g.compute_nodes():
+        raise CompileError("the model has no layers")
+    _check_layers_only(g)
+    unknown = set(modes[1]) - {n.name for n in g.nodes}
+    if unknown:
+        raise CompileError(f"convolution mode given for unknown layer(s): {', '.join(sorted(unknown))} "
+                           f"(layers: {', '.join(n.name for n in g.nodes)})")
+    pname = _program_names(g)
+    groups = []                  # per node: [(LayerPlan, codes, bias, slopes)]
+    for n in g.nodes:
+        op, where = n.conv, n.layer
+        shape = chw(g.tensors[n.inputs[0]].shape)
+        ci = op.codes.shape[0] if op.kind == "ConvTranspose" else op.codes.shape[1]
+        if ci != shape[0]:
+            raise CompileError(f"{where}: expects {ci} input channels, gets {shape[0]}")
+        _bias_int(op, where)
+        cb_in = tensor_cb(g, n.inputs[0], c)
+        if op.kind == "ConvTranspose":
+            plans = _deconv_plans(op, shape, cb_in, c, deconv, where)
+        else:
+            plans = _conv_plans(op, shape, cb_in, c, modes, where)
+        L0 = plans[0][0]
+        if (L0.cout, L0.full_h, L0.full_w) != chw(g.tensors[n.outputs[0]].shape):
+            raise CompileError(f"{where}: its output {(L0.cout, L0.full_h, L0.full_w)} is not the shape "
+                               f"{chw(g.tensors[n.outputs[0]].shape)} of the tensor '{n.outputs[0]}'")
+        groups.append((n, plans))
+    if any(g.tensors[t].base is None for t in g.tensors):
+        g = allocate(g, c)
+    for n, plans in groups:
+        src, dst = g.tensors[n.inputs[0]], g.tensors[n.outputs[0]]
+        for L, *_ in plans:
+            L.src, L.dst = pname[src.name], pname[dst.name]
+            L.in_base, L.map_base = src.base, dst.base
+            if L.phase:
+                py, px, S = L.phase
+                L.out_base = dst.base + (py * L.full_w + px) * L.cb_out
+                L.out_row, L.out_pix = S * L.full_w * L.cb_out, S * L.cb_out
+            else:
+                L.out_base = dst.base
+    # weight memory and parameter memory (sizes checked before the images are built)
+    w_total = p_total = 0
+    for n, plans in groups:
+        need = sum(L.n_coblk(c.m) * c.m * L.kh * L.kw * L.cb_in for L, *_ in plans)
+        w_total += need
+        if w_total > c.weight_depth:
+            raise _memory_error(n.layer, "weights", need, w_total, c.weight_depth)
+        need = sum(_param_words(L, c) for L, *_ in plans)
+        p_total += need
+        if p_total > c.param_depth:
+            raise _memory_error(n.layer, "descriptors and biases", need, p_total, c.param_depth)
+    layers, images = [], []
+    for n, plans in groups:
+        for L, codes, bias, slopes in plans:
+            layers.append(L)
+            images.append((codes, bias, slopes))
+    wblobs, w_ptr = [], 0
+    p_ptr = DESC_WORDS * len(layers)
+    for (codes, _, slopes), L in zip(images, layers):
+        L.w_base = w_ptr
+        blob = weight_words(codes, c.m, c.vc, L.cb_in)
+        wblobs.append(blob)
+        w_ptr += len(blob) // (c.vc // 4)
+        L.bias_base = p_ptr
+        p_ptr += L.n_coblk(c.m) * c.m
+        if slopes is not None:
+            L.slope_base = p_ptr
+            p_ptr += L.n_coblk(c.m) * c.m
+    assert w_ptr == w_total and p_ptr == p_total
+    params = np.zeros(p_ptr, np.uint32)
+    for i, (L, (_, bias, slopes)) in enumerate(zip(layers, images)):
+        try:
+            params[DESC_WORDS * i:DESC_WORDS * (i + 1)] = L.descriptor(c, last=i == len(layers) - 1)
+        except ValueError as e:
+            raise CompileError(f"layer '{L.name}': {e}") from None
+        params[L.bias_base:L.bias_base + L.cout] = bias.astype(np.int32).view(np.uint32)
+        if slopes is not None:
+            params[L.slope_base:L.slope_base + L.cout] = slopes.astype(np.int32).view(np.uint32)
+    inputs = [TensorSpec(name, chw(g.tensors[name].shape), int(g.tensors[name].q), int(g.tensors[name].base))
+              for name in g.inputs]
+    outputs = []
+    for o in g.outputs:
+        t = g.tensors[o.tensor]
+        outputs.append(TensorSpec(o.name, chw(t.shape), int(t.q), int(t.base), row=int(t.row), pix=int(t.pix),
+                                  flatten=bool(o.flatten or len(t.shape) == 1), tail=tuple(o.tail)))
+    return Program(config=c, layers=layers, params=params, weights=np.concatenate(wblobs).astype(np.uint16),
+                   inputs=inputs, outputs=outputs)
+
+
+def _param_words(L, c):
+    """Parameter-memory words of one plan: its descriptor, biases and slope codes."""
+    return DESC_WORDS + L.n_coblk(c.m) * c.m * (2 if L.prelu else 1)
+
+
+def graph_from_chain(ops, in_shape, q_input=None, in_name="input", out_name="output"):
+    """A chain of layers (``list[ConvOp]``) as a :class:`~nibble.host.graph.Graph`: input
+    ``in_name`` of shape ``in_shape`` (C, H, W) with exponent ``q_input``, one compute node per
+    layer, the last one's output the graph output ``out_name`` (flattened for a Gemm).
+
+    :raises CompileError: for an empty chain.
+    """
+    if not ops:
+        raise CompileError("the model has no layers")
+    g = Graph()
+    g.add_input(in_name, tuple(in_shape)).q = q_input
+    prev, shape = in_name, tuple(in_shape)
+    for i, op in enumerate(ops):
+        out = out_name if i == len(ops) - 1 else f"{op.name}:out"
+        shape = op.out_shape(chw(shape))
+        g.add_node(Node(name=op.name, op=op.kind, inputs=[prev], outputs=[out], conv=dataclasses.replace(op)),
+                   [shape])
+        g.tensors[out].q = op.q_out
+        prev = out
+    g.add_output(out_name, prev)
+    g.outputs[0].flatten = ops[-1].kind == "Gemm"
+    return g
+
+
+def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="output", winograd="auto",
+                 deconv="auto"):
+    """:func:`lower` of a chain of quantized layers (INQ codes and exponents set), input shape
+    ``in_shape`` (C, H, W) with exponent ``q_input`` (see :func:`graph_from_chain`).
+
+    :raises CompileError: as :func:`lower`, and naming the layer whose input channels do not
+        match the layer before it.
+    """
+    if not ops:
+        raise CompileError("the model has no layers")
+    shape = tuple(in_shape)
+    for op in ops:
+        ci = op.w.shape[0] if op.kind == "ConvTranspose" else op.w.shape[1]
+        if op.codes is not None:
+            ci = op.codes.shape[0] if op.kind == "ConvTranspose" else op.codes.shape[1]
+        if ci != shape[0]:
+            raise CompileError(f"layer '{op.name}' ({op.kind}): expects {ci} input channels, gets {shape[0]}")
+        shape = op.out_shape(shape)
+    return lower(graph_from_chain(ops, in_shape, q_input, in_name, out_name), config, winograd, deconv)
