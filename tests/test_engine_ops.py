@@ -131,8 +131,27 @@ def _inputs(rng, shape, n=1):
     return vs
 
 
-def _check(program, inputs):
-    for v, (outs, cycles, beats) in zip(inputs, run_core(program, inputs)):
+RTL = EngineConfig()        # the configuration of the shared Verilator build
+
+
+@pytest.fixture(scope="module")
+def rtl():
+    """The generated Verilog of the default configuration under Verilator, over the host link."""
+    from nibble.host.driver import Device
+    with Device("sim") as d:
+        yield d
+
+
+def _check(program, inputs, device=None):
+    """Outputs of the core (``amaranth.sim``) or, with ``device``, of the RTL equal the golden device's."""
+    if device is None:
+        got = [(outs, cycles, beats) for outs, cycles, beats in run_core(program, inputs)]
+    else:
+        device.load(program)
+        raw = device.run_int(np.stack(inputs))
+        raw = raw if isinstance(raw, list) else [raw]
+        got = [([r[k] for r in raw], device.cycles[k], device.beats[k]) for k in range(len(inputs))]
+    for v, (outs, cycles, beats) in zip(inputs, got):
         want = golden_outputs(program, v)
         assert len(outs) == len(want)
         for a, b in zip(outs, want):
@@ -140,20 +159,29 @@ def _check(program, inputs):
         assert cycles > beats > 0
 
 
-@pytest.mark.parametrize("name,shape,pool,relu,prelu,clip", [
-    ("prelu_pool3s2_ceil", (9, 7, 5), (3, 3, 2, 2, 0, 1, 0, 1), False, True, INT8_CLIP),
-    ("relu6_pool2s2_ceil", (9, 5, 3), (2, 2, 2, 2, 0, 1, 0, 1), True, False, (0, 96)),
-    ("prelu_clip_pool3s1_same", (6, 3, 4), (3, 3, 1, 1, 1, 1, 1, 1), False, True, (-40, 50)),
-    ("pool2s1_no_pad", (5, 4, 3), (2, 2, 1, 1, 0, 0, 0, 0), False, False, INT8_CLIP),
+def _backend(request, where):
+    """``(config, device)`` for a case run in ``amaranth.sim`` (``"amaranth"``) or on the RTL."""
+    return (CFG, None) if where == "amaranth" else (RTL, request.getfixturevalue("rtl"))
+
+
+@pytest.mark.parametrize("name,where,shape,pool,relu,prelu,clip", [
+    ("prelu_pool3s2_ceil", "amaranth", (9, 5, 5), (3, 3, 2, 2, 0, 1, 0, 1), False, True, INT8_CLIP),
+    ("relu6_pool2s2_ceil", "amaranth", (9, 5, 3), (2, 2, 2, 2, 0, 1, 0, 1), True, False, (0, 96)),
+    ("prelu_pool3s2_ceil_rtl", "rtl", (19, 9, 7), (3, 3, 2, 2, 0, 1, 0, 1), False, True, INT8_CLIP),
+    ("prelu_clip_pool3s1_same", "rtl", (6, 6, 5), (3, 3, 1, 1, 1, 1, 1, 1), False, True, (-40, 50)),
+    ("pool2s1_no_pad", "rtl", (5, 4, 3), (2, 2, 1, 1, 0, 0, 0, 0), False, False, INT8_CLIP),
 ])
-def test_epilogue_and_pool(name, shape, pool, relu, prelu, clip):
-    """Two output blocks (11 channels, m = 8); odd maps, one or two input blocks."""
+def test_epilogue_and_pool(request, name, where, shape, pool, relu, prelu, clip):
+    """Two output blocks (11 channels at m = 8; 20 on the RTL, m = 16); odd maps, one or two
+    input blocks."""
     rng = np.random.default_rng(SEED + len(name))
-    b = Builder(CFG, rng)
-    L = b.layer(name, "x", "y", shape, 0, 200, 11, pool=pool, relu=relu, prelu=prelu, clip=clip)
+    config, device = _backend(request, where)
+    b = Builder(config, rng)
+    cout = 11 if device is None else 20
+    L = b.layer(name, "x", "y", shape, 0, 200, cout, pool=pool, relu=relu, prelu=prelu, clip=clip)
     spec_in = TensorSpec("x", shape, 5, 0)
-    p = b.program([spec_in], [TensorSpec("y", (11, L.out_h, L.out_w), 4, 200, pix=L.cb_out)])
-    _check(p, _inputs(rng, shape))
+    p = b.program([spec_in], [TensorSpec("y", (cout, L.out_h, L.out_w), 4, 200, pix=L.cb_out)])
+    _check(p, _inputs(rng, shape, n=1 if device is None else 2), device)
 
 
 def test_prelu_slope_extremes():
@@ -176,17 +204,17 @@ def test_winograd_with_prelu_and_pool():
     _check(p, _inputs(rng, (8, 6, 6)))
 
 
-def test_branching_heads():
-    """A trunk and two heads reading the same tensor (several outputs, MTCNN-style)."""
+def test_branching_heads(rtl):
+    """A trunk and two heads reading the same tensor (several outputs, MTCNN-style), on the RTL."""
     rng = np.random.default_rng(SEED + 7)
-    b = Builder(CFG, rng)
+    b = Builder(RTL, rng)
     trunk = b.layer("trunk", "x", "t", (3, 6, 6), 0, 100, 16, pool=(2, 2, 2, 2, 0, 0, 0, 0), prelu=True)
     h1 = b.layer("head1", "t", "o1", (16, 3, 3), 100, 200, 2, k=1, pad=(0, 0, 0, 0), q_in=4, q_out=3)
     h2 = b.layer("head2", "t", "o2", (16, 3, 3), 100, 220, 5, k=3, pad=(1, 1, 1, 1), q_in=4, q_out=2)
     p = b.program([TensorSpec("x", (3, 6, 6), 5, 0)],
                   [TensorSpec("o1", (2, 3, 3), 3, 200), TensorSpec("o2", (5, 3, 3), 2, 220)])
     assert [L.src for L in p.layers] == ["x", "t", "t"] and trunk.out_h == 3 and h1.cout == 2 and h2.cout == 5
-    _check(p, _inputs(rng, (3, 6, 6)))
+    _check(p, _inputs(rng, (3, 6, 6), n=2), rtl)
 
 
 def test_overwriting_a_live_tensor_is_refused():
@@ -211,7 +239,6 @@ def _corrupt(program, field, value):
 @pytest.mark.parametrize("field,value,error", [
     ("pool_pt", 3, EngineError.POOL),            # padding not smaller than the 3×3 window
     ("pool_sy", 0, EngineError.ZERO_SIZE),
-    ("in_pix", 0, EngineError.ZERO_SIZE),
     ("clip_lo", 100, EngineError.SHIFT_RANGE),   # clip_lo > clip_hi
     ("slope_base", 509, EngineError.PARAM_RANGE),   # 509 + 8 slopes > 512 words
 ])
@@ -245,20 +272,22 @@ CFG_K2 = EngineConfig(m=16, vc=8, acc_width=24, filter_depth=64, feature_depth=1
                       param_depth=512, clk_hz=1_000_000, baud=250_000)
 
 
-@pytest.mark.parametrize("config,winograd,relu", [(CFG, False, True), (CFG, True, False), (CFG_K2, False, True)],
+@pytest.mark.parametrize("where,winograd,relu", [("rtl", False, True), ("rtl", True, False), ("amaranth", False, True)],
                          ids=["direct_relu", "winograd", "two_words_per_pixel"])
-def test_residual_add(config, winograd, relu):
+def test_residual_add(request, where, winograd, relu):
     """ResNet's basic block tail: ``relu(conv(h) + bias + x)`` with the shortcut x read by the
     residual reader (its own exponent); ``k = m/vc = 2`` words per pixel in the last case."""
     rng = np.random.default_rng(SEED + 11)
+    config, device = _backend(request, where)
+    config = CFG_K2 if device is None else config
     b = Builder(config, rng)
-    c, h, w = 10, 3, 4
+    c, h, w = (10, 3, 4) if device is None else (24, 5, 6)
     b.layer("conv1", "x", "h", (c, h, w), 0, 200, c, k=1, pad=(0, 0, 0, 0), relu=True, q_in=5, q_out=4)
     L = b.layer("conv2", "h", "y", (c, h, w), 200, 400, c, relu=relu, q_in=4, q_out=3, winograd=winograd,
                 res_src="x", res_base=0, res_q=5)
     assert L.res_sh_hw == 4 - (-7) - 5 + (2 if winograd else 0)
     p = b.program([TensorSpec("x", (c, h, w), 5, 0, pix=L.cb_out)], [TensorSpec("y", (c, h, w), 3, 400, pix=L.cb_out)])
-    _check(p, _inputs(rng, (c, h, w)))
+    _check(p, _inputs(rng, (c, h, w)), device)
 
 
 def test_residual_layout_must_match_the_output():
@@ -271,12 +300,11 @@ def test_residual_layout_must_match_the_output():
 
 
 @pytest.mark.slow
-def test_new_operations_on_the_rtl():
+def test_new_operations_on_the_rtl(rtl):
     """The generated Verilog under Verilator (default configuration, through the host link):
     a PReLU trunk with a 3×3 stride-2 ``ceil_mode`` pool, a residual block, and three heads (one
     Winograd with ReLU6-style clipping, one depthwise) as several outputs — bit-identical to the
     golden device."""
-    from nibble.host.driver import Device
     rng = np.random.default_rng(SEED + 21)
     cfg = EngineConfig()
     b = Builder(cfg, rng)
@@ -293,9 +321,8 @@ def test_new_operations_on_the_rtl():
                    TensorSpec("o3", (20, 5, 5), 2, 700, pix=dw.cb_out)])
     assert r.res and p.layers[-2].winograd and p.layers[-1].grp == 1
     vs = np.stack(_inputs(rng, (3, 10, 10), n=3))
-    with Device("sim") as d:
-        d.load(p)
-        got = d.run_int(vs)
+    rtl.load(p)
+    got = rtl.run_int(vs)
     for k, v in enumerate(vs):
         want = golden_outputs(p, v)
         assert all(np.array_equal(g[k], w) for g, w in zip(got, want))
@@ -324,17 +351,19 @@ def _grouped(b, name, src, dst, shape, in_base, out_base, groups, cout, **kw):
     return L
 
 
-@pytest.mark.parametrize("groups,cin,cout", [(16, 16, 16), (2, 16, 32), (8, 16, 16)],
-                         ids=["depthwise", "two_groups", "eight_groups"])
-def test_grouped_conv(groups, cin, cout):
+@pytest.mark.parametrize("where,groups,cin,cout", [("amaranth", 16, 16, 16), ("rtl", 2, 32, 64), ("rtl", 8, 32, 32),
+                                                  ("rtl", 40, 40, 40)],
+                         ids=["depthwise", "two_groups", "eight_groups", "depthwise_rtl"])
+def test_grouped_conv(request, where, groups, cin, cout):
     """Depthwise (group = C) and grouped 3×3 convs: every output block reads only its group's
     input blocks; bit-identical to the golden device, which runs each group's dense conv."""
     rng = np.random.default_rng(SEED + groups)
-    b = Builder(CFG, rng)
+    config, device = _backend(request, where)
+    b = Builder(config, rng)
     L = _grouped(b, "g", "x", "y", (cin, 4, 3), 0, 300, groups, cout, relu=True)
     p = b.program([TensorSpec("x", (cin, 4, 3), 5, 0)], [TensorSpec("y", (cout, 4, 3), 4, 300)])
     assert L.macs() == cout * (cin // groups) * 9 * 12
-    _check(p, _inputs(rng, (cin, 4, 3)))
+    _check(p, _inputs(rng, (cin, 4, 3)), device)
     # the golden device against a dense conv with the block-diagonal weights written out
     from nibble.sim.golden import conv_acc
     codes = p.layer_codes(0)
@@ -342,8 +371,8 @@ def test_grouped_conv(groups, cin, cout):
     dense = np.zeros((cout, cin, 3, 3), np.uint8)
     for co in range(cout):
         g = co // (cout // groups)
-        off = ((co // CFG.m) // L.grp) * L.cb_in * CFG.vc
-        dense[co, off:off + L.cb_in * CFG.vc] = codes[co, :min(L.cb_in * CFG.vc, cin - off)]
+        off = ((co // config.m) // L.grp) * L.cb_in * config.vc
+        dense[co, off:off + L.cb_in * config.vc] = codes[co, :min(L.cb_in * config.vc, cin - off)]
         assert not np.any(dense[co, :g * (cin // groups)]) and not np.any(dense[co, (g + 1) * (cin // groups):])
     acc = conv_acc(v, dense, 1, (1, 1, 1, 1)) + p.layer_bias(0)[:, None, None]
     assert np.array_equal(golden_outputs(p, v)[0], requantize(acc, L.sh_hw, True))

@@ -452,7 +452,7 @@ CONSISTENCY_EDITS = [
     ("digits", _meta_edit(_set(["config", "acc_width"], 20)), "acc_bits"),
     ("digits", _meta_edit(_set(["config", "feature_depth"], 64)), "map_base"),
     ("digits", _meta_edit(_set(["config", "weight_depth"], 16)), "weights"),
-    ("digits", _meta_edit(_set(["config", "param_depth"], 32)), "params"),
+    ("digits", _meta_edit(_set(["config", "param_depth"], 40)), "params"),
     ("digits", _weights_edit(-1, 0x0010), "layers[2].w_base: nonzero weights in the padding"),
     ("digits", _params_edit(lambda m: m["layers"][2]["bias_base"], 0x7FFFFFFF), "layers[2].acc_bits"),
     ("digits", _params_edit(lambda m: 0, 0), "params[0]"),
