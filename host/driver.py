@@ -76,14 +76,17 @@ def _layer_acc(program, i, L, v):
 
 
 def host_tail(spec, y):
-    """An output's host part: (N, C) for a flattened output, then the ``tail`` operators over the
-    channel axis (softmax: ``exp(y − max) / Σ exp(y − max)``, float64).
+    """An output's host part: (N, C) for a flattened output, then the ``tail`` operators (gap: the
+    mean over the rows and columns of the (C, H, W) map → (N, C); softmax over the channel axis:
+    ``exp(y − max) / Σ exp(y − max)``, float64).
 
     :raises ValueError: an operator that is not one of ``nibble.host.program.HOST_OPS``.
     """
     y = y.reshape(len(y), -1) if spec.flatten else y
     for op in spec.tail:
-        if op == "softmax":
+        if op == "gap":
+            y = y.reshape(len(y), spec.shape[0], -1).mean(axis=2)
+        elif op == "softmax":
             e = np.exp(y - y.max(axis=1, keepdims=True))
             y = e / e.sum(axis=1, keepdims=True)
         else:

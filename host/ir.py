@@ -62,6 +62,14 @@ class ConvOp:
     ``q_act``: the exponent the pre-activation is requantized to before the tanh/sigmoid table,
     ``ACT_Q_IN``; ``None`` for layers without ``act`` (requantization shift
     ``sh = q_in − n2 − q_act`` instead of ``q_in − n2 − q_out``, ARITHMETIC §4.5).
+
+    ``groups``: the ONNX ``group`` of a grouped or depthwise Conv; ``w`` is then stored dense,
+    ``(Cout, Cin, Kh, Kw)`` with zeros outside each output channel's group (block-diagonal: output
+    channel ``o`` reads input channels ``(o // (Cout/groups))·Cin/groups …`` only), so every pass
+    and the float reference treat it as a dense conv; :func:`nibble.host.passes.lower.lower` maps
+    it to a grouped plan (``LayerPlan.grp``) where the channel counts align. ``res``: the layer
+    adds a residual tensor (its compute node's second input, :func:`nibble.host.passes.fuse_add`)
+    after the bias, before the activation: ``act(conv(x) + b + r)``.
     """
     name: str
     w: np.ndarray
@@ -82,6 +90,8 @@ class ConvOp:
     q_act: int = None
     prelu: np.ndarray = None
     clip: tuple = None
+    groups: int = 1
+    res: bool = False
 
     def __post_init__(self):
         if isinstance(self.pool, (int, np.integer)) and not isinstance(self.pool, bool):
@@ -100,6 +110,10 @@ class ConvOp:
     def epilogue(self):
         """The fused epilogue as text, e.g. ``"bias, PReLU, maxpool 3x3 s2 pad (0, 1, 0, 1)"``."""
         parts = ["bias"]
+        if self.res:
+            parts.append("residual Add")
+        if self.groups > 1:
+            parts.insert(0, f"{self.groups} groups")
         if self.bn is not None:
             parts.append("BatchNormalization (pending)")
         if self.relu:
@@ -251,12 +265,15 @@ def maxpool_float(y, pool):
     return out
 
 
-def op_float(op, x, weights="float"):
+def op_float(op, x, weights="float", residual=None):
     """One layer in float64 on a batch ``x`` (N, Cin, H, W) → (N, Cout, Ho, Wo): the convolution,
-    transposed convolution or Gemm with its bias, then the epilogue in the output stage's order
-    (ReLU or PReLU, Clip, tanh/sigmoid, max-pool; ARITHMETIC §4.5).
+    transposed convolution or Gemm with its bias, the residual (``op.res``), then the epilogue in
+    the output stage's order (ReLU or PReLU, Clip, tanh/sigmoid, max-pool; ARITHMETIC §4.5).
 
     :param weights: ``"float"`` for ``op.w``, ``"inq"`` for the INQ-decoded ``op.codes``, ``op.n2``.
+    :param residual: float (N, Cout, Ho', Wo') added before the activation (the conv output's
+        shape); required exactly when ``op.res``.
+    :raises ValueError: a residual missing, given to a layer without one, or of another shape.
     """
     from ..sim.golden import inq_decode
     w = op.w if weights == "float" else inq_decode(op.codes, op.n2)
@@ -264,6 +281,12 @@ def op_float(op, x, weights="float"):
         y = deconv_float(x, w, op.b, *op.deconv_geometry())
     else:
         y = conv_float(x, w, op.b, op.stride, op.pad)
+    if op.res != (residual is not None):
+        raise ValueError(f"layer '{op.name}': {'a residual is missing' if op.res else 'it has no residual Add'}")
+    if residual is not None:
+        if residual.shape != y.shape:
+            raise ValueError(f"layer '{op.name}': residual of shape {residual.shape[1:]}, the output is {y.shape[1:]}")
+        y = y + residual
     if op.relu:
         y = np.maximum(y, 0)
     if op.prelu is not None:

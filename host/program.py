@@ -45,9 +45,10 @@ __all__ = ["LayerPlan", "TensorSpec", "Program", "HOST_OPS", "ProgramError", "pr
 #: (:class:`TensorSpec`), plans with input views, general max-pool windows, PReLU and clipping.
 FORMAT_VERSION = 4
 
-#: Operators a program may run on the host after an output (``TensorSpec.tail``), over the
-#: channel axis of the dequantized float output: ``softmax``.
-HOST_OPS = ("softmax",)
+#: Operators a program may run on the host after an output (``TensorSpec.tail``), on the
+#: dequantized float output: ``gap`` (the mean over the rows and columns, (C, H, W) → (C,)), and
+#: over the channel axis ``softmax``.
+HOST_OPS = ("gap", "softmax")
 
 
 class ProgramError(ValueError):

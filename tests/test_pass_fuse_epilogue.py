@@ -93,9 +93,11 @@ def test_a_layer_with_two_readers_keeps_its_output():
 def test_activation_on_the_input_or_after_a_non_layer():
     with pytest.raises(CompileError, match=r"node 't' \(Tanh\): Tanh on the network input is not supported"):
         fuse_epilogue(import_graph(model([helper.make_node("Tanh", ["x"], ["y"], name="t")], {})))
-    with pytest.raises(CompileError, match=r"node 'mp' \(MaxPool\): max-pool on the network input is not supported"):
-        fuse_epilogue(import_graph(model([helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2])],
-                                         {})))
+    # a max-pool on the network input gets a layer of its own: an identity copy with the pool fused
+    m = model([helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2])], {})
+    g = fuse_epilogue(import_graph(m))
+    assert [n.name for n in g.nodes] == ["mp/copy"] and g.nodes[0].conv.pool == (2, 2, 1, 1, 0, 0, 0, 0)
+    assert_graph_matches_ort(g, m, np.random.default_rng(SEED).standard_normal((2, 2, 6, 6)))
 
 
 def test_uniform_activation_moves_before_the_flatten():

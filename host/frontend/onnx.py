@@ -20,8 +20,8 @@ Operators (ai.onnx operator sets ``MIN_OPSET`` (11) and later; anything else is 
 :class:`CompileError` naming the node):
 
 * ``Conv``: dilation 1, any kernel, stride (equal on both axes), explicit pads or ``auto_pad``
-  SAME_UPPER/SAME_LOWER/VALID (not both); bias optional. ``group`` > 1 (grouped, depthwise) is
-  refused: not supported by the engine yet.
+  SAME_UPPER/SAME_LOWER/VALID (not both); bias optional. ``group`` > 1 (grouped, depthwise):
+  the weights stored dense and block-diagonal (``ConvOp.groups``).
 * ``ConvTranspose`` (ARITHMETIC §1, PyTorch ``ConvTranspose2d`` semantics, weights
   ``(Cin, Cout, Kh, Kw)``): group 1, dilation 1, any kernel, stride equal on both axes,
   ``output_padding < stride``; explicit pads or ``auto_pad`` VALID/SAME_UPPER/SAME_LOWER (ONNX rule:
@@ -55,8 +55,11 @@ Operators (ai.onnx operator sets ``MIN_OPSET`` (11) and later; anything else is 
   same as over C·H·W, a vector) and ``ArgMax`` over the channel axis: host operators, accepted
   only on a graph output and only those the program format runs on the host
   (``nibble.host.program.HOST_OPS``; :func:`nibble.host.passes.host_tail`).
-* ``Add`` of two feature tensors, ``Concat``, ``GlobalAveragePool``, ``AveragePool`` and grouped or
-  depthwise ``Conv`` are refused by name: the engine cannot run them yet.
+* ``Add`` of two feature maps of one shape (:func:`nibble.host.passes.fuse_add`), ``Concat`` of
+  feature maps over axis 1 (:func:`nibble.host.passes.place_concat`), ``GlobalAveragePool``
+  (:func:`nibble.host.passes.fold_gap`, or the host op ``gap`` on an output), ``Slice``
+  ``x[:, :, ::s, ::s]`` and a ``Pad`` of the channels (:func:`nibble.host.passes.fold_slice`).
+  ``AveragePool``, ``GlobalMaxPool``, ``LpPool``, ``Sum``, ``Mean`` are refused by name.
 
 Every weight, bias, slope and BatchNormalization parameter must be finite; each node's output
 shape is compared with ONNX shape inference where the model carries it (as :func:`validate_model`'s
@@ -73,7 +76,8 @@ from ..ir import CompileError, ConvOp
 __all__ = ["import_graph", "load_onnx", "validate_model", "MIN_OPSET", "FOLD_ELEMENTS", "SUPPORTED"]
 
 SUPPORTED = ("Conv, ConvTranspose, Gemm, MatMul, BatchNormalization, Relu, PRelu, LeakyRelu, Clip, Tanh, Sigmoid, "
-             "MaxPool, Pad, Flatten, Reshape, Transpose, Identity, Dropout, Softmax, ArgMax, Add (a constant bias), "
+             "MaxPool, Pad, Flatten, Reshape, Transpose, Identity, Dropout, Softmax, ArgMax, Add, Concat, "
+             "GlobalAveragePool, Slice, "
              "Constant and operators on constants")
 
 #: Oldest ai.onnx operator set accepted (the attribute semantics below are those of opset 11+).
@@ -87,7 +91,7 @@ _NO_FOLD = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformL
             "Dropout", "If", "Loop", "Scan", "SequenceMap")
 
 #: Operators the engine cannot run yet (refused by name, not as unknown operators).
-_NOT_YET = ("Concat", "GlobalAveragePool", "AveragePool", "GlobalMaxPool", "LpPool", "Sum", "Mean")
+_NOT_YET = ("GlobalMaxPool", "LpPool", "Sum", "Mean")
 
 #: Element-wise activations (one data input, one output).
 ACTIVATIONS = ("Relu", "PRelu", "LeakyRelu", "Clip", "Tanh", "Sigmoid")
@@ -482,9 +486,19 @@ def _layer_weights(where, node, consts, a, in_c, transposed):
         raise CompileError(f"{where}: weights of shape {w.shape} are not 2-D kernels (4 dimensions)")
     if w.size == 0:
         raise CompileError(f"{where}: the weights '{node.input[1]}' of shape {w.shape} are empty")
-    if a.get("group", 1) != 1:
-        raise CompileError(f"{where}: group={a['group']} is not supported (only group = 1): a grouped or depthwise "
-                           "convolution cannot run on the engine yet")
+    groups = int(a.get("group", 1))
+    if groups != 1 and transposed:
+        raise CompileError(f"{where}: group={groups} is not supported (only group = 1): a ConvTranspose has no groups")
+    if groups != 1 and (groups < 1 or in_c % groups or w.shape[0] % groups or w.shape[1] * groups != in_c):
+        raise CompileError(f"{where}: group={groups} does not divide the {in_c} input and {w.shape[0]} output "
+                           f"channels of the weights {w.shape}")
+    if groups > 1:                      # dense, block-diagonal (ConvOp.groups)
+        co, cg_in = w.shape[0], w.shape[1]
+        dense = np.zeros((co, in_c) + w.shape[2:], w.dtype)
+        cg_out = co // groups
+        for g in range(groups):
+            dense[g * cg_out:(g + 1) * cg_out, g * cg_in:(g + 1) * cg_in] = w[g * cg_out:(g + 1) * cg_out]
+        w = dense
     dil = _ints(where, a, "dilations", 2, [1, 1])
     if any(d != 1 for d in dil):
         raise CompileError(f"{where}: dilation {dil} is not supported (only 1)")
@@ -821,7 +835,8 @@ class _Importer:
 
     def add(self, where, node, op, x, out_shape, attrs=None, conv=None, name=None):
         out = node.output[0]
-        n = Node(name=name or _label(node), op=op, inputs=[x], outputs=[out], attrs=attrs or {}, conv=conv)
+        n = Node(name=name or _label(node), op=op, inputs=list(x) if isinstance(x, list) else [x], outputs=[out],
+                 attrs=attrs or {}, conv=conv)
         if any(m.name == n.name for m in self.graph.nodes):
             n.name = f"{n.name}#{len(self.graph.nodes)}"
             if n.conv is not None:
@@ -934,7 +949,7 @@ class _Importer:
         kh, kw = w.shape[2:]
         pad = _conv_pads(where, a, shape, kh, kw, stride)
         conv = ConvOp(name=_label(node), w=w, b=b, stride=stride, pad=tuple(int(v) for v in pad),
-                      names=[_text(node.name)])
+                      names=[_text(node.name)], groups=int(a.get("group", 1)))
         co, ho, wo = conv.out_shape(shape)
         if ho < 1 or wo < 1:
             raise CompileError(f"{where}: a {kh}x{kw} kernel does not fit the {shape[1]}x{shape[2]} input")
@@ -1032,14 +1047,63 @@ class _Importer:
 
     def op_Add(self, where, node, ins, a):
         data = [i for i in ins if i and i not in self.consts]
+        if len(data) == 2:              # a residual connection (nibble.host.passes.fuse_add)
+            x, y = (self.data(where, node, t) for t in data)
+            if self.shape(x) != self.shape(y):
+                raise CompileError(f"{where}: Add of tensors of shapes {self.shape(x)} and {self.shape(y)} (no "
+                                   "broadcasting between feature tensors)")
+            if len(self.shape(x)) != 3:
+                raise CompileError(f"{where}: Add of two vectors is not supported (only of feature maps)")
+            self.add(where, node, "Add", [x, y], self.shape(x))
+            return
         if len(data) != 1:
-            raise CompileError(f"{where}: Add of two feature tensors (a residual connection) is not supported by "
-                               "the engine yet")
+            raise CompileError(f"{where}: Add of more than two tensors, or of constants only, is not supported")
         x = self.data(where, node, data[0])
         k = ins[1] if ins[0] == x else ins[0]
         v = _float_const(where, self.consts, k, "addend")
         bias = _per_channel(where, "addend", k, v, self.shape(x))
         self.add(where, node, "Add", x, self.shape(x), attrs={"bias": bias})
+
+    def op_Concat(self, where, node, ins, a):
+        xs = [self.data(where, node, t) for t in ins]
+        shapes = [self.shape(x) for x in xs]
+        axis = int(a.get("axis", 1))
+        if any(len(sh) != 3 for sh in shapes) or axis not in (1, -3):
+            raise CompileError(f"{where}: only a Concat of feature maps over the channel axis 1 is supported (axis "
+                               f"{axis}, shapes {shapes})")
+        if len({sh[1:] for sh in shapes}) != 1:
+            raise CompileError(f"{where}: the inputs have different map sizes {[sh[1:] for sh in shapes]}")
+        self.add(where, node, "Concat", xs, (sum(sh[0] for sh in shapes), *shapes[0][1:]))
+
+    def op_GlobalAveragePool(self, where, node, ins, a):
+        x = self.data(where, node, _input(node, 0))
+        shape = self.shape(x)
+        if len(shape) != 3:
+            raise CompileError(f"{where}: GlobalAveragePool of a vector is not supported")
+        self.add(where, node, "GlobalAveragePool", x, (shape[0], 1, 1))
+
+    def op_AveragePool(self, where, node, ins, a):
+        raise CompileError(f"{where}: AveragePool is not supported by the engine (only a GlobalAveragePool at a "
+                           "graph output or in front of a Gemm)")
+
+    def op_Slice(self, where, node, ins, a):
+        x = self.data(where, node, _input(node, 0))
+        shape = self.shape(x)
+        vals = [_const_ints(where, self.consts, ins[k], what) if len(ins) > k and ins[k] else None
+                for k, what in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps"))]
+        starts, ends, axes, steps = vals
+        r = len(shape) + 1
+        axes = list(range(len(starts))) if axes is None else [v + r if v < 0 else v for v in axes]
+        steps = [1] * len(axes) if steps is None else steps
+        spec = {ax: (st, en, sp) for ax, st, en, sp in zip(axes, starts, ends, steps)}
+        ok = r == 4 and sorted(spec) == [2, 3] and len({spec[2][2], spec[3][2]}) == 1 and spec[2][2] >= 1 \
+            and all(spec[ax][0] == 0 and spec[ax][1] >= shape[ax - 1] for ax in (2, 3))
+        if not ok:
+            raise CompileError(f"{where}: only a Slice x[:, :, ::s, ::s] of a feature map (rows and columns from 0 "
+                               f"to the end with one step s) is supported (starts {starts}, ends {ends}, axes {axes}, "
+                               f"steps {steps})")
+        s = int(spec[2][2])
+        self.add(where, node, "Slice", x, (shape[0], -(-shape[1] // s), -(-shape[2] // s)), attrs={"step": s})
 
     def op_MaxPool(self, where, node, ins, a):
         x = self.data(where, node, _input(node, 0))
@@ -1083,14 +1147,14 @@ class _Importer:
         begin, end = [0] * r, [0] * r
         for i, ax in enumerate(axes):
             begin[ax], end[ax] = pads[i], pads[i + len(axes)]
-        if r != 4 or begin[0] or end[0] or begin[1] or end[1]:
-            raise CompileError(f"{where}: only padding of the rows and columns of a feature map is supported "
-                               f"(pads {pads})")
+        if r != 4 or begin[0] or end[0]:
+            raise CompileError(f"{where}: only padding of the channels, rows and columns of a feature map is "
+                               f"supported (pads {pads})")
         if min(begin + end) < 0:
             raise CompileError(f"{where}: negative pads {pads} (cropping) are not supported")
         t, b, l, rr = begin[2], end[2], begin[3], end[3]
-        self.add(where, node, "Pad", x, (shape[0], shape[1] + t + b, shape[2] + l + rr),
-                 attrs={"pads": (t, b, l, rr)})
+        self.add(where, node, "Pad", x, (shape[0] + begin[1] + end[1], shape[1] + t + b, shape[2] + l + rr),
+                 attrs={"pads": (t, b, l, rr), "channels": (begin[1], end[1])})
 
     def op_Flatten(self, where, node, ins, a):
         x = self.data(where, node, _input(node, 0))

@@ -23,13 +23,22 @@ def _softmax(y):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _node(n, x, shape, weights):
-    """The value of node ``n``'s output for input value ``x`` (N, *input shape); ``shape`` is the
-    output tensor's per-image shape."""
-    op, a = n.op, n.attrs
+def _node(n, xs, shape, weights):
+    """The value of node ``n``'s output for its input values ``xs`` (each (N, *input shape), in
+    ``n.inputs`` order); ``shape`` is the output tensor's per-image shape."""
+    op, a, x = n.op, n.attrs, xs[0]
     if n.conv is not None:
-        y = op_float(n.conv, x.reshape(len(x), *chw(x.shape[1:])), weights)
+        res = xs[1] if n.conv.res else None
+        y = op_float(n.conv, x.reshape(len(x), *chw(x.shape[1:])), weights, res)
         return y.reshape(len(y), *shape)
+    if op == "Concat":
+        return np.concatenate(xs, axis=1)
+    if op == "Add":
+        if len(xs) == 2:
+            return xs[0] + xs[1]
+        return x + _per_channel(a["bias"], x)
+    if op == "GlobalAveragePool":
+        return x.mean(axis=(2, 3), keepdims=True)
     if op == "Relu":
         return np.maximum(x, 0)
     if op in ("PRelu", "LeakyRelu"):
@@ -39,15 +48,17 @@ def _node(n, x, shape, weights):
     if op in ("Tanh", "Sigmoid"):
         from ...sim.golden import ACT_SIGMOID, ACT_TANH
         return apply_act(x, ACT_TANH if op == "Tanh" else ACT_SIGMOID)
-    if op == "Add":
-        return x + _per_channel(a["bias"], x)
     if op == "BatchNormalization":
         return x * _per_channel(a["scale"], x) + _per_channel(a["shift"], x)
     if op == "MaxPool":
         return maxpool_float(x, a["pool"])
     if op == "Pad":
         t, b, l, r = a["pads"]
-        return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
+        c0, c1 = a.get("channels", (0, 0))
+        return np.pad(x, ((0, 0), (c0, c1), (t, b), (l, r)))
+    if op == "Slice":
+        s = a["step"]
+        return x[:, :, ::s, ::s]
     if op in ("Flatten", "Reshape"):
         return x.reshape(len(x), -1)
     if op == "Transpose":
@@ -92,7 +103,7 @@ def run_graph(graph, inputs, weights="float", keep=None, visit=None):
         if visit is not None:
             visit(name, vals[name])
     for i, n in enumerate(graph.nodes):
-        y = _node(n, vals[n.inputs[0]], graph.tensors[n.outputs[0]].shape, weights)
+        y = _node(n, [vals[t] for t in n.inputs], graph.tensors[n.outputs[0]].shape, weights)
         vals[n.outputs[0]] = y
         if visit is not None:
             visit(n.outputs[0], y)
@@ -103,10 +114,13 @@ def run_graph(graph, inputs, weights="float", keep=None, visit=None):
 
 
 def apply_tail(value, tail):
-    """The host tail ops (``Output.tail``) on a float output (N, C, …): ``softmax`` (over axis
-    1), ``argmax`` (over axis 1, kept)."""
+    """The host tail ops (``Output.tail``) on a float output (N, C, …): ``gap`` (the mean over
+    the spatial axes: (N, C, H, W) → (N, C)), ``softmax`` (over axis 1), ``argmax`` (over axis 1,
+    kept)."""
     for op in tail:
-        if op == "softmax":
+        if op == "gap":
+            value = value.reshape(len(value), value.shape[1], -1).mean(axis=2)
+        elif op == "softmax":
             value = _softmax(value)
         elif op == "argmax":
             value = value.argmax(axis=1)[:, None].astype(np.float64)
@@ -123,6 +137,10 @@ def run_outputs(graph, inputs, weights="float"):
     res = {}
     for o in graph.outputs:
         v = vals[o.tensor]
+        if o.tail[:1] == ("gap",):
+            v, tail = apply_tail(v.reshape(len(v), *chw(v.shape[1:])), ("gap",)), o.tail[1:]
+            res[o.name] = apply_tail(v, tail)
+            continue
         if o.flatten or v.ndim == 2:
             v = v.reshape(len(v), -1)
         res[o.name] = apply_tail(v, o.tail)

@@ -8,7 +8,12 @@ the graph's topological order, each reading its input while it writes its output
 * a graph input is live from the start, a layer's output from its layer on;
 * a tensor's words are free again after its last reader ran; a graph output stays live (the host
   reads it at the end);
-* a layer's output never overlaps its input (both are live while it runs).
+* a layer's output never overlaps its input (both are live while it runs);
+* a Concat's output is one map of ``Σ cb`` words per pixel, taken when its first branch runs and
+  live until its last reader ran; each branch is a view of it (its ``cb`` words from its offset
+  in every pixel, :func:`concat_offsets`), so every branch's input stays live while the map is
+  (it is taken before them);
+* a residual (a layer's second input) is live until that layer ran, like any input.
 
 Each new map takes a free range first-fit from the end of the memory opposite its input (the
 top if the input lies in the lower half, else the bottom; the other end if it does not fit
@@ -18,18 +23,30 @@ neighbours at any time.
 from ..graph import Graph, chw
 from ..ir import CompileError
 
-__all__ = ["allocate", "tensor_cb", "feature_error"]
+__all__ = ["allocate", "tensor_cb", "concat_offsets", "feature_error"]
 
 
 def tensor_cb(graph, name, config):
-    """Feature words per pixel of tensor ``name``: ``n_coblk·m/vc`` for a layer's output, else
-    ``⌈C/vc⌉``."""
+    """Feature words per pixel of tensor ``name``: ``n_coblk·m/vc`` for a layer's output, the sum
+    over its branches for a Concat's output, else ``⌈C/vc⌉``."""
     t = graph.tensors[name]
     c = chw(t.shape)[0]
     p = graph.producer(name)
     if p is not None and p.is_compute:
         return -(-p.conv.cout // config.m) * (config.m // config.vc)
+    if p is not None and p.op == "Concat":
+        return sum(tensor_cb(graph, b, config) for b in p.inputs)
     return -(-c // config.vc)
+
+
+def concat_offsets(graph, name, config):
+    """``{branch tensor: first word in the pixel}`` of the Concat output ``name``: the branches'
+    words one after the other, in input order."""
+    offs, at = {}, 0
+    for b in graph.producer(name).inputs:
+        offs[b] = at
+        at += tensor_cb(graph, b, config)
+    return offs
 
 
 def _role(g, name):
@@ -106,13 +123,35 @@ def allocate(graph: Graph, config) -> Graph:
         t.base = base
         live[name] = (base, base + t.words)
 
+    concat_of = {b: n.outputs[0] for n in g.nodes if n.op == "Concat" for b in n.inputs}
+    for t in set(concat_of.values()):
+        g.tensors[t].base = None
+
+    def alloc_branch(name, top):
+        """A Concat branch: its words inside every pixel of the concatenated map (allocated with
+        its first branch, live until the map's last reader)."""
+        cat = g.tensors[concat_of[name]]
+        if cat.base is None:
+            alloc(cat.name, top)
+        t = g.tensors[name]
+        c, h, w = chw(t.shape)
+        t.cb = tensor_cb(g, name, config)
+        t.base = cat.base + concat_offsets(g, cat.name, config)[name]
+        t.row, t.pix = cat.row, cat.pix
+        t.words = (h - 1) * t.row + (w - 1) * t.pix + t.cb
+
     for name in g.inputs:
         alloc(name, top=False)
     for i, n in enumerate(g.nodes):
         src = live.get(n.inputs[0]) if n.inputs else None
         top = src is not None and (src[0] + src[1]) < depth
         for t in n.outputs:
-            alloc(t, top)
+            if n.op == "Concat":
+                continue                    # placed with its first branch
+            if t in concat_of:
+                alloc_branch(t, top)
+            else:
+                alloc(t, top)
         for t in set(n.inputs):
             if last.get(t) == i and t not in keep:
                 live.pop(t, None)

@@ -2,8 +2,10 @@
 
 The float graph is run with the INQ-decoded weights (the weights the engine uses) on the
 calibration inputs; each tensor's ``Q = ⌊log2(128/max|f|)⌋`` (``nibble.sim.golden.feature_q``)
-over the calibration set: every graph input, and every layer's output (after bias, activation,
-clip and pool). A layer with a tanh/sigmoid ``act`` instead gets ``q_act = ACT_Q_IN`` (its
+over the calibration set: every graph input, and every layer's output (after bias, residual,
+activation, clip and pool; a layer with a residual Add gets the Add's exponent, its output being
+the Add's). A Concat's branches all get the exponent of the concatenated map (they are its
+parts, ``nibble.host.passes.place_concat``). A layer with a tanh/sigmoid ``act`` instead gets ``q_act = ACT_Q_IN`` (its
 pre-activation is requantized with that exponent before the table) and ``q_out = ACT_Q_OUT``
 (the table's output).
 """
@@ -125,9 +127,9 @@ def _calibrate_graph(graph, calib):
     g = graph.copy()
     data = graph_inputs(g, calib)
     for n in g.nodes:
-        if n.conv is None:
+        if n.conv is None and n.op != "Concat":
             raise CompileError(f"{n.where}: calibration needs a graph of layers only (fuse or fold it first)")
-    work = max(_check_work(n.conv, chw(g.tensors[n.inputs[0]].shape)) for n in g.nodes)
+    work = max(_check_work(n.conv, chw(g.tensors[n.inputs[0]].shape)) for n in g.nodes if n.conv is not None)
     live = sum(int(np.prod(chw(t.shape))) for t in g.tensors.values())
     chunk = max(1, CALIB_CHUNK_ELEMENTS // (work + live))
     fmax = {t: 0.0 for t in g.tensors}
@@ -140,10 +142,22 @@ def _calibrate_graph(graph, calib):
         for i in range(0, n_img, chunk):
             run_graph(g, {k: v[i:i + chunk] for k, v in data.items()}, weights="inq", keep=(), visit=visit)
     for n in g.nodes:
-        _check_range(n.conv, fmax[n.outputs[0]])
+        if n.conv is not None:
+            _check_range(n.conv, fmax[n.outputs[0]])
     for name in g.inputs:
         g.tensors[name].q = feature_q(fmax[name])
     for n in g.nodes:
+        if n.op == "Concat":            # one exponent for the concatenated map and all its branches
+            q = feature_q(fmax[n.outputs[0]])
+            g.tensors[n.outputs[0]].q = q
+            for t in n.inputs:
+                p = g.producer(t)
+                if p.conv.act != ACT_NONE:
+                    raise CompileError(f"{p.layer}: a tanh/sigmoid layer cannot be a branch of {n.where} (its "
+                                       "output exponent is the table's)")
+                p.conv = dataclasses.replace(p.conv, q_out=q)
+                g.tensors[t].q = q
+            continue
         qo, qa = _exponents(n.conv, fmax[n.outputs[0]])
         n.conv = dataclasses.replace(n.conv, q_in=g.tensors[n.inputs[0]].q, q_out=qo, q_act=qa)
         g.tensors[n.outputs[0]].q = qo

@@ -23,6 +23,8 @@ def _check_graph(g, config, deconv):
             g.tensors[name].words = words
             raise feature_error(g, name, {}, c.feature_depth)
     for n in g.nodes:
+        if n.op == "Concat":
+            continue                    # placement: its branches write it (allocate checks the map)
         if n.conv is None:
             raise CompileError(f"{n.where}: not supported by the engine here (the passes fuse or fold it only into "
                                "the layer before it)")

@@ -11,7 +11,10 @@ it (``max(f(a), f(b)) = f(max(a, b))``: ReLU, Clip, tanh, sigmoid, a PReLU whose
 Flatten / Reshape / Transpose in front of a Gemm and is moved before it.
 
 A layer is fused with an epilogue only if the layer's output has no other reader (another node
-or a graph output): the epilogue changes the tensor all of them read.
+or a graph output): the epilogue changes the tensor all of them read. A MaxPool that cannot be
+fused so (on the network input, on a tensor other nodes also read, after a Concat) gets a layer
+of its own: an exact identity copy (:mod:`nibble.host.passes.identity`) with the pool fused
+(GoogLeNet's inception branch ``MaxPool 3×3 s1 → 1×1 conv``).
 """
 import dataclasses
 
@@ -19,6 +22,7 @@ import numpy as np
 
 from ..graph import Graph
 from ..ir import ACT_NAMES, ACT_NONE, ACT_SIGMOID, ACT_TANH, CompileError
+from .identity import insert_copy
 
 __all__ = ["fuse_epilogue", "EPILOGUE_OPS", "LAYOUT_OPS"]
 
@@ -121,15 +125,17 @@ def _hoist(g, n, p):
 def _step(g):
     """Fuse or move the first node that can be; False when none is left."""
     for n in g.nodes:
-        if n.op not in EPILOGUE_OPS:
+        if n.op not in EPILOGUE_OPS or (n.op == "Add" and len(n.inputs) != 1):
             continue
         t = n.inputs[0]
         p = g.producer(t)
-        if p is None:
-            what = "max-pool" if n.op == "MaxPool" else n.op
-            raise CompileError(f"{n.where}: {what} on the network input is not supported")
         others = [c for c in g.consumers(t) if c is not n]
         alone = not others and not g.is_output(t)
+        if n.op == "MaxPool" and (p is None or not alone or not (p.is_compute or p.op in LAYOUT_OPS)):
+            insert_copy(g, t, [n], f"{n.name}/copy", n.name)     # a layer of its own for the pool
+            return True
+        if p is None:
+            raise CompileError(f"{n.where}: {n.op} on the network input is not supported")
         if p.op in LAYOUT_OPS:
             if not (_uniform(n) and n.op != "MaxPool" and alone):
                 raise CompileError(f"{n.where}: {n.op} after the {p.op} '{p.name}' is not supported (the engine fuses "

@@ -2,7 +2,8 @@
 become the output's declared host ops (DESIGN §5: tail ops the host runs and the program
 declares; ``nibble.host.program.TensorSpec.tail``).
 
-The device returns the int8 logits; the host dequantizes them and applies the tail in order over
+The device returns the int8 logits; the host dequantizes them and applies the tail in order
+(``gap``: the mean over the rows and columns of a (C, H, W) map, giving (C,); the others over
 the channel axis (the front end accepts only a Softmax over axis 1). A host op anywhere but on a
 graph output would need its float result on the device: a :class:`CompileError`.
 """
@@ -13,7 +14,7 @@ from ..program import HOST_OPS
 __all__ = ["host_tail", "TAIL_OPS"]
 
 #: ONNX operators → host op names (the ones ``nibble.host.program.HOST_OPS`` has are accepted).
-TAIL_OPS = {"Softmax": "softmax", "ArgMax": "argmax"}
+TAIL_OPS = {"Softmax": "softmax", "ArgMax": "argmax", "GlobalAveragePool": "gap"}
 
 
 def host_tail(graph: Graph) -> Graph:

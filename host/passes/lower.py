@@ -15,12 +15,12 @@ import dataclasses
 
 import numpy as np
 
-from ...hw.isa import DESC_WORDS, PRELU_FRAC, SH_MAX, SH_MIN, descriptor_fields
+from ...hw.isa import DESC_WORDS, PRELU_FRAC, RES_SH_MAX, SH_MAX, SH_MIN, descriptor_fields
 from ...sim.golden import DE, INT8_CLIP, POOL_2X2, POOL_NONE, acc_bits, prelu_codes
 from ..graph import Graph, Node, chw
 from ..ir import CompileError, pool_text
 from ..program import LayerPlan, Program, TensorSpec, weight_words
-from .allocate import allocate, tensor_cb
+from .allocate import allocate, concat_offsets, tensor_cb
 
 __all__ = ["lower", "plan_program", "graph_from_chain", "parse_modes", "layer_cycles", "layer_beats",
            "winograd_work", "WINOGRAD_MODES", "DECONV_MODES"]
@@ -88,7 +88,9 @@ def layer_cycles(L, config, winograd=None):
     output pixel, ``k = m/vc`` writer cycles per pixel), drain. Winograd: the weight transform
     ``16·m·cb + 12`` before block 0, later blocks' transforms overlap the computation; beats
     ``tiles·max(p·cb, 4k)`` with ``p`` the transformed positions computed (16, fewer for TDC
-    phases). Per layer ``DESC_WORDS + 5`` (descriptor fetch and checks).
+    phases). Per layer ``DESC_WORDS + 5`` (descriptor fetch and checks). A residual Add reads
+    ``k + 2`` cycles per output pixel beside the beats (the residual reader); a grouped plan's
+    ``cb`` is the ``cb_in`` blocks one output block reads.
     """
     c = config
     k = c.m // c.vc
@@ -102,9 +104,9 @@ def layer_cycles(L, config, winograd=None):
         if not L.winograd:                    # modelling a direct layer as a plain Winograd one
             p = 16
         load = 16 * c.m * cb + 12
-        run = tiles * max(p * cb, 4 * k)
+        run = tiles * max(p * cb, 4 * k, 4 * (k + 2) if L.res else 0)
         return fetch + load + nb * (params + run + 24) + (nb - 1) * max(0, load - run)
-    per_pix = max(L.pool[0] * L.pool[1] * L.kh * L.kw * cb, k)
+    per_pix = max(L.pool[0] * L.pool[1] * L.kh * L.kw * cb, k, k + 2 if L.res else 0)
     return fetch + nb * (params + c.m * L.kh * L.kw * cb + 1 + L.out_h * L.out_w * per_pix + 10)
 
 
@@ -138,6 +140,8 @@ def _winograd_check(L, config, bits, bias):
         return "a 4x scaled bias needs more than 32 bits"
     if L.sh_hw + 2 > SH_MAX:
         return f"the shift {L.sh_hw} + 2 = {L.sh_hw + 2} exceeds the hardware's {SH_MAX}"
+    if L.res and L.res_sh_hw + 2 > RES_SH_MAX:
+        return f"the residual shift {L.res_sh_hw} + 2 exceeds the hardware's {RES_SH_MAX}"
     return ""
 
 
@@ -251,11 +255,46 @@ def _epilogue_fields(op, where):
     return dict(prelu=slopes is not None, clip=_clip_codes(op)), slopes
 
 
-def _conv_plans(op, shape, cb_in, c, modes, where):
-    """One plan (with its codes, integer biases and slope codes) for a Conv/Gemm layer."""
+def _grouping(op, cin, c):
+    """``(grp, cb)`` of a grouped plan for a layer with ``op.groups`` groups on ``cin`` input
+    channels (``LayerPlan.grp``: output blocks per group, ``cb``: input blocks one output block
+    reads), or ``None`` where the channel counts do not align with the engine's blocks (the layer
+    then runs dense, with its zero weights outside the groups):
+    ``Cg_out % m == 0 and Cg_in % vc == 0`` (a group spans whole output blocks), or
+    ``m % Cg_out == 0 and (m/Cg_out)·Cg_in % vc == 0`` (a block holds whole groups; depthwise when
+    ``m % vc == 0``); and ``Cout % m == 0`` (no partial last block)."""
+    g = op.groups
+    if g < 2 or op.kind != "Conv" or cin != op.cin or op.cout % c.m:
+        return None
+    cg_in, cg_out = cin // g, op.cout // g
+    if cg_out % c.m == 0 and cg_in % c.vc == 0:
+        return cg_out // c.m, cg_in // c.vc
+    if c.m % cg_out == 0 and (c.m // cg_out) * cg_in % c.vc == 0:
+        return 1, (c.m // cg_out) * cg_in // c.vc
+    return None
+
+
+def _grouped_codes(codes, grp, cb, c):
+    """The block-diagonal filters of a grouped plan: for output channel ``o`` of block
+    ``b = o // m``, the ``cb·vc`` input channels from ``(b // grp)·cb·vc`` of the dense
+    (Cout, Cin, Kh, Kw) codes (zero codes beyond Cin)."""
+    co, ci = codes.shape[:2]
+    local = np.zeros((co, cb * c.vc) + codes.shape[2:], np.uint8)
+    for b in range(-(-co // c.m)):
+        off = (b // grp) * cb * c.vc
+        part = codes[b * c.m:(b + 1) * c.m, off:off + cb * c.vc]
+        local[b * c.m:b * c.m + len(part), :part.shape[1]] = part
+    return local
+
+
+def _conv_plans(op, shape, cb_in, c, modes, where, res_q=None):
+    """One plan (with its codes, integer biases and slope codes) for a Conv/Gemm layer; grouped
+    (``LayerPlan.grp``) where :func:`_grouping` allows; ``res_q``: the exponent of its residual."""
     default_mode, named_modes = modes
     k = c.m // c.vc
     co, ci, kh, kw = op.codes.shape
+    grouping = _grouping(op, shape[0], c)
+    codes = op.codes if grouping is None else _grouped_codes(op.codes, *grouping, c)
     out = op.out_shape(shape)
     if out[1] < 1 or out[2] < 1:
         raise CompileError(f"{where}: a {kh}x{kw} kernel (stride {op.stride}, pad {op.pad}, pool {op.pool}) "
@@ -263,9 +302,10 @@ def _conv_plans(op, shape, cb_in, c, modes, where):
     _, conv_h, conv_w = op.conv_shape(shape)
     bias = _bias_int(op, where)
     epi, slopes = _epilogue_fields(op, where)
-    bits = acc_bits(ci * kh * kw, DE, np.abs(bias).max(initial=0))
+    taps_in = codes.shape[1]
+    bits = acc_bits(taps_in * kh * kw, DE, np.abs(bias).max(initial=0))
     if bits > c.acc_width:
-        raise CompileError(f"{where}: the accumulator could overflow: {ci}x{kh}x{kw} taps need "
+        raise CompileError(f"{where}: the accumulator could overflow: {taps_in}x{kh}x{kw} taps need "
                            f"{bits} bits, the engine has {c.acc_width} (ARITHMETIC §4.4)")
     nb = -(-co // c.m)
     L = LayerPlan(name=op.name, op="conv", cin=ci, cout=co, in_h=shape[1], in_w=shape[2], kh=kh, kw=kw,
@@ -273,11 +313,25 @@ def _conv_plans(op, shape, cb_in, c, modes, where):
                   out_h=out[1], out_w=out[2], relu=bool(op.relu), n2=int(op.n2), q_in=int(op.q_in),
                   q_out=int(op.q_out), sh=_shift(op), acc_bits=int(bits), cb_in=cb_in, cb_out=nb * k,
                   act=int(op.act), group=op.name, full_h=out[1], full_w=out[2], **epi)
+    if grouping is not None:
+        L.grp, L.cb_in, L.groups = grouping[0], grouping[1], op.groups
+        L.mode_reason = f"grouped: {op.groups} groups, {grouping[1]} input blocks per output block"
+    if op.res:
+        if op.pools:
+            raise CompileError(f"{where}: a residual Add and a max-pool in one layer are not supported")
+        L.res, L.res_q = True, int(res_q)
+        if not 0 <= L.res_sh_hw <= RES_SH_MAX:
+            raise CompileError(f"{where}: the residual enters the accumulator shifted by q_in - n2 - res_q = "
+                               f"{L.res_sh_hw}, outside the hardware's [0, {RES_SH_MAX}] (its exponent {res_q} is "
+                               f"too far from the accumulator's {L.q_in - L.n2})")
     _check_plan(L, where, c)
     mode = named_modes.get(op.name, default_mode)
     reason = _winograd_check(L, c, bits, bias)
     if mode == "winograd" and op.name in named_modes and reason:
         raise CompileError(f"{where}: cannot run as Winograd: {reason}")
+    grouped = f"{L.mode_reason}; " if L.mode_reason else ""
+    if op.groups > 1 and grouping is None:
+        grouped = f"dense: {op.groups} groups that do not align with the m = {c.m}, vc = {c.vc} blocks; "
     if reason:
         L.mode_reason = f"direct: {reason}" if mode != "direct" else "direct: chosen"
     elif mode == "direct":
@@ -291,7 +345,8 @@ def _conv_plans(op, shape, cb_in, c, modes, where):
     if L.winograd:
         bias = bias * 4
         L.acc_bits = int(bits + 2)
-    return [(L, op.codes, bias, slopes)]
+    L.mode_reason = grouped + L.mode_reason
+    return [(L, codes, bias, slopes)]
 
 
 def _deconv_plans(op, shape, cb_in, c, deconv, where):
@@ -380,6 +435,18 @@ def _deconv_plans(op, shape, cb_in, c, deconv, where):
 
 
 
+def physical_channels(g, t, c):
+    """Where the channels of tensor ``t`` are in its pixels: ``None`` for a dense map (channel
+    ``i`` at lane ``i``); for a Concat's output the int array (C,) of the lanes (``word·vc +
+    lane``) of every channel: branch ``k``'s channels from its first word (``concat_offsets``),
+    so a branch whose channels are not a multiple of its ``cb·vc`` leaves zero lanes (gaps)."""
+    p = g.producer(t)
+    if p is None or p.op != "Concat":
+        return None
+    offs = concat_offsets(g, t, c)
+    return np.concatenate([offs[b] * c.vc + np.arange(chw(g.tensors[b].shape)[0]) for b in p.inputs])
+
+
 def _program_names(g):
     """The program's name of every tensor: a graph output's name for an output tensor, else the
     tensor's own name.
@@ -402,6 +469,8 @@ def _program_names(g):
 
 def _check_layers_only(g):
     for n in g.nodes:
+        if n.op == "Concat":
+            continue
         if n.conv is None:
             raise CompileError(f"{n.where}: not supported by the engine here (the passes fuse or fold it only "
                                "into the layer before it)")
@@ -449,6 +518,8 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto") -> Program:
     pname = _program_names(g)
     groups = []                  # per node: [(LayerPlan, codes, bias, slopes)]
     for n in g.nodes:
+        if n.op == "Concat":
+            continue
         op, where = n.conv, n.layer
         shape = chw(g.tensors[n.inputs[0]].shape)
         ci = op.codes.shape[0] if op.kind == "ConvTranspose" else op.codes.shape[1]
@@ -456,10 +527,22 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto") -> Program:
             raise CompileError(f"{where}: expects {ci} input channels, gets {shape[0]}")
         _bias_int(op, where)
         cb_in = tensor_cb(g, n.inputs[0], c)
+        phys = physical_channels(g, n.inputs[0], c)
+        if phys is not None:              # a concatenated map: filters scattered to its channel words
+            if op.kind == "ConvTranspose":
+                raise CompileError(f"{where}: a transposed convolution of a concatenated map is not supported")
+            scattered = np.zeros((op.codes.shape[0], cb_in * c.vc) + op.codes.shape[2:], np.uint8)
+            scattered[:, phys] = op.codes
+            groups_ok = np.array_equal(phys, np.arange(len(phys)))
+            op = dataclasses.replace(op, codes=scattered, groups=op.groups if groups_ok else 1)
+            shape = (cb_in * c.vc, *shape[1:])
+        res_q = g.tensors[n.inputs[1]].q if op.res else None
         if op.kind == "ConvTranspose":
+            if op.res:
+                raise CompileError(f"{where}: a residual Add after a transposed convolution is not supported")
             plans = _deconv_plans(op, shape, cb_in, c, deconv, where)
         else:
-            plans = _conv_plans(op, shape, cb_in, c, modes, where)
+            plans = _conv_plans(op, shape, cb_in, c, modes, where, res_q)
         L0 = plans[0][0]
         if (L0.cout, L0.full_h, L0.full_w) != chw(g.tensors[n.outputs[0]].shape):
             raise CompileError(f"{where}: its output {(L0.cout, L0.full_h, L0.full_w)} is not the shape "
@@ -467,12 +550,28 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto") -> Program:
         groups.append((n, plans))
     if any(g.tensors[t].base is None for t in g.tensors):
         g = allocate(g, c)
+    concat_of = {b: m.outputs[0] for m in g.nodes if m.op == "Concat" for b in m.inputs}
     for n, plans in groups:
         src, dst = g.tensors[n.inputs[0]], g.tensors[n.outputs[0]]
         for L, *_ in plans:
             L.src, L.dst = pname[src.name], pname[dst.name]
             L.in_base, L.map_base = src.base, dst.base
-            if L.phase:
+            if L.grp:
+                L.in_row, L.in_pix = src.row, src.pix
+            if L.res:
+                r = g.tensors[n.inputs[1]]
+                if (r.row, r.pix, r.cb) != (L.out_w * L.cb_out, L.cb_out, L.cb_out):
+                    raise CompileError(f"{n.layer}: its residual '{r.name}' ({r.cb} words per pixel, pitch {r.pix}) "
+                                       f"is not laid out as its output ({L.cb_out} words per pixel)")
+                L.res_src, L.res_base = pname[r.name], r.base
+            if dst.name in concat_of:         # a Concat branch: its words of every pixel of the map
+                cat = g.tensors[concat_of[dst.name]]
+                if L.phase:
+                    raise CompileError(f"{n.layer}: a transposed convolution as a Concat branch is not supported")
+                L.dst, L.map_base = pname[cat.name], cat.base
+                L.dst_off, L.dst_pix = dst.base - cat.base, cat.pix
+                L.out_base, L.out_row, L.out_pix = dst.base, cat.row, cat.pix
+            elif L.phase:
                 py, px, S = L.phase
                 L.out_base = dst.base + (py * L.full_w + px) * L.cb_out
                 L.out_row, L.out_pix = S * L.full_w * L.cb_out, S * L.cb_out
