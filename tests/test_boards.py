@@ -30,8 +30,10 @@ def synth_cache(tmp_path_factory):
 
 @pytest.fixture
 def small_config(tmp_path):
+    """The small configuration without the Winograd path: the whole-accelerator baseline's, so the
+    report and the composition check share their block syntheses."""
     path = tmp_path / "small.json"
-    path.write_text(json.dumps(SMALL))
+    path.write_text(json.dumps({**SMALL, "winograd": False}))
     return path
 
 
@@ -143,6 +145,19 @@ def test_blocks_command(synth_cache, monkeypatch):
     assert r.exit_code == 0 and "| mult_lane | " in r.output and "36 SAC lane operations" in r.output
 
 
+def test_winograd_blocks_and_memories_counted():
+    """With the Winograd path the report counts vc pre-PEs, m post-PEs and m transformed-weight
+    caches (88 bits x 64 words: 1.5 RAMB36 each, UG473 aspect ratios)."""
+    from nibble.gen.resources import BLOCKS, bram36, memories
+    cfg = EngineConfig(**SMALL)
+    assert cfg.winograd and BLOCKS["pre_pe"](cfg) == cfg.vc and BLOCKS["post_pe"](cfg) == cfg.m
+    mems = {name: (n, w, d) for name, n, w, d in memories(cfg)}
+    n, w, d = mems["transformed-weight cache"]
+    assert n == 8 and bram36(w, d) == 1.5
+    assert mems["feature"][0] == 2 and "transformed-weight cache" not in {
+        name for name, *_ in memories(EngineConfig(**SMALL, winograd=False))}
+
+
 @pytest.mark.slow
 def test_report_small_config(small_config, synth_cache, monkeypatch):
     monkeypatch.setenv("NIBBLE_CACHE_DIR", str(synth_cache))
@@ -153,17 +168,16 @@ def test_report_small_config(small_config, synth_cache, monkeypatch):
     blocks = est["blocks"]
     assert blocks["pe"]["count"] == 8 and blocks["controller"]["count"] == 1
     assert est["total"]["LUT"] == sum(b["count"] * b["LUT"] for b in blocks.values())
-    # filter caches, transformed-weight caches (88 bits x 64: 1.5 each), param, weight, feature (two
-    # copies: two read ports), bridge
-    assert est["total"]["BRAM36"] == 8 * 0.5 + 8 * 1.5 + 0.5 + 1 + 2 * 2 + 0.5
-    assert blocks["pre_pe"]["count"] == 8 and blocks["post_pe"]["count"] == 8
-    assert blocks["pe"]["DSP48E1"] >= 8        # one multiplier lane per SAC lane
+    # filter caches, param, weight, feature (two copies: two read ports), bridge
+    assert est["total"]["BRAM36"] == 8 * 0.5 + 0.5 + 1 + 2 * 2 + 0.5
+    assert blocks["pre_pe"]["count"] == 0 and blocks["post_pe"]["count"] == 0
+    assert blocks["pe"]["DSP48E1"] == 0        # SAC lanes only: no multiplier
     assert blocks["pe"]["LUT"] > 8 * blocks["sac_lane"]["LUT"] > 0
     assert est["depth"] == max(b["depth"] for b in blocks.values()) > 0
     # the table; a second report comes from the cache
     r = CliRunner().invoke(cli, ["report", "--board", "kc705", "--config", str(small_config)])
     assert r.exit_code == 0, r.output
-    assert "| LUT |" in r.output and "| 203,800 |" in r.output and "| BRAM36 | 22 |" in r.output
+    assert "| LUT |" in r.output and "| 203,800 |" in r.output and "| BRAM36 | 10 |" in r.output
     assert re.search(r"logic depth \(ltp -noff\): \d+ cells, in \w+", r.output)
 
 
