@@ -23,7 +23,7 @@ conv output (the pool's padding, ``ceil_mode``) is issued with zero input and ma
 the output stage leaves it out of the max. The PE array is busy one beat per cycle while beats flow (backpressure
 from the writer when ``m > vc`` stalls it for ``m/vc − 1`` cycles per output pixel).
 
-Winograd mode (flag bit 3; ``kh = kw = 3``, stride 1; ARITHMETIC §2): the output is computed in
+Winograd mode (descriptor flag ``winograd``; ``kh = kw = 3``, stride 1; ARITHMETIC §2): the output is computed in
 2×2 tiles (tile stride 2, input tiles 4×4 overlapping by 2, zero outside the input; edge-tile
 outputs beyond ``out_h × out_w`` are not written; with pooling one tile is one pooled pixel).
 Per tile and input block the scheduler reads the pixels of the 4×4 input tile that the
