@@ -317,17 +317,25 @@ def requantize(acc, sh, relu=False, slope=None, clip=INT8_CLIP):
 def pool_out_size(h, w, pool):
     """Output size ``(ho, wo)`` of max-pool window ``pool`` = ``(kh, kw, sy, sx, top, bottom, left,
     right)`` on an ``h × w`` map: ``(h + top + bottom − kh) // sy + 1`` (and the same for columns).
-    ONNX ``ceil_mode`` is expressed by a larger bottom/right padding."""
+    ONNX ``ceil_mode`` is expressed by a larger bottom/right padding (descriptor fields
+    ``pool_*``, ``nibble.hw.isa.DESCRIPTOR``).
+
+    :returns: two ints (pixels; < 1 if the window does not fit, the caller reports it).
+    """
     kh, kw, sy, sx, t, b, l, r = (int(v) for v in pool)
     return (h + t + b - kh) // sy + 1, (w + l + r - kw) // sx + 1
 
 
 def maxpool(v, pool=POOL_NONE):
     """Max-pool of a CHW int map with window ``pool`` (:func:`pool_out_size`), ONNX MaxPool
-    semantics: padded positions are ignored (never win the max).
+    semantics: padded positions are ignored (never win the max). Applied last in a layer's
+    epilogue, to the activated int8 values (ARITHMETIC §4.5 order; the engine's output stage).
 
-    :raises ValueError: if the output is empty, a padding is not smaller than its window, or a
-        window holds no position of the map.
+    :param v: int array (C, H, W).
+    :param pool: ``(kh, kw, sy, sx, top, bottom, left, right)`` ints; :data:`POOL_NONE` copies.
+    :returns: int64 array (C, ho, wo) (``pool_out_size``); a copy of ``v`` for ``POOL_NONE``.
+    :raises ValueError: if a size or stride is < 1, a padding is negative or not smaller than its
+        window, the output is empty, or a window holds no position of the map.
     """
     v = np.asarray(v)
     kh, kw, sy, sx, t, b, l, r = (int(x) for x in pool)

@@ -30,9 +30,16 @@ def synth_cache(tmp_path_factory):
 
 @pytest.fixture
 def small_config(tmp_path):
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(SMALL))
+    return path
+
+
+@pytest.fixture
+def small_sac_config(tmp_path):
     """The small configuration without the Winograd path: the whole-accelerator baseline's, so the
     report and the composition check share their block syntheses."""
-    path = tmp_path / "small.json"
+    path = tmp_path / "small_sac.json"
     path.write_text(json.dumps({**SMALL, "winograd": False}))
     return path
 
@@ -159,7 +166,8 @@ def test_winograd_blocks_and_memories_counted():
 
 
 @pytest.mark.slow
-def test_report_small_config(small_config, synth_cache, monkeypatch):
+def test_report_small_config(small_sac_config, synth_cache, monkeypatch):
+    small_config = small_sac_config
     monkeypatch.setenv("NIBBLE_CACHE_DIR", str(synth_cache))
     r = CliRunner().invoke(cli, ["report", "--board", "vc707", "--config", str(small_config), "--json"])
     assert r.exit_code == 0, r.output
