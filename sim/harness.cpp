@@ -120,6 +120,7 @@ int main(int argc, char** argv) {
     signal(SIGPIPE, SIG_IGN);
 
     auto context = std::make_unique<VerilatedContext>();
+    context->randReset(0);  // every variable starts at zero (the stripped zero initial values)
     auto top = std::make_unique<Vtop>(context.get());
     uint64_t cycles = 0;
     auto tick = [&]() {

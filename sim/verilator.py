@@ -28,13 +28,20 @@ import time
 from pathlib import Path
 
 __all__ = ["HARNESS", "VERILATOR_FLAGS", "MAKE_OPT", "verilator_root", "verilator_env",
-           "verilator_version", "build_device", "SimDevice"]
+           "verilator_version", "strip_zero_initializers", "build_device", "SimDevice"]
 
 #: Source of the C++ harness.
 HARNESS = Path(__file__).with_name("harness.cpp")
 #: Flags for every Verilator run on Amaranth output (it has width warnings Verilator treats as
 #: fatal by default).
 VERILATOR_FLAGS = ["-Wno-fatal"]
+#: Flags of the simulated-device builds (:func:`build_device`): Verilator's own optimisations at
+#: their highest level and X assignments resolved for speed (``--x-assign fast``: an X constant —
+#: Amaranth emits none in logic — becomes whatever is cheapest). Variables keep
+#: ``--x-initial unique`` and the harness sets ``+verilator+rand+reset+0``: every register and
+#: memory starts at zero, which is what the memories' stripped all-zero initial values said
+#: (:func:`strip_zero_initializers`).
+DEVICE_FLAGS = ["-O3", "--x-assign", "fast"]
 #: C++ optimisation of Verilator builds (make variables): moderate, so large designs build in
 #: tens of seconds. ``OPT_FAST`` is the design's per-cycle code, ``OPT_SLOW`` its one-time code,
 #: ``OPT_GLOBAL`` Verilator's runtime library.
@@ -88,7 +95,25 @@ def verilator_version():
 
 
 def _tool_parts():
-    return [HARNESS.read_text(), verilator_version(), json.dumps([VERILATOR_FLAGS, MAKE_OPT])]
+    return [HARNESS.read_text(), verilator_version(), json.dumps([VERILATOR_FLAGS, DEVICE_FLAGS, MAKE_OPT])]
+
+
+_ZERO_INIT = re.compile(
+    r"^[ \t]*initial begin\n(?:[ \t]*(?:\\\S+ |[A-Za-z_][\w$]*)\[\d+\] = \d+'[dhb]0+;\n)+[ \t]*end\n",
+    re.MULTILINE)
+
+
+def strip_zero_initializers(verilog):
+    """``verilog`` without the ``initial begin … end`` blocks that only set memory words to zero.
+
+    Amaranth writes every memory's initial contents out word by word, zeros included: in the
+    accelerator that is most of the Verilog (the feature, weight and parameter memories and every
+    filter cache), which Verilator must parse, optimise and compile into constructor code. A
+    Verilated model starts with every variable at zero (``--x-initial unique`` with the run-time
+    ``+verilator+rand+reset+0`` the harness passes), so dropping blocks that write only zeros
+    changes no value. Blocks with any non-zero word (a lookup table) are kept whole.
+    """
+    return _ZERO_INIT.sub("", verilog)
 
 
 def build_key_current(exe):
@@ -127,6 +152,7 @@ def build_device(verilog, cache_dir, *, top="top", defines=()):
     Raises ``RuntimeError`` with the end of the build log if Verilator or the C++ build fails.
     """
     cache_dir = Path(cache_dir)
+    verilog = strip_zero_initializers(verilog)
     key = _build_key(verilog, top, defines)
     final = cache_dir / f"{top}-{key[:24]}"
     exe = final / _EXE
@@ -142,7 +168,7 @@ def build_device(verilog, cache_dir, *, top="top", defines=()):
         cmd = [
             str(verilator_root() / "bin" / "verilator"),
             "--cc", "--exe", "--build", "-j", str(_BUILD_JOBS),
-            *VERILATOR_FLAGS,
+            *VERILATOR_FLAGS, *DEVICE_FLAGS,
             "--top-module", top, "--prefix", "Vtop",
             "-Mdir", str(obj), "-o", _EXE,
             "-MAKEFLAGS", " ".join(MAKE_OPT),

@@ -101,3 +101,25 @@ def test_build_is_cached(device):
     assert os.stat(exe).st_mtime_ns == stat.st_mtime_ns and os.stat(exe).st_ino == stat.st_ino
     assert [p.name for p in cache.iterdir()] == [exe.parent.name]       # no leftovers
     assert build_device(text, cache, top="top") == exe
+
+
+def test_strip_zero_initializers():
+    """Blocks that write only zero words go; a block with one non-zero word, and every other
+    statement, stay."""
+    from nibble.sim.verilator import strip_zero_initializers
+    zero = "  initial begin\n    mem[0] = 32'd0;\n    mem[1] = 32'd0;\n  end\n"
+    wide = "  initial begin\n    \\u.buf [0] = 128'h00000000000000000000000000000000;\n  end\n"
+    table = "  initial begin\n    lut[0] = 8'h00;\n    lut[1] = 8'h7f;\n  end\n"
+    keep = "  reg [31:0] mem [3:0];\n  assign y = x;\n"
+    text = keep + zero + table + wide + keep
+    assert strip_zero_initializers(text) == keep + table + keep
+
+
+def test_zero_initialized_memory_reads_zero(device):
+    """The design's memories, their all-zero initial values stripped, read zero before any write
+    (the harness starts every variable at zero)."""
+    text, _, exe = device
+    assert "initial begin" in text
+    with SimDevice(exe, DIVISOR) as dev:
+        link = Link(dev, timeout_s=None)
+        assert link.read(0, 64) == bytes(64)
