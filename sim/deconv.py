@@ -21,7 +21,9 @@ The ``*_acc`` functions are the integer datapath: int8 features ``v`` and 4-bit 
 ``Wt`` layout ``codes[ci, co, Kh, Kw]`` (ARITHMETIC §4.2), run through
 :func:`nibble.sim.golden.conv_acc` (the shift-accumulate conv), results ``np.int64`` in units of
 ``2^n2`` (per-tensor Q). The other functions take float or integer arrays: integer in, ``np.int64``
-out (exact); anything else is computed in float64.
+out (exact); anything else is computed in float64. The correlations (NZP, TDC) are float64 BLAS
+products where :func:`nibble.sim.golden.exact_dtype` proves them exact; the scatter-add (a)
+stays a plain int64 sum, the independent oracle of the other forms.
 """
 import math
 from typing import NamedTuple
@@ -29,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import winograd as wg
-from .golden import code_to_int, conv_acc, pad_or_crop
+from .golden import code_to_int, conv_acc, correlate, pad_or_crop
 
 __all__ = [
     "deconv_out_size", "pad_or_crop", "deconv_scatter", "deconv_scatter_acc", "nzp_conv",
@@ -93,14 +95,9 @@ def _geometry(x, Wt, S, P, OP):
 
 
 def _corr(xp, f):
-    """Stride-1 correlation of an already padded ``xp[Cin, Hp, Wp]`` with ``f[Cout, Cin, kh, kw]``."""
-    co, ci, kh, kw = f.shape
-    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
-    cols = np.empty((ci, kh, kw, ho, wo), dtype=np.result_type(xp, f))
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = xp[:, i:i + ho, j:j + wo]
-    return np.tensordot(f, cols, axes=([1, 2, 3], [0, 1, 2]))
+    """Stride-1 correlation of an already padded ``xp[Cin, Hp, Wp]`` with ``f[Cout, Cin, kh, kw]``
+    (:func:`golden.correlate`: exact int64 on integers, float64 otherwise)."""
+    return correlate(xp, f, 1)
 
 
 def _acc_conv(vp, fcodes):
@@ -423,7 +420,7 @@ def winograd_tdc_conv_acc(v, codes, S, P, OP=0, name=None, *, skip_zeros=True, c
     if kc != (var.r, var.r):
         raise ValueError(f"{var.name} needs {var.r}x{var.r} sub-kernels, the layer has {kc[0]}x{kc[1]}")
     sub = tdc_subkernels(codes, S)
-    cout, cin = codes.shape[1], codes.shape[0]
+    cout = codes.shape[1]
     y = np.zeros((cout,) + out, dtype=np.int64)
     mults = 0
     for ph in tdc_phases(K, S, P, OP, v.shape[1:]):
@@ -439,10 +436,9 @@ def winograd_tdc_conv_acc(v, codes, S, P, OP=0, name=None, *, skip_zeros=True, c
         tiles, (ho, wo) = wg.input_tiles(pad_or_crop(v, ph.pad), var)
         V = wg.input_transform(tiles, var)                             # (Cin, th, tw, α, α)
         ia, ib = np.nonzero(umask)
-        prod = np.einsum("ocp,ctsp->octsp", U[:, :, ia, ib], V[..., ia, ib])
-        mults += prod.size // (cout * cin)
+        mults += V.shape[1] * V.shape[2] * len(ia)
         M = np.zeros((cout,) + V.shape[1:], dtype=np.int64)
-        M[..., ia, ib] = prod.sum(axis=1)
+        M[..., ia, ib] = wg.channel_sum(U[:, :, ia, ib], V[..., ia, ib])
         Y = wg.output_transform(M, var)                                # (Cout, th, tw, m, m)
         th, tw = Y.shape[1:3]
         Y = Y.transpose(0, 1, 3, 2, 4).reshape(cout, th * var.m, tw * var.m)[:, :ho, :wo]

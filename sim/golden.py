@@ -14,7 +14,9 @@ Contents
   :func:`code_to_int`, :func:`inq_decode`, :func:`pack_codes`, :func:`unpack_codes`.
 * int8 features with a power-of-two scale (§4.3): :func:`feature_q`, :func:`quantize_features`,
   :func:`dequantize_features`.
-* The shift-accumulate datapath (§4.4): :func:`sac`, :func:`conv_acc`, :func:`acc_bits`.
+* The shift-accumulate datapath (§4.4): :func:`sac`, :func:`conv_acc`, :func:`acc_bits`; exact
+  integer contractions in float64 BLAS (:data:`F64_EXACT`, :func:`max_abs`,
+  :func:`contraction_bound`, :func:`exact_dtype`, :func:`exact_matmul`, :func:`correlate`).
 * Requantization (§4.5): :func:`requantize` with ReLU, PReLU/LeakyReLU (slope codes
   :func:`prelu_codes`, :data:`PRELU_FRAC`) and clipping (ReLU6); max-pool :func:`maxpool` (any
   window, stride and padding, :data:`POOL_NONE`, :func:`pool_out_size`) and :func:`maxpool2`.
@@ -27,6 +29,7 @@ import numpy as np
 __all__ = [
     "DE", "inq_n1", "inq_quantize", "code_to_int", "inq_decode", "pack_codes", "unpack_codes",
     "feature_q", "quantize_features", "dequantize_features", "sac", "conv_acc", "acc_bits",
+    "F64_EXACT", "max_abs", "contraction_bound", "exact_dtype", "exact_matmul", "correlate",
     "requantize", "maxpool2", "maxpool", "pool_out_size", "POOL_NONE", "POOL_2X2", "round_shift",
     "pad_or_crop", "PRELU_FRAC", "PRELU_BITS", "prelu_codes", "INT8_CLIP",
     "ACT_NONE", "ACT_TANH", "ACT_SIGMOID", "ACT_Q_IN", "ACT_Q_OUT", "activation_table", "activate",
@@ -96,18 +99,30 @@ def inq_quantize(w, n1=None):
     return (s << 3 | E).astype(np.uint8), int(n2)
 
 
+def _code_int(c):
+    """``(−1)^s · 2^(E−1)`` (0 for ``E = 0``) of one 4-bit code ``c = [s | E2 E1 E0]``."""
+    e = c & 7
+    return 0 if e == 0 else (-1 if c & 8 else 1) << (e - 1)
+
+
+#: :func:`code_to_int` of the codes 0..15, the lookup table it indexes.
+_CODE_INT = np.array([_code_int(c) for c in range(16)], dtype=np.int64)
+_CODE_INT.setflags(write=False)
+
+
 def code_to_int(codes):
     """Integer weight of each 4-bit code, in units of ``2^n2``: ``(−1)^s · 2^(E−1)`` or 0.
 
     :param codes: integer array of 4-bit codes (0..15).
-    :returns: int64 array, values in {0, ±1, ±2, … ±64}.
+    :returns: int64 array of ``codes``' shape, values in {0, ±1, ±2, … ±64}.
+    :raises ValueError: on a code outside 0..15.
     """
-    codes = np.asarray(codes, dtype=np.int64)
-    if np.any((codes < 0) | (codes > 15)):
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu":
+        codes = codes.astype(np.int64)
+    if codes.size and (codes.min() < 0 or codes.max() > 15):
         raise ValueError("4-bit weight codes must be in 0..15")
-    E = codes & 7
-    mag = np.where(E > 0, np.left_shift(1, np.maximum(E - 1, 0)), 0)
-    return np.where(codes & 8, -mag, mag).astype(np.int64)
+    return _CODE_INT[codes.ravel()].reshape(codes.shape)
 
 
 def inq_decode(codes, n2):
@@ -202,34 +217,142 @@ def sac(x, code):
     return np.where(code & 8, -p, p)
 
 
+#: float64 has a 53-bit significand: every integer of magnitude ≤ 2^53 is a float64, so the sum or
+#: product of two such integers is exact (IEEE 754 rounds correctly) whenever the exact result's
+#: magnitude is at most this too.
+F64_EXACT = 1 << 53
+
+
+def max_abs(a):
+    """``max |a|`` of an integer array as a Python int (0 if empty), exact: no int64 ``abs``
+    overflow at −2^63."""
+    a = np.asarray(a)
+    if a.size == 0:
+        return 0
+    return max(int(a.max()), -int(a.min()))
+
+
+def contraction_bound(w, xmax):
+    """Bound on every partial sum of the contraction of ``w`` over its last axis with values of
+    magnitude ≤ ``xmax``: ``xmax · max_row Σ_k |w[…, row, k]|`` (Python int, exact).
+
+    For ``y[…, row, n] = Σ_k w[…, row, k] · x[…, k, n]`` with ``|x| ≤ xmax``, each product is
+    ``|w·x| ≤ |w|·xmax``, so the sum of *any* subset of a row's products, in any order, has
+    magnitude ≤ this bound.
+
+    :param w: integer array ``(…, rows, K)``.
+    :param xmax: int ≥ 0, a bound on the other operand's magnitudes (:func:`max_abs`).
+    """
+    w = np.asarray(w)
+    if w.size == 0:
+        return 0
+    wmax, k = max_abs(w), w.shape[-1]
+    if wmax * k >= 1 << 63:                       # the int64 row sums could wrap: a cruder bound
+        return wmax * k * int(xmax)
+    return int(np.abs(w).sum(axis=-1).max()) * int(xmax)
+
+
+def exact_dtype(w, xmax):
+    """``np.float64`` if a contraction of ``w`` (:func:`contraction_bound`) with values of
+    magnitude ≤ ``xmax`` is exact in float64, else ``np.int64``.
+
+    float64 is chosen when both operands convert exactly (``max|w|`` and ``xmax`` below
+    :data:`F64_EXACT`) and the bound is below :data:`F64_EXACT`. Then every product and every
+    partial sum, in whatever order and blocking a BLAS ``dgemm`` adds them (with or without fused
+    multiply-adds), is an integer of magnitude < 2^53: no operation rounds, and the float64 result
+    converted with ``astype(np.int64)`` equals the int64 result bit for bit. This holds for any
+    BLAS that forms each output as a sum of the products ``w·x`` (OpenBLAS, MKL, Accelerate; not a
+    Strassen-type algorithm). The int64 path is the fallback beyond the bound (exact, or wrapping
+    modulo 2^64 exactly as an int64 sum does where that overflows).
+
+    For the conv datapath the bound is the accumulator bound of ARITHMETIC §4.4,
+    ``M = 128 · 2^dE · N`` for int8 features and 4-bit codes (:func:`acc_bits`), far below 2^53.
+    The cheaper ``max|w| · K · xmax`` (≥ the bound) is tried first, the row sums only if it fails.
+
+    :param w: integer array ``(…, rows, K)``. :param xmax: int ≥ 0.
+    :returns: ``np.float64`` or ``np.int64``.
+    """
+    wmax, xmax = max_abs(w), int(xmax)
+    if wmax >= F64_EXACT or xmax >= F64_EXACT:
+        return np.int64
+    if wmax * (np.shape(w)[-1] if np.ndim(w) else 1) * xmax < F64_EXACT:
+        return np.float64
+    return np.float64 if contraction_bound(w, xmax) < F64_EXACT else np.int64
+
+
+def exact_matmul(a, b):
+    """Exact integer matrix product ``a @ b`` (``np.matmul`` semantics, batch axes broadcast).
+
+    Computed in float64 BLAS when :func:`exact_dtype` of ``a`` and ``max|b|`` proves it exact, else
+    in int64; the result is the int64 product bit for bit either way.
+
+    :param a: integer array ``(…, M, K)``. :param b: integer array ``(…, K, N)``.
+    :returns: int64 array ``(…, M, N)``.
+    """
+    dt = exact_dtype(a, max_abs(b))
+    y = np.ascontiguousarray(a, dtype=dt) @ np.ascontiguousarray(b, dtype=dt)
+    return y.astype(np.int64, copy=False)
+
+
+def correlate(xp, w, stride=1):
+    """Cross-correlation of an already padded map: ``y[o, a, b] = Σ_{c,i,j} xp[c, a·s+i, b·s+j] ·
+    w[o, c, i, j]`` (ARITHMETIC §0), im2col and one matrix product.
+
+    Integer ``xp`` and ``w``: the int64 result of the exact integer sum (ARITHMETIC §4.4), computed
+    in float64 BLAS when :func:`exact_dtype` proves it exact (bound
+    ``max|xp| · max_o Σ_{c,i,j} |w[o, c, i, j]|`` < 2^53; with int8 features and 4-bit codes at
+    most ``128 · 2^DE · Cin·Kh·Kw``, the §4.4 accumulator bound ``M``, < 2^53 for every
+    ``Cin·Kh·Kw`` < 2^40) and in int64 otherwise; both give the same bits. Anything else is
+    computed in float64.
+
+    :param xp: array (Cin, Hp, Wp). :param w: array (Cout, Cin, Kh, Kw). :param stride: int ≥ 1.
+    :returns: (Cout, Ho, Wo), ``Ho = (Hp − Kh) // stride + 1``: int64 for integer operands, else float64.
+    :raises ValueError: on a channel mismatch or an empty output.
+    """
+    xp, w = np.asarray(xp), np.asarray(w)
+    co, ci, kh, kw = w.shape
+    if xp.ndim != 3 or xp.shape[0] != ci:
+        raise ValueError(f"input {xp.shape} does not match weights {w.shape}")
+    hp, wp = xp.shape[1:]
+    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"conv of a {(hp, wp)} input with a {kh}x{kw} kernel is empty")
+    integer = xp.dtype.kind in "iub" and w.dtype.kind in "iub"
+    wm = w.reshape(co, ci * kh * kw)
+    dt = exact_dtype(wm, max_abs(xp)) if integer else np.float64
+    xp = xp.astype(dt, copy=False)
+    cols = np.empty((ci, kh, kw, ho, wo), dtype=dt)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+    y = (wm.astype(dt, copy=False) @ cols.reshape(ci * kh * kw, ho * wo)).reshape(co, ho, wo)
+    return y.astype(np.int64, copy=False) if integer else y
+
+
 def conv_acc(v, codes, stride=1, pad=(0, 0, 0, 0)):
     """Integer accumulator of the shift-accumulate conv (ARITHMETIC §4.4, per-tensor Q).
 
     ``acc[o, a, b] = Σ_{c,i,j} sac(vp[c, a·s+i, b·s+j], codes[o, c, i, j])`` where ``vp`` is ``v``
     zero-padded by ``pad = (top, bottom, left, right)``. The products are the SAC lane's shifts
-    (exact powers of two), so the sum equals an int64 correlation with :func:`code_to_int`.
+    (exact powers of two), so the sum equals an integer correlation with :func:`code_to_int`
+    (:func:`correlate`: float64 BLAS below the 2^53 bound, which int8 features always meet, and
+    int64 beyond it; the same bits either way).
 
-    :param v: int array (Cin, H, W), values in [−128, 127].
+    :param v: int array (Cin, H, W), values in [−128, 127]; larger int64 values are accepted and
+        take the int64 path where they exceed the bound.
     :param codes: 4-bit codes (Cout, Cin, Kh, Kw).
     :returns: int64 array (Cout, Ho, Wo), ``Ho = (H + top + bottom − Kh) // s + 1``.
     :raises ValueError: on a channel mismatch or an empty output.
     """
     v = np.asarray(v, dtype=np.int64)
     wi = code_to_int(codes)
-    co, ci, kh, kw = wi.shape
-    if v.ndim != 3 or v.shape[0] != ci:
+    if v.ndim != 3 or v.shape[0] != wi.shape[1]:
         raise ValueError(f"input {v.shape} does not match weights {wi.shape}")
     t, b, l, r = pad
     vp = np.pad(v, ((0, 0), (t, b), (l, r)))
-    hp, wp = vp.shape[1:]
-    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"conv of a {v.shape[1:]} input with a {kh}x{kw} kernel is empty")
-    cols = np.empty((ci, kh, kw, ho, wo), dtype=np.int64)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = vp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
-    return np.tensordot(wi, cols, axes=([1, 2, 3], [0, 1, 2]))
+    if (vp.shape[1] - wi.shape[2]) // stride + 1 < 1 or (vp.shape[2] - wi.shape[3]) // stride + 1 < 1:
+        raise ValueError(f"conv of a {v.shape[1:]} input with a {wi.shape[2]}x{wi.shape[3]} kernel is empty")
+    return correlate(vp, wi, stride)
 
 
 #: PReLU / LeakyReLU slopes are signed ``PRELU_BITS``-bit codes ``A`` meaning ``A · 2^−PRELU_FRAC``

@@ -11,7 +11,7 @@ The transforms (ARITHMETIC §2.1) ::
 
     U = G g Gᵀ          (α×α per (co, ci), offline)             weight_transform
     V = Bᵀ d B          (α×α per ci and input tile)             input_transform
-    M = Σ_ci U ⊙ V      (α² multiplies per (co, ci) and tile)
+    M = Σ_ci U ⊙ V      (α² multiplies per (co, ci) and tile)   channel_sum
     Y = Aᵀ M A          (m×m output tile per co)                 output_transform
 
 Conventions as :mod:`nibble.sim.golden`: features CHW, weights ``(Cout, Cin, r, r)`` in
@@ -28,16 +28,22 @@ F2x2_2x2 ×1   [−510, 510] (10 b)    [−256, 256] (10 b)    17 b      17 + �
 
 The scaled output ``Y' = scale · Y`` is bounded by ``scale · Cin · r² · 2^dE · 128``
 (:func:`v_range`, :func:`u_range` compute the V and U columns for any ``dE``).
+
+Every step is an exact integer matrix product (:func:`nibble.sim.golden.exact_matmul`: float64
+BLAS where :func:`nibble.sim.golden.exact_dtype` proves it exact, int64 beyond): a 2-D transform
+is the Kronecker matrix (``WinogradVariant.kBT``, ``kG``, ``kAT``) applied to the row-major
+flattened tiles, and :func:`winograd_conv_acc` keeps the α² positions as the leading axis so that
+``M`` is one ``(Cout × Cin) @ (Cin × tiles)`` product per position.
 """
 import math
 
 import numpy as np
 
-from .golden import DE, code_to_int, pad_or_crop
+from .golden import DE, code_to_int, exact_matmul, pad_or_crop
 
 __all__ = [
     "VARIANTS", "WinogradVariant", "variant", "winograd_scale", "weight_transform",
-    "input_transform", "output_transform", "input_tiles", "winograd_conv_acc", "winograd_mults",
+    "input_transform", "output_transform", "input_tiles", "channel_sum", "winograd_conv_acc", "winograd_mults",
     "direct_mults", "v_range", "u_range",
 ]
 
@@ -48,6 +54,8 @@ class WinogradVariant:
     Attributes: ``name``; ``m`` output tile size; ``r`` kernel size; ``alpha = m + r − 1`` input
     tile size; ``BT`` (α×α), ``G`` (α×r, already scaled to integers), ``AT`` (m×α), all int64
     NumPy arrays; ``scale`` = the 2-D output scale ``c²`` (``Y' = scale · Y``).
+    The 2-D transforms as matrices on row-major flattened tiles: ``kBT = BT ⊗ BT`` (α²×α²),
+    ``kG = G ⊗ G`` (α²×r²), ``kAT = AT ⊗ AT`` (m²×α²), e.g. ``vec(Bᵀ d B) = kBT · vec(d)``.
     """
 
     def __init__(self, name, m, r, BT, G, AT, c):
@@ -56,7 +64,8 @@ class WinogradVariant:
         self.G = np.array(G, dtype=np.int64)
         self.AT = np.array(AT, dtype=np.int64)
         self.scale = c * c
-        for arr in (self.BT, self.G, self.AT):
+        self.kBT, self.kG, self.kAT = (np.kron(a, a) for a in (self.BT, self.G, self.AT))
+        for arr in (self.BT, self.G, self.AT, self.kBT, self.kG, self.kAT):
             arr.setflags(write=False)
 
     def __repr__(self):
@@ -125,10 +134,7 @@ def weight_transform(w, name, *, codes=False):
     :raises ValueError: if the kernel is not ``r×r``.
     """
     v = variant(name)
-    g = code_to_int(w) if codes else np.asarray(w, dtype=np.int64)
-    if g.ndim != 4 or g.shape[2:] != (v.r, v.r):
-        raise ValueError(f"{v.name} needs ({v.r}, {v.r}) kernels, got weights of shape {g.shape}")
-    return np.einsum("ak,ockl,bl->ocab", v.G, g, v.G)
+    return _tile_transform(v.kG, _kernels(w, v, codes), v.alpha)
 
 
 def input_transform(d, name):
@@ -142,7 +148,7 @@ def input_transform(d, name):
     d = np.asarray(d, dtype=np.int64)
     if d.shape[-2:] != (v.alpha, v.alpha):
         raise ValueError(f"{v.name} input tiles are {v.alpha}x{v.alpha}, got shape {d.shape}")
-    return np.einsum("ak,...kl,bl->...ab", v.BT, d, v.BT)
+    return _tile_transform(v.kBT, d, v.alpha)
 
 
 def output_transform(M, name):
@@ -157,7 +163,31 @@ def output_transform(M, name):
     M = np.asarray(M, dtype=np.int64)
     if M.shape[-2:] != (v.alpha, v.alpha):
         raise ValueError(f"{v.name} accumulator tiles are {v.alpha}x{v.alpha}, got shape {M.shape}")
-    return np.einsum("ak,...kl,bl->...ab", v.AT, M, v.AT)
+    return _tile_transform(v.kAT, M, v.m)
+
+
+def _kernels(w, v, codes):
+    """The integer kernels ``g`` (Cout, Cin, r, r) of variant ``v``: ``w`` itself, or its 4-bit
+    codes decoded (:func:`nibble.sim.golden.code_to_int`).
+
+    :raises ValueError: if the kernel is not ``r×r``.
+    """
+    g = code_to_int(w) if codes else np.asarray(w, dtype=np.int64)
+    if g.ndim != 4 or g.shape[2:] != (v.r, v.r):
+        raise ValueError(f"{v.name} needs ({v.r}, {v.r}) kernels, got weights of shape {g.shape}")
+    return g
+
+
+def _positions(k, x):
+    """``k · vec(tile)`` of every tile on the last two axes of ``x``, positions leading:
+    ``(k.shape[0], tiles)`` int64 (exact)."""
+    n = x.shape[-1] * x.shape[-2]
+    return exact_matmul(k, x.reshape(-1, n).T)
+
+
+def _tile_transform(k, x, n):
+    """``k · vec(tile)`` for every tile on the last two axes of ``x``, as ``(…, n, n)`` tiles."""
+    return _positions(k, x).T.reshape(x.shape[:-2] + (n, n))
 
 
 def input_tiles(vp, name):
@@ -181,6 +211,34 @@ def input_tiles(vp, name):
     return np.ascontiguousarray(win[:, ::v.m, ::v.m]), (ho, wo)
 
 
+def channel_sum(U, V):
+    """Element-wise products summed over the input channels: ``M[o, t…, p…] = Σ_c U[o, c, p…] ·
+    V[c, t…, p…]`` (ARITHMETIC §2.1, ``M = Σ_ci U ⊙ V``), exact.
+
+    One matrix product ``(Cout × Cin) @ (Cin × tiles)`` per position ``p``. It is computed in
+    float64 BLAS when :func:`nibble.sim.golden.exact_dtype` proves every partial sum an integer
+    below 2^53 (bound ``max|V| · max_{p,o} Σ_c |U[o, c, p]|``; with the §2.5 ranges, int8 features
+    and ``dE = 6`` at most ``512 · 576 · Cin`` for F2x2_3x3, so always for ``Cin < 2^34``), in
+    int64 otherwise; the result is the int64 sum bit for bit.
+
+    :param U: integer ``(Cout, Cin, p…)`` (transformed weights, :func:`weight_transform`, or a
+        selection of their positions). :param V: integer ``(Cin, t…, p…)`` with the same trailing
+        position axes (transformed tiles, :func:`input_transform`).
+    :returns: int64 ``(Cout, t…, p…)``.
+    :raises ValueError: if the channels or positions of ``U`` and ``V`` differ.
+    """
+    U, V = np.asarray(U), np.asarray(V)
+    co, ci, *pos = U.shape
+    nt = V.ndim - 1 - len(pos)
+    if nt < 0 or V.shape[0] != ci or list(V.shape[1 + nt:]) != pos:
+        raise ValueError(f"transformed weights {U.shape} do not match transformed tiles {V.shape}")
+    tiles = V.shape[1:1 + nt]
+    npos, ntile = math.prod(pos), math.prod(tiles)
+    Ub = U.reshape(co, ci, npos).transpose(2, 0, 1)                 # (p, Cout, Cin)
+    Vb = V.reshape(ci, ntile, npos).transpose(2, 0, 1)              # (p, Cin, tiles)
+    return exact_matmul(Ub, Vb).transpose(1, 2, 0).reshape((co,) + tiles + tuple(pos))
+
+
 def winograd_conv_acc(v, codes, pad=(0, 0, 0, 0), name="F2x2_3x3"):
     """Scaled integer accumulator of a stride-1 conv through Winograd (ARITHMETIC §2.1, §2.3).
 
@@ -189,6 +247,12 @@ def winograd_conv_acc(v, codes, pad=(0, 0, 0, 0), name="F2x2_3x3"):
     ``Y' = Aᵀ (Σ_ci U' ⊙ V) A`` per tile and crops the surplus outputs.
     ``winograd_conv_acc(v, codes, pad, name) == winograd_scale(name) ·
     golden.conv_acc(v, codes, 1, pad)`` exactly.
+
+    The four steps are exact integer matrix products with the α² tile positions leading
+    (``kG``, ``kBT``, one ``(Cout × Cin) @ (Cin × tiles)`` product per position, ``kAT``;
+    :func:`nibble.sim.golden.exact_matmul`): float64 BLAS wherever the 2^53 bound holds, which it
+    always does for int8 features (``M`` below ``512 · 576 · Cin``, :func:`channel_sum`), int64
+    beyond it, so the result is the int64 one bit for bit.
 
     :param v: int array ``(Cin, H, W)``, values in [−128, 127].
     :param codes: 4-bit codes ``(Cout, Cin, r, r)``.
@@ -199,16 +263,19 @@ def winograd_conv_acc(v, codes, pad=(0, 0, 0, 0), name="F2x2_3x3"):
     """
     var = variant(name)
     v = np.asarray(v, dtype=np.int64)
-    U = weight_transform(codes, var, codes=True)
-    co, ci = U.shape[:2]
+    g = _kernels(codes, var, True)
+    co, ci = g.shape[:2]
     if v.ndim != 3 or v.shape[0] != ci:
         raise ValueError(f"input {v.shape} does not match weights {np.shape(codes)}")
     tiles, (ho, wo) = input_tiles(pad_or_crop(v, pad), var)
-    V = input_transform(tiles, var)                      # (Cin, th, tw, α, α)
-    M = np.einsum("ocab,ctsab->otsab", U, V)            # α² products per (co, ci, tile)
-    Y = output_transform(M, var)                         # (Cout, th, tw, m, m)
-    th, tw = Y.shape[1:3]
-    Y = Y.transpose(0, 1, 3, 2, 4).reshape(co, th * var.m, tw * var.m)
+    th, tw = tiles.shape[1:3]
+    a2, m = var.alpha ** 2, var.m
+    # position-major: U (α², Cout, Cin), V (α², Cin, tiles), M (α², Cout, tiles), Y (m², Cout, tiles)
+    U = _positions(var.kG, g).reshape(a2, co, ci)
+    V = _positions(var.kBT, tiles).reshape(a2, ci, th * tw)
+    M = exact_matmul(U, V)                               # α² products per (co, ci, tile)
+    Y = exact_matmul(var.kAT, M.reshape(a2, co * th * tw))
+    Y = Y.reshape(m, m, co, th, tw).transpose(2, 3, 0, 4, 1).reshape(co, th * m, tw * m)
     return Y[:, :ho, :wo]
 
 
