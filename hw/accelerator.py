@@ -110,7 +110,8 @@ def regmap(config: EngineConfig):
 class AcceleratorCore(wiring.Component):
     """Engine, device memories and CSRs behind one internal bus slave port.
 
-    Members: ``bus``: ``In(BusSignature())`` (slave; read latency ``READ_LATENCY`` = 2 cycles);
+    Members: ``bus``: ``In(BusSignature())`` (slave; read latency ``READ_LATENCY`` = 2 cycles,
+    a read accepted every cycle, writes every cycle, see :mod:`.bus`);
     ``busy``, ``done``, ``error``: ``Out(1)`` (engine status, e.g. for LEDs).
     """
 
@@ -257,6 +258,14 @@ class AcceleratorCore(wiring.Component):
                         m.d.comb += r_data.eq(data.word_select(rd_slice[:max(1, (slices - 1).bit_length())], 32))
                     else:
                         m.d.comb += r_data.eq(data)
+        # The decoder is a pipeline, so a read may be issued every cycle (bus rule): cycle 1
+        # registers the region, slice and CSR value and addresses the memories, cycle 2 selects
+        # into this output register. ``rd_valid`` follows READ_LATENCY; so does the data here.
+        assert READ_LATENCY >= 2, "the decoder needs two cycles per read"
+        for i in range(READ_LATENCY - 2):
+            delayed = Signal(32, name=f"r_data_d{i}")
+            m.d.sync += delayed.eq(r_data)
+            r_data = delayed
         m.d.sync += bus.r_data.eq(r_data)
         return m
 

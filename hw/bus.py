@@ -1,7 +1,8 @@
 """The accelerator's internal register/memory bus (host bridge → CSRs and device memory).
 
 A deliberately small synchronous bus, 32-bit data, word addressed (one address = 4 bytes).
-Driven by a host bridge (UART today, PCIe later), served by :class:`BusDecoder` regions.
+Driven by a host bridge (:class:`~.bridge.UARTBridge`, or :class:`~.axi.AXI4SlaveBridge` for
+PCIe), served by the accelerator's decoder (:class:`~.accelerator.AcceleratorCore`).
 
 Signals, seen from the master (``BusSignature``; the slave side is ``BusSignature.flip()``):
 
@@ -11,12 +12,20 @@ Signals, seen from the master (``BusSignature``; the slave side is ``BusSignatur
 ``w_en``      Out 1  write strobe: one word written at ``addr`` in this cycle (always accepted)
 ``r_en``      Out 1  read strobe: a read of ``addr`` starts in this cycle
 ``r_data``    In 32  read data, valid when ``r_valid``
-``r_valid``   In 1   one cycle per read, ``READ_LATENCY`` cycles after ``r_en``
+``r_valid``   In 1   one cycle per read, exactly ``READ_LATENCY`` cycles after its ``r_en``
 ``addr_err``  In 1   combinational: ``addr`` is not mapped; the master must not issue the access
 ============  =====  =========================================================================
 
-Rules: at most one of ``w_en``/``r_en`` per cycle; a master issues a new read only after the
-previous one's ``r_valid``. Writes complete in the cycle they are issued.
+Rules:
+
+* at most one of ``w_en``/``r_en`` per cycle, and neither for an ``addr`` with ``addr_err``;
+* writes are always accepted and complete in the cycle they are issued (a read issued in a
+  later cycle sees them);
+* a master may issue a read every cycle; ``r_valid``/``r_data`` come back in order, exactly
+  ``READ_LATENCY`` cycles after each ``r_en`` (a pipeline, no handshake: the master must be
+  able to take every word it asked for). A read returns the word as it was in its ``r_en``
+  cycle, whatever is written while it is in flight. Issuing one read at a time and waiting for
+  its ``r_valid`` (the UART bridge) is a special case.
 """
 from amaranth import *
 from amaranth.lib import wiring
