@@ -6,6 +6,8 @@ F(2×2,3×3) form (multiplier lanes, ARITHMETIC §2.1). The report gives the mea
 (the cycle-counter CSR of the simulated RTL), their ratio to the ideal, PE-array beats, PE
 utilization, and whether the output is bit-identical to the golden model.
 """
+import time
+
 import numpy as np
 
 from ..hw.config import EngineConfig
@@ -13,7 +15,7 @@ from .compiler import layer_cycles, plan_program, winograd_work
 from .driver import Device, golden_forward
 from .ir import ConvOp
 
-__all__ = ["random_conv_layer", "winograd_bench", "deconv_bench"]
+__all__ = ["random_conv_layer", "winograd_bench", "deconv_bench", "link_bench"]
 
 
 def random_conv_layer(cin, cout, size, kernel, seed, config, winograd="direct"):
@@ -140,4 +142,58 @@ def deconv_bench(config: EngineConfig = EngineConfig(), *, layer="Deconv2", data
         res[f"nzp_over_{form}_mults"] = res["nzp"]["multiplications"] / res[form]["multiplications"]
     res["theory"] = {"nzp_over_tdc": sd.S ** 2, "nzp_over_winograd_tdc": 400 / 49}
     res["published"] = PUBLISHED
+    return res
+
+
+def _sim_cycles(dev):
+    """Simulated cycles so far of a ``sim`` device (either host link), all its work done."""
+    link = dev.link
+    if hasattr(link, "ep"):                      # XdmaTransport over SimAxiDevice
+        return link.ep.cycles
+    return link.stream.wait_idle()               # Link over SimDevice
+
+
+def link_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, size=32, seed=1):
+    """The simulated device's two host links measured on the same program: loading it
+    (descriptors, biases, weights) and one inference's input and output transfers; JSON-ready.
+
+    Per link (``pcie``: the AXI4 port an XDMA endpoint drives, 32-bit beats; ``uart``: the UART
+    bridge's frames on its byte streams, a byte per cycle — on a board's serial line a byte
+    takes ``10·uart_divisor`` cycles): payload bytes, simulated cycles (the run's engine cycles
+    excluded from the transfer cycles), bytes per cycle, MB/s at ``config.clk_hz``, and the wall
+    time of the simulation. Ratios pcie ÷ uart of the bytes per cycle, and pcie ÷ the board's
+    UART line at ``config.baud`` (``baud / 10`` bytes/s).
+    """
+    program, v = random_conv_layer(cin, cout, size, 3, seed, config)
+    res = {"program": {"layer": program.layers[0].name, "param_bytes": int(program.params.nbytes),
+                       "weight_bytes": int(program.weights.nbytes)},
+           "clk_mhz": config.clk_hz / 1e6}
+    outs = {}
+    for link in ("pcie", "uart"):
+        with Device("sim", config=config, link=link) as dev:
+            t = dev.link
+            c0, w0, t0 = _sim_cycles(dev), t.bytes_written, time.perf_counter()
+            dev.load(program)
+            c1, w1, t1 = _sim_cycles(dev), t.bytes_written, time.perf_counter()
+            r1 = t.bytes_read
+            outs[link] = dev.run_int(v[None])[0]
+            c2, t2 = _sim_cycles(dev), time.perf_counter()
+            engine = dev.cycles[0]
+            load_bytes, io_bytes = w1 - w0, (t.bytes_written - w1) + (t.bytes_read - r1)
+            res[link] = {
+                "load": {"bytes": load_bytes, "cycles": c1 - c0, "bytes_per_cycle": load_bytes / (c1 - c0),
+                         "mb_per_s_at_clk": load_bytes / (c1 - c0) * config.clk_hz / 1e6,
+                         "wall_s": t1 - t0},
+                "inference_io": {"bytes": io_bytes, "cycles": c2 - c1 - engine,
+                                 "bytes_per_cycle": io_bytes / (c2 - c1 - engine),
+                                 "wall_s_including_run": t2 - t1},
+                "engine_cycles": engine,
+                "bit_exact_vs_golden": bool(np.array_equal(outs[link], golden_forward(program, v))),
+            }
+    uart_line = config.baud / 10 / config.clk_hz            # bytes per cycle of a serial board
+    res["uart_line_bytes_per_cycle"] = uart_line
+    for part in ("load", "inference_io"):
+        res[f"pcie_over_uart_stub_{part}"] = res["pcie"][part]["bytes_per_cycle"] / res["uart"][part]["bytes_per_cycle"]
+        res[f"pcie_over_uart_line_{part}"] = res["pcie"][part]["bytes_per_cycle"] / uart_line
+    res["pcie_over_uart_stub_load_wall"] = res["uart"]["load"]["wall_s"] / res["pcie"]["load"]["wall_s"]
     return res

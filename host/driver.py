@@ -1,11 +1,17 @@
-"""Driver: one `Device` API over the transports ``golden``, ``sim`` and ``uart`` (DESIGN §6).
+"""Driver: one `Device` API over the devices ``golden``, ``sim``, ``pcie`` and ``uart`` (DESIGN §6).
 
 * ``golden`` — the functional NumPy device: runs a :class:`Program` with the golden model
   (``sim/golden.py``), reading the weights and biases back from the program's memory images.
-* ``sim`` — the generated ``Accelerator`` RTL under Verilator, reached through the host-link
-  frame protocol on pipes: the same frames a board receives, moved a byte per cycle through the
-  bridge's byte streams rather than as UART bits (``sim/verilator.py``, ``host/link.py``).
-* ``uart`` — a real board over a serial port (pyserial), same protocol.
+* ``sim`` — the generated ``Accelerator`` RTL under Verilator. Its host link is ``pcie`` by
+  default: the AXI4 slave port a board's XDMA endpoint drives, driven by the harness, reached
+  through the same :class:`nibble.host.transport.XdmaTransport` a board uses; or ``uart``: the
+  UART bridge's frames on its byte streams, through the same :class:`nibble.host.link.Link`.
+* ``pcie`` — a board over PCIe with the XDMA driver (``/dev/xdma0_*``).
+* ``uart`` — a board over a serial port (pyserial), the frame protocol of ``host/link.py``.
+
+The register map (addresses, status bits, configuration) is read from the ``regmap.json`` that
+``nibble gen`` writes with the hardware (and the simulated device's build writes next to it);
+the driver never imports the gateware.
 
 Every device is used the same way::
 
@@ -25,14 +31,11 @@ from ..hw.config import EngineConfig
 from ..sim import golden
 from .program import Program, features_to_words
 
-__all__ = ["Device", "DeviceError", "golden_forward", "golden_outputs", "host_tail", "default_cache_dir", "SIM_DIVISOR"]
+__all__ = ["Device", "DeviceError", "golden_forward", "golden_outputs", "host_tail", "default_cache_dir",
+           "DEVICES"]
 
-#: UART clock cycles per bit of the simulated device (the fastest the bridge accepts; used by
-#: the bridge's inter-byte timeout).
-SIM_DIVISOR = 4
-#: The simulated device's host-link physical layer: the bridge's byte streams instead of the
-#: UART pins — the same frames, a byte per cycle (:class:`nibble.hw.accelerator.Accelerator`).
-SIM_PHY = "stream"
+#: The devices :class:`Device` opens.
+DEVICES = ("golden", "sim", "pcie", "uart")
 
 
 class DeviceError(Exception):
@@ -171,11 +174,12 @@ class _GoldenBackend:
         pass
 
 
-class _LinkBackend:
-    """Drives an accelerator over a :class:`nibble.host.link.Link` using the generated register map."""
+class _TransportBackend:
+    """Drives an accelerator over a :class:`nibble.host.transport.Transport` using its register
+    map (the ``regmap.json`` written with the hardware)."""
 
-    def __init__(self, link, regmap, closer=None, poll_s=0.0):
-        self.link, self.rm, self._closer, self.poll_s = link, regmap, closer, poll_s
+    def __init__(self, link, regmap, poll_s=0.0):
+        self.link, self.rm, self.poll_s = link, regmap, poll_s
         self.program = None
 
     def _csr(self, name):
@@ -235,6 +239,7 @@ class _LinkBackend:
         self.link.write_u32(self._csr("desc_base"), p.desc_base)
         runs = state["runs"]
         self.link.write_u32(self._csr("ctrl"), ctrl["start"])
+        self.link.wait()
         state = self._wait_idle()
         ran = (state["runs"] - runs) & 0xFFFFFFFF
         if ran != 1 or flag(state, "refused"):
@@ -258,118 +263,87 @@ class _LinkBackend:
         return outs, state["cycles"], state["beats"]
 
     def close(self, kill=False):
-        if self._closer:
-            self._closer(kill=kill)
+        self.link.close(kill=kill)
 
 
-def sim_config(config: EngineConfig):
-    """The configuration of the simulated device: ``config`` with a fast simulated UART."""
-    return dataclasses.replace(config, baud=config.clk_hz // SIM_DIVISOR)
-
-
-def _source_key(config: EngineConfig):
-    """Hash of what the simulated device's Verilog is generated from: the gateware sources
-    (``hw/*.py``), the configuration and the Amaranth version."""
-    import hashlib
-    import json
-    from importlib.metadata import version
-
-    h = hashlib.sha256()
-    hw_dir = pathlib.Path(__file__).resolve().parent.parent / "hw"
-    parts = [json.dumps(sim_config(config).to_dict(), sort_keys=True), version("amaranth"), SIM_PHY]
-    parts += [f.name + "\0" + f.read_text() for f in sorted(hw_dir.glob("*.py"))]
-    for part in parts:
-        data = part.encode()
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
-
-
-def build_sim_device(config: EngineConfig, cache_dir=None):
-    """Generate the Verilog of an ``Accelerator`` for ``config`` and build (or reuse) its simulator.
-
-    A built device is found again without elaborating the design: ``cache_dir/index/<key>``
-    names the executable built for the hash of the gateware sources, the configuration and
-    the Amaranth version (the executable's own cache key, over the Verilog, the harness, the
-    Verilator version and flags, is checked by :func:`nibble.sim.verilator.build_device`).
-
-    :returns: path of the simulator executable.
-    """
-    from ..sim.verilator import build_device, build_key_current
-    cache = pathlib.Path(cache_dir or default_cache_dir())
-    index = cache / "index" / _source_key(config)[:32]
-    if index.is_file():
-        exe = cache / index.read_text().strip()
-        if exe.is_file() and build_key_current(exe):
-            return exe
-    from amaranth.back import verilog
-    from ..hw.accelerator import Accelerator
-    text = verilog.convert(Accelerator(sim_config(config), phy=SIM_PHY), name="top")
-    exe = build_device(text, cache, defines=("NIBBLE_BYTE_PHY",))
-    index.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(str(exe.relative_to(cache)) + "\n")
-    os.replace(tmp, index)
-    return exe
+def _user_window(rm):
+    """(base, bytes) of the register window a PCIe board reaches through its user BAR: the CSRs."""
+    r = rm["regions"]["csr"]
+    return r["base"], 4 * r["words"]
 
 
 class Device:
     """An accelerator to run programs on.
 
-    :param transport: ``"golden"``, ``"sim"`` or ``"uart"``.
+    :param transport: ``"golden"``, ``"sim"``, ``"pcie"`` or ``"uart"`` (module docstring).
     :param config: hardware configuration of a ``sim`` device (default :class:`EngineConfig`).
+    :param link: host link of a ``sim`` device: ``"pcie"`` (default) or ``"uart"``.
+    :param regmap: path of the ``regmap.json`` of a ``pcie`` or ``uart`` board (written by
+        ``nibble gen`` next to the bitstream's build files); a ``sim`` device has its own.
+    :param xdma: device-file prefix of a ``pcie`` board (default ``/dev/xdma0``).
     :param port, baud: serial port and bit rate of a ``uart`` device.
     :param cache_dir: where ``sim`` executables are cached.
     :param timeout_s: seconds a ``uart`` device may take to answer one frame (each frame is
         retried, see :class:`nibble.host.link.Link`). A ``sim`` device has no wall-clock timeout:
-        it times out on simulated cycles (:class:`nibble.sim.verilator.SimDevice`), so a loaded
-        machine slows it down but does not fail it.
+        it times out on simulated cycles, so a loaded machine slows it down but does not fail it.
     :param progress: show a progress bar in :meth:`run`.
 
     Attributes after :meth:`run`: ``cycles`` and ``beats`` (lists, one per input; ``None`` for
     ``golden``), ``raw`` (int8 outputs).
     :raises DeviceError: the device does not match the program, its engine reports an error, or
         the start was not executed exactly once (the ``runs`` counter is checked on every run).
-    :raises nibble.host.link.LinkError: the link failed after its retries (naming the operation).
-    :raises ValueError: inputs of the wrong shape, an unknown transport.
+    :raises nibble.host.link.LinkError: the UART link failed after its retries (naming the
+        operation). :raises nibble.host.transport.TransportError: a PCIe transfer failed (naming
+        it and the address).
+    :raises ValueError: inputs of the wrong shape, an unknown transport or link, a board device
+        without its ``regmap.json``.
     """
 
-    def __init__(self, transport="golden", *, config=None, port=None, baud=1_000_000, cache_dir=None,
-                 progress=False, timeout_s=2.0):
+    def __init__(self, transport="golden", *, config=None, link="pcie", regmap=None, xdma="/dev/xdma0",
+                 port=None, baud=1_000_000, cache_dir=None, progress=False, timeout_s=2.0):
+        from .transport import XdmaTransport, load_regmap
         self.transport = transport
         self.progress = progress
         self.cycles, self.beats, self.raw = [], [], None
         if transport == "golden":
             self._be = _GoldenBackend()
         elif transport == "sim":
-            from ..hw.accelerator import regmap
-            from ..sim.verilator import SimDevice
-            from .link import Link
-            cfg = config or EngineConfig()
-            exe = build_sim_device(cfg, cache_dir)
-            self._sim = SimDevice(exe, divisor=SIM_DIVISOR)
-            try:
-                self._be = _LinkBackend(Link(self._sim, timeout_s=None), regmap(sim_config(cfg)),
-                                        closer=self._sim.close)
-            except BaseException:           # an interrupt here: the simulator must not outlive us
-                self._sim.close(kill=True)
-                raise
-        elif transport == "uart":
-            from ..hw.accelerator import regmap
-            from .link import open_uart
-            if port is None:
-                raise ValueError("the uart transport needs a serial port (e.g. /dev/ttyUSB1)")
-            cfg = config or EngineConfig()
-            link = open_uart(port, baud, timeout_s=timeout_s)
-            self._be = _LinkBackend(link, regmap(cfg), closer=lambda kill=False: link.close(), poll_s=0.001)
+            from ..gen.simdev import SIM_DIVISOR, build_sim_device
+            build = build_sim_device(config or EngineConfig(), cache_dir or default_cache_dir(), link)
+            rm = load_regmap(build.regmap)
+            if link == "pcie":
+                from ..sim.axi_device import SimAxiDevice
+                t = XdmaTransport(SimAxiDevice(build.exe), _user_window(rm))
+            else:
+                from ..sim.verilator import SimDevice
+                from .link import Link
+                sim = SimDevice(build.exe, divisor=SIM_DIVISOR)
+                t = Link(sim, timeout_s=None)
+            self._be = _TransportBackend(t, rm)
+        elif transport in ("pcie", "uart"):
+            if regmap is None:
+                raise ValueError(f"the {transport} device needs the board's regmap.json (written by "
+                                 f"'nibble gen' next to its build files)")
+            rm = load_regmap(regmap)
+            if transport == "pcie":
+                from .transport import XdmaCharDevices
+                t = XdmaTransport(XdmaCharDevices(xdma), _user_window(rm))
+                self._be = _TransportBackend(t, rm, poll_s=0.0001)
+            else:
+                from .link import open_uart
+                if port is None:
+                    raise ValueError("the uart transport needs a serial port (e.g. /dev/ttyUSB1)")
+                self._be = _TransportBackend(open_uart(port, baud, timeout_s=timeout_s), rm, poll_s=0.001)
         else:
-            raise ValueError(f"unknown transport '{transport}' (golden, sim, uart)")
+            raise ValueError(f"unknown transport '{transport}' ({', '.join(DEVICES)})")
         self.program = None
 
     @property
     def link(self):
-        """The :class:`nibble.host.link.Link` of a ``sim`` or ``uart`` device (``None`` for
-        ``golden``): its counters (``retried``, ``stale``, ``frames``) and its ``stream``."""
+        """The :class:`nibble.host.transport.Transport` of an RTL device (``None`` for
+        ``golden``): a :class:`nibble.host.link.Link` (counters ``retried``, ``stale``,
+        ``frames``; its ``stream``) or an :class:`nibble.host.transport.XdmaTransport`
+        (``bytes_read``, ``bytes_written``; its endpoints ``ep``)."""
         return getattr(self._be, "link", None)
 
     def load(self, program: Program):

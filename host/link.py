@@ -18,9 +18,11 @@ rules in :class:`Link`:
   bytes, grown back after :data:`GROW_AFTER` clean transactions), so a noisy line still
   carries long transfers.
 """
+import inspect
 import zlib
 from dataclasses import dataclass
 
+from .transport import Transport
 from ..hw.isa import (CRC_BYTES, DEFAULT_MAX_PAYLOAD, LINK_VERSION, PING_WORDS, REQUEST_HEADER,
                       REQUEST_OVERHEAD, REQUEST_SYNC, RESPONSE_HEADER, RESPONSE_OVERHEAD,
                       RESPONSE_SYNC, SEQ_BITS, Cmd, Status)
@@ -281,8 +283,9 @@ class DeviceError(LinkError):
         self.status = status
 
 
-class Link:
-    """Register/memory access to the device through the host-link protocol.
+class Link(Transport):
+    """Register/memory access to the device through the host-link protocol (a
+    :class:`nibble.host.transport.Transport`: ``wait`` returns at once, the driver polls).
 
     Parameters
     ----------
@@ -326,6 +329,7 @@ class Link:
         self.retries = retries
         self.timeout_s = timeout_s
         self.retried = self.stale = self.frames = self.syncs = 0
+        self.bytes_read = self.bytes_written = 0
         self.device_payload = None
         self._seq = 0
         self._synced = False
@@ -333,10 +337,15 @@ class Link:
         if timeout_s is not None and hasattr(stream, "timeout"):
             stream.timeout = timeout_s
 
-    def close(self):
-        """Close the underlying stream if it has a ``close`` method."""
-        if hasattr(self.stream, "close"):
-            self.stream.close()
+    def close(self, kill=False):
+        """Close the underlying stream if it has a ``close`` method (passing ``kill`` to a
+        simulated device: end it at once, after an error or an interrupt)."""
+        close = getattr(self.stream, "close", None)
+        if close is not None:
+            if kill and "kill" in inspect.signature(close).parameters:
+                close(kill=True)
+            else:
+                close()
 
     def __enter__(self):
         return self
@@ -487,6 +496,7 @@ class Link:
             a = (addr + off) & 0xFFFFFFFF
             self.transact(Cmd.WRITE, a, f"write of {len(chunk)} bytes at 0x{a:08x}", payload=chunk)
             off += len(chunk)
+            self.bytes_written += len(chunk)
 
     def read(self, addr, nbytes):
         """Read ``nbytes`` (a multiple of 4) from byte address ``addr`` (aligned); return bytes."""
@@ -502,6 +512,7 @@ class Link:
             if len(response.payload) != n:
                 raise LinkError(f"{what}: device returned {len(response.payload)} bytes")
             out += response.payload
+            self.bytes_read += n
         return bytes(out)
 
     def write_u32(self, addr, value):

