@@ -77,7 +77,7 @@ __all__ = ["import_graph", "load_onnx", "validate_model", "MIN_OPSET", "FOLD_ELE
 
 SUPPORTED = ("Conv, ConvTranspose, Gemm, MatMul, BatchNormalization, Relu, PRelu, LeakyRelu, Clip, Tanh, Sigmoid, "
              "MaxPool, Pad, Flatten, Reshape, Transpose, Identity, Dropout, Softmax, ArgMax, Add, Concat, "
-             "GlobalAveragePool, Slice, "
+             "GlobalAveragePool, Slice, Resize (nearest, integer factor), "
              "Constant and operators on constants")
 
 #: Oldest ai.onnx operator set accepted (the attribute semantics below are those of opset 11+).
@@ -966,6 +966,87 @@ class _Importer:
                       names=[_text(node.name)], kind="ConvTranspose")
         conv.deconv_geometry()                    # the invariants of the IR (checked above)
         self.add(where, node, "ConvTranspose", x, conv.out_shape(shape), conv=conv)
+
+    def op_Resize(self, where, node, ins, a):
+        """Nearest-neighbour upsampling by an integer factor ``s`` on both image axes (FPN and
+        U-Net heads): a ConvTranspose with an ``s×s`` kernel of ones per channel, stride ``s``, no
+        padding, which the deconvolution lowering runs as ``s²`` phase copies (weight 1 and bias 0
+        are exact on the engine; the output keeps its input's exponent, see
+        :mod:`nibble.host.passes.identity`). The node's own semantics (scales or sizes,
+        ``coordinate_transformation_mode``, ``nearest_mode``, ``axes``) are checked with ONNX's
+        reference evaluator on a ramp input: only a node that replicates every pixel ``s×s``
+        times is accepted; any other (linear or cubic modes, fractional or unequal factors,
+        ``align_corners`` …) is a :class:`CompileError` naming the node."""
+        x = self.data(where, node, _input(node, 0))
+        shape = self.shape(x)
+        if len(shape) != 3:
+            raise CompileError(f"{where}: Resize after Flatten is not supported")
+        mode = a.get("mode", b"nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode != "nearest":
+            raise CompileError(f"{where}: mode '{mode}' is not supported (only 'nearest' upsampling by an "
+                               f"integer factor)")
+        consts = {}
+        for i, t in enumerate(ins[1:], start=1):
+            if t:
+                got = self.consts.get(t)
+                if got is None:
+                    raise CompileError(f"{where}: input {i} ('{_text(t)}') must be a constant")
+                consts[i] = got[0]
+        out = self._resize_reference(where, node, ins, consts, shape)
+        c, h, w = shape
+        if out.shape[2] % h or out.shape[3] % w or out.shape[2] // h != out.shape[3] // w or out.shape[1] != c:
+            raise CompileError(f"{where}: a {h}x{w} input resized to {out.shape[2]}x{out.shape[3]} is not "
+                               f"supported (only the same integer factor on both image axes)")
+        s = out.shape[2] // h
+        ramp = np.arange(h * w, dtype=np.float32).reshape(1, 1, h, w)
+        if not np.array_equal(out[:, :1], np.repeat(np.repeat(ramp, s, 2), s, 3)):
+            cm = a.get("coordinate_transformation_mode", b"half_pixel")
+            nm = a.get("nearest_mode", b"round_prefer_floor")
+            raise CompileError(f"{where}: coordinate_transformation_mode '{_text(cm)}' with nearest_mode "
+                               f"'{_text(nm)}' does not replicate each pixel {s}x{s} times: not supported")
+        if s == 1:
+            self.alias[node.output[0]] = x
+            return
+        wt = np.zeros((c, c, s, s))
+        wt[np.arange(c), np.arange(c)] = 1.0
+        conv = ConvOp(name=_label(node), w=wt, b=np.zeros(c), stride=s, pad=(0, 0, 0, 0), output_padding=(0, 0),
+                      names=[_text(node.name)], kind="ConvTranspose")
+        conv.deconv_geometry()
+        self.add(where, node, "ConvTranspose", x, (c, h * s, w * s), conv=conv)
+
+    def _resize_reference(self, where, node, ins, consts, shape):
+        """ONNX's reference evaluator on ``node`` with a (B, C, H, W) ramp (every channel the pixel
+        index; B the model's fixed batch size, else 2) and its constant inputs → the float32
+        output of the first image."""
+        import onnx
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+        c, h, w = shape
+        # the model's batch size where it is fixed, else two images: a node that resizes the batch
+        # axis (``sizes`` with an N of its own) is caught
+        dims = {v.name: _dims(v) for v in self.model.graph.input if v.type.tensor_type.HasField("shape")}
+        dims.update(self.known)
+        b = (dims.get(_input(node, 0)) or [None])[0]
+        b = b if isinstance(b, int) and b >= 1 else 2
+        ramp = np.broadcast_to(np.arange(h * w, dtype=np.float32).reshape(1, 1, h, w), (b, c, h, w)).copy()
+        n = onnx.NodeProto()
+        n.CopyFrom(node)
+        names = ["x"] + [f"in{i}" if i in consts else "" for i in range(1, len(ins))]
+        del n.input[:]
+        n.input.extend(names)
+        del n.output[1:]
+        n.output[0] = "y"
+        feeds = {"x": ramp}
+        feeds.update({f"in{i}": v for i, v in consts.items()})
+        try:
+            out = ReferenceEvaluator(n).run(None, feeds)[0]
+        except Exception as e:      # noqa: BLE001 — the evaluator's message names the problem
+            raise CompileError(f"{where}: cannot evaluate the Resize: {_first_line(e)}") from e
+        if out.ndim != 4 or out.shape[0] != b:
+            raise CompileError(f"{where}: the Resize changes the batch size or the rank (a ({b}, {c}, {h}, {w}) "
+                               f"input gives {tuple(out.shape)}): not supported")
+        return out[:1]
 
     def op_Gemm(self, where, node, ins, a):
         x = self.data(where, node, _input(node, 0))
