@@ -20,7 +20,6 @@ Every device is used the same way::
     y = dev.run(x)            # float outputs (N, ...) dequantized from the int8 results
     dev.cycles                # engine cycles per input of the last run (RTL devices)
 """
-import dataclasses
 import os
 import pathlib
 import time
