@@ -70,7 +70,9 @@ class SimAxiDevice:
     def _command(self, op, a, b, payload=b"", reply_bytes=0):
         head = bytes([op]) + a.to_bytes(4, "little") + b.to_bytes(4, "little")
         try:
-            self._proc.stdin.write(head + payload)
+            view = memoryview(head + payload)
+            while view:                     # an unbuffered pipe may take part of a large write
+                view = view[self._proc.stdin.write(view):]
         except (BrokenPipeError, ValueError, OSError) as e:
             raise self._exited("is not running") from e
         want = _REPLY + reply_bytes
