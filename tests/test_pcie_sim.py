@@ -39,7 +39,8 @@ def test_registers_and_memories_round_trip(sim):
     rng = np.random.default_rng(SEED)
     for region in ("param", "weight", "feature"):
         r = rm["regions"][region]
-        for words, start in ((1, 0), (300, 5), (1500, r["depth"] - 1500)):   # > 256 beats, the end
+        # one word, > 256 beats, the end, the whole memory (256 KiB of weights: one pipe write)
+        for words, start in ((1, 0), (300, 5), (1500, r["depth"] - 1500), (r["depth"], 0)):
             n = 4 * r["slices"] * words
             data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
             t.write(_addr(sim, region, start), data)
