@@ -11,7 +11,14 @@ the hardware does after its inter-byte timeout.
 """
 import random
 
-__all__ = ["FaultyStream", "Loopback"]
+from nibble.hw.config import EngineConfig
+
+__all__ = ["FaultyStream", "Loopback", "LINK_TEST_CONFIG"]
+
+#: The accelerator of the host-link tests on the RTL (faults, the pyserial path, the link
+#: bench): the link is what they test, so a small engine (8 PEs × 8 lanes, no Winograd path),
+#: whose simulator builds in a quarter of the default's time.
+LINK_TEST_CONFIG = EngineConfig(m=8, vc=8, winograd=False)
 
 
 class Loopback:

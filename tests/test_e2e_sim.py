@@ -14,6 +14,7 @@ from nibble.hw.config import EngineConfig
 from nibble.host.bench import random_conv_layer
 from nibble.host.compiler import compile_model, layer_beats
 from nibble.host.driver import Device, DeviceError, golden_forward
+from faults import LINK_TEST_CONFIG
 
 pytestmark = pytest.mark.slow
 MODEL = "models/digits/digits_cnn.onnx"
@@ -117,10 +118,10 @@ def test_uart_transport_through_pyserial():
     from nibble.host.driver import default_cache_dir
     from nibble.sim.verilator import SimDevice
 
-    program, v = random_conv_layer(20, 18, 5, 3, 8, EngineConfig())
+    program, v = random_conv_layer(20, 18, 5, 3, 8, LINK_TEST_CONFIG)
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
-    build = build_sim_device(EngineConfig(), default_cache_dir(), "uart")
+    build = build_sim_device(LINK_TEST_CONFIG, default_cache_dir(), "uart")
     dev = SimDevice(build.exe, divisor=SIM_DIVISOR)
     stop = threading.Event()
 
@@ -170,7 +171,7 @@ def test_link_bench():
     golden outputs; the PCIe port moves about a 32-bit word per cycle, the UART frames less than
     a byte (figures of the simulated cycles, which do not depend on the machine)."""
     from nibble.host.bench import link_bench
-    r = link_bench(EngineConfig(), cin=16, cout=16, size=8)
+    r = link_bench(LINK_TEST_CONFIG, cin=16, cout=16, size=8)
     p, u = r["pcie"], r["uart"]
     assert p["bit_exact_vs_golden"] and u["bit_exact_vs_golden"]
     assert p["load"]["bytes"] == u["load"]["bytes"] == r["program"]["param_bytes"] + r["program"]["weight_bytes"]

@@ -8,7 +8,7 @@ once and returns the right answer.
 import numpy as np
 import pytest
 
-from faults import FaultyStream
+from faults import LINK_TEST_CONFIG, FaultyStream
 from nibble.host.compiler import compile_model
 from nibble.host.driver import Device, DeviceError, golden_forward
 from nibble.host.link import LinkError, RESPONSE_OVERHEAD, decode_request, Cmd
@@ -22,7 +22,7 @@ PER_RATE = 20
 
 @pytest.fixture(scope="module")
 def sim():
-    with Device("sim", link="uart") as dev:
+    with Device("sim", link="uart", config=LINK_TEST_CONFIG) as dev:
         yield dev
 
 
@@ -30,7 +30,7 @@ def sim():
 def digits(sim):
     calib = np.load("models/digits/calib_x.npy")
     x = np.load("models/digits/test_x.npy")[:PER_RATE * len(RATES)]
-    program = compile_model(MODEL, calib, winograd="direct")
+    program = compile_model(MODEL, calib, LINK_TEST_CONFIG, winograd="direct")
     sim.load(program)
     return sim, program, sim.quantize(x)
 
