@@ -10,10 +10,10 @@ Two host links, the same accelerator core behind them:
   ``sim/harness.cpp``: the frames a serial board receives, a byte per cycle.
 
 :func:`build_sim_device` finds a built device again without elaborating the design:
-``cache_dir/index/<key>`` names the executable built for the hash of the gateware sources, the
-configuration, the link and the Amaranth version (the executable's own cache key, over the
-Verilog, the harness, the Verilator version and flags, is checked by
-:func:`nibble.sim.verilator.build_device`).
+``cache_dir/index/<key>`` names the executable built for the hash of the gateware sources
+(``hw/`` and its subpackages), the configuration, the link and the Amaranth version (the
+executable's own cache key, over the Verilog, the harness, the Verilator version and flags, is
+checked by :func:`nibble.sim.verilator.build_device`).
 """
 import dataclasses
 import hashlib
@@ -52,7 +52,7 @@ def _source_key(config: EngineConfig, link):
     hw_dir = pathlib.Path(__file__).resolve().parent.parent / "hw"
     parts = [json.dumps(sim_config(config).to_dict(), sort_keys=True), version("amaranth"), link,
              pathlib.Path(__file__).read_text()]
-    parts += [f.name + "\0" + f.read_text() for f in sorted(hw_dir.glob("*.py"))]
+    parts += [f"{f.relative_to(hw_dir)}\0{f.read_text()}" for f in sorted(hw_dir.rglob("*.py"))]
     for part in parts:
         data = part.encode()
         h.update(len(data).to_bytes(8, "little"))
