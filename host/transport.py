@@ -17,6 +17,7 @@ Errors: :class:`TransportError` names the operation, the address and the cause (
 from the device — an unmapped address, or a memory while the engine runs —, a timeout, an I/O
 error of the character device).
 """
+import abc
 import errno
 import json
 import os
@@ -29,7 +30,7 @@ class TransportError(Exception):
     """A transfer failed: names the operation, the byte address and the cause."""
 
 
-class Transport:
+class Transport(abc.ABC):
     """What the driver needs of a host link. Addresses are byte addresses of the device's
     regmap, lengths multiples of 4 bytes (every access is a 32-bit word).
 
@@ -40,13 +41,13 @@ class Transport:
     bytes_read = 0
     bytes_written = 0
 
+    @abc.abstractmethod
     def read(self, addr, nbytes):
         """``nbytes`` bytes from byte address ``addr``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def write(self, addr, data):
         """Write ``data`` at byte address ``addr``."""
-        raise NotImplementedError
 
     def read_u32(self, addr):
         """The 32-bit word at ``addr`` (little-endian)."""
