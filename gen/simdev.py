@@ -66,12 +66,12 @@ def _harness(link):
     return HARNESS_AXI if link == "pcie" else HARNESS
 
 
-def _write_regmap(exe, config):
+def _write_regmap(exe, config, link):
     from ..hw.accelerator import regmap
     path = pathlib.Path(exe).parent / "regmap.json"
     if not path.is_file():
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(regmap(sim_config(config)), indent=2) + "\n")
+        tmp.write_text(json.dumps(regmap(sim_config(config), ddr=LINKS[link][0] == "axi"), indent=2) + "\n")
         os.replace(tmp, path)
     return path
 
@@ -93,7 +93,7 @@ def build_sim_device(config: EngineConfig, cache_dir, link="pcie"):
     if index.is_file():
         exe = cache / index.read_text().strip()
         if exe.is_file() and build_key_current(exe, harness):
-            return SimBuild(exe, _write_regmap(exe, config), link)
+            return SimBuild(exe, _write_regmap(exe, config, link), link)
     from amaranth.back import verilog
     from ..hw.accelerator import Accelerator
     text = verilog.convert(Accelerator(sim_config(config), phy=phy), name="top")
@@ -102,4 +102,4 @@ def build_sim_device(config: EngineConfig, cache_dir, link="pcie"):
     tmp = index.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(str(exe.relative_to(cache)) + "\n")
     os.replace(tmp, index)
-    return SimBuild(exe, _write_regmap(exe, config), link)
+    return SimBuild(exe, _write_regmap(exe, config, link), link)

@@ -28,8 +28,9 @@ from amaranth.lib.wiring import In, Out
 
 from .bus import READ_LATENCY, BusSignature
 from .config import EngineConfig
-from .isa import (CRC32, CTRL_ACK, CTRL_START, DEFAULT_MAX_PAYLOAD, DESC_MAGIC, DESC_WORDS, LINK_VERSION, PRELU_FRAC,
-                  SEQ_BITS, SH_MAX, SH_MIN, EngineError, descriptor_fields)
+from .isa import (CRC32, CTRL_ACK, CTRL_RUN_STEPS, CTRL_START, DDR_BASE, DEFAULT_MAX_PAYLOAD, DESC_MAGIC,
+                  DESC_WORDS, LINK_VERSION, PRELU_FRAC, SEQ_BITS, SH_MAX, SH_MIN, STEP, STEP_BYTES, STEP_MAGIC,
+                  EngineError, Region, StepOp, descriptor_fields)
 from .engine import Engine
 
 __all__ = ["AcceleratorCore", "Accelerator", "CSRS", "STATUS_BITS", "REGION_BASE", "ID_VALUE", "VERSION", "regmap"]
@@ -46,7 +47,8 @@ CSRS = [
     ("version", "ro", "gateware version (major << 16 | minor)"),
     ("ctrl", "wo", "bit 0 start: run the engine from desc_base (refused while busy or while the "
                    "last run is not acknowledged); bit 1 ack: acknowledge the finished run "
-                   "(clears done and error)"),
+                   "(clears done and error); bit 2 run steps: run the step list at step_base "
+                   "(external memory; refused likewise, and on a device without it)"),
     ("status", "ro", "bit 0 busy, bit 1 done, bit 2 error (both until acknowledged), "
                      "bit 3 refused (the last start was refused)"),
     ("runs", "ro", "runs started since reset (a start that is accepted counts one)"),
@@ -54,7 +56,7 @@ CSRS = [
     ("layer", "ro", "index of the layer running, finished last, or in error"),
     ("desc_base", "rw", "parameter-memory word of the first layer descriptor"),
     ("cycles", "ro", "clock cycles from start to done/error"),
-    ("beats", "ro", "input vectors accepted by the PE array during the last run"),
+    ("beats", "ro", "input vectors accepted by the PE array during the last run (all its RUN steps)"),
     ("cfg_m", "ro", "PEs in the array (M)"),
     ("cfg_vc", "ro", "SAC lanes per PE (Vc)"),
     ("cfg_acc_width", "ro", "accumulator bits"),
@@ -63,6 +65,11 @@ CSRS = [
     ("cfg_weight_depth", "ro", "weight-memory words"),
     ("cfg_param_depth", "ro", "parameter-memory words"),
     ("scratch", "rw", "free register for link tests"),
+    ("step_base", "rw", "DDR byte address of the step list run by ctrl bit 2 (a multiple of the step size)"),
+    ("steps", "ro", "steps issued by the last step-list run (after a step error: the index of the refused step)"),
+    ("dma_rd_bytes", "ro", "bytes read from DDR during the last run (step fetches and LOADs)"),
+    ("dma_wr_bytes", "ro", "bytes written to DDR during the last run (STOREs)"),
+    ("engine_cycles", "ro", "cycles the engine was busy during the last run (the rest of cycles: waiting for memory)"),
 ]
 #: Bit of each flag in the ``status`` CSR.
 STATUS_BITS = {"busy": 0, "done": 1, "error": 2, "refused": 3}
@@ -78,7 +85,7 @@ def _region_words(config):
     }
 
 
-def regmap(config: EngineConfig):
+def regmap(config: EngineConfig, *, ddr=False):
     """The register map of an accelerator with ``config`` as a JSON-ready dict.
 
     Keys: ``regions`` (byte base, 32-bit words, memory word bits and slices), ``csrs`` (byte
@@ -89,13 +96,21 @@ def regmap(config: EngineConfig):
     for name, (bits, slices, depth) in _region_words(config).items():
         regions[name] = {"base": REGION_BASE[name], "words": depth * slices, "word_bits": bits,
                          "slices": slices, "depth": depth}
+    extra = {}
+    if ddr:
+        regions["ddr"] = {"base": DDR_BASE, "bytes": config.ddr_bytes, "beat_bits": 8 * config.vc}
+        extra["steps"] = {"bytes": STEP_BYTES, "magic": STEP_MAGIC,
+                          "ops": {o.name.lower(): int(o) for o in StepOp},
+                          "regions": {r.name.lower(): int(r) for r in Region},
+                          "fields": {n: {"offset": f.offset, "width": f.width} for n, f in STEP}}
     return {
+        **extra,
         "id": ID_VALUE,
         "version": VERSION,
         "regions": regions,
         "csrs": {name: {"offset": 4 * i, "access": acc, "doc": doc} for i, (name, acc, doc) in enumerate(CSRS)},
         "status_bits": STATUS_BITS,
-        "ctrl_bits": {"start": CTRL_START, "ack": CTRL_ACK},
+        "ctrl_bits": {"start": CTRL_START, "ack": CTRL_ACK, "run_steps": CTRL_RUN_STEPS},
         "link": {"version": LINK_VERSION, "max_payload": DEFAULT_MAX_PAYLOAD, "seq_bits": SEQ_BITS,
                  "crc": {"name": "CRC-32/ISO-HDLC", **CRC32}},
         "config": config.to_dict(),
@@ -115,49 +130,132 @@ class AcceleratorCore(wiring.Component):
     ``busy``, ``done``, ``error``: ``Out(1)`` (engine status, e.g. for LEDs); ``irq``: ``Out(1)``,
     high from the end of a run (done or error) until it is acknowledged (``ctrl`` bit 1): the
     level of the PCIe endpoint's user interrupt.
+
+    With ``ddr=True`` (the PCIe device): ``m_axi``: ``Out(AXI4Signature(32, 8·vc, 4))``, the
+    AXI4 master to external memory (:class:`~.mem.axi_master.AXI4Master`), and the memory system
+    behind ``ctrl`` bit 2: the step sequencer (:mod:`.sequencer`) fetching a step list from DDR,
+    the tile DMA (:mod:`.mem.dma`) moving data between DDR and the on-chip memories. Port
+    ownership: while the engine runs it holds every read port and feature memory's write port;
+    the DMA holds the ports of the memory it copies (a LOAD into weight or parameter memory uses
+    only their write ports, so it runs beside the engine); the host holds all ports otherwise and
+    reaches the memories only while nothing runs.
     """
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, *, ddr=False):
         self.config = config
+        self.ddr = ddr
         self.engine = Engine(config)
-        super().__init__({
+        members = {
             "bus": In(BusSignature()),
             "busy": Out(1), "done": Out(1), "error": Out(1), "irq": Out(1),
-        })
+        }
+        if ddr:
+            from .axi import AXI4Signature
+            members["m_axi"] = Out(AXI4Signature(32, 8 * config.vc, 4))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         c = self.config
         m.submodules.engine = eng = self.engine
         bus = self.bus
-        m.d.comb += [self.busy.eq(eng.busy), self.done.eq(eng.done), self.error.eq(eng.error)]
 
         byte_addr = Cat(C(0, 2), bus.addr)
         region = byte_addr[28:32]
         offset = bus.addr[:26]                   # word offset within the region
 
+        # ---- memory system (PCIe device): AXI4 master, read mux, step sequencer, tile DMA
+        if self.ddr:
+            from .mem.axi_master import AXI4Master
+            from .mem.dma import TileDMA
+            from .mem.read_mux import ReadMux
+            from .sequencer import StepSequencer
+            m.submodules.axi_master = axm = AXI4Master(data_width=8 * c.vc, addr_width=32, id_width=4)
+            m.submodules.read_mux = rmux = ReadMux(32, 8 * c.vc)
+            m.submodules.dma = dma = TileDMA(c)
+            m.submodules.sequencer = seq = StepSequencer(c)
+            wiring.connect(m, wiring.flipped(self.m_axi), axm.axi)
+            wiring.connect(m, rmux.cmd, axm.rd_cmd)
+            wiring.connect(m, axm.rd_data, rmux.data)
+            wiring.connect(m, seq.rd_cmd, rmux.a_cmd)
+            wiring.connect(m, rmux.a_data, seq.rd_data)
+            wiring.connect(m, dma.rd_cmd, rmux.b_cmd)
+            wiring.connect(m, rmux.b_data, dma.rd_data)
+            wiring.connect(m, dma.wr_cmd, axm.wr_cmd)
+            wiring.connect(m, dma.wr_data, axm.wr_data)
+            wiring.connect(m, axm.wr_done, dma.wr_done)
+            wiring.connect(m, seq.dma, dma.cmd)
+            m.d.comb += [seq.dma_busy.eq(dma.busy), seq.dma_done.eq(dma.done), seq.dma_err.eq(dma.err),
+                         seq.dma_region.eq(dma.region), seq.dma_store.eq(dma.store),
+                         seq.eng_busy.eq(eng.busy), seq.eng_error.eq(eng.error), seq.eng_err_code.eq(eng.err_code)]
+            seq_busy, seq_done, seq_error, seq_err_code, seq_steps = seq.busy, seq.done, seq.error, seq.err_code, seq.step
+            dma_busy, dma_region, dma_store = dma.busy, dma.region, dma.store
+            axi = axm.axi
+            beat_bytes = c.vc
+            rd_beat = axi.rvalid & axi.rready
+            wr_beat = axi.wvalid & axi.wready
+        else:
+            seq_busy = seq_done = seq_error = dma_busy = dma_store = C(0, 1)
+            seq_err_code, seq_steps, dma_region = C(0, 4), C(0, 32), C(0, 2)
+            rd_beat = wr_beat = C(0, 1)
+            beat_bytes = 0
+        busy = Signal()
+        m.d.comb += busy.eq(eng.busy | seq_busy)
+
         # ---- CSRs
         desc_base = Signal(range(c.param_depth))
+        step_base = Signal(32)
         scratch = Signal(32)
         # A finished run (done or error) must be acknowledged before the next start: a start
         # that arrives twice cannot run the engine twice.
         acked = Signal()
         refused = Signal()
         runs = Signal(32)
+        step_mode = Signal()                     # the last run was a step list
+        run_done = Signal()
+        run_error = Signal()
+        m.d.comb += [run_done.eq(Mux(step_mode, seq_done, eng.done)), run_error.eq(Mux(step_mode, seq_error, eng.error))]
         finished = Signal()
-        m.d.comb += finished.eq((eng.done | eng.error) & ~acked)
+        m.d.comb += finished.eq((run_done | run_error) & ~acked & ~busy)
         m.d.comb += self.irq.eq(finished)
-        m.d.comb += eng.desc_base.eq(desc_base)
+        m.d.comb += [self.busy.eq(busy), self.done.eq(run_done), self.error.eq(run_error)]
+        # run counters of a step list (a direct run reports the engine's own)
+        run_cycles, engine_cycles, beats_total = Signal(32), Signal(32), Signal(32)
+        rd_bytes, wr_bytes = Signal(32), Signal(32)
+        eng_was = Signal()
+        m.d.sync += eng_was.eq(eng.busy)
+        with m.If(busy):
+            m.d.sync += run_cycles.eq(run_cycles + 1)
+        with m.If(eng.busy):
+            m.d.sync += engine_cycles.eq(engine_cycles + 1)
+        with m.If(eng_was & ~eng.busy):
+            m.d.sync += beats_total.eq(beats_total + eng.beats)
+        if beat_bytes:
+            with m.If(rd_beat):
+                m.d.sync += rd_bytes.eq(rd_bytes + beat_bytes)
+            with m.If(wr_beat):
+                m.d.sync += wr_bytes.eq(wr_bytes + beat_bytes)
+        start_steps = Signal()
+        if self.ddr:
+            m.d.comb += [seq.step_base.eq(step_base), seq.start.eq(start_steps)]
+            with m.If(seq.eng_start):
+                m.d.comb += [eng.start.eq(1), eng.desc_base.eq(seq.eng_desc)]
+            with m.Else():
+                m.d.comb += eng.desc_base.eq(desc_base)
+        else:
+            m.d.comb += eng.desc_base.eq(desc_base)
         ro_values = {
             "id": C(ID_VALUE, 32), "version": C(VERSION, 32),
-            "status": Cat(eng.busy, eng.done & ~acked, eng.error & ~acked, refused),
+            "status": Cat(busy, run_done & ~acked, run_error & ~acked, refused),
             "runs": runs,
-            "err_code": eng.err_code, "layer": eng.layer, "desc_base": desc_base,
-            "cycles": eng.cycles, "beats": eng.beats,
+            "err_code": Mux(step_mode, seq_err_code, eng.err_code), "layer": eng.layer, "desc_base": desc_base,
+            "cycles": Mux(step_mode, run_cycles, eng.cycles), "beats": Mux(step_mode, beats_total, eng.beats),
             "cfg_m": C(c.m, 32), "cfg_vc": C(c.vc, 32), "cfg_acc_width": C(c.acc_width, 32),
             "cfg_filter_depth": C(c.filter_depth, 32), "cfg_feature_depth": C(c.feature_depth, 32),
             "cfg_weight_depth": C(c.weight_depth, 32), "cfg_param_depth": C(c.param_depth, 32),
             "scratch": scratch, "ctrl": C(0, 32),
+            "step_base": step_base, "steps": seq_steps, "dma_rd_bytes": rd_bytes, "dma_wr_bytes": wr_bytes,
+            "engine_cycles": engine_cycles,
         }
         csr_sel = region == (REGION_BASE["csr"] >> 28)
         csr_rdata = Signal(32)
@@ -168,17 +266,26 @@ class AcceleratorCore(wiring.Component):
         with m.If(bus.w_en & csr_sel):
             with m.Switch(offset):
                 with m.Case(CSR_INDEX["ctrl"]):
-                    with m.If(bus.w_data & CTRL_START):
-                        with m.If(eng.busy | finished):
+                    with m.If(bus.w_data & (CTRL_START | CTRL_RUN_STEPS)):
+                        steps_absent = C(0, 1) if self.ddr else ((bus.w_data & CTRL_RUN_STEPS) != 0)
+                        with m.If(busy | finished | steps_absent):
                             m.d.sync += refused.eq(1)
                         with m.Else():
-                            m.d.comb += eng.start.eq(1)
+                            with m.If(bus.w_data & CTRL_START):
+                                m.d.comb += eng.start.eq(1)
+                                m.d.sync += step_mode.eq(0)
+                            with m.Else():
+                                m.d.comb += start_steps.eq(1)
+                                m.d.sync += [step_mode.eq(1), run_cycles.eq(0), engine_cycles.eq(0),
+                                             beats_total.eq(0), rd_bytes.eq(0), wr_bytes.eq(0)]
                             m.d.sync += [refused.eq(0), acked.eq(0), runs.eq(runs + 1)]
                     with m.Elif(bus.w_data & CTRL_ACK):
-                        with m.If(~eng.busy):
+                        with m.If(~busy):
                             m.d.sync += acked.eq(1)
                 with m.Case(CSR_INDEX["desc_base"]):
                     m.d.sync += desc_base.eq(bus.w_data)
+                with m.Case(CSR_INDEX["step_base"]):
+                    m.d.sync += step_base.eq(bus.w_data)
                 with m.Case(CSR_INDEX["scratch"]):
                     m.d.sync += scratch.eq(bus.w_data)
 
@@ -198,6 +305,7 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += bus.addr_err.eq(addr_err)
 
         mem_rdata = {}
+        dma_rdata = {}
         for idx, name in enumerate(("param", "weight", "feature"), start=1):
             bits, slices, depth = words[name]
             mem = Memory(shape=bits, depth=depth, init=[])
@@ -211,7 +319,7 @@ class AcceleratorCore(wiring.Component):
                 m.d.comb += [word.eq(offset // slices), slc.eq(offset % slices)]
             else:
                 m.d.comb += word.eq(offset)
-            with m.If(sel & (offset < depth * slices) & ~eng.busy):
+            with m.If(sel & (offset < depth * slices) & ~busy):
                 m.d.comb += addr_err.eq(0)
 
             # host write: stage lower slices, commit on the last one
@@ -229,23 +337,42 @@ class AcceleratorCore(wiring.Component):
             eng_r = {"param": (eng.p_r_addr, eng.p_r_en, eng.p_r_data),
                      "weight": (eng.w_r_addr, eng.w_r_en, eng.w_r_data),
                      "feature": (eng.f_r_addr, eng.f_r_en, eng.f_r_data)}[name]
+            # the DMA holds this memory's ports while it copies to or from it
+            dma_here = dma_busy & (dma_region == Region[name.upper()])
+            if self.ddr:
+                dma_r = (dma.mem_addr, dma.mem_r_en)
+                dma_w = (dma.mem_addr, dma.mem_w_en, dma.mem_w_data)
+                dma_rdata[Region[name.upper()]] = rp.data
             with m.If(eng.busy):
                 m.d.comb += [rp.addr.eq(eng_r[0]), rp.en.eq(eng_r[1])]
+            if self.ddr:
+                with m.Elif(dma_here & dma_store):
+                    m.d.comb += [rp.addr.eq(dma_r[0]), rp.en.eq(dma_r[1])]
             with m.Else():
                 m.d.comb += [rp.addr.eq(word), rp.en.eq(1)]
             m.d.comb += eng_r[2].eq(rp.data)
             if name == "feature":
                 rp2 = mem.read_port(domain="sync")     # the residual reader's port
                 m.d.comb += [rp2.addr.eq(eng.f_r2_addr), rp2.en.eq(eng.f_r2_en), eng.f_r2_data.eq(rp2.data)]
-                with m.If(eng.busy):
-                    m.d.comb += [wp.addr.eq(eng.f_w_addr), wp.en.eq(eng.f_w_en), wp.data.eq(eng.f_w_data)]
-                with m.Else():
-                    m.d.comb += [wp.addr.eq(word), wp.en.eq(host_we), wp.data.eq(host_wdata)]
-            else:
-                m.d.comb += [wp.addr.eq(word), wp.en.eq(host_we & ~eng.busy), wp.data.eq(host_wdata)]
+            with m.If(eng.busy & (name == "feature")):
+                m.d.comb += [wp.addr.eq(eng.f_w_addr), wp.en.eq(eng.f_w_en), wp.data.eq(eng.f_w_data)]
+            if self.ddr:
+                with m.Elif(dma_here & ~dma_store):
+                    m.d.comb += [wp.addr.eq(dma_w[0]), wp.en.eq(dma_w[1]), wp.data.eq(dma_w[2])]
+            with m.Else():
+                m.d.comb += [wp.addr.eq(word), wp.en.eq(host_we & ~busy), wp.data.eq(host_wdata)]
             mem_rdata[idx] = (rp.data, slices)
             with m.If(bus.r_en & sel):
                 m.d.sync += [rd_sel.eq(idx), rd_slice.eq(slc)]
+
+        if self.ddr:
+            # the read data of the memory the DMA stores from (the cycle after its read)
+            dma_rd_region = Signal(2)
+            m.d.sync += dma_rd_region.eq(dma_region)
+            with m.Switch(dma_rd_region):
+                for r, value in dma_rdata.items():
+                    with m.Case(r):
+                        m.d.comb += dma.mem_r_data.eq(value)
 
         with m.If(bus.r_en & csr_sel):
             m.d.sync += [rd_sel.eq(0), rd_csr.eq(csr_rdata)]
@@ -288,7 +415,9 @@ class Accelerator(wiring.Component):
     :class:`.axi.AXI4SlaveBridge`. On a board the XDMA endpoint's DMA master (h2c/c2h) and its
     AXI-Lite user BAR reach it through an AXI interconnect; the simulated device's harness
     (``sim/harness_axi.cpp``) drives it directly. ``irq``: ``Out(1)``, the run-finished level for
-    the endpoint's user interrupt (:class:`AcceleratorCore`).
+    the endpoint's user interrupt (:class:`AcceleratorCore`). ``m_axi_<name>``: the AXI4 master to
+    external memory (``8·vc``-bit data, byte addresses from :data:`~nibble.hw.isa.DDR_BASE`; the
+    MIG on a board, the harness's DDR model in simulation); ``vc`` must be a power of two ≤ 32.
     All: ``idle``: ``Out(1)`` (host interface idle and engine not busy: nothing happens until the
     host acts; with ``axi``, engine not busy), ``busy``, ``done``, ``error``: ``Out(1)`` (LEDs).
     """
@@ -304,21 +433,29 @@ class Accelerator(wiring.Component):
                            tx_data=Out(8), tx_valid=Out(1), tx_ready=In(1))
         elif phy == "axi":
             from .axi import AXI4Signature
+            if config.vc & (config.vc - 1) or config.vc > STEP_BYTES:
+                raise ValueError(f"the PCIe device's DDR beat is 8·vc bits: vc must be a power of two "
+                                 f"of at most {STEP_BYTES}, not {config.vc}")
             for name, member in AXI4Signature().members.items():
                 members[f"s_axi_{name}"] = member.flip()
+            for name, member in AXI4Signature(32, 8 * config.vc, 4).members.items():
+                members[f"m_axi_{name}"] = member
             members["irq"] = Out(1)
         else:
             raise ValueError(f"phy must be 'uart', 'stream' or 'axi', not {phy!r}")
         super().__init__(members)
 
     def regmap(self):
-        """:func:`regmap` of this accelerator's configuration."""
-        return regmap(self.config)
+        """:func:`regmap` of this accelerator's configuration (with ``ddr`` for ``phy="axi"``)."""
+        return regmap(self.config, ddr=self.phy == "axi")
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = AcceleratorCore(self.config)
+        m.submodules.core = core = AcceleratorCore(self.config, ddr=self.phy == "axi")
         if self.phy == "axi":
+            for name, member in core.m_axi.signature.members.items():
+                port, inner = getattr(self, f"m_axi_{name}"), getattr(core.m_axi, name)
+                m.d.comb += port.eq(inner) if member.flow == Out else inner.eq(port)
             from .axi import AXI4SlaveBridge
             m.submodules.bridge = bridge = AXI4SlaveBridge()
             wiring.connect(m, bridge.bus, core.bus)

@@ -31,6 +31,9 @@ class EngineConfig:
     :param winograd: build the Winograd F(2×2,3×3) path (``vc`` pre-PEs, ``m·vc`` multiplier lanes
         of 10 × 11 bits (DSP48E1), ``m`` post-PEs, a transformed-weight cache per PE, the weight
         transform in the loader). Default True. Without it, Winograd descriptors are rejected.
+    :param ddr_bytes: bytes of the external-memory window at :data:`~nibble.hw.isa.DDR_BASE`
+        that the step sequencer and the DMA may address (a power of two, 1 MiB..2 GiB; default
+        1 GiB, the SODIMM of the VC707 and KC705). Used by devices with external memory.
 
     Peak throughput is ``m·vc`` shift-accumulate operations per cycle (256 by default).
     :raises ValueError: on any inconsistent parameter, naming it.
@@ -45,6 +48,7 @@ class EngineConfig:
     clk_hz: int = 200_000_000
     baud: int = 12_500_000
     winograd: bool = True
+    ddr_bytes: int = 1 << 30
 
     def __post_init__(self):
         if self.m < 1:
@@ -63,6 +67,9 @@ class EngineConfig:
             raise ValueError("EngineConfig.param_depth too small for one descriptor and one bias block")
         if not isinstance(self.winograd, bool):
             raise ValueError(f"EngineConfig.winograd must be true or false, not {self.winograd!r}")
+        if (not isinstance(self.ddr_bytes, int) or self.ddr_bytes < (1 << 20) or self.ddr_bytes > (1 << 31)
+                or self.ddr_bytes & (self.ddr_bytes - 1)):
+            raise ValueError(f"EngineConfig.ddr_bytes must be a power of two in 1 MiB..2 GiB, not {self.ddr_bytes}")
         if self.uart_divisor < 4:
             raise ValueError(f"EngineConfig: clk_hz/baud = {self.clk_hz}/{self.baud} gives fewer than "
                              "4 clock cycles per UART bit")

@@ -116,7 +116,9 @@ __all__ = [
     "LINK_VERSION", "REQUEST_SYNC", "RESPONSE_SYNC", "Cmd", "Status", "SEQ_BITS",
     "REQUEST_HEADER", "RESPONSE_HEADER", "CRC_BYTES", "REQUEST_OVERHEAD", "RESPONSE_OVERHEAD",
     "CRC32", "CRC_HAMMING_DISTANCE", "CRC_HD_MAX_BITS", "TIMEOUT_BITS", "PING_WORDS",
-    "DEFAULT_MAX_PAYLOAD", "CTRL_START", "CTRL_ACK", "SH_MIN", "SH_MAX",
+    "DEFAULT_MAX_PAYLOAD", "CTRL_START", "CTRL_ACK", "CTRL_RUN_STEPS", "SH_MIN", "SH_MAX",
+    "STEP", "STEP_WORDS", "STEP_BYTES", "STEP_MAGIC", "StepOp", "Region", "encode_step", "decode_step",
+    "DDR_BASE",
 ]
 
 #: Version of the host-link protocol (word 0 of a PING answer, ``link_version`` in the regmap).
@@ -157,6 +159,8 @@ DEFAULT_MAX_PAYLOAD = 1024
 #: ``ctrl`` CSR bits: start the engine; acknowledge the finished run (clears ``done``/``error``).
 CTRL_START = 1 << 0
 CTRL_ACK = 1 << 1
+#: ``ctrl`` CSR bit: run the step list at ``step_base`` (external memory, see :data:`STEP`).
+CTRL_RUN_STEPS = 1 << 2
 
 
 #: Smallest requantization shift the output stage supports (an exact left shift by 16;
@@ -251,6 +255,14 @@ class EngineError(enum.IntEnum):
     WINOGRAD = 8
     #: a pool padding not smaller than its window, or a residual Add on a pooling layer.
     POOL = 9
+    #: a step (:data:`STEP`) with a wrong ``magic``, an unknown ``op`` or ``region``, zero
+    #: ``count`` or ``words``, ``words`` not a whole number of beats, or a DDR address or stride
+    #: not a multiple of the beat (``step`` names it).
+    STEP = 10
+    #: a step's on-chip range leaves its memory, or its DDR range leaves the DDR window.
+    STEP_RANGE = 11
+    #: external memory answered a burst with an error (SLVERR/DECERR) or broke the AXI protocol.
+    DDR = 12
 
 
 class Cmd(enum.IntEnum):
@@ -267,3 +279,93 @@ class Status(enum.IntEnum):
     UNKNOWN_COMMAND = 2
     BAD_ADDRESS = 3
     BAD_LENGTH = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The step list: how a program that lives in external memory runs (DESIGN §4, memory system).
+# ---------------------------------------------------------------------------------------------
+
+#: AXI byte address of external memory (DDR3 behind the MIG) in the address map of both the
+#: engine's AXI4 master and the host's PCIe DMA (on a board the XDMA's master and the engine reach
+#: the MIG through one interconnect at this base; the accelerator's own regions lie below it).
+DDR_BASE = 0x8000_0000
+
+
+class Region(enum.IntEnum):
+    """On-chip memory of a step (field ``region``)."""
+    PARAM = 1
+    WEIGHT = 2
+    FEATURE = 3
+
+
+class StepOp(enum.IntEnum):
+    """Operation of a step (field ``op``); 0 is no operation, so a zeroed step is an error."""
+    #: copy ``count`` chunks of ``words`` words from DDR into the on-chip memory ``region``.
+    LOAD = 1
+    #: copy ``count`` chunks of ``words`` words of ``region`` into DDR.
+    STORE = 2
+    #: run the engine from descriptor ``mem_addr`` (parameter memory) to its ``last`` layer.
+    RUN = 3
+    #: the end of the list: finish when every earlier step is done.
+    END = 4
+
+
+#: Magic number of a step (field ``magic``).
+STEP_MAGIC = 0x5E
+
+#: One step of a step list (:data:`STEP_BYTES` bytes, little-endian, at ``step_base + STEP_BYTES·i``
+#: in DDR). The sequencer (:mod:`nibble.hw.sequencer`) fetches the steps in order and issues each
+#: to the DMA (:mod:`nibble.hw.mem.dma`) or the engine:
+#:
+#: * ``LOAD``/``STORE``: chunk ``i`` (0 ≤ i < ``count``) is ``words`` consecutive words of
+#:   ``region`` from word ``mem_addr + i·mem_stride`` and the bytes from ``ddr_addr +
+#:   i·ddr_stride`` (AXI byte address, :data:`DDR_BASE` included) in DDR. One DDR beat
+#:   (``8·vc`` bits) holds ``beat_bits / word_bits`` consecutive words, the first in the lowest
+#:   bits (parameter words 32 bits, weight words ``4·vc``, feature words ``8·vc``), so ``words``
+#:   is a multiple of that and ``ddr_addr``, ``ddr_stride`` are multiples of the beat's bytes.
+#: * ``RUN``: the engine runs the descriptors from parameter word ``mem_addr``.
+#: * ``wait``: the step starts only when every earlier step is complete (the compiler's barrier
+#:   for a data dependency). Without it a step starts as soon as its unit is free, so a LOAD into
+#:   weight or parameter memory runs while the engine computes (double-buffered filters, TF2).
+#:   The hardware itself never lets a step touch a memory port the other unit holds: a STORE, or
+#:   any step on feature memory, waits for the engine, and a RUN waits for such a step.
+STEP = data.StructLayout({
+    "magic": 8, "op": 3, "wait": 1, "region": 2,
+    "mem_addr": 24, "count": 16, "words": 24, "mem_stride": 24,
+    "ddr_addr": 32, "ddr_stride": 32,
+})
+#: Bytes of a step in the list (the layout padded to a power of two).
+STEP_BYTES = 32
+#: 32-bit words of a step.
+STEP_WORDS = STEP_BYTES // 4
+assert STEP.size <= 8 * STEP_BYTES
+
+
+def encode_step(op, **fields):
+    """The :data:`STEP_BYTES` bytes of one step (``magic`` is set).
+
+    :param op: a :class:`StepOp`.
+    :param fields: the other fields of :data:`STEP` (``region`` as a :class:`Region` or int);
+        missing fields are 0.
+    :raises ValueError: naming the field, for an unknown field or a value that does not fit.
+    """
+    layout = dict(STEP)
+    fields = {"op": int(StepOp(op)), **{k: int(v) for k, v in fields.items()}}
+    for name, v in fields.items():
+        if name not in layout or name == "magic":
+            raise ValueError(f"step has no field '{name}'")
+        if not 0 <= v < (1 << Shape.cast(layout[name].shape).width):
+            raise ValueError(f"step field '{name}' = {v} does not fit {Shape.cast(layout[name].shape).width} bits")
+    bits = STEP.const({"magic": STEP_MAGIC, **fields}).as_bits()
+    return bits.to_bytes(STEP_BYTES, "little")
+
+
+def decode_step(raw):
+    """``{name: int}`` of the step in ``raw`` (:data:`STEP_BYTES` bytes).
+
+    :raises ValueError: if ``raw`` is not ``STEP_BYTES`` long.
+    """
+    if len(raw) != STEP_BYTES:
+        raise ValueError(f"a step has {STEP_BYTES} bytes, not {len(raw)}")
+    view = STEP.from_bits(int.from_bytes(bytes(raw), "little") & ((1 << STEP.size) - 1))
+    return {name: int(getattr(view, name)) for name, _ in STEP}
