@@ -40,7 +40,8 @@ def build_graph(model):
     return g
 
 
-def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto"):
+def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto",
+                  stream_weights=False):
     """:func:`compile_model`, also returning the final graph (for listings such as ``nibble
     compile``'s): ``(graph, program)``."""
     if not isinstance(config, EngineConfig):
@@ -54,14 +55,15 @@ def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd=
         model = validate_model(model)
     g = build_graph(model)
     data = graph_inputs(g, calib)
-    check_fits(g, config, deconv)
+    check_fits(g, config, deconv, stream_weights=stream_weights)
     g = inq(g)
     g = calibrate(g, data)
     g = allocate(g, config)
-    return g, lower(g, config, winograd=winograd, deconv=deconv)
+    return g, lower(g, config, winograd=winograd, deconv=deconv, stream_weights=stream_weights)
 
 
-def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto"):
+def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto",
+                  stream_weights=False):
     """Compile an ONNX model for an accelerator configuration.
 
     :param model: path to an ``.onnx`` file or an ``onnx.ModelProto``.
@@ -73,6 +75,9 @@ def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd=
         ``"*"`` for the default).
     :param deconv: transposed convolutions: ``"auto"``, ``"tdc"``, ``"nzp"``, ``"winograd"``
         (see :func:`nibble.host.passes.lower.lower`).
+    :param stream_weights: keep the weights in external memory and stream them descriptor by
+        descriptor into the two halves of the weight memory (a device with DDR: ``sim`` or
+        ``pcie``); the total may then exceed the weight memory, each descriptor's must fit half.
     :returns: :class:`Program` with one input and one output spec per graph input and output
         (host tail ops such as a final Softmax declared in the output's ``tail``).
     :raises CompileError: malformed or invalid model (ONNX checker, shape inference or ONNX Runtime
@@ -86,4 +91,4 @@ def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd=
         bits, a layer named for Winograd that cannot run as Winograd (with the reason); a config
         that is not an EngineConfig, an unknown mode.
     """
-    return compile_graph(model, calib, config, winograd, deconv)[1]
+    return compile_graph(model, calib, config, winograd, deconv, stream_weights)[1]

@@ -173,6 +173,14 @@ class _GoldenBackend:
         pass
 
 
+def _input_bytes(spec, x, vc):
+    """The device bytes of input ``x`` (C, H, W int8) for ``spec`` (a dense map)."""
+    row, pix, cb = spec.view(vc)
+    if (row, pix) != (spec.shape[2] * cb, cb):
+        raise DeviceError(f"input '{spec.name}' is not a dense map (row {row}, pixel {pix} words)")
+    return features_to_words(x, vc, cb)
+
+
 class _TransportBackend:
     """Drives an accelerator over a :class:`nibble.host.transport.Transport` using its register
     map (the ``regmap.json`` written with the hardware)."""
@@ -180,6 +188,8 @@ class _TransportBackend:
     def __init__(self, link, regmap, poll_s=0.0):
         self.link, self.rm, self.poll_s = link, regmap, poll_s
         self.program = None
+        self.ddr = None                 # the DdrPlan of the program on a device with external memory
+        self.mem_stats = None
 
     def _csr(self, name):
         return self.rm["regions"]["csr"]["base"] + self.rm["csrs"][name]["offset"]
@@ -196,9 +206,66 @@ class _TransportBackend:
             want = getattr(program.config, f)
             if have != want:
                 raise DeviceError(f"the program is for {f} = {want}, the device has {have}")
-        self.link.write(self._mem("param", 0), program.params.astype("<u4").tobytes())
-        self.link.write(self._mem("weight", 0), program.weights.astype("<u2").tobytes())
+        self.program = None
+        if "ddr" in self.rm["regions"]:
+            from .steps import plan_ddr
+            try:
+                plan = plan_ddr(program, self.rm)
+            except ValueError as e:
+                raise DeviceError(f"the program does not fit the device's external memory: {e}") from None
+            for addr, raw in plan.image:
+                self.link.write(addr, raw)
+            self._run_steps(plan.load_list, plan.load_steps, "loading the program", plan, {})
+            self.ddr = plan
+        else:
+            if program.stream_weights:
+                raise DeviceError("the program streams its weights from external memory (compiled with "
+                                  "stream_weights); this device has none (its regmap has no 'ddr' region)")
+            self.link.write(self._mem("param", 0), program.params.astype("<u4").tobytes())
+            self.link.write(self._mem("weight", 0), program.weights.astype("<u2").tobytes())
+            self.ddr = None
         self.program = program
+
+    def _start(self, kind):
+        """Acknowledge a leftover run, start ``kind`` (a ``ctrl_bits`` name), wait for its end;
+        return the run state. Raises DeviceError unless the start ran exactly once."""
+        bits, ctrl = self.rm["status_bits"], self.rm["ctrl_bits"]
+        flag = lambda state, name: state["status"] >> bits[name] & 1
+        state = self._wait_idle()             # a run left by an earlier, failed transfer
+        if flag(state, "done") or flag(state, "error"):            # ... and not acknowledged
+            self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
+        runs = state["runs"]
+        self.link.write_u32(self._csr("ctrl"), ctrl[kind])
+        self.link.wait()
+        state = self._wait_idle()
+        ran = (state["runs"] - runs) & 0xFFFFFFFF
+        if ran != 1 or flag(state, "refused"):
+            raise DeviceError(f"the start write ran the engine {ran} times (status "
+                              f"0x{state['status']:x}); the outputs are not used")
+        return state
+
+    def _run_steps(self, at, n_steps, what, plan, counters):
+        """Run the step list at DDR byte address ``at`` (``n_steps`` steps, END included) and check
+        it ended well; fill ``counters`` with the memory-system CSRs."""
+        bits, ctrl = self.rm["status_bits"], self.rm["ctrl_bits"]
+        self.link.write_u32(self._csr("step_base"), at)
+        state = self._start("run_steps")
+        for name in ("steps", "dma_rd_bytes", "dma_wr_bytes", "engine_cycles"):
+            counters[name] = self.link.read_u32(self._csr(name))
+        if state["status"] >> bits["error"] & 1:
+            code, step = state["err_code"], counters["steps"]
+            self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
+            names = {v: k for k, v in self.rm["error_codes"].items()}
+            where = f"step {step}"
+            runs = [k for k in plan.runs if k < step] if plan is not None else []
+            if names.get(code) not in ("step", "step_range", "ddr") and runs and self.program is not None:
+                i = plan.runs[max(runs)] + state["layer"]
+                where = f"layer {i} ('{self.program.layers[min(i, len(self.program.layers) - 1)].name}')"
+            raise DeviceError(f"error '{names.get(code, code)}' while {what}, at {where}")
+        if not state["status"] >> bits["done"] & 1 or counters["steps"] != n_steps:
+            raise DeviceError(f"the step list of {what} ended after {counters['steps']} of {n_steps} steps "
+                              f"(status 0x{state['status']:x})")
+        return state
 
     #: CSRs read together (one frame) while waiting for a run.
     RUN_CSRS = ("status", "runs", "err_code", "layer", "cycles", "beats")
@@ -220,30 +287,40 @@ class _TransportBackend:
             if self.poll_s:
                 time.sleep(self.poll_s)
 
+    def _execute_ddr(self, v):
+        """One inference on a device with external memory: inputs into DDR, the run list, outputs
+        from DDR (:mod:`nibble.host.steps`)."""
+        p, plan, c = self.program, self.ddr, self.program.config
+        for spec, x, (addr, n) in zip(p.inputs, v if isinstance(v, (list, tuple)) else [v], plan.inputs):
+            raw = _input_bytes(spec, x, c.vc)
+            assert len(raw) == n
+            self.link.write(addr, raw)
+        counters = {}
+        state = self._run_steps(plan.run_list, plan.run_steps, "running", plan, counters)
+        outs = []
+        for spec, (addr, n) in zip(p.outputs, plan.outputs):
+            row, pix, cb = spec.view(c.vc)
+            mem = np.frombuffer(self.link.read(addr, n), np.int8).reshape(-1, c.vc)
+            outs.append(read_view(mem, 0, spec.shape[1], spec.shape[2], row, pix, cb)[:spec.shape[0]])
+        self.link.write_u32(self._csr("ctrl"), self.rm["ctrl_bits"]["ack"])
+        self.mem_stats = {"cycles": state["cycles"], "engine_cycles": counters["engine_cycles"],
+                          "ddr_read_bytes": counters["dma_rd_bytes"], "ddr_write_bytes": counters["dma_wr_bytes"]}
+        return outs, state["cycles"], state["beats"]
+
     def execute(self, v):
         """One inference: input, start, wait, outputs, acknowledge (7 transactions on the link:
-        the CSRs are read together). The ``runs`` counter must advance by exactly one."""
+        the CSRs are read together). The ``runs`` counter must advance by exactly one. On a
+        device with external memory: :meth:`_execute_ddr`."""
+        if self.ddr is not None:
+            return self._execute_ddr(v)
         p = self.program
         c = p.config
         bits, ctrl = self.rm["status_bits"], self.rm["ctrl_bits"]
         flag = lambda state, name: state["status"] >> bits[name] & 1
-        state = self._wait_idle()             # a run left by an earlier, failed transfer
-        if flag(state, "done") or flag(state, "error"):            # ... and not acknowledged
-            self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
         for spec, x in zip(p.inputs, v if isinstance(v, (list, tuple)) else [v]):
-            row, pix, cb = spec.view(c.vc)
-            if (row, pix) != (spec.shape[2] * cb, cb):
-                raise DeviceError(f"input '{spec.name}' is not a dense map (row {row}, pixel {pix} words)")
-            self.link.write(self._mem("feature", spec.base), features_to_words(x, c.vc, cb))
+            self.link.write(self._mem("feature", spec.base), _input_bytes(spec, x, c.vc))
         self.link.write_u32(self._csr("desc_base"), p.desc_base)
-        runs = state["runs"]
-        self.link.write_u32(self._csr("ctrl"), ctrl["start"])
-        self.link.wait()
-        state = self._wait_idle()
-        ran = (state["runs"] - runs) & 0xFFFFFFFF
-        if ran != 1 or flag(state, "refused"):
-            raise DeviceError(f"the start write ran the engine {ran} times (status "
-                              f"0x{state['status']:x}); the outputs are not used")
+        state = self._start("start")
         if flag(state, "error"):
             code, layer = state["err_code"], state["layer"]
             self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
@@ -288,7 +365,14 @@ class Device:
     :param progress: show a progress bar in :meth:`run`.
 
     Attributes after :meth:`run`: ``cycles`` and ``beats`` (lists, one per input; ``None`` for
-    ``golden``), ``raw`` (int8 outputs).
+    ``golden``), ``raw`` (int8 outputs), ``memory`` (per input, on a device with external memory:
+    ``{"cycles", "engine_cycles", "ddr_read_bytes", "ddr_write_bytes"}`` of its run — cycles
+    include the DMA of the input and outputs, ``cycles − engine_cycles`` are the cycles the engine
+    waited for memory; ``None`` otherwise).
+
+    On a device with external memory (``sim`` over PCIe, a ``pcie`` board) the program and the
+    maps go through DDR and the device runs step lists (:mod:`nibble.host.steps`); a program
+    compiled with ``stream_weights`` needs such a device.
     :raises DeviceError: the device does not match the program, its engine reports an error, or
         the start was not executed exactly once (the ``runs`` counter is checked on every run).
     :raises nibble.host.link.LinkError: the UART link failed after its retries (naming the
@@ -303,7 +387,7 @@ class Device:
         from .transport import XdmaTransport, load_regmap
         self.transport = transport
         self.progress = progress
-        self.cycles, self.beats, self.raw = [], [], None
+        self.cycles, self.beats, self.raw, self.memory = [], [], None, []
         if transport == "golden":
             self._be = _GoldenBackend()
         elif transport == "sim":
@@ -371,13 +455,14 @@ class Device:
         outputs gives a list with one such array per output (``Program.outputs`` order)."""
         if self.program is None:
             raise DeviceError("no program loaded")
-        outs, self.cycles, self.beats = [], [], []
+        outs, self.cycles, self.beats, self.memory = [], [], [], []
         it = range(len(v))
         if self.progress:
             from tqdm import tqdm
             it = tqdm(it, desc=f"{self.transport} device", unit="img")
         for n in it:
             y, cyc, bt = self._be.execute(v[n])
+            self.memory.append(getattr(self._be, "mem_stats", None))
             outs.append(y)
             self.cycles.append(cyc)
             self.beats.append(bt)

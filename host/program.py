@@ -43,7 +43,8 @@ __all__ = ["LayerPlan", "TensorSpec", "Program", "HOST_OPS", "ProgramError", "pr
 #: Version of the program file layout; :meth:`Program.load` accepts this version only.
 #: 3: ``checksum`` array, schema and consistency checks on load. 4: several inputs and outputs
 #: (:class:`TensorSpec`), plans with input views, general max-pool windows, PReLU and clipping.
-FORMAT_VERSION = 4
+#: 5: ``stream_weights`` (the weight image lives in external memory, streamed layer by layer).
+FORMAT_VERSION = 5
 
 #: Operators a program may run on the host after an output (``TensorSpec.tail``), on the
 #: dequantized float output: ``gap`` (the mean over the rows and columns, (C, H, W) → (C,)), and
@@ -291,6 +292,11 @@ class Program:
     ``inputs``, ``outputs`` (lists of :class:`TensorSpec`). ``input_shape``, ``input_q``,
     ``input_name`` and ``output_shape``, ``output_q``, ``output_name``, ``flatten_output`` are
     those of the first input and output.
+
+    ``stream_weights``: the weight image is larger than weight memory and lives in external
+    memory; a device with it loads each plan's weights (``w_base`` is then an offset in the
+    image) into one half of weight memory while the plan before computes
+    (:mod:`nibble.host.steps`). Every plan's weights then fit half of weight memory.
     """
     config: EngineConfig
     layers: list
@@ -299,6 +305,7 @@ class Program:
     inputs: list
     outputs: list
     desc_base: int = 0
+    stream_weights: bool = False
 
     input_shape = property(lambda self: tuple(self.inputs[0].shape))
     input_q = property(lambda self: self.inputs[0].q)
@@ -345,7 +352,7 @@ class Program:
             "layers": [dataclasses.asdict(L) for L in self.layers],
             "inputs": [dataclasses.asdict(t) for t in self.inputs],
             "outputs": [dataclasses.asdict(t) for t in self.outputs],
-            "desc_base": self.desc_base,
+            "desc_base": self.desc_base, "stream_weights": self.stream_weights,
         }
 
     def _checked(self, where):
@@ -435,9 +442,13 @@ class Program:
             params = ar.array("params", config.param_depth,
                               f"words; the parameter memory holds {config.param_depth} (config.param_depth)")
             per_word = config.vc // 4
-            weights = ar.array("weights", config.weight_depth * per_word,
-                               f"16-bit words; the weight memory holds {config.weight_depth} words of "
-                               f"{per_word} (config.weight_depth)")
+            if meta.get("stream_weights") is True:
+                weights = ar.array("weights", config.ddr_bytes // 2,
+                                   f"16-bit words; external memory holds {config.ddr_bytes // 2} (config.ddr_bytes)")
+            else:
+                weights = ar.array("weights", config.weight_depth * per_word,
+                                   f"16-bit words; the weight memory holds {config.weight_depth} words of "
+                                   f"{per_word} (config.weight_depth)")
             checksum = ar.array("checksum", 32, "bytes (a SHA-256 digest has 32)")
         if len(checksum) != 32:
             raise ProgramError(f"{where}: checksum: expected 32 bytes (SHA-256), got {len(checksum)}")
@@ -759,7 +770,7 @@ _LAYER_SPEC = {
 }
 assert set(_LAYER_SPEC) == {fl.name for fl in dataclasses.fields(LayerPlan)}, "LayerPlan and its file schema"
 
-_TOP_KEYS = ("format", "config", "layers", "inputs", "outputs", "desc_base")
+_TOP_KEYS = ("format", "config", "layers", "inputs", "outputs", "desc_base", "stream_weights")
 _TENSOR_KEYS = ("name", "shape", "q", "base", "row", "pix", "flatten", "tail")
 
 
@@ -816,7 +827,8 @@ def _parse(meta, params, weights, where):
     p = Program(config=config, layers=plans, params=params, weights=weights,
                 inputs=_parse_tensors(c, meta["inputs"], "inputs", 1),
                 outputs=_parse_tensors(c, meta["outputs"], "outputs", 1),
-                desc_base=c.int(meta["desc_base"], "desc_base", *_U32))
+                desc_base=c.int(meta["desc_base"], "desc_base", *_U32),
+                stream_weights=c.bool(meta["stream_weights"], "stream_weights"))
     _consistency(p, c)
     return p
 
@@ -844,7 +856,16 @@ def _consistency(p, c):
         c.fail("params", f"{n_params} words; the parameter memory holds {cfg.param_depth}")
     if len(p.weights) % per_word:
         c.fail("weights", f"{len(p.weights)} 16-bit words, not a whole number of {per_word}-word memory words")
-    if n_words > cfg.weight_depth:
+    if p.stream_weights:
+        half = cfg.weight_depth // 2
+        for i, L in enumerate(layers):
+            need = L.n_coblk(cfg.m) * cfg.m * L.kh * L.kw * L.cb_in
+            if need > half:
+                c.fail(f"layers[{i}].w_base", f"{need} weight words; a streamed plan holds half of the weight "
+                                              f"memory ({half} words)")
+        if n_words * cfg.vc // 2 > cfg.ddr_bytes // 2:
+            c.fail("weights", f"{n_words} words; half of external memory holds {cfg.ddr_bytes // cfg.vc}")
+    elif n_words > cfg.weight_depth:
         c.fail("weights", f"{n_words} words; the weight memory holds {cfg.weight_depth}")
     d_end = p.desc_base + DESC_WORDS * n
     if d_end > n_params:

@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 from .bus import READ_LATENCY, BusSignature
 from .config import EngineConfig
 from .isa import (CRC32, CTRL_ACK, CTRL_RUN_STEPS, CTRL_START, DDR_BASE, DEFAULT_MAX_PAYLOAD, DESC_MAGIC,
-                  DESC_WORDS, LINK_VERSION, PRELU_FRAC, SEQ_BITS, SH_MAX, SH_MIN, STEP, STEP_BYTES, STEP_MAGIC,
+                  DESC_WORDS, LINK_VERSION, PRELU_FRAC, SEQ_BITS, SH_MAX, SH_MIN, STEP, STEP_BYTES, STEP_CHUNK, STEP_MAGIC,
                   EngineError, Region, StepOp, descriptor_fields)
 from .engine import Engine
 
@@ -99,7 +99,7 @@ def regmap(config: EngineConfig, *, ddr=False):
     extra = {}
     if ddr:
         regions["ddr"] = {"base": DDR_BASE, "bytes": config.ddr_bytes, "beat_bits": 8 * config.vc}
-        extra["steps"] = {"bytes": STEP_BYTES, "magic": STEP_MAGIC,
+        extra["steps"] = {"bytes": STEP_BYTES, "magic": STEP_MAGIC, "chunk": STEP_CHUNK,
                           "ops": {o.name.lower(): int(o) for o in StepOp},
                           "regions": {r.name.lower(): int(r) for r in Region},
                           "fields": {n: {"offset": f.offset, "width": f.width} for n, f in STEP}}

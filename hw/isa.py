@@ -118,7 +118,7 @@ __all__ = [
     "CRC32", "CRC_HAMMING_DISTANCE", "CRC_HD_MAX_BITS", "TIMEOUT_BITS", "PING_WORDS",
     "DEFAULT_MAX_PAYLOAD", "CTRL_START", "CTRL_ACK", "CTRL_RUN_STEPS", "SH_MIN", "SH_MAX",
     "STEP", "STEP_WORDS", "STEP_BYTES", "STEP_MAGIC", "StepOp", "Region", "encode_step", "decode_step",
-    "DDR_BASE",
+    "DDR_BASE", "STEP_CHUNK",
 ]
 
 #: Version of the host-link protocol (word 0 of a PING answer, ``link_version`` in the regmap).
@@ -336,6 +336,9 @@ STEP = data.StructLayout({
 })
 #: Bytes of a step in the list (the layout padded to a power of two).
 STEP_BYTES = 32
+#: Steps the sequencer reads from DDR at a time; a list is padded with END steps to whole chunks,
+#: so that no read goes past its end.
+STEP_CHUNK = 8
 #: 32-bit words of a step.
 STEP_WORDS = STEP_BYTES // 4
 assert STEP.size <= 8 * STEP_BYTES

@@ -37,14 +37,14 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .config import EngineConfig
-from .isa import DDR_BASE, STEP, STEP_BYTES, STEP_MAGIC, EngineError, Region, StepOp
+from .isa import DDR_BASE, STEP, STEP_BYTES, STEP_CHUNK, STEP_MAGIC, EngineError, Region, StepOp
 from .mem.axi_master import command_layout, read_beat_layout
 from .mem.dma import words_per_beat
 
 __all__ = ["StepSequencer", "CHUNK_STEPS", "FIFO_STEPS", "check_step"]
 
-#: Steps read from DDR by one fetch command.
-CHUNK_STEPS = 8
+#: Steps read from DDR by one fetch command (:data:`~nibble.hw.isa.STEP_CHUNK`).
+CHUNK_STEPS = STEP_CHUNK
 #: Steps the fetch FIFO holds.
 FIFO_STEPS = 16
 

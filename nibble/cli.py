@@ -262,7 +262,11 @@ def cli():
 @click.option("--deconv", "deconv", type=click.Choice(["auto", "tdc", "nzp", "winograd"]), default="auto",
               show_default=True, help="transposed convolutions: TDC phases, zero insertion (NZP), "
                                       "Winograd-TDC, or per phase the faster of TDC and Winograd-TDC")
-def compile(model, calib, config_path, out, winograd, deconv):
+@click.option("--stream-weights", "stream_weights", is_flag=True,
+              help="keep the weights in external memory and stream them layer by layer into the two "
+                   "halves of the weight memory while the layer before computes (a device with DDR: "
+                   "sim over PCIe or a pcie board)")
+def compile(model, calib, config_path, out, winograd, deconv, stream_weights):
     """Compile an ONNX MODEL into a program file (run it with 'nibble run --program FILE').
 
     Errors (one line 'error: …', exit status 1): a bad model, a layer that does not compile or
@@ -271,7 +275,7 @@ def compile(model, calib, config_path, out, winograd, deconv):
     from .host.compiler import compile_graph
     try:
         g, p = compile_graph(model, _load_array(calib, "calibration data"), _config(config_path), winograd=winograd,
-                             deconv=deconv)
+                             deconv=deconv, stream_weights=stream_weights)
         p.save(out)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
@@ -314,7 +318,8 @@ def _program_output_shape(program, n):
     return (n, c * h * w) if program.flatten_output else (n, c, h, w)
 
 
-_COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "--deconv"))
+_COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "--deconv"),
+                 ("stream_weights", "--stream-weights"))
 
 
 @cli.command()
@@ -354,18 +359,23 @@ _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "-
                    "'conv1=direct,conv2=winograd[,default]' (not with --program)")
 @click.option("--reference", type=click.Path(), help="reference outputs (.npy, e.g. the high-resolution "
               "images of a super-resolution model): PSNR (dB, peak 1.0) of the float, golden and device outputs")
+@click.option("--stream-weights", "stream_weights", is_flag=True,
+              help="keep the weights in external memory and stream them layer by layer into the two "
+                   "halves of the weight memory while the layer before computes (a device with DDR: "
+                   "sim over PCIe or a pcie board) (not with --program)")
 @click.option("--bicubic", is_flag=True, help="with --reference: also the PSNR of Pillow bicubic "
               "upscaling of the inputs (single-channel images in [0, 1])")
 @click.pass_context
 def run(ctx, model, program_path, inputs, labels, calib, device, link, regmap_path, xdma, port, baud, timeout_s,
-        config_path, out, as_json, compare_golden, winograd, deconv, reference, bicubic):
+        config_path, out, as_json, compare_golden, winograd, deconv, reference, bicubic, stream_weights):
     """Compile MODEL (or load a compiled --program FILE), run every input through a device, save
     the outputs.
 
     Results: images, winograd_layers; with --labels float_accuracy (ONNX Runtime, MODEL only),
     golden_accuracy, rtl_accuracy; with --reference psnr_db (float with MODEL only, golden, rtl,
     bicubic); on an RTL device rtl_equals_golden, cycles_per_image, pe_utilization,
-    images_per_s_at_200MHz.
+    images_per_s_at_200MHz; on a device with external memory ddr_bytes_per_image (read and
+    written by the accelerator) and memory_stall_fraction (cycles the engine waited for memory).
 
     Errors (one line 'error: …', exit status 1): a bad model or program file, a model that does
     not compile, bad .npy data (not a .npy file, empty, 0-d, not real numbers, NaN or infinity,
@@ -399,7 +409,8 @@ def run(ctx, model, program_path, inputs, labels, calib, device, link, regmap_pa
             if calib_x is None:          # the inputs calibrate: a wrong shape is the inputs' error
                 shape = _model_input_shape(model)
                 calib_x = _check_inputs(x, inputs, shape) if shape is not None else x
-            program = compile_model(model, calib_x, cfg, winograd=winograd, deconv=deconv)
+            program = compile_model(model, calib_x, cfg, winograd=winograd, deconv=deconv,
+                                    stream_weights=stream_weights)
             result = {"model": str(model)}
         x_float = x if x.ndim == 2 else None        # (N, F) inputs go to ONNX Runtime as they are
         x = _check_inputs(x, inputs, program.input_shape)
@@ -446,6 +457,10 @@ def run(ctx, model, program_path, inputs, labels, calib, device, link, regmap_pa
                 y = d.run(x)
                 raw, cycles, beats = d.raw, d.cycles, d.beats
                 result["host_link"] = link if device == "sim" else device
+                if d.memory and d.memory[0] is not None:
+                    mem = {k: float(np.mean([m[k] for m in d.memory])) for k in d.memory[0]}
+                    result["ddr_bytes_per_image"] = mem["ddr_read_bytes"] + mem["ddr_write_bytes"]
+                    result["memory_stall_fraction"] = 1 - mem["engine_cycles"] / mem["cycles"]
                 if hasattr(d.link, "retried"):
                     result["link_retries"], result["link_stale_replies"] = d.link.retried, d.link.stale
             if y_true is not None:

@@ -6,12 +6,12 @@ from ...hw.isa import DESC_WORDS
 from ..graph import Graph, chw
 from ..ir import CompileError
 from .allocate import allocate, feature_error, tensor_cb
-from .lower import _check_deconv_stride, _check_fields, _memory_error, graph_from_chain
+from .lower import _check_deconv_stride, _check_fields, _memory_error, graph_from_chain, weight_space_error
 
 __all__ = ["check_fits"]
 
 
-def _check_graph(g, config, deconv):
+def _check_graph(g, config, deconv, stream_weights=False):
     from ...sim.deconv import tdc_phases
     c = config
     g = g.copy()                    # the error messages annotate the tensors' words
@@ -69,10 +69,11 @@ def _check_graph(g, config, deconv):
                 taps, n_desc = [ph.y.n * ph.x.n for ph in phases], len(phases)
         else:
             taps, n_desc = [kh * kw], 1
-        need = sum(nb * c.m * t_ * cb for t_ in taps)
-        w_total += need
-        if w_total > c.weight_depth:
-            raise _memory_error(where, "weights", need, w_total, c.weight_depth)
+        words = [nb * c.m * t_ * cb for t_ in taps]
+        w_total += sum(words)
+        err = weight_space_error(where, words, w_total, c, stream_weights)
+        if err:
+            raise err
         need = n_desc * (DESC_WORDS + prelu * nb * c.m)
         p_total += need
         if p_total > c.param_depth:
@@ -83,7 +84,7 @@ def _check_graph(g, config, deconv):
 def check_fits(x, *args, **kwargs):
     """Check, from the shapes alone and before calibration, that every layer fits the engine.
 
-    ``check_fits(graph, config=EngineConfig(), deconv="auto")`` for a
+    ``check_fits(graph, config=EngineConfig(), deconv="auto", stream_weights=False)`` for a
     :class:`~nibble.host.graph.Graph` of layers, or ``check_fits(ops, in_shape, config, deconv)``
     for a chain of :class:`~nibble.host.ir.ConvOp` on an input (C, H, W).
 
@@ -92,7 +93,8 @@ def check_fits(x, *args, **kwargs):
     max-pool window); its output map beside its input map against the feature memory; its
     weights against the weight memory and its descriptors, biases and slope codes against the
     parameter memory (cumulative over the layers, the least any mode needs: the direct form, TDC
-    phases for a transposed convolution, one NZP descriptor for ``deconv="nzp"``). Then the
+    phases for a transposed convolution, one NZP descriptor for ``deconv="nzp"``; with
+    ``stream_weights`` each descriptor's weights against half of the weight memory). Then the
     feature-memory allocation by liveness (:func:`~nibble.host.passes.allocate.allocate`).
     :func:`~nibble.host.passes.lower.lower` checks the exact figures of the chosen plans again.
 
@@ -101,7 +103,7 @@ def check_fits(x, *args, **kwargs):
     if isinstance(x, Graph):
         config = args[0] if args else kwargs.get("config", EngineConfig())
         deconv = args[1] if len(args) > 1 else kwargs.get("deconv", "auto")
-        return _check_graph(x, config, deconv)
+        return _check_graph(x, config, deconv, kwargs.get("stream_weights", False))
     in_shape = args[0] if args else kwargs["in_shape"]
     config = args[1] if len(args) > 1 else kwargs.get("config", EngineConfig())
     deconv = args[2] if len(args) > 2 else kwargs.get("deconv", "auto")

@@ -210,6 +210,30 @@ def _check_deconv_stride(where, S):
 
 
 
+def weight_space_error(where, plan_words, total, config, stream):
+    """The :class:`CompileError` for a layer whose weights do not fit, or ``None``.
+
+    :param plan_words: weight words of each of the layer's plans; ``total``: the words of every
+        layer up to this one. On chip (``stream`` false) the total must fit the weight memory;
+        streamed from external memory, each plan must fit half of it (the other half is filled
+        with the next plan's weights while it computes) and the image half of external memory.
+    """
+    c = config
+    if not stream:
+        if total > c.weight_depth:
+            return _memory_error(where, "weights", sum(plan_words), total, c.weight_depth)
+        return None
+    half = c.weight_depth // 2
+    for w in plan_words:
+        if w > half:
+            return CompileError(f"{where}: its weights need {w} words in one descriptor; streamed weights hold one "
+                                f"descriptor's in half of the weight memory ({half} words, over by {w - half})")
+    if total * c.vc // 2 > c.ddr_bytes // 2:
+        return CompileError(f"{where}: the weights up to it need {total * c.vc // 2} bytes; half of external "
+                            f"memory ({c.ddr_bytes // 2} bytes) holds the streamed image")
+    return None
+
+
 def _memory_error(where, what, need, total, depth):
     return CompileError(f"{where}: its {what} need {need} words, {total} with the layers before it; the "
                         f"{'weight' if what == 'weights' else 'parameter'} memory has {depth} (over by "
@@ -478,7 +502,7 @@ def _check_layers_only(g):
             raise CompileError(f"{n.layer}: not quantized (run inq and calibrate first)")
 
 
-def lower(graph: Graph, config, winograd="auto", deconv="auto") -> Program:
+def lower(graph: Graph, config, winograd="auto", deconv="auto", stream_weights=False) -> Program:
     """Integer plans, allocation and device images for a quantized graph of layers.
 
     :param graph: compute nodes only, INQ codes and feature exponents set (``inq``, ``calibrate``);
@@ -494,6 +518,9 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto") -> Program:
         structural zeros dropped), ``nzp`` (zero insertion, the baseline), ``winograd``
         (Winograd-TDC where a phase allows, else TDC) or ``auto`` (per phase, the faster of TDC and
         Winograd-TDC by :func:`layer_cycles`).
+    :param stream_weights: the weights stay in external memory and are streamed plan by plan
+        (:attr:`Program.stream_weights`): the total may exceed the weight memory, each plan must
+        fit half of it.
     :returns: :class:`Program` with one :class:`TensorSpec` per graph input and output (outputs
         with their ``flatten`` and host ``tail``).
     :raises CompileError: naming the node or layer: a node that is not a layer, an unknown mode or
@@ -580,10 +607,11 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto") -> Program:
     # weight memory and parameter memory (sizes checked before the images are built)
     w_total = p_total = 0
     for n, plans in groups:
-        need = sum(L.n_coblk(c.m) * c.m * L.kh * L.kw * L.cb_in for L, *_ in plans)
-        w_total += need
-        if w_total > c.weight_depth:
-            raise _memory_error(n.layer, "weights", need, w_total, c.weight_depth)
+        words = [L.n_coblk(c.m) * c.m * L.kh * L.kw * L.cb_in for L, *_ in plans]
+        w_total += sum(words)
+        err = weight_space_error(n.layer, words, w_total, c, stream_weights)
+        if err:
+            raise err
         need = sum(_param_words(L, c) for L, *_ in plans)
         p_total += need
         if p_total > c.param_depth:
@@ -623,7 +651,7 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto") -> Program:
         outputs.append(TensorSpec(o.name, chw(t.shape), int(t.q), int(t.base), row=int(t.row), pix=int(t.pix),
                                   flatten=bool(o.flatten or len(t.shape) == 1), tail=tuple(o.tail)))
     return Program(config=c, layers=layers, params=params, weights=np.concatenate(wblobs).astype(np.uint16),
-                   inputs=inputs, outputs=outputs)
+                   inputs=inputs, outputs=outputs, stream_weights=bool(stream_weights))
 
 
 def _param_words(L, c):
