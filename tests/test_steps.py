@@ -1,0 +1,176 @@
+"""Programs in external memory (host/steps.py) and weight streaming in the compiler: the DDR
+layout, the load and run lists, the descriptors rewritten for the two halves of weight memory,
+and the errors. The lists are checked with the sequencer's own rules (``check_step``) and read
+back with ``decode_step``; the RTL runs them in tests/test_ddr_rtl.py."""
+import numpy as np
+import pytest
+
+from nibble.hw.accelerator import regmap
+from nibble.hw.config import EngineConfig
+from nibble.hw.isa import (DDR_BASE, DESC_WORDS, STEP_BYTES, STEP_CHUNK, Region, StepOp, decode_descriptor,
+                           decode_step)
+from nibble.hw.sequencer import check_step
+from nibble.host.compiler import CompileError, compile_model
+from nibble.host.driver import Device, DeviceError
+from nibble.host.program import Program
+from nibble.host.steps import plan_ddr
+from onnx_models import conv, model
+
+SEED = 4242
+#: The host-link test engine (tests/faults.py): 8×8, no Winograd, 32,768 weight words.
+CONFIG = EngineConfig(m=8, vc=8, winograd=False)
+
+
+def deep_model(rng, widths=(8, 96, 96, 96, 96, 96), size=8):
+    """Conv 3×3 pad 1 + ReLU layers of ``widths`` channels on ``size``² maps: with 96 channels each
+    layer after the first has 10,368 weight words on the 8×8 engine, all five 42,336 (> 32,768)."""
+    nodes, inits, prev = [], {}, "x"
+    for i, (ci, co) in enumerate(zip(widths, widths[1:])):
+        n, w = conv(rng, f"c{i}", prev, f"t{i}", ci, co, pads=[1, 1, 1, 1])
+        nodes += [n, __import__("onnx").helper.make_node("Relu", [f"t{i}"], [f"r{i}"], name=f"relu{i}")]
+        inits.update(w)
+        prev = f"r{i}"
+    nodes[-1].output[0] = "y"
+    return model(nodes, inits, inputs={"x": ("N", widths[0], size, size)})
+
+
+@pytest.fixture(scope="module")
+def programs():
+    rng = np.random.default_rng(SEED)
+    m = deep_model(rng)
+    calib = rng.normal(0, 1, (4, 8, 8, 8))
+    return m, calib, compile_model(m, calib, CONFIG, stream_weights=True)
+
+
+def steps_at(plan, addr):
+    raw = dict(plan.image)[addr]
+    assert len(raw) % (STEP_CHUNK * STEP_BYTES) == 0
+    return [decode_step(raw[i:i + STEP_BYTES]) for i in range(0, len(raw), STEP_BYTES)]
+
+
+def test_weights_over_the_memory_need_streaming(programs):
+    m, calib, _ = programs
+    with pytest.raises(CompileError, match=r"c4.*weights need 10368 words, 42336 with the layers before it; the "
+                                           r"weight memory has 32768 \(over by 9568"):
+        compile_model(m, calib, CONFIG)
+
+
+def test_a_descriptor_over_half_the_memory():
+    rng = np.random.default_rng(SEED)
+    m = deep_model(rng, widths=(8, 136, 8))      # c0: 17 blocks × 8 × 9 × 1 = 1,224 words
+    small = EngineConfig(m=8, vc=8, winograd=False, weight_depth=2048)
+    with pytest.raises(CompileError, match=r"'c0'.*1224 words in one descriptor; streamed weights hold one "
+                                           r"descriptor's in half of the weight memory \(1024 words, over by 200\)"):
+        compile_model(m, rng.normal(0, 1, (2, 8, 8, 8)), small, stream_weights=True)
+
+
+def test_streamed_program_saves_and_loads(programs, tmp_path):
+    p = programs[2]
+    assert p.stream_weights and len(p.weights) // (CONFIG.vc // 4) == 42336
+    p.save(tmp_path / "p.npz")
+    q = Program.load(tmp_path / "p.npz")
+    assert q.stream_weights and np.array_equal(q.weights, p.weights)
+
+
+def test_stream_plan(programs):
+    p = programs[2]
+    rm = regmap(CONFIG, ddr=True)
+    plan = plan_ddr(p, rm)
+    half = CONFIG.weight_depth // 2
+    load = steps_at(plan, plan.load_list)
+    assert [s["op"] for s in load[:plan.load_steps]] == [StepOp.LOAD, StepOp.END]
+    run = steps_at(plan, plan.run_list)
+    assert len(run) == -(-plan.run_steps // STEP_CHUNK) * STEP_CHUNK
+    assert all(s["op"] == StepOp.END for s in run[plan.run_steps - 1:])
+    for s in load + run:
+        assert check_step(CONFIG, s) is None, s
+    ops = [StepOp(s["op"]) for s in run[:plan.run_steps]]
+    n = len(p.layers)
+    assert ops == [StepOp.LOAD, StepOp.LOAD] + [StepOp.RUN, StepOp.LOAD] * (n - 1) + [StepOp.RUN, StepOp.STORE,
+                                                                                      StepOp.END]
+    # the parameter image: descriptor i has last set and its weights in half i mod 2
+    params = np.frombuffer(dict(plan.image)[plan.image[0][0]], "<u4")
+    weights = p.weights.astype("<u2").tobytes()
+    wbytes = CONFIG.vc // 2
+    loads = [s for s in run if s["op"] == StepOp.LOAD and s["region"] == Region.WEIGHT]
+    runs = [s for s in run if s["op"] == StepOp.RUN]
+    assert len(loads) == len(runs) == n and sorted(plan.runs.values()) == list(range(n))
+    for i, (L, ld, rn) in enumerate(zip(p.layers, loads, runs)):
+        d = decode_descriptor(params[p.desc_base + DESC_WORDS * i:p.desc_base + DESC_WORDS * (i + 1)])
+        assert d["last"] == 1 and d["w_base"] == (i % 2) * half
+        assert rn["mem_addr"] == p.desc_base + DESC_WORDS * i and rn["wait"] == 1
+        assert ld["mem_addr"] == (i % 2) * half and ld["wait"] == 0
+        n_words = L.n_coblk(CONFIG.m) * CONFIG.m * L.kh * L.kw * L.cb_in
+        assert ld["words"] >= n_words
+        blob = bytes(np.concatenate([np.frombuffer(raw, np.uint8) for a, raw in plan.image
+                                     if a <= ld["ddr_addr"] < a + len(raw) and a == ld["ddr_addr"]]))
+        assert blob[:n_words * wbytes] == weights[L.w_base * wbytes:(L.w_base + n_words) * wbytes]
+        # every other field of the descriptor as the program has it
+        orig = decode_descriptor(p.params[p.desc_base + DESC_WORDS * i:p.desc_base + DESC_WORDS * (i + 1)])
+        assert {k: v for k, v in d.items() if k not in ("w_base", "last")} == \
+               {k: v for k, v in orig.items() if k not in ("w_base", "last")}
+    assert plan.end - DDR_BASE < CONFIG.ddr_bytes
+
+
+def test_resident_plan():
+    rng = np.random.default_rng(SEED + 1)
+    m = deep_model(rng, widths=(8, 16, 8))
+    p = compile_model(m, rng.normal(0, 1, (2, 8, 8, 8)), CONFIG)
+    assert not p.stream_weights
+    plan = plan_ddr(p, regmap(CONFIG, ddr=True))
+    load = steps_at(plan, plan.load_list)[:plan.load_steps]
+    assert [(s["op"], s["region"]) for s in load] == [(StepOp.LOAD, Region.PARAM), (StepOp.LOAD, Region.WEIGHT),
+                                                      (StepOp.END, 0)]
+    run = steps_at(plan, plan.run_list)[:plan.run_steps]
+    assert [s["op"] for s in run] == [StepOp.LOAD, StepOp.RUN, StepOp.STORE, StepOp.END]
+    assert run[0]["mem_addr"] == p.inputs[0].base and run[2]["mem_addr"] == p.outputs[0].base
+    assert run[0]["words"] * CONFIG.vc == plan.inputs[0][1]
+
+
+def test_errors(programs):
+    p = programs[2]
+    with pytest.raises(ValueError, match="no external memory"):
+        plan_ddr(p, regmap(CONFIG))
+    small = regmap(CONFIG, ddr=True)
+    small["regions"]["ddr"]["bytes"] = 64 * 1024
+    with pytest.raises(ValueError, match=r"need \d+ bytes of DDR, the window has 65536"):
+        plan_ddr(p, small)
+
+
+def test_golden_runs_a_streamed_program(programs):
+    """The golden device runs the plans as they are (streaming changes where weights wait, not
+    what is computed): equal to the same model compiled with a larger weight memory."""
+    m, calib, p = programs
+    big = EngineConfig(m=8, vc=8, winograd=False, weight_depth=65536)
+    q = compile_model(m, calib, big)
+    x = np.random.default_rng(SEED + 2).normal(0, 1, (2, 8, 8, 8))
+    with Device("golden") as a, Device("golden") as b:
+        a.load(p)
+        b.load(q)
+        assert np.array_equal(a.run(x), b.run(x))
+
+
+class RegisterFile:
+    """A device without external memory as far as load() looks: the identification and
+    configuration CSRs of ``rm``, and nothing else."""
+
+    def __init__(self, rm, config):
+        csr = lambda n: rm["regions"]["csr"]["base"] + rm["csrs"][n]["offset"]
+        self.values = {csr("id"): rm["id"], **{csr(f"cfg_{f}"): getattr(config, f) for f in
+                       ("m", "vc", "acc_width", "filter_depth", "feature_depth", "weight_depth", "param_depth")}}
+        self.writes = []
+
+    def read_u32(self, addr):
+        return self.values[addr]
+
+    def write(self, addr, data):
+        self.writes.append(addr)
+
+
+def test_device_without_ddr_refuses_a_streamed_program(programs):
+    from nibble.host.driver import _TransportBackend
+    rm = regmap(CONFIG)
+    link = RegisterFile(rm, CONFIG)
+    with pytest.raises(DeviceError, match="streams its weights from external memory.*has none"):
+        _TransportBackend(link, rm).load(programs[2])
+    assert link.writes == []
