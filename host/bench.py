@@ -15,7 +15,7 @@ from .compiler import layer_cycles, plan_program, winograd_work
 from .driver import Device, golden_forward
 from .ir import ConvOp
 
-__all__ = ["random_conv_layer", "winograd_bench", "deconv_bench", "link_bench"]
+__all__ = ["random_conv_layer", "winograd_bench", "deconv_bench", "link_bench", "memory_bench", "MEMORY_CASES"]
 
 
 def random_conv_layer(cin, cout, size, kernel, seed, config, winograd="direct"):
@@ -196,4 +196,61 @@ def link_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, size=3
         res[f"pcie_over_uart_stub_{part}"] = res["pcie"][part]["bytes_per_cycle"] / res["uart"][part]["bytes_per_cycle"]
         res[f"pcie_over_uart_line_{part}"] = res["pcie"][part]["bytes_per_cycle"] / uart_line
     res["pcie_over_uart_stub_load_wall"] = res["uart"]["load"]["wall_s"] / res["pcie"]["load"]["wall_s"]
+    return res
+
+
+#: (channels, map size, layers) of the weight-streaming benchmark: 3×3 convolutions with 64 and
+#: 128 channels, from compute-heavy (16×16 maps) to load-heavy (4×4: a layer computes about as
+#: long as its weights take to load).
+MEMORY_CASES = ((64, 16, 4), (128, 8, 3), (128, 4, 3))
+
+
+def _conv_chain(ch, size, n, seed, config, stream_weights):
+    """``n`` seeded random 3×3 ``ch`` → ``ch`` conv + ReLU layers on ``size``² maps, planned."""
+    rng = np.random.default_rng(seed)
+    ops = []
+    for i in range(n):
+        codes = rng.integers(0, 16, (ch, ch, 3, 3)).astype(np.uint8)
+        codes[codes == 8] = 0
+        ops.append(ConvOp(name=f"conv{i}", w=np.zeros(codes.shape), b=rng.normal(0, 1, ch), stride=1,
+                          pad=(1, 1, 1, 1), relu=True, codes=codes, n2=-9, q_in=2, q_out=2))
+    program = plan_program(ops, (ch, size, size), 2, config, winograd="direct", stream_weights=stream_weights)
+    return program, rng.integers(-128, 128, (ch, size, size))
+
+
+def memory_bench(config: EngineConfig = EngineConfig(), *, seed=1, cases=MEMORY_CASES):
+    """Weight streaming from DDR on the simulated PCIe device (its DDR model), measured in one run.
+
+    Per case (:data:`MEMORY_CASES`) the same layers run twice from step lists: with their weights
+    resident in weight memory (loaded once, at :meth:`Device.load`) and streamed from DDR
+    descriptor by descriptor (``stream_weights``, :mod:`nibble.host.steps`). Reported: cycles per
+    image of both, the engine's busy cycles, DDR bytes read and written per image, the stall
+    fraction (cycles the engine waits for memory), the weight-load time (the streamed weight words:
+    the DMA writes one weight word per cycle), the exposed part (streamed − resident cycles) and
+    the hidden fraction ``1 − exposed / load time``, also counted without the first descriptor,
+    whose weights nothing can hide. Both runs are bit-identical to the golden model or the case
+    says so.
+    """
+    res = {"clk_mhz": config.clk_hz / 1e6, "cases": []}
+    with Device("sim", config=config) as dev:
+        for ch, size, n in cases:
+            case = {"channels": ch, "size": size, "layers": n}
+            outs = {}
+            for mode in ("resident", "streamed"):
+                program, v = _conv_chain(ch, size, n, seed, config, mode == "streamed")
+                dev.load(program)
+                outs[mode] = dev.run_int(v[None])[0]
+                mem = dev.memory[0]
+                case[mode] = {"cycles": mem["cycles"], "engine_cycles": mem["engine_cycles"],
+                              "ddr_read_bytes": mem["ddr_read_bytes"], "ddr_write_bytes": mem["ddr_write_bytes"],
+                              "stall_fraction": 1 - mem["engine_cycles"] / mem["cycles"]}
+            words = [L.n_coblk(config.m) * config.m * L.kh * L.kw * L.cb_in for L in program.layers]
+            exposed = case["streamed"]["cycles"] - case["resident"]["cycles"]
+            case.update(weight_load_cycles=sum(words), exposed_cycles=exposed,
+                        hidden_fraction=1 - exposed / sum(words),
+                        hidden_fraction_after_first=1 - max(0, exposed - words[0]) / sum(words[1:]),
+                        compute_cycles_per_layer=case["resident"]["engine_cycles"] / n,
+                        bit_exact_vs_golden=all(bool(np.array_equal(o, golden_forward(program, v)))
+                                                for o in outs.values()))
+            res["cases"].append(case)
     return res

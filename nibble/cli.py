@@ -503,7 +503,7 @@ def _model_input_shape(model):
 @click.option("--cout", default=64, show_default=True)
 @click.option("--size", default=32, show_default=True, help="input height = width (pixels)")
 @click.option("--seed", default=1, show_default=True)
-@click.option("--only", type=click.Choice(["conv3x3", "deconv", "link"]), help="run one benchmark only")
+@click.option("--only", type=click.Choice(["conv3x3", "deconv", "link", "memory"]), help="run one benchmark only")
 @click.option("--data", "data_dir", type=click.Path(), help="split-deconvolution data folder "
               "(default ../shared/data/split_deconv beside the project)")
 @click.option("-o", "--out", type=click.Path(), default="bench.json", show_default=True, help="JSON file to write")
@@ -521,8 +521,12 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
     link: the simulated device's host links (PCIe AXI4 port and UART frames) loading the conv3x3
     program and moving one inference's input and output: bytes per cycle, MB/s at the clock, wall
     time, PCIe ÷ UART.
+
+    memory: weight streaming from DDR (3×3 layers of 64 and 128 channels): cycles with the weights
+    resident and streamed, DDR bytes, stall fraction, the part of the weight-load time hidden
+    under compute.
     """
-    from .host.bench import deconv_bench, link_bench, winograd_bench
+    from .host.bench import deconv_bench, link_bench, memory_bench, winograd_bench
     cfg = _config(config_path)
     res = {}
     try:
@@ -532,6 +536,8 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
             res["deconv"] = deconv_bench(cfg, data_dir=data_dir, seed=seed)
         if only in (None, "link"):
             res["link"] = link_bench(cfg, cin=cin, cout=cout, size=size, seed=seed)
+        if only in (None, "memory"):
+            res["memory"] = memory_bench(cfg, seed=seed)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
     pathlib.Path(out).write_text(json.dumps(res, indent=2) + "\n")

@@ -684,7 +684,7 @@ def graph_from_chain(ops, in_shape, q_input=None, in_name="input", out_name="out
 
 
 def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="output", winograd="auto",
-                 deconv="auto"):
+                 deconv="auto", stream_weights=False):
     """:func:`lower` of a chain of quantized layers (INQ codes and exponents set), input shape
     ``in_shape`` (C, H, W) with exponent ``q_input`` (see :func:`graph_from_chain`).
 
@@ -701,4 +701,5 @@ def plan_program(ops, in_shape, q_input, config, in_name="input", out_name="outp
         if ci != shape[0]:
             raise CompileError(f"layer '{op.name}' ({op.kind}): expects {ci} input channels, gets {shape[0]}")
         shape = op.out_shape(shape)
-    return lower(graph_from_chain(ops, in_shape, q_input, in_name, out_name), config, winograd, deconv)
+    return lower(graph_from_chain(ops, in_shape, q_input, in_name, out_name), config, winograd, deconv,
+                 stream_weights)
