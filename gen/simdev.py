@@ -66,6 +66,17 @@ def _harness(link):
     return HARNESS_AXI if link == "pcie" else HARNESS
 
 
+def _ddr_defines(acc):
+    """The harness define for an accelerator with an AXI4 master port ``m_axi_*`` (its DDR): the
+    beat bytes of ``m_axi_wdata`` (``nibble.sim.axi_device.beat_define``); none without one."""
+    from amaranth.hdl import Shape
+    from ..sim.axi_device import beat_define
+    members = acc.signature.members
+    if "m_axi_wdata" not in members:
+        return ()
+    return (beat_define(Shape.cast(members["m_axi_wdata"].shape).width),)
+
+
 def _write_regmap(exe, config, link):
     from ..hw.accelerator import regmap
     path = pathlib.Path(exe).parent / "regmap.json"
@@ -96,8 +107,9 @@ def build_sim_device(config: EngineConfig, cache_dir, link="pcie"):
             return SimBuild(exe, _write_regmap(exe, config, link), link)
     from amaranth.back import verilog
     from ..hw.accelerator import Accelerator
-    text = verilog.convert(Accelerator(sim_config(config), phy=phy), name="top")
-    exe = build_device(text, cache, defines=defines, harness=harness)
+    acc = Accelerator(sim_config(config), phy=phy)
+    text = verilog.convert(acc, name="top")
+    exe = build_device(text, cache, defines=defines + _ddr_defines(acc), harness=harness)
     index.parent.mkdir(parents=True, exist_ok=True)
     tmp = index.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(str(exe.relative_to(cache)) + "\n")

@@ -1,19 +1,32 @@
 // Simulated device behind a memory-mapped host link: a Verilated design whose host interface is
 // an AXI4 slave port, driven by this harness as the PCIe endpoint's (XDMA) AXI master would,
-// with commands from stdin and replies on stdout.
+// with commands from stdin and replies on stdout; optionally with a simulated DDR serving the
+// design's AXI4 master port (ddr_model.h).
 //
 // The design (Verilator prefix Vtop) has inputs clk, rst and the slave port s_axi_* (AXI4,
 // 32-bit data: awid awaddr awlen awsize awburst awvalid / awready, wdata wstrb wlast wvalid /
 // wready, bid bresp bvalid / bready, arid araddr arlen arsize arburst arvalid / arready, rid
 // rdata rresp rlast rvalid / rready), and output idle (engine not busy, no transaction in flight).
-// Usage:
+// Built with -DNIBBLE_DDR_BEAT_BYTES=B (B = 4, 8, 16, 32 or 64: the data width / 8), it also has
+// the master port m_axi_* (the same members, 32-bit addresses, B-byte data), served by the DDR
+// model at AXI byte addresses [ddr-base, ddr-base + ddr-bytes) (see ddr_model.h for its timing,
+// checks and counters). Usage:
 //
 //     Vsim [--reset-cycles R] [--handshake-cycles H]
+//          [--ddr-base A --ddr-bytes N --ddr-latency L --ddr-write-latency W
+//           --ddr-bytes-per-cycle X --ddr-outstanding K]
+//
+// The --ddr-* arguments are decimal: A and N bytes (N > 0, A + N <= 2^32, both multiples of B),
+// L and W cycles (>= 1: AR handshake to first R beat, last W beat to B), X bytes per cycle (> 0,
+// at most three decimals: the bandwidth shared by reads and writes), K open bursts per direction
+// (>= 1). A DDR build needs all six (their values are stated once, in sim/ddr.py); a build
+// without the port accepts and ignores them.
 //
 // Commands (little-endian), each answered in order:
 //
-//     request:  op (1) | addr (4) | len (4) | payload (len bytes, WRITE only)
-//     reply:    status (1) | offset (4) | cycles (8) | payload (len bytes, READ only)
+//     request:  op (1) | addr (4) | len (4) | payload (len bytes, WRITE and DDR_WRITE only)
+//     reply:    status (1) | offset (4) | cycles (8) | payload (READ: len bytes, DDR_READ: len
+//               bytes, DDR_STATS: 8 * kDdrStatCount bytes; none for the others)
 //
 // * op 1 WRITE: len bytes (a multiple of 4) to byte address addr, as INCR bursts of at most 256
 //   beats that never cross a 4 KiB boundary (AXI4, ARM IHI 0022, A3.4.1), one burst at a time:
@@ -21,17 +34,32 @@
 // * op 2 READ: len bytes from addr, the same bursts (AR, then R a beat per cycle).
 // * op 3 WAIT: addr | len is a cycle limit (u64, low word first); the design runs until idle is 1
 //   or the limit passes.
+// * op 4 DDR_WRITE: len bytes (any alignment) into the DDR model's memory at AXI byte address
+//   addr, straight into the memory: no design cycle elapses (the host's DMA into DDR moves at
+//   memory speed in simulation, and its cycles are not the design's). Status DECERR (3), nothing
+//   written, when [addr, addr + len) is not inside the DDR window or the design has no DDR port.
+// * op 5 DDR_READ: len bytes from the DDR memory at addr, likewise without cycles; the payload
+//   is always len bytes (zeros with DECERR).
+// * op 6 DDR_STATS: addr and len 0; the payload is the DDR counters as kDdrStatCount u64s in
+//   this order: bytes read, bytes written, read bursts, write bursts, busy cycles (at least one
+//   burst outstanding), error bursts (answered SLVERR or DECERR), protocol errors of the master
+//   (ddr_model.h, nibble_ddr::Stat). Zeros with DECERR without a DDR port.
+// * op 7 DDR_CLEAR: the counters are set to zero and the memory bytes [addr, addr + len) too
+//   (len 0: the memory is untouched); DECERR (nothing done) for a range outside the window or
+//   without a DDR port.
 // * status: the first non-OKAY response (2 SLVERR, 3 DECERR) of the transfer, or 0x10 (TIMEOUT:
 //   a handshake did not come within H cycles, default 100,000; the transfer is abandoned) or,
 //   for WAIT, 0x11 (BUSY: still not idle at the limit); 0x20 a malformed command (then the
 //   harness exits with status 4). offset: the byte offset in the transfer of the first failed
-//   burst (0 when status is 0). cycles: simulated cycles so far, reset included. A READ's payload
-//   is always len bytes (zeros where a beat failed).
+//   burst (0 when status is 0, and for the DDR commands). cycles: simulated cycles so far, reset
+//   included. A READ's payload is always len bytes (zeros where a beat failed).
 // * Between commands the design keeps running while idle is 0 (stdin polled every 1024
 //   cycles); when it is idle the harness blocks on stdin, so an idle device costs no CPU time.
+//   The DDR model runs in every simulated cycle, reset included.
 // * On stdin EOF the harness exits with status 0. Bad arguments exit with status 2, a write
 //   error on stdout with status 3.
 #include "Vtop.h"
+#include "ddr_model.h"
 #include "verilated.h"
 
 #include <poll.h>
@@ -49,7 +77,9 @@
 namespace {
 
 constexpr uint8_t kOpWrite = 1, kOpRead = 2, kOpWait = 3;
-constexpr uint8_t kOkay = 0, kTimeout = 0x10, kBusy = 0x11, kBadCommand = 0x20;
+constexpr uint8_t kOpDdrWrite = 4, kOpDdrRead = 5, kOpDdrStats = 6, kOpDdrClear = 7;
+constexpr uint8_t kOkay = 0, kDecErr = 3, kTimeout = 0x10, kBusy = 0x11, kBadCommand = 0x20;
+constexpr unsigned kDdrStatCount = nibble_ddr::kStatCount;
 constexpr size_t kHeader = 9;
 constexpr unsigned kPollCycles = 1024;
 constexpr uint32_t kMaxBeats = 256;
@@ -120,6 +150,21 @@ void reply(uint8_t status, uint32_t offset, uint64_t cycles, const std::vector<u
     }
 }
 
+// A reply whose payload is n bytes at data, or n zero bytes when data is null.
+void reply_raw(uint8_t status, uint64_t cycles, const uint8_t* data, size_t n) {
+    reply(status, 0, cycles, nullptr);
+    if (data) {
+        put_bytes(data, n);
+        return;
+    }
+    static const uint8_t zeros[65536] = {};
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < sizeof zeros ? n - done : sizeof zeros;
+        put_bytes(zeros, k);
+        done += k;
+    }
+}
+
 unsigned long parse_arg(const char* name, const char* value) {
     char* end = nullptr;
     errno = 0;
@@ -131,11 +176,46 @@ unsigned long parse_arg(const char* name, const char* value) {
     return v;
 }
 
+// A decimal number of bytes with at most three decimals, in thousandths of a byte.
+uint64_t parse_milli(const char* name, const char* value) {
+    uint64_t whole = 0, frac = 0;
+    int digits = 0, frac_digits = 0;
+    const char* p = value;
+    bool ok = p != nullptr;
+    for (; ok && *p >= '0' && *p <= '9'; ++p, ++digits) {
+        whole = whole * 10 + static_cast<uint64_t>(*p - '0');
+        ok = whole < (uint64_t(1) << 40);
+    }
+    if (ok && *p == '.') {
+        for (++p; ok && *p >= '0' && *p <= '9'; ++p, ++frac_digits) {
+            frac = frac * 10 + static_cast<uint64_t>(*p - '0');
+            ok = frac_digits < 3;
+        }
+    }
+    if (!ok || *p != '\0' || digits + frac_digits == 0) {
+        std::fprintf(stderr, "harness: %s needs a decimal number with at most three decimals\n", name);
+        std::exit(2);
+    }
+    for (; frac_digits < 3; ++frac_digits) frac *= 10;
+    return whole * 1000 + frac;
+}
+
 struct Sim {
     std::unique_ptr<VerilatedContext> context;
     std::unique_ptr<Vtop> top;
     uint64_t cycles = 0;
     unsigned long handshake_cycles = 100000;
+#ifdef NIBBLE_DDR_BEAT_BYTES
+    std::unique_ptr<nibble_ddr::Port<NIBBLE_DDR_BEAT_BYTES>> ddr;
+#endif
+
+    nibble_ddr::Model* ddr_model() {
+#ifdef NIBBLE_DDR_BEAT_BYTES
+        return ddr ? &ddr->model : nullptr;
+#else
+        return nullptr;
+#endif
+    }
 
     // One clock cycle. Handshakes are sampled after the inputs settle, before the rising edge.
     struct Edge {
@@ -156,8 +236,14 @@ struct Sim {
         e.bresp = top->s_axi_bresp;
         e.rresp = top->s_axi_rresp;
         e.rlast = top->s_axi_rlast;
+#ifdef NIBBLE_DDR_BEAT_BYTES
+        ddr->sample(top.get());
+#endif
         top->clk = 1;
         top->eval();
+#ifdef NIBBLE_DDR_BEAT_BYTES
+        ddr->step(top.get());
+#endif
         ++cycles;
         return e;
     }
@@ -261,12 +347,36 @@ struct Sim {
 
 int main(int argc, char** argv) {
     unsigned long reset_cycles = 8, handshake_cycles = 100000;
+    nibble_ddr::Params ddr_params;
+    const char* ddr_names[] = {"--ddr-base", "--ddr-bytes", "--ddr-latency", "--ddr-write-latency",
+                               "--ddr-bytes-per-cycle", "--ddr-outstanding"};
+    bool ddr_given[6] = {};
     for (int i = 1; i < argc; ++i) {
         const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
+        int ddr_arg = -1;
+        for (int k = 0; k < 6; ++k)
+            if (!std::strcmp(argv[i], ddr_names[k])) ddr_arg = k;
         if (!std::strcmp(argv[i], "--reset-cycles")) {
             reset_cycles = parse_arg(argv[i], value), ++i;
         } else if (!std::strcmp(argv[i], "--handshake-cycles")) {
             handshake_cycles = parse_arg(argv[i], value), ++i;
+        } else if (ddr_arg >= 0) {
+            ddr_given[ddr_arg] = true;
+            if (ddr_arg == 4) {
+                ddr_params.milli_bytes_per_cycle = parse_milli(argv[i], value);
+            } else {
+                const unsigned long v = parse_arg(argv[i], value);
+                if (ddr_arg >= 2 && v > 0xFFFFFFFFul) {
+                    std::fprintf(stderr, "harness: %s %lu is above 2^32 - 1\n", argv[i], v);
+                    return 2;
+                }
+                if (ddr_arg == 0) ddr_params.base = v;
+                else if (ddr_arg == 1) ddr_params.bytes = v;
+                else if (ddr_arg == 2) ddr_params.read_latency = static_cast<uint32_t>(v);
+                else if (ddr_arg == 3) ddr_params.write_latency = static_cast<uint32_t>(v);
+                else ddr_params.outstanding = static_cast<uint32_t>(v);
+            }
+            ++i;
         } else {
             std::fprintf(stderr, "harness: unknown argument %s\n", argv[i]);
             return 2;
@@ -284,6 +394,24 @@ int main(int argc, char** argv) {
     sim.top = std::make_unique<Vtop>(sim.context.get());
     sim.handshake_cycles = handshake_cycles;
     Vtop* top = sim.top.get();
+#ifdef NIBBLE_DDR_BEAT_BYTES
+    for (int k = 0; k < 6; ++k) {
+        if (!ddr_given[k]) {
+            std::fprintf(stderr, "harness: this device has a DDR port (NIBBLE_DDR_BEAT_BYTES=%u) and needs %s "
+                         "(the values are in sim/ddr.py)\n", unsigned(NIBBLE_DDR_BEAT_BYTES), ddr_names[k]);
+            return 2;
+        }
+    }
+    try {
+        sim.ddr = std::make_unique<nibble_ddr::Port<NIBBLE_DDR_BEAT_BYTES>>(ddr_params);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "harness: %s\n", e.what());
+        return 2;
+    }
+    sim.ddr->drive(top);
+#else
+    (void)ddr_given;
+#endif
     top->rst = 1;
     for (unsigned long i = 0; i < reset_cycles; ++i) sim.tick();
     top->rst = 0;
@@ -293,7 +421,7 @@ int main(int argc, char** argv) {
         if (available() >= kHeader) {
             const uint8_t op = in_buf[in_pos];
             const uint32_t addr = get_u32(1), len = get_u32(5);
-            if (op == kOpWrite && available() < kHeader + static_cast<size_t>(len)) {
+            if ((op == kOpWrite || op == kOpDdrWrite) && available() < kHeader + static_cast<size_t>(len)) {
                 if (in_eof) return 0;
                 read_input(-1);
                 continue;
@@ -327,6 +455,34 @@ int main(int argc, char** argv) {
                 top->eval();
                 while (!top->idle && n < limit) sim.tick(), ++n;
                 reply(top->idle ? kOkay : kBusy, 0, sim.cycles, nullptr);
+            } else if (op == kOpDdrWrite) {
+                nibble_ddr::Model* ddr = sim.ddr_model();
+                const bool ok = ddr && ddr->host_write(addr, in_buf.data() + in_pos + kHeader, len);
+                in_pos += kHeader + len;
+                reply(ok ? kOkay : kDecErr, 0, sim.cycles, nullptr);
+            } else if (op == kOpDdrRead) {
+                in_pos += kHeader;
+                nibble_ddr::Model* ddr = sim.ddr_model();
+                const uint8_t* view = ddr ? ddr->host_view(addr, len) : nullptr;
+                reply_raw(view ? kOkay : kDecErr, sim.cycles, view, len);
+            } else if (op == kOpDdrStats) {
+                if (addr != 0 || len != 0) {
+                    std::fprintf(stderr, "harness: DDR_STATS takes addr 0 and len 0, not 0x%08x and %u\n", addr, len);
+                    reply(kBadCommand, 0, sim.cycles, nullptr);
+                    return 4;
+                }
+                in_pos += kHeader;
+                nibble_ddr::Model* ddr = sim.ddr_model();
+                uint8_t words[8 * kDdrStatCount] = {};
+                for (unsigned k = 0; ddr && k < kDdrStatCount; ++k)
+                    for (int j = 0; j < 8; ++j) words[8 * k + j] = static_cast<uint8_t>(ddr->stat(k) >> (8 * j));
+                reply_raw(ddr ? kOkay : kDecErr, sim.cycles, words, sizeof words);
+            } else if (op == kOpDdrClear) {
+                in_pos += kHeader;
+                nibble_ddr::Model* ddr = sim.ddr_model();
+                const bool ok = ddr && ddr->inside(addr, len);
+                if (ok) ddr->clear_stats(), ddr->host_zero(addr, len);
+                reply(ok ? kOkay : kDecErr, 0, sim.cycles, nullptr);
             } else {
                 std::fprintf(stderr, "harness: unknown command %u\n", op);
                 reply(kBadCommand, 0, sim.cycles, nullptr);

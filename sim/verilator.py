@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 __all__ = ["HARNESS", "VERILATOR_FLAGS", "MAKE_OPT", "verilator_root", "verilator_env",
-           "verilator_version", "strip_zero_initializers", "build_device", "SimDevice"]
+           "verilator_version", "strip_zero_initializers", "harness_source", "build_device", "SimDevice"]
 
 #: Source of the C++ harness.
 HARNESS = Path(__file__).with_name("harness.cpp")
@@ -94,8 +94,24 @@ def verilator_version():
     return f"{verilator.__version__} {out.stdout.strip()}"
 
 
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"', re.MULTILINE)
+
+
+def harness_source(harness=HARNESS):
+    """The text a harness build depends on: the harness source and every header it includes with
+    ``#include "name"`` that lies next to it (e.g. ``ddr_model.h``), each after its name."""
+    path = Path(harness)
+    text = path.read_text()
+    parts = [text]
+    for name in _LOCAL_INCLUDE.findall(text):
+        inc = path.parent / name
+        if inc.is_file():
+            parts.append(f"{name}\0{inc.read_text()}")
+    return "\0".join(parts)
+
+
 def _tool_parts(harness=HARNESS):
-    return [Path(harness).read_text(), verilator_version(),
+    return [harness_source(harness), verilator_version(),
             json.dumps([VERILATOR_FLAGS, DEVICE_FLAGS, MAKE_OPT])]
 
 
@@ -148,7 +164,8 @@ def build_device(verilog, cache_dir, *, top="top", defines=(), harness=HARNESS):
     of UART pins (see ``harness.cpp``).
 
     The executable is cached in ``cache_dir/<top>-<hash>/Vsim`` where the hash covers the Verilog,
-    the harness source, the Verilator version and the build flags; an existing one is returned
+    the harness source and the headers next to it that it includes (:func:`harness_source`), the
+    defines, the Verilator version and the build flags; an existing one is returned
     without building. A build runs in a temporary folder of ``cache_dir`` that is renamed into
     place only when complete (concurrent builders: the first rename wins), so a half-built
     cache entry is never used. Its log is kept as ``build.log`` next to the executable.

@@ -62,3 +62,24 @@ def test_harness_constants_match():
         axi_device.OP_WRITE, axi_device.OP_READ, axi_device.OP_WAIT)
     assert (consts["kOkay"], consts["kTimeout"], consts["kBusy"], consts["kBadCommand"]) == (
         axi_device.AXI_OKAY, axi_device.TIMEOUT, axi_device.BUSY, axi_device.BAD_COMMAND)
+
+
+def test_char_devices_ddr_window_in_chunks(tmp_path):
+    """Inside the DDR window (from the regmap's ``regions["ddr"]``) transfers go by DMA in
+    chunks at their addresses; one across the window's edge is refused, naming the window."""
+    from nibble.host.transport import ddr_window
+    prefix = _fake_xdma(tmp_path)
+    rm = {"regions": {"csr": {"base": 0, "words": 16}, "ddr": {"base": 0x4000, "bytes": 0x8000, "beat_bits": 128}}}
+    t = XdmaTransport(XdmaCharDevices(prefix), (0, 64), ddr_window(rm), dma_chunk=4096)
+    data = np.random.default_rng(4).integers(0, 256, 10_000, dtype=np.uint8).tobytes()
+    t.write(0x4100, data)
+    assert (tmp_path / "xdma0_h2c_0").read_bytes()[0x4100:0x4100 + 10_000] == data
+    assert t.read(0x4100, 10_000) == data
+    with pytest.raises(TransportError, match=r"DDR write of 8 bytes at 0x0000bffc: crosses an edge of the "
+                                             r"DDR window 0x00004000\.\.0x0000c000"):
+        t.write(0xBFFC, bytes(8))
+    with pytest.raises(TransportError, match="keeps none"):
+        t.ddr_stats()
+    with pytest.raises(ValueError, match="dma_chunk"):
+        XdmaTransport(object(), (0, 64), dma_chunk=6)
+    t.close()
