@@ -215,7 +215,19 @@ def test_host_dma_in_chunks(exe):
     assert b.dev.ddr_read(DDR_BASE + 0x3005, 3) == data[1:4]             # any alignment
     assert b.dev.cycles == before
     assert b.t.ddr_stats()["bytes_read"] == 0                            # host access is not counted
+    # 1 GiB of DDR costs memory only where written: reading 64 MiB of it untouched adds nothing
+    assert b.dev.ddr_read(DDR_BASE + (256 << 20), 64 << 20) == bytes(64 << 20)
+    assert _rss_bytes(b.dev) < 32 << 20
     assert b.close() == 0
+
+
+def _rss_bytes(dev):
+    """Resident memory of the harness process (Linux ``/proc``), bytes."""
+    with open(f"/proc/{dev._proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/<pid>/status")
 
 
 def _first_bounds(p):
