@@ -14,6 +14,8 @@ program.
 """
 import os
 
+import numpy as np
+
 from ..hw.config import EngineConfig
 from .frontend.onnx import import_graph, load_onnx, validate_model
 from .ir import CompileError
@@ -41,7 +43,7 @@ def build_graph(model):
 
 
 def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto",
-                  stream_weights=False):
+                  stream_weights=False, tile_features=False):
     """:func:`compile_model`, also returning the final graph (for listings such as ``nibble
     compile``'s): ``(graph, program)``."""
     if not isinstance(config, EngineConfig):
@@ -55,6 +57,8 @@ def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd=
         model = validate_model(model)
     g = build_graph(model)
     data = graph_inputs(g, calib)
+    if tile_features:
+        return g, _tiled(g, data, config, winograd, deconv)
     check_fits(g, config, deconv, stream_weights=stream_weights)
     g = inq(g)
     g = calibrate(g, data)
@@ -62,8 +66,46 @@ def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd=
     return g, lower(g, config, winograd=winograd, deconv=deconv, stream_weights=stream_weights)
 
 
+#: Feature words of the space a program with its maps in external memory is allocated in (the
+#: largest a descriptor's 24-bit addresses reach); the program keeps only what it uses.
+FEATURE_SPACE = (1 << 24) - 1
+
+
+def _tiled(g, data, config, winograd, deconv):
+    """Compile with every feature map in external memory: the maps allocated in a space of
+    :data:`FEATURE_SPACE` words, the weights streamed, every plan banded for the feature memory
+    (:func:`nibble.host.steps.bands`)."""
+    import dataclasses
+    from .graph import chw
+    from .passes.allocate import tensor_cb
+    from .steps import bands
+    # a space that holds every tensor at once, so that the allocation by liveness always fits
+    total = sum(int(np.prod(chw(t.shape)[1:])) * tensor_cb(g, name, config) for name, t in g.tensors.items()
+                if len(t.shape) >= 1)
+    if total > FEATURE_SPACE:
+        raise CompileError(f"the feature maps need {total} words together, more than the {FEATURE_SPACE} a "
+                           "descriptor addresses")
+    space = dataclasses.replace(config, feature_depth=max(total, config.feature_depth))
+    check_fits(g, space, deconv, stream_weights=True)
+    g = inq(g)
+    g = calibrate(g, data)
+    g = allocate(g, space)
+    p = lower(g, space, winograd=winograd, deconv=deconv, stream_weights=True)
+    for L in p.layers:
+        try:
+            bands(L, config.feature_depth)
+        except ValueError as e:
+            raise CompileError(f"layer '{L.name}': {e}") from None
+    used = max([t.base + t.words(config.vc) for t in p.inputs + p.outputs]
+               + [L.map_base + L.full_h * L.full_w * (L.dst_pix or L.cb_out) for L in p.layers]
+               + [L.in_base + (L.in_h - 1) * L.in_view[0] + (L.in_w - 1) * L.in_view[1] + L.cb_in for L in p.layers])
+    p.config, p.feature_space = config, int(used)
+    p.validate()
+    return p
+
+
 def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto",
-                  stream_weights=False):
+                  stream_weights=False, tile_features=False):
     """Compile an ONNX model for an accelerator configuration.
 
     :param model: path to an ``.onnx`` file or an ``onnx.ModelProto``.
@@ -78,6 +120,10 @@ def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd=
     :param stream_weights: keep the weights in external memory and stream them descriptor by
         descriptor into the two halves of the weight memory (a device with DDR: ``sim`` or
         ``pcie``); the total may then exceed the weight memory, each descriptor's must fit half.
+    :param tile_features: keep every feature map in external memory and run each layer in row
+        bands that fit the feature memory (:mod:`nibble.host.steps`); implies ``stream_weights``.
+        A layer of which one band of rows cannot fit, or a transposed convolution, is a
+        :class:`CompileError` naming it.
     :returns: :class:`Program` with one input and one output spec per graph input and output
         (host tail ops such as a final Softmax declared in the output's ``tail``).
     :raises CompileError: malformed or invalid model (ONNX checker, shape inference or ONNX Runtime
@@ -91,4 +137,4 @@ def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd=
         bits, a layer named for Winograd that cannot run as Winograd (with the reason); a config
         that is not an EngineConfig, an unknown mode.
     """
-    return compile_graph(model, calib, config, winograd, deconv, stream_weights)[1]
+    return compile_graph(model, calib, config, winograd, deconv, stream_weights, tile_features)[1]

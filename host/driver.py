@@ -118,6 +118,24 @@ def golden_forward(program: Program, v):
     return outs[0] if len(outs) == 1 else outs
 
 
+def golden_plan(program: Program, i, L, mem):
+    """Run plan ``L`` (the geometry of ``program.layers[i]`` or a view of it, e.g. a row band;
+    weights, biases and slopes those of layer ``i``) on ``mem`` ((words, vc) int8 feature
+    memory) as the engine does: read its input view, accumulate, residual, requantize, table,
+    max-pool, write its output view. See :func:`golden_outputs`."""
+    vc = program.config.vc
+    x = read_view(mem, L.in_base, L.in_h, L.in_w, *L.in_view, L.in_view[1] if L.grp else L.cb_in)[:L.cin]
+    acc = _layer_acc(program, i, L, x)
+    if L.res:                       # fused residual Add: the tensor laid out as the output
+        r = read_view(mem, L.res_base, L.out_h, L.out_w, *L.out_view, L.cb_out)
+        acc = acc + (r << L.res_sh_hw)
+    y = golden.requantize(acc, L.sh_hw, L.relu, program.layer_slopes(i, padded=True), L.clip)
+    if L.act:
+        y = golden.activate(y, L.act)
+    y = golden.maxpool(y, L.pool)
+    write_view(mem, L.out_base, *L.out_view, y, vc)
+
+
 def golden_outputs(program: Program, v):
     """Run one input through the program with the golden model, as the engine runs it: plan by plan
     on one feature memory (``feature_depth`` words of ``vc`` int8), each plan reading its input
@@ -135,23 +153,14 @@ def golden_outputs(program: Program, v):
     """
     c = program.config
     vc = c.vc
-    mem = np.zeros((c.feature_depth, vc), dtype=np.int8)
+    mem = np.zeros((program.feature_words, vc), dtype=np.int8)
     for spec, x in zip(program.inputs, v if isinstance(v, (list, tuple)) else [v]):
         row, pix, cb = spec.view(vc)
         full = np.zeros((cb * vc,) + tuple(spec.shape[1:]), dtype=np.int64)
         full[:spec.shape[0]] = x
         write_view(mem, spec.base, row, pix, full, vc)
     for i, L in enumerate(program.layers):
-        x = read_view(mem, L.in_base, L.in_h, L.in_w, *L.in_view, L.in_view[1] if L.grp else L.cb_in)[:L.cin]
-        acc = _layer_acc(program, i, L, x)
-        if L.res:                       # fused residual Add: the tensor laid out as the output
-            r = read_view(mem, L.res_base, L.out_h, L.out_w, *L.out_view, L.cb_out)
-            acc = acc + (r << L.res_sh_hw)
-        y = golden.requantize(acc, L.sh_hw, L.relu, program.layer_slopes(i, padded=True), L.clip)
-        if L.act:
-            y = golden.activate(y, L.act)
-        y = golden.maxpool(y, L.pool)
-        write_view(mem, L.out_base, *L.out_view, y, vc)
+        golden_plan(program, i, L, mem)
     outs = []
     for spec in program.outputs:
         row, pix, cb = spec.view(vc)
@@ -384,7 +393,7 @@ class Device:
 
     def __init__(self, transport="golden", *, config=None, link="pcie", regmap=None, xdma="/dev/xdma0",
                  port=None, baud=1_000_000, cache_dir=None, progress=False, timeout_s=2.0):
-        from .transport import XdmaTransport, load_regmap
+        from .transport import XdmaTransport, ddr_window, load_regmap
         self.transport = transport
         self.progress = progress
         self.cycles, self.beats, self.raw, self.memory = [], [], None, []
@@ -396,7 +405,9 @@ class Device:
             rm = load_regmap(build.regmap)
             if link == "pcie":
                 from ..sim.axi_device import SimAxiDevice
-                t = XdmaTransport(SimAxiDevice(build.exe), _user_window(rm))
+                from ..sim.ddr import DdrParams
+                t = XdmaTransport(SimAxiDevice(build.exe, ddr=DdrParams.from_regmap(rm)), _user_window(rm),
+                                  ddr_window(rm))
             else:
                 from ..sim.verilator import SimDevice
                 from .link import Link
@@ -410,7 +421,7 @@ class Device:
             rm = load_regmap(regmap)
             if transport == "pcie":
                 from .transport import XdmaCharDevices
-                t = XdmaTransport(XdmaCharDevices(xdma), _user_window(rm))
+                t = XdmaTransport(XdmaCharDevices(xdma), _user_window(rm), ddr_window(rm))
                 self._be = _TransportBackend(t, rm, poll_s=0.0001)
             else:
                 from .link import open_uart

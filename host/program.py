@@ -297,6 +297,11 @@ class Program:
     memory; a device with it loads each plan's weights (``w_base`` is then an offset in the
     image) into one half of weight memory while the plan before computes
     (:mod:`nibble.host.steps`). Every plan's weights then fit half of weight memory.
+
+    ``feature_space``: 0 — the feature maps live in feature memory (the addresses of the plans
+    and tensor specs are its words); > 0 — they live in external memory, a space of that many
+    feature words, and a device with DDR runs each plan in row bands that fit feature memory
+    (:mod:`nibble.host.steps`; the weights are then streamed too: ``stream_weights``).
     """
     config: EngineConfig
     layers: list
@@ -306,6 +311,13 @@ class Program:
     outputs: list
     desc_base: int = 0
     stream_weights: bool = False
+    feature_space: int = 0
+
+    @property
+    def feature_words(self):
+        """Words of the space the feature addresses point into: ``feature_space``, or the
+        feature memory's ``config.feature_depth``."""
+        return self.feature_space or self.config.feature_depth
 
     input_shape = property(lambda self: tuple(self.inputs[0].shape))
     input_q = property(lambda self: self.inputs[0].q)
@@ -352,7 +364,7 @@ class Program:
             "layers": [dataclasses.asdict(L) for L in self.layers],
             "inputs": [dataclasses.asdict(t) for t in self.inputs],
             "outputs": [dataclasses.asdict(t) for t in self.outputs],
-            "desc_base": self.desc_base, "stream_weights": self.stream_weights,
+            "desc_base": self.desc_base, "stream_weights": self.stream_weights, "feature_space": self.feature_space,
         }
 
     def _checked(self, where):
@@ -770,7 +782,7 @@ _LAYER_SPEC = {
 }
 assert set(_LAYER_SPEC) == {fl.name for fl in dataclasses.fields(LayerPlan)}, "LayerPlan and its file schema"
 
-_TOP_KEYS = ("format", "config", "layers", "inputs", "outputs", "desc_base", "stream_weights")
+_TOP_KEYS = ("format", "config", "layers", "inputs", "outputs", "desc_base", "stream_weights", "feature_space")
 _TENSOR_KEYS = ("name", "shape", "q", "base", "row", "pix", "flatten", "tail")
 
 
@@ -828,7 +840,10 @@ def _parse(meta, params, weights, where):
                 inputs=_parse_tensors(c, meta["inputs"], "inputs", 1),
                 outputs=_parse_tensors(c, meta["outputs"], "outputs", 1),
                 desc_base=c.int(meta["desc_base"], "desc_base", *_U32),
-                stream_weights=c.bool(meta["stream_weights"], "stream_weights"))
+                stream_weights=c.bool(meta["stream_weights"], "stream_weights"),
+                feature_space=c.int(meta["feature_space"], "feature_space", 0, 1 << 24))
+    if p.feature_space and not p.stream_weights:
+        c.fail("feature_space", "feature maps in external memory need stream_weights")
     _consistency(p, c)
     return p
 
@@ -898,9 +913,9 @@ def _dataflow(p, c, groups):
     for k, t in enumerate(p.inputs):
         row, pix, cb = t.view(vc)
         tensors[t.name] = (tuple(t.shape), t.q, t.base, row, pix, cb, -1)
-        if t.base + t.words(vc) > p.config.feature_depth:
+        if t.base + t.words(vc) > p.feature_words:
             c.fail(f"inputs[{k}].base", f"the input map ends at word {t.base + t.words(vc)}, the feature memory "
-                                        f"has {p.config.feature_depth}")
+                                        f"has {p.feature_words}")
     reads = {}            # tensor -> last group index reading it
     parts = {}            # concatenated tensor -> the pixel words written so far
     prev = p.inputs[0].name
@@ -1084,10 +1099,10 @@ def _check_plan(p, i, L, c, d_end):
     # memory ranges (the engine's checks, against the images the program carries)
     in_end = _extent(L.in_base, L.in_h, L.in_w, *L.in_view, L.in_view[1] if L.grp else L.cb_in)[1]
     map_end = L.map_base + L.full_h * L.full_w * (L.dst_pix or L.cb_out)
-    if in_end > cfg.feature_depth:
-        fail("in_base", f"the input map ends at word {in_end}, the feature memory has {cfg.feature_depth}")
-    if map_end > cfg.feature_depth:
-        fail("map_base", f"the output map ends at word {map_end}, the feature memory has {cfg.feature_depth}")
+    if in_end > p.feature_words:
+        fail("in_base", f"the input map ends at word {in_end}, the feature memory has {p.feature_words}")
+    if map_end > p.feature_words:
+        fail("map_base", f"the output map ends at word {map_end}, the feature memory has {p.feature_words}")
     if L.in_base < map_end and L.map_base < in_end:
         fail("map_base", f"the output map (words {L.map_base}..{map_end - 1}) overlaps the input map "
                          f"(words {L.in_base}..{in_end - 1})")

@@ -25,6 +25,18 @@ Layout in DDR, from the window's base, each part at a 4 KiB boundary: load list,
 parameter image, weight image (each streamed descriptor's weights at a beat boundary), inputs,
 outputs. Feature maps in DDR have their on-chip layout (HWC, ``vc`` int8 a beat), so a map is
 one chunk.
+
+**Feature maps in DDR** (``Program.feature_space`` > 0: the compiler allocated the maps in a
+space larger than feature memory): every tensor stays in DDR, at its word in that space, and each
+descriptor runs in **row bands** (:func:`bands`): the largest runs of output rows whose input rows
+(the kernel's halo and the pooling window included), output rows and residual rows fit feature
+memory together. Per band: LOAD its input rows (one chunk: the rows are contiguous in HWC), LOAD
+its residual rows, RUN a descriptor rewritten for the band (input view, top padding, conv and
+pooled rows, on-chip addresses), STORE its output rows (a chunk per pixel for a Concat branch,
+which writes only its channel words of each pixel). The weights of each descriptor go to half
+``i mod 2`` of weight memory and its biases, slopes and band descriptors to half ``i mod 2`` of
+parameter memory; both LOADs of descriptor ``i + 1`` are issued after the RUN of descriptor
+``i``'s first band. Transposed-convolution plans (TDC phases, zero insertion) are not banded.
 """
 import dataclasses
 
@@ -34,7 +46,7 @@ from ..hw.isa import (DESC_WORDS, STEP_BYTES, STEP_CHUNK, Region, StepOp, decode
                       encode_step)
 from .program import Program
 
-__all__ = ["DdrPlan", "plan_ddr", "PART_ALIGN"]
+__all__ = ["DdrPlan", "plan_ddr", "bands", "band_view", "Band", "PART_ALIGN"]
 
 CHUNK_STEPS = STEP_CHUNK
 #: Alignment of each part of the DDR layout, bytes.
@@ -71,14 +83,109 @@ def _list(steps):
     return raw + encode_step(StepOp.END) * (-len(steps) % CHUNK_STEPS)
 
 
+@dataclasses.dataclass(frozen=True)
+class Band:
+    """One row band of a plan: input rows ``a … b − 1``, conv output rows ``r0 … r1 − 1``, stored
+    (pooled) output rows ``q0 … q1 − 1``; ``words``: feature-memory words of its input, output
+    and residual rows on chip."""
+    a: int
+    b: int
+    r0: int
+    r1: int
+    q0: int
+    q1: int
+    in_words: int
+    out_words: int
+    res_words: int
+
+
+def _band(L, q0, q1):
+    pkh, pkw, psy, psx, ppt, ppb, ppl, ppr = L.pool
+    if L.pools:
+        r0, r1 = max(0, q0 * psy - ppt), min(L.conv_h, (q1 - 1) * psy - ppt + pkh)
+    else:
+        r0, r1 = q0, q1
+    s, pt = L.stride, L.pad[0]
+    a, b = max(0, r0 * s - pt), min(L.in_h, (r1 - 1) * s - pt + L.kh)
+    in_row, in_pix = L.in_view
+    out_row, out_pix = L.out_view
+    width = in_pix if L.grp else L.cb_in
+    w_in = (b - a - 1) * in_row + (L.in_w - 1) * in_pix + width if b > a else 0
+    w_out = (q1 - q0 - 1) * out_row + (L.out_w - 1) * out_pix + L.cb_out
+    return Band(a, b, r0, r1, q0, q1, w_in, w_out, w_out if L.res else 0)
+
+
+def bands(L, depth):
+    """The row bands of plan ``L`` for a feature memory of ``depth`` words: from the top, each
+    the most output rows whose input, output and residual rows fit ``depth`` together (a
+    Winograd plan without pooling: an even number of rows, so every band starts at a 2×2 tile).
+
+    :returns: list of :class:`Band`, covering ``0 … out_h − 1``.
+    :raises ValueError: naming the plan: a TDC phase or zero-insertion plan, an output view
+        whose rows are not whole pixel rows, or one output row that does not fit.
+    """
+    if L.phase or L.dil != 1:
+        raise ValueError(f"plan '{L.name}': a transposed convolution (TDC phase or zero insertion) with its maps "
+                         "in external memory is not tiled into row bands")
+    out_row, out_pix = L.out_view
+    if out_row != L.out_w * out_pix:
+        raise ValueError(f"plan '{L.name}': its output rows ({out_row} words) are not whole pixel rows "
+                         f"({L.out_w} × {out_pix})")
+    step = 2 if L.winograd and not L.pools else 1
+    fits = lambda q0, q1: (lambda bd: bd.in_words + bd.out_words + bd.res_words <= depth)(_band(L, q0, q1))
+    out, q = [], 0
+    while q < L.out_h:
+        lo, hi = 0, -(-(L.out_h - q) // step)         # bands of k·step rows: the largest k that fits
+        while lo < hi:
+            k = (lo + hi + 1) // 2
+            if fits(q, min(L.out_h, q + k * step)):
+                lo = k
+            else:
+                hi = k - 1
+        if lo == 0:
+            bd = _band(L, q, min(L.out_h, q + step))
+            raise ValueError(f"plan '{L.name}': {step} output row(s) need {bd.in_words + bd.out_words + bd.res_words} "
+                             f"words of feature memory (input {bd.in_words}, output {bd.out_words}, residual "
+                             f"{bd.res_words}), it has {depth}")
+        q1 = min(L.out_h, q + lo * step)
+        out.append(_band(L, q, q1))
+        q = q1
+    return out
+
+
+def band_view(L, bd):
+    """Plan ``L`` restricted to band ``bd`` on chip: its input rows at feature word 0, its output
+    rows after them, its residual rows after those; the top padding, conv rows, pool top padding
+    and stored rows of the band. Weights and parameters as ``L``'s."""
+    pkh, pkw, psy, psx, ppt, ppb, ppl, ppr = L.pool
+    in_row, in_pix = L.in_view
+    out_row, out_pix = L.out_view
+    in_h, conv_h, out_h = bd.b - bd.a, bd.r1 - bd.r0, bd.q1 - bd.q0
+    pt = bd.a - (bd.r0 * L.stride - L.pad[0])
+    # the bottom paddings that make exactly these rows (the engine implies them from the bounds)
+    pb = (conv_h - 1) * L.stride + L.kh - in_h - pt
+    pool = L.pool
+    if L.pools:
+        p_t = bd.r0 - (bd.q0 * psy - ppt)
+        pool = (pkh, pkw, psy, psx, p_t, (out_h - 1) * psy + pkh - conv_h - p_t, ppl, ppr)
+    return dataclasses.replace(
+        L, in_base=0, in_h=in_h, in_row=in_row, in_pix=in_pix, pad=(pt, pb, L.pad[2], L.pad[3]),
+        conv_h=conv_h, out_h=out_h, full_h=out_h, out_base=bd.in_words, map_base=bd.in_words, out_row=out_row,
+        out_pix=out_pix, pool=pool, res_base=bd.in_words + bd.out_words if L.res else 0)
+
+
 def plan_ddr(program: Program, regmap) -> DdrPlan:
     """Lay ``program`` out in the DDR window of ``regmap`` and write its lists (module docstring).
 
     :raises ValueError: the regmap has no DDR window; the layout does not fit it; a map or image
-        that cannot be copied in whole beats within its memory (naming it).
+        that cannot be copied in whole beats within its memory (naming it); with the maps in DDR,
+        a plan that cannot be banded (:func:`bands`) or whose band descriptors and biases exceed
+        half of the parameter memory.
     """
     if "ddr" not in regmap["regions"]:
         raise ValueError("the device has no external memory (its regmap has no 'ddr' region)")
+    if program.feature_space:
+        return _plan_tiled(program, regmap)
     ddr = regmap["regions"]["ddr"]
     c = program.config
     vc = c.vc
@@ -183,5 +290,111 @@ def plan_ddr(program: Program, regmap) -> DdrPlan:
     run.append((StepOp.END, {}))
     assert len(run) == n_run
     image += [(load_list, _list(load)), (run_list, _list(run))]
+    return DdrPlan(image=image, load_list=load_list, run_list=run_list, inputs=inputs, outputs=outputs,
+                   run_steps=len(run), load_steps=len(load), runs=runs, end=at)
+
+
+def _plan_tiled(program, regmap):
+    """:func:`plan_ddr` of a program whose feature maps live in DDR (module docstring)."""
+    ddr = regmap["regions"]["ddr"]
+    c = program.config
+    vc = c.vc
+    beat = ddr["beat_bits"] // 8
+    if beat != vc:
+        raise ValueError(f"the device's DDR beat is {beat} bytes, the program's feature word {vc}")
+    base, size = ddr["base"], ddr["bytes"]
+    pw_beat = beat // 4
+    ww_bytes = vc // 2
+    half_w, half_p = c.weight_depth // 2, c.param_depth // 2
+    weights = program.weights.astype("<u2").tobytes()
+    params = program.params.view("<u4") if program.params.dtype.itemsize == 4 else program.params.astype("<u4")
+
+    # per plan: its bands, its parameter blob (biases, slopes, band descriptors) and weight blob
+    plans = []
+    for i, L in enumerate(program.layers):
+        bl = bands(L, c.feature_depth)
+        nb = L.n_coblk(c.m) * c.m
+        slot = (i % 2) * half_p
+        bias = params[L.bias_base:L.bias_base + nb]
+        slopes = params[L.slope_base:L.slope_base + nb] if L.prelu else np.zeros(0, "<u4")
+        d0 = slot + nb + len(slopes)
+        n_words = d0 - slot + DESC_WORDS * len(bl)
+        n_words = -(-n_words // pw_beat) * pw_beat
+        if n_words > half_p:
+            raise ValueError(f"plan {i} ('{L.name}'): its {len(bl)} row bands' descriptors and its biases need "
+                             f"{n_words} words, half of the parameter memory has {half_p}")
+        blob = np.zeros(n_words, "<u4")
+        blob[:nb] = bias
+        blob[nb:nb + len(slopes)] = slopes
+        descs = []
+        for k, bd in enumerate(bl):
+            Lb = dataclasses.replace(band_view(L, bd), w_base=(i % 2) * half_w, bias_base=slot,
+                                     slope_base=slot + nb if L.prelu else 0)
+            at = d0 - slot + DESC_WORDS * k
+            blob[at:at + DESC_WORDS] = Lb.descriptor(c, last=True)
+            descs.append(d0 + DESC_WORDS * k)
+        w_n = L.n_coblk(c.m) * c.m * L.kh * L.kw * L.cb_in
+        w_words = -(-w_n // 2) * 2
+        if w_words > half_w:
+            raise ValueError(f"plan {i} ('{L.name}'): its weights padded to whole DDR beats ({w_words} words) "
+                             f"exceed half of the weight memory ({half_w})")
+        wblob = weights[L.w_base * ww_bytes:(L.w_base + w_n) * ww_bytes]
+        plans.append(dict(L=L, bands=bl, slot=slot, pblob=blob, descs=descs, wblob=wblob + bytes(
+            w_words * ww_bytes - len(wblob)), w_words=w_words))
+
+    n_run = 1 + sum(2 + len(p["bands"]) * (3 + p["L"].res) for p in plans)
+    list_bytes = lambda n: -(-n // CHUNK_STEPS) * CHUNK_STEPS * STEP_BYTES
+    at = base
+    load_list = at
+    at += _align(list_bytes(1))
+    run_list = at
+    at += _align(list_bytes(n_run))
+    for p in plans:
+        p["p_at"] = at
+        at += _align(len(p["pblob"]) * 4, beat)
+        p["w_at"] = at
+        at += _align(len(p["wblob"]), beat)
+    at = _align(at)
+    feat_at = at
+    at += _align(program.feature_space * vc)
+    if at > base + size:
+        raise ValueError(f"the program and its maps need {at - base} bytes of DDR, the window has {size}")
+    fa = lambda word: feat_at + word * vc
+
+    copy = lambda op, region, mem_addr, words, ddr_addr, count=1, mem_stride=0, ddr_stride=0, wait=0: (op, dict(
+        region=region, mem_addr=mem_addr, count=count, words=words, mem_stride=mem_stride, ddr_addr=ddr_addr,
+        ddr_stride=ddr_stride, wait=wait))
+    prefetch = lambda i: [copy(StepOp.LOAD, Region.WEIGHT, (i % 2) * half_w, plans[i]["w_words"], plans[i]["w_at"]),
+                          copy(StepOp.LOAD, Region.PARAM, plans[i]["slot"], len(plans[i]["pblob"]), plans[i]["p_at"])]
+    run, runs = prefetch(0), {}
+    for i, p in enumerate(plans):
+        L = p["L"]
+        in_row, in_pix = L.in_view
+        out_row, out_pix = L.out_view
+        for k, bd in enumerate(p["bands"]):
+            run.append(copy(StepOp.LOAD, Region.FEATURE, 0, bd.in_words, fa(L.in_base + bd.a * in_row), wait=1))
+            if L.res:
+                run.append(copy(StepOp.LOAD, Region.FEATURE, bd.in_words + bd.out_words, bd.res_words,
+                                fa(L.res_base + bd.q0 * out_row)))
+            runs[len(run)] = i
+            run.append((StepOp.RUN, dict(mem_addr=p["descs"][k], wait=1)))
+            if k == 0 and i + 1 < len(plans):
+                run += prefetch(i + 1)
+            out_at = fa(L.out_base + bd.q0 * out_row)
+            pixels = (bd.q1 - bd.q0) * L.out_w
+            if out_pix == L.cb_out:                # a map of its own: its rows are one chunk
+                run.append(copy(StepOp.STORE, Region.FEATURE, bd.in_words, bd.out_words, out_at, wait=1))
+            else:                                  # a Concat branch: its words of every pixel
+                if pixels >= 1 << 16:
+                    raise ValueError(f"plan {i} ('{L.name}'): a band of {pixels} pixels of a Concat branch")
+                run.append(copy(StepOp.STORE, Region.FEATURE, bd.in_words, L.cb_out, out_at, count=pixels,
+                                mem_stride=out_pix, ddr_stride=out_pix * vc, wait=1))
+    run.append((StepOp.END, {}))
+    assert len(run) == n_run, (len(run), n_run)
+    load = [(StepOp.END, {})]
+    image = [(p["p_at"], p["pblob"].tobytes()) for p in plans] + [(p["w_at"], p["wblob"]) for p in plans]
+    image += [(load_list, _list(load)), (run_list, _list(run))]
+    inputs = [(fa(spec.base), spec.words(vc) * vc) for spec in program.inputs]
+    outputs = [(fa(spec.base), spec.words(vc) * vc) for spec in program.outputs]
     return DdrPlan(image=image, load_list=load_list, run_list=run_list, inputs=inputs, outputs=outputs,
                    run_steps=len(run), load_steps=len(load), runs=runs, end=at)

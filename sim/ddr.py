@@ -59,10 +59,11 @@ __all__ = ["DDR_BASE", "DDR_BYTES", "DDR_CLK_HZ", "DDR_TRANSFERS_PER_S", "DDR_BU
            "DDR_PEAK_BYTES_PER_CYCLE", "DDR_EFFICIENCY", "DDR_BYTES_PER_CYCLE", "DDR_READ_LATENCY",
            "DDR_WRITE_LATENCY", "DDR_OUTSTANDING", "STAT_NAMES", "DdrParams"]
 
-#: AXI byte address of the first DDR byte (see the module docstring).
-DDR_BASE = 0x8000_0000
-#: DDR size, bytes: the 1 GiB SODIMM of the VC707 and KC705.
-DDR_BYTES = 1 << 30
+#: AXI byte address of the first DDR byte (see the module docstring), defined with the step format.
+from ..hw.isa import DDR_BASE  # noqa: E402
+from ..hw.config import EngineConfig as _EngineConfig  # noqa: E402
+#: DDR size, bytes: the 1 GiB SODIMM of the VC707 and KC705 (``EngineConfig.ddr_bytes``).
+DDR_BYTES = _EngineConfig.ddr_bytes
 #: Engine clock = MIG UI clock, Hz (``EngineConfig.clk_hz``; 800 MHz memory clock / 4).
 DDR_CLK_HZ = 200_000_000
 #: DDR3-1600: transfers per second on the data bus.

@@ -174,3 +174,79 @@ def test_device_without_ddr_refuses_a_streamed_program(programs):
     with pytest.raises(DeviceError, match="streams its weights from external memory.*has none"):
         _TransportBackend(link, rm).load(programs[2])
     assert link.writes == []
+
+
+# ---- feature maps in DDR: row bands
+
+def band_check(p):
+    """Every band of every plan, run by the golden model on a feature memory holding only the
+    band's input (and residual) rows, gives the plan's output rows as the whole-map golden run
+    does (the geometry the RTL gets in its band descriptors)."""
+    from nibble.host.driver import golden_plan
+    from nibble.host.steps import band_view, bands
+    c = p.config
+    rng = np.random.default_rng(SEED + 9)
+    mem = np.zeros((p.feature_words, c.vc), np.int8)
+    for spec in p.inputs:
+        row, pix, cb = spec.view(c.vc)
+        x = rng.integers(-128, 128, (cb * c.vc, *spec.shape[1:]))
+        x[spec.shape[0]:] = 0
+        from nibble.host.driver import write_view
+        write_view(mem, spec.base, row, pix, x, c.vc)
+    n_bands = 0
+    for i, L in enumerate(p.layers):
+        before = mem.copy()
+        golden_plan(p, i, L, mem)
+        out_row, out_pix = L.out_view
+        for bd in bands(L, c.feature_depth):
+            n_bands += 1
+            on_chip = np.zeros((c.feature_depth, c.vc), np.int8)
+            in_at = L.in_base + bd.a * L.in_view[0]
+            on_chip[:bd.in_words] = before[in_at:in_at + bd.in_words]
+            if L.res:
+                r_at = L.res_base + bd.q0 * out_row
+                on_chip[bd.in_words + bd.out_words:][:bd.res_words] = before[r_at:r_at + bd.res_words]
+            golden_plan(p, i, band_view(L, bd), on_chip)
+            assert bd.in_words + bd.out_words + bd.res_words <= c.feature_depth
+            for q in range(bd.q0, bd.q1):
+                for x in range(L.out_w):
+                    got = on_chip[bd.in_words + (q - bd.q0) * out_row + x * out_pix:][:L.cb_out]
+                    want = mem[L.out_base + q * out_row + x * out_pix:][:L.cb_out]
+                    assert np.array_equal(got, want), (L.name, bd, q, x)
+    return n_bands
+
+
+def conv_pool_model(rng, h, w):
+    """Conv 3×3 s1 pad 1 (3 → 16), conv 3×3 s2 pad 1 (16 → 24), 3×3/2 max-pool with ceil and
+    padding, conv 1×1 (24 → 8), ReLUs, on an h × w input."""
+    from onnx import helper
+    n0, i0 = conv(rng, "c0", "x", "t0", 3, 16, pads=[1, 1, 1, 1])
+    n1, i1 = conv(rng, "c1", "r0", "t1", 16, 24, pads=[1, 1, 1, 1], strides=[2, 2])
+    n2, i2 = conv(rng, "c2", "p1", "y", 24, 8, k=1)
+    nodes = [n0, helper.make_node("Relu", ["t0"], ["r0"]), n1, helper.make_node("Relu", ["t1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                              ceil_mode=1), n2]
+    return model(nodes, {**i0, **i1, **i2}, inputs={"x": ("N", 3, h, w)})
+
+
+def test_tiled_conv_pool_chain():
+    """:func:`conv_pool_model` on 45 × 37: maps much larger than a 2,048-word feature memory."""
+    rng = np.random.default_rng(SEED + 3)
+    m = conv_pool_model(rng, 45, 37)
+    cfg = EngineConfig(m=8, vc=8, winograd=False, feature_depth=2048)
+    calib = rng.normal(0, 1, (2, 3, 45, 37))
+    with pytest.raises(CompileError):
+        compile_model(m, calib, cfg)
+    p = compile_model(m, calib, cfg, tile_features=True)
+    assert p.feature_space > cfg.feature_depth and p.stream_weights
+    assert band_check(p) >= 2 * len(p.layers)
+    plan = plan_ddr(p, regmap(cfg, ddr=True))
+    for s in steps_at(plan, plan.run_list):
+        assert check_step(cfg, s) is None, s
+    # the golden device runs it as compiled on chip with a large feature memory
+    q = compile_model(m, calib, EngineConfig(m=8, vc=8, winograd=False, feature_depth=1 << 16))
+    x = rng.normal(0, 1, (1, 3, 45, 37))
+    with Device("golden") as a, Device("golden") as b:
+        a.load(p)
+        b.load(q)
+        assert np.array_equal(a.run(x), b.run(x))
