@@ -67,7 +67,7 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
             L = program.layers[0]
             dev.load(program)
             out = dev.run_int(v[None])[0]
-            cycles, beats = dev.cycles[0], dev.beats[0]
+            cycles, beats = _engine_cycles(dev), dev.beats[0]
             mults = _layer_mults(L)
             ideal = mults / (config.m * config.vc)
             outs[form] = out
@@ -127,7 +127,7 @@ def deconv_bench(config: EngineConfig = EngineConfig(), *, layer="Deconv2", data
             mults = sum(_layer_mults(L) for L in program.layers)
             n_out = co * (2 * h) * (2 * h)
             res[form] = {
-                "rtl_cycles": dev.cycles[0],
+                "rtl_cycles": _engine_cycles(dev),
                 "model_cycles": sum(layer_cycles(L, config) for L in program.layers),
                 "descriptors": len(program.layers),
                 "multiplications": mults,
@@ -145,6 +145,13 @@ def deconv_bench(config: EngineConfig = EngineConfig(), *, layer="Deconv2", data
     return res
 
 
+def _engine_cycles(dev, n=0):
+    """Cycles the engine computed for input ``n`` of the last run: the ``engine_cycles`` counter
+    on a device with external memory (whose run also moves the maps), else the run's cycles."""
+    mem = dev.memory[n] if dev.memory else None
+    return mem["engine_cycles"] if mem else dev.cycles[n]
+
+
 def _sim_cycles(dev):
     """Simulated cycles so far of a ``sim`` device (either host link), all its work done."""
     link = dev.link
@@ -157,11 +164,13 @@ def link_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, size=3
     """The simulated device's two host links measured on the same program: loading it
     (descriptors, biases, weights) and one inference's input and output transfers; JSON-ready.
 
-    Per link (``pcie``: the AXI4 port an XDMA endpoint drives, 32-bit beats; ``uart``: the UART
-    bridge's frames on its byte streams, a byte per cycle — on a board's serial line a byte
-    takes ``10·uart_divisor`` cycles): payload bytes, simulated cycles (the run's engine cycles
-    excluded from the transfer cycles), bytes per cycle, MB/s at ``config.clk_hz``, and the wall
-    time of the simulation. Ratios pcie ÷ uart of the bytes per cycle, and pcie ÷ the board's
+    Per link (``pcie``: the host's DMA into DDR, which takes no simulated cycles, then the
+    accelerator's own DMA from DDR into its memories (the load list, the inputs and outputs of
+    the run list), plus the CSR accesses on the AXI4 port; ``uart``: the UART bridge's frames on
+    its byte streams, a byte per cycle — on a board's serial line a byte takes
+    ``10·uart_divisor`` cycles): payload bytes the host moves, simulated cycles (the engine's
+    computing cycles excluded from the transfer cycles), bytes per cycle, MB/s at
+    ``config.clk_hz``, and the wall time of the simulation. Ratios pcie ÷ uart of the bytes per cycle, and pcie ÷ the board's
     UART line at ``config.baud`` (``baud / 10`` bytes/s).
     """
     program, v = random_conv_layer(cin, cout, size, 3, seed, config)
@@ -178,7 +187,7 @@ def link_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, size=3
             r1 = t.bytes_read
             outs[link] = dev.run_int(v[None])[0]
             c2, t2 = _sim_cycles(dev), time.perf_counter()
-            engine = dev.cycles[0]
+            engine = _engine_cycles(dev)
             load_bytes, io_bytes = w1 - w0, (t.bytes_written - w1) + (t.bytes_read - r1)
             res[link] = {
                 "load": {"bytes": load_bytes, "cycles": c1 - c0, "bytes_per_cycle": load_bytes / (c1 - c0),

@@ -265,12 +265,13 @@ class _TransportBackend:
             code, step = state["err_code"], counters["steps"]
             self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
             names = {v: k for k, v in self.rm["error_codes"].items()}
-            where = f"step {step}"
             runs = [k for k in plan.runs if k < step] if plan is not None else []
             if names.get(code) not in ("step", "step_range", "ddr") and runs and self.program is not None:
                 i = plan.runs[max(runs)] + state["layer"]
-                where = f"layer {i} ('{self.program.layers[min(i, len(self.program.layers) - 1)].name}')"
-            raise DeviceError(f"error '{names.get(code, code)}' while {what}, at {where}")
+                raise DeviceError(f"engine error '{names.get(code, code)}' in layer {i} "
+                                  f"('{self.program.layers[min(i, len(self.program.layers) - 1)].name}') "
+                                  f"while {what}")
+            raise DeviceError(f"error '{names.get(code, code)}' while {what}, at step {step}")
         if not state["status"] >> bits["done"] & 1 or counters["steps"] != n_steps:
             raise DeviceError(f"the step list of {what} ended after {counters['steps']} of {n_steps} steps "
                               f"(status 0x{state['status']:x})")

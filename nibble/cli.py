@@ -266,7 +266,10 @@ def cli():
               help="keep the weights in external memory and stream them layer by layer into the two "
                    "halves of the weight memory while the layer before computes (a device with DDR: "
                    "sim over PCIe or a pcie board)")
-def compile(model, calib, config_path, out, winograd, deconv, stream_weights):
+@click.option("--tile-features", "tile_features", is_flag=True,
+              help="keep every feature map in external memory and run each layer in row bands that fit the "
+                   "feature memory, weights streamed (a device with DDR: sim over PCIe or a pcie board)")
+def compile(model, calib, config_path, out, winograd, deconv, stream_weights, tile_features):
     """Compile an ONNX MODEL into a program file (run it with 'nibble run --program FILE').
 
     Errors (one line 'error: …', exit status 1): a bad model, a layer that does not compile or
@@ -275,7 +278,7 @@ def compile(model, calib, config_path, out, winograd, deconv, stream_weights):
     from .host.compiler import compile_graph
     try:
         g, p = compile_graph(model, _load_array(calib, "calibration data"), _config(config_path), winograd=winograd,
-                             deconv=deconv, stream_weights=stream_weights)
+                             deconv=deconv, stream_weights=stream_weights, tile_features=tile_features)
         p.save(out)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
@@ -319,7 +322,7 @@ def _program_output_shape(program, n):
 
 
 _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "--deconv"),
-                 ("stream_weights", "--stream-weights"))
+                 ("stream_weights", "--stream-weights"), ("tile_features", "--tile-features"))
 
 
 @cli.command()
@@ -363,11 +366,15 @@ _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "-
               help="keep the weights in external memory and stream them layer by layer into the two "
                    "halves of the weight memory while the layer before computes (a device with DDR: "
                    "sim over PCIe or a pcie board) (not with --program)")
+@click.option("--tile-features", "tile_features", is_flag=True,
+              help="keep every feature map in external memory and run each layer in row bands that fit the "
+                   "feature memory, weights streamed (a device with DDR: sim over PCIe or a pcie board) (not with --program)")
 @click.option("--bicubic", is_flag=True, help="with --reference: also the PSNR of Pillow bicubic "
               "upscaling of the inputs (single-channel images in [0, 1])")
 @click.pass_context
 def run(ctx, model, program_path, inputs, labels, calib, device, link, regmap_path, xdma, port, baud, timeout_s,
-        config_path, out, as_json, compare_golden, winograd, deconv, reference, bicubic, stream_weights):
+        config_path, out, as_json, compare_golden, winograd, deconv, reference, bicubic, stream_weights,
+        tile_features):
     """Compile MODEL (or load a compiled --program FILE), run every input through a device, save
     the outputs.
 
@@ -410,7 +417,7 @@ def run(ctx, model, program_path, inputs, labels, calib, device, link, regmap_pa
                 shape = _model_input_shape(model)
                 calib_x = _check_inputs(x, inputs, shape) if shape is not None else x
             program = compile_model(model, calib_x, cfg, winograd=winograd, deconv=deconv,
-                                    stream_weights=stream_weights)
+                                    stream_weights=stream_weights, tile_features=tile_features)
             result = {"model": str(model)}
         x_float = x if x.ndim == 2 else None        # (N, F) inputs go to ONNX Runtime as they are
         x = _check_inputs(x, inputs, program.input_shape)

@@ -168,14 +168,17 @@ def test_uart_transport_through_pyserial():
 
 def test_link_bench():
     """Both host links of the simulated device load the same program and return the same,
-    golden outputs; the PCIe port moves about a 32-bit word per cycle, the UART frames less than
-    a byte (figures of the simulated cycles, which do not depend on the machine)."""
+    golden outputs. Over PCIe the host writes the program into DDR (with its step lists, in whole
+    DDR beats) and the accelerator's DMA loads it on chip at about a beat (8 bytes at vc = 8) per
+    two cycles; the UART frames move less than a byte per cycle (figures of the simulated cycles,
+    which do not depend on the machine)."""
     from nibble.host.bench import link_bench
     r = link_bench(LINK_TEST_CONFIG, cin=16, cout=16, size=8)
     p, u = r["pcie"], r["uart"]
     assert p["bit_exact_vs_golden"] and u["bit_exact_vs_golden"]
-    assert p["load"]["bytes"] == u["load"]["bytes"] == r["program"]["param_bytes"] + r["program"]["weight_bytes"]
+    image = r["program"]["param_bytes"] + r["program"]["weight_bytes"]
+    assert u["load"]["bytes"] == image and image < p["load"]["bytes"] < image + 1024
     assert p["inference_io"]["bytes"] > 16 * 8 * 8 * 2
-    assert 3.0 < p["load"]["bytes_per_cycle"] <= 4.0 and u["load"]["bytes_per_cycle"] < 1.0
+    assert 2.0 < p["load"]["bytes_per_cycle"] <= 8.0 and u["load"]["bytes_per_cycle"] < 1.0
     assert r["pcie_over_uart_stub_load"] > 3.0
     assert r["pcie_over_uart_line_load"] > 100
