@@ -78,14 +78,17 @@ def _tiled(g, data, config, winograd, deconv):
     import dataclasses
     from .graph import chw
     from .passes.allocate import tensor_cb
-    from .steps import bands
+    from .steps import bands, parts
     # a space that holds every tensor at once, so that the allocation by liveness always fits
     total = sum(int(np.prod(chw(t.shape)[1:])) * tensor_cb(g, name, config) for name, t in g.tensors.items()
                 if len(t.shape) >= 1)
     if total > FEATURE_SPACE:
         raise CompileError(f"the feature maps need {total} words together, more than the {FEATURE_SPACE} a "
                            "descriptor addresses")
-    space = dataclasses.replace(config, feature_depth=max(total, config.feature_depth))
+    # the weights are streamed by parts of output blocks and the parameters by parts
+    # (:mod:`nibble.host.steps`): the plans are checked against the memories' halves below
+    space = dataclasses.replace(config, feature_depth=max(total, config.feature_depth), weight_depth=1 << 24,
+                                param_depth=1 << 24)
     check_fits(g, space, deconv, stream_weights=True)
     g = inq(g)
     g = calibrate(g, data)
@@ -93,7 +96,8 @@ def _tiled(g, data, config, winograd, deconv):
     p = lower(g, space, winograd=winograd, deconv=deconv, stream_weights=True)
     for L in p.layers:
         try:
-            bands(L, config.feature_depth)
+            for part in parts(L, config):
+                bands(part, config.feature_depth)
         except ValueError as e:
             raise CompileError(f"layer '{L.name}': {e}") from None
     used = max([t.base + t.words(config.vc) for t in p.inputs + p.outputs]

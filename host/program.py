@@ -451,8 +451,11 @@ class Program:
                                    f"format {FORMAT_VERSION} (compile the model again with 'nibble compile')")
             config = _parse_config(meta.get("config"), _Check(where))
             ar.check_members()
-            params = ar.array("params", config.param_depth,
-                              f"words; the parameter memory holds {config.param_depth} (config.param_depth)")
+            if _is_int(meta.get("feature_space")) and meta["feature_space"] > 0:
+                params = ar.array("params", 1 << 24, "words; a program with its maps in DDR has at most 2^24")
+            else:
+                params = ar.array("params", config.param_depth,
+                                  f"words; the parameter memory holds {config.param_depth} (config.param_depth)")
             per_word = config.vc // 4
             if meta.get("stream_weights") is True:
                 weights = ar.array("weights", config.ddr_bytes // 2,
@@ -867,14 +870,15 @@ def _consistency(p, c):
     cfg, layers, n = p.config, p.layers, len(p.layers)
     per_word = cfg.vc // 4
     n_params, n_words = len(p.params), len(p.weights) // per_word
-    if n_params > cfg.param_depth:
+    if n_params > cfg.param_depth and not p.feature_space:      # maps in DDR: parameters streamed too
         c.fail("params", f"{n_params} words; the parameter memory holds {cfg.param_depth}")
     if len(p.weights) % per_word:
         c.fail("weights", f"{len(p.weights)} 16-bit words, not a whole number of {per_word}-word memory words")
     if p.stream_weights:
         half = cfg.weight_depth // 2
         for i, L in enumerate(layers):
-            need = L.n_coblk(cfg.m) * cfg.m * L.kh * L.kw * L.cb_in
+            # maps in DDR: a plan is streamed in parts of whole output blocks (host.steps.parts)
+            need = (cfg.m if p.feature_space else L.n_coblk(cfg.m) * cfg.m) * L.kh * L.kw * L.cb_in
             if need > half:
                 c.fail(f"layers[{i}].w_base", f"{need} weight words; a streamed plan holds half of the weight "
                                               f"memory ({half} words)")

@@ -46,7 +46,7 @@ from ..hw.isa import (DESC_WORDS, STEP_BYTES, STEP_CHUNK, Region, StepOp, decode
                       encode_step)
 from .program import Program
 
-__all__ = ["DdrPlan", "plan_ddr", "bands", "band_view", "Band", "PART_ALIGN"]
+__all__ = ["DdrPlan", "plan_ddr", "parts", "bands", "band_view", "Band", "PART_ALIGN"]
 
 CHUNK_STEPS = STEP_CHUNK
 #: Alignment of each part of the DDR layout, bytes.
@@ -132,7 +132,9 @@ def bands(L, depth):
         raise ValueError(f"plan '{L.name}': its output rows ({out_row} words) are not whole pixel rows "
                          f"({L.out_w} × {out_pix})")
     step = 2 if L.winograd and not L.pools else 1
-    fits = lambda q0, q1: (lambda bd: bd.in_words + bd.out_words + bd.res_words <= depth)(_band(L, q0, q1))
+    chunked = out_pix != L.cb_out       # stored a chunk per pixel: at most 65,535 pixels a band
+    fits = lambda q0, q1: ((lambda bd: bd.in_words + bd.out_words + bd.res_words <= depth)(_band(L, q0, q1))
+                           and not (chunked and (q1 - q0) * L.out_w >= 1 << 16))
     out, q = [], 0
     while q < L.out_h:
         lo, hi = 0, -(-(L.out_h - q) // step)         # bands of k·step rows: the largest k that fits
@@ -150,6 +152,44 @@ def bands(L, depth):
         q1 = min(L.out_h, q + lo * step)
         out.append(_band(L, q, q1))
         q = q1
+    return out
+
+
+def parts(L, config):
+    """Plan ``L`` as parts whose weights fit half of weight memory: ``[L]``, or views of ``L``
+    computing consecutive runs of its output blocks (``m`` channels each; a grouped plan's parts
+    are whole groups): ``cout``, ``cb_out``, the output, residual and input offsets, and the
+    weight, bias and slope addresses of those blocks; the output and residual keep the pixel
+    pitch of the whole map (each part writes its words of every pixel).
+
+    :raises ValueError: naming the plan, when one output block (or group) alone exceeds half.
+    """
+    c = config
+    half = c.weight_depth // 2
+    per_block = c.m * L.kh * L.kw * L.cb_in
+    n = L.n_coblk(c.m)
+    if -(-n * per_block // 2) * 2 <= half:
+        return [L]
+    unit = L.grp or 1
+    k = (half // per_block) // unit * unit
+    if k < 1 or -(-k * per_block // 2) * 2 > half:
+        raise ValueError(f"plan '{L.name}': {unit} output block(s) of {c.m} channels need {unit * per_block} weight "
+                         f"words, half of the weight memory has {half}")
+    out_row, out_pix = L.out_view
+    in_row, in_pix = L.in_view
+    words = c.m // c.vc
+    out = []
+    for b0 in range(0, n, k):
+        b1 = min(n, b0 + k)
+        off = b0 * words
+        out.append(dataclasses.replace(
+            L, name=f"{L.name}[{b0 * c.m}:{min(L.cout, b1 * c.m)}]", cout=min(L.cout, b1 * c.m) - b0 * c.m,
+            cb_out=(b1 - b0) * words, out_base=L.out_base + off, out_row=out_row, out_pix=out_pix,
+            map_base=L.map_base + off, dst_off=L.dst_off + off, dst_pix=out_pix,
+            res_base=L.res_base + off if L.res else 0,
+            in_base=L.in_base + (b0 // L.grp) * L.cb_in if L.grp else L.in_base, in_row=in_row, in_pix=in_pix,
+            w_base=L.w_base + b0 * per_block, bias_base=L.bias_base + b0 * c.m,
+            slope_base=L.slope_base + b0 * c.m if L.prelu else L.slope_base))
     return out
 
 
@@ -309,38 +349,38 @@ def _plan_tiled(program, regmap):
     weights = program.weights.astype("<u2").tobytes()
     params = program.params.view("<u4") if program.params.dtype.itemsize == 4 else program.params.astype("<u4")
 
-    # per plan: its bands, its parameter blob (biases, slopes, band descriptors) and weight blob
+    # per part (a plan, or the output blocks of a plan whose weights exceed half of weight
+    # memory): its bands, its parameter blob (biases, slopes, band descriptors), its weight blob
     plans = []
     for i, L in enumerate(program.layers):
-        bl = bands(L, c.feature_depth)
-        nb = L.n_coblk(c.m) * c.m
-        slot = (i % 2) * half_p
-        bias = params[L.bias_base:L.bias_base + nb]
-        slopes = params[L.slope_base:L.slope_base + nb] if L.prelu else np.zeros(0, "<u4")
-        d0 = slot + nb + len(slopes)
-        n_words = d0 - slot + DESC_WORDS * len(bl)
-        n_words = -(-n_words // pw_beat) * pw_beat
-        if n_words > half_p:
-            raise ValueError(f"plan {i} ('{L.name}'): its {len(bl)} row bands' descriptors and its biases need "
-                             f"{n_words} words, half of the parameter memory has {half_p}")
-        blob = np.zeros(n_words, "<u4")
-        blob[:nb] = bias
-        blob[nb:nb + len(slopes)] = slopes
-        descs = []
-        for k, bd in enumerate(bl):
-            Lb = dataclasses.replace(band_view(L, bd), w_base=(i % 2) * half_w, bias_base=slot,
-                                     slope_base=slot + nb if L.prelu else 0)
-            at = d0 - slot + DESC_WORDS * k
-            blob[at:at + DESC_WORDS] = Lb.descriptor(c, last=True)
-            descs.append(d0 + DESC_WORDS * k)
-        w_n = L.n_coblk(c.m) * c.m * L.kh * L.kw * L.cb_in
-        w_words = -(-w_n // 2) * 2
-        if w_words > half_w:
-            raise ValueError(f"plan {i} ('{L.name}'): its weights padded to whole DDR beats ({w_words} words) "
-                             f"exceed half of the weight memory ({half_w})")
-        wblob = weights[L.w_base * ww_bytes:(L.w_base + w_n) * ww_bytes]
-        plans.append(dict(L=L, bands=bl, slot=slot, pblob=blob, descs=descs, wblob=wblob + bytes(
-            w_words * ww_bytes - len(wblob)), w_words=w_words))
+        for Lp in parts(L, c):
+            j = len(plans)
+            bl = bands(Lp, c.feature_depth)
+            nb = Lp.n_coblk(c.m) * c.m
+            slot = (j % 2) * half_p
+            bias = params[Lp.bias_base:Lp.bias_base + nb]
+            slopes = params[Lp.slope_base:Lp.slope_base + nb] if Lp.prelu else np.zeros(0, "<u4")
+            d0 = slot + nb + len(slopes)
+            n_words = d0 - slot + DESC_WORDS * len(bl)
+            n_words = -(-n_words // pw_beat) * pw_beat
+            if n_words > half_p:
+                raise ValueError(f"plan {i} ('{L.name}'): its {len(bl)} row bands' descriptors and its biases need "
+                                 f"{n_words} words, half of the parameter memory has {half_p}")
+            blob = np.zeros(n_words, "<u4")
+            blob[:nb] = bias
+            blob[nb:nb + len(slopes)] = slopes
+            descs = []
+            for k, bd in enumerate(bl):
+                Lb = dataclasses.replace(band_view(Lp, bd), w_base=(j % 2) * half_w, bias_base=slot,
+                                         slope_base=slot + nb if Lp.prelu else 0)
+                at = d0 - slot + DESC_WORDS * k
+                blob[at:at + DESC_WORDS] = Lb.descriptor(c, last=True)
+                descs.append(d0 + DESC_WORDS * k)
+            w_n = Lp.n_coblk(c.m) * c.m * Lp.kh * Lp.kw * Lp.cb_in
+            w_words = -(-w_n // 2) * 2
+            wblob = weights[Lp.w_base * ww_bytes:(Lp.w_base + w_n) * ww_bytes]
+            plans.append(dict(L=Lp, layer=i, bands=bl, slot=slot, pblob=blob, descs=descs, wblob=wblob + bytes(
+                w_words * ww_bytes - len(wblob)), w_words=w_words))
 
     n_run = 1 + sum(2 + len(p["bands"]) * (3 + p["L"].res) for p in plans)
     list_bytes = lambda n: -(-n // CHUNK_STEPS) * CHUNK_STEPS * STEP_BYTES
@@ -376,7 +416,7 @@ def _plan_tiled(program, regmap):
             if L.res:
                 run.append(copy(StepOp.LOAD, Region.FEATURE, bd.in_words + bd.out_words, bd.res_words,
                                 fa(L.res_base + bd.q0 * out_row)))
-            runs[len(run)] = i
+            runs[len(run)] = p["layer"]
             run.append((StepOp.RUN, dict(mem_addr=p["descs"][k], wait=1)))
             if k == 0 and i + 1 < len(plans):
                 run += prefetch(i + 1)

@@ -182,8 +182,9 @@ def band_check(p):
     """Every band of every plan, run by the golden model on a feature memory holding only the
     band's input (and residual) rows, gives the plan's output rows as the whole-map golden run
     does (the geometry the RTL gets in its band descriptors)."""
+    import dataclasses
     from nibble.host.driver import golden_plan
-    from nibble.host.steps import band_view, bands
+    from nibble.host.steps import band_view, bands, parts
     c = p.config
     rng = np.random.default_rng(SEED + 9)
     mem = np.zeros((p.feature_words, c.vc), np.int8)
@@ -198,21 +199,24 @@ def band_check(p):
         before = mem.copy()
         golden_plan(p, i, L, mem)
         out_row, out_pix = L.out_view
-        for bd in bands(L, c.feature_depth):
-            n_bands += 1
-            on_chip = np.zeros((c.feature_depth, c.vc), np.int8)
-            in_at = L.in_base + bd.a * L.in_view[0]
-            on_chip[:bd.in_words] = before[in_at:in_at + bd.in_words]
-            if L.res:
-                r_at = L.res_base + bd.q0 * out_row
-                on_chip[bd.in_words + bd.out_words:][:bd.res_words] = before[r_at:r_at + bd.res_words]
-            golden_plan(p, i, band_view(L, bd), on_chip)
-            assert bd.in_words + bd.out_words + bd.res_words <= c.feature_depth
-            for q in range(bd.q0, bd.q1):
-                for x in range(L.out_w):
-                    got = on_chip[bd.in_words + (q - bd.q0) * out_row + x * out_pix:][:L.cb_out]
-                    want = mem[L.out_base + q * out_row + x * out_pix:][:L.cb_out]
-                    assert np.array_equal(got, want), (L.name, bd, q, x)
+        for Lp in parts(L, c):
+            # the part's weights and biases are read from its own addresses
+            q = dataclasses.replace(p, layers=p.layers[:i] + [Lp] + p.layers[i + 1:])
+            for bd in bands(Lp, c.feature_depth):
+                n_bands += 1
+                on_chip = np.zeros((c.feature_depth, c.vc), np.int8)
+                in_at = Lp.in_base + bd.a * Lp.in_view[0]
+                on_chip[:bd.in_words] = before[in_at:in_at + bd.in_words]
+                if Lp.res:
+                    r_at = Lp.res_base + bd.q0 * out_row
+                    on_chip[bd.in_words + bd.out_words:][:bd.res_words] = before[r_at:r_at + bd.res_words]
+                golden_plan(q, i, band_view(Lp, bd), on_chip)
+                assert bd.in_words + bd.out_words + bd.res_words <= c.feature_depth
+                for y in range(bd.q0, bd.q1):
+                    for x in range(L.out_w):
+                        got = on_chip[bd.in_words + (y - bd.q0) * out_row + x * out_pix:][:Lp.cb_out]
+                        want = mem[Lp.out_base + y * out_row + x * out_pix:][:Lp.cb_out]
+                        assert np.array_equal(got, want), (Lp.name, bd, y, x)
     return n_bands
 
 
@@ -250,3 +254,32 @@ def test_tiled_conv_pool_chain():
         a.load(p)
         b.load(q)
         assert np.array_equal(a.run(x), b.run(x))
+
+
+def branch_model(rng, h, w):
+    """conv 3×3 (8 → 32) + ReLU, two branches (1×1 and 3×3, 32 → 16 each) concatenated, a
+    residual Add of the first conv's output, ReLU: Concat placement, a fused residual and, on a
+    small weight memory, plans split into parts of output blocks."""
+    from onnx import helper
+    n0, i0 = conv(rng, "c0", "x", "t0", 8, 32, pads=[1, 1, 1, 1])
+    n1, i1 = conv(rng, "c1", "r0", "b1", 32, 16, k=1)
+    n2, i2 = conv(rng, "c2", "r0", "b2", 32, 16, pads=[1, 1, 1, 1])
+    nodes = [n0, helper.make_node("Relu", ["t0"], ["r0"]), n1, n2,
+             helper.make_node("Concat", ["b1", "b2"], ["cat"], axis=1),
+             helper.make_node("Add", ["cat", "r0"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    return model(nodes, {**i0, **i1, **i2}, inputs={"x": ("N", 8, h, w)})
+
+
+def test_tiled_branches_residual_and_parts():
+    rng = np.random.default_rng(SEED + 5)
+    m = branch_model(rng, 30, 26)
+    cfg = EngineConfig(m=8, vc=8, winograd=False, feature_depth=1024, weight_depth=1024)
+    calib = rng.normal(0, 1, (2, 8, 30, 26))
+    p = compile_model(m, calib, cfg, tile_features=True)
+    from nibble.host.steps import parts
+    assert max(len(parts(L, cfg)) for L in p.layers) > 1
+    assert any(L.res for L in p.layers) and any(L.dst_pix for L in p.layers)
+    assert band_check(p) > len(p.layers)
+    plan = plan_ddr(p, regmap(cfg, ddr=True))
+    for s in steps_at(plan, plan.run_list):
+        assert check_step(cfg, s) is None, s
