@@ -1,12 +1,14 @@
 # Nibble: the two commands of the README.
-#   make demo  — set up, then run the digits CNN on the simulated accelerator (RTL under Verilator)
+#   make demo  — set up, then run the MTCNN face detector on three photographs on the simulated
+#                accelerator (RTL under Verilator), against the float model
 #   make test  — set up, then run the whole test suite
+# Also: make digits (the digits CNN on the simulated accelerator), make sr, bench, gen.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nibble-installed
 
-.PHONY: demo sr test bench gen setup clean
+.PHONY: demo digits sr test bench gen setup clean
 
 setup: $(STAMP)
 
@@ -16,6 +18,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	mkdir -p build
+	$(PY) scripts/mtcnn_demo.py --device sim --out-dir build
+
+digits: $(STAMP)
 	mkdir -p build
 	$(VENV)/bin/nibble run models/digits/digits_cnn.onnx \
 	    --inputs models/digits/test_x.npy --labels models/digits/test_y.npy \

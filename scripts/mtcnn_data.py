@@ -1,7 +1,7 @@
 """MTCNN inputs made at load time from the compact files in ``models/mtcnn`` (see its ``SOURCE.md``).
 
 Import from the repository root as ``scripts.mtcnn_data`` (``from scripts.mtcnn_data import lfw``),
-or from ``scripts/`` as ``mtcnn_data``. Needs numpy and pillow (the ``data`` extra). Every
+or from ``scripts/`` as ``mtcnn_data``. Needs numpy, pillow (the ``data`` extra) and nibble. Every
 function is deterministic: the same files and the same pillow give the same arrays, bit for bit.
 
 Network inputs are made the way facenet-pytorch 2.6.0 feeds its MTCNN stages
@@ -52,13 +52,14 @@ def _load(name: str, dtype, shape_tail: tuple[int, ...]) -> np.ndarray:
 
 
 def normalize(rgb: np.ndarray) -> np.ndarray:
-    """facenet-pytorch's MTCNN input normalization.
+    """facenet-pytorch's MTCNN input normalization (:func:`nibble.host.mtcnn.normalize`).
 
     rgb: pixel values 0..255, any shape, any numeric dtype.
     Returns float32 ``(rgb - 127.5) * 0.0078125`` (float32 arithmetic), same shape.
     """
-    x = np.asarray(rgb, np.float32)
-    return ((x - np.float32(127.5)) * np.float32(0.0078125)).astype(np.float32)
+    from nibble.host.mtcnn import normalize as host_normalize
+
+    return host_normalize(rgb)
 
 
 def resize_plane(plane: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
