@@ -71,29 +71,35 @@ def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd=
 FEATURE_SPACE = (1 << 24) - 1
 
 
-def _tiled(g, data, config, winograd, deconv):
-    """Compile with every feature map in external memory: the maps allocated in a space of
-    :data:`FEATURE_SPACE` words, the weights streamed, every plan banded for the feature memory
-    (:func:`nibble.host.steps.bands`)."""
+def feature_space_config(g, config):
+    """The configuration a graph with its maps in external memory is allocated and lowered for:
+    a feature space that holds every tensor at once (so the allocation by liveness always fits),
+    weight and parameter memories of 2²⁴ words (both are streamed by parts, checked by
+    :func:`finish_tiled`).
+
+    :raises CompileError: if the tensors need more than a descriptor's 24-bit addresses reach.
+    """
     import dataclasses
     from .graph import chw
     from .passes.allocate import tensor_cb
-    from .steps import bands, parts
-    # a space that holds every tensor at once, so that the allocation by liveness always fits
     total = sum(int(np.prod(chw(t.shape)[1:])) * tensor_cb(g, name, config) for name, t in g.tensors.items()
                 if len(t.shape) >= 1)
     if total > FEATURE_SPACE:
         raise CompileError(f"the feature maps need {total} words together, more than the {FEATURE_SPACE} a "
                            "descriptor addresses")
-    # the weights are streamed by parts of output blocks and the parameters by parts
-    # (:mod:`nibble.host.steps`): the plans are checked against the memories' halves below
-    space = dataclasses.replace(config, feature_depth=max(total, config.feature_depth), weight_depth=1 << 24,
-                                param_depth=1 << 24)
-    check_fits(g, space, deconv, stream_weights=True)
-    g = inq(g)
-    g = calibrate(g, data)
-    g = allocate(g, space)
-    p = lower(g, space, winograd=winograd, deconv=deconv, stream_weights=True)
+    return dataclasses.replace(config, feature_depth=max(total, config.feature_depth), weight_depth=1 << 24,
+                               param_depth=1 << 24)
+
+
+def finish_tiled(p, config):
+    """A program lowered for :func:`feature_space_config`, made the program of ``config`` with its
+    maps in DDR: every plan checked to split into parts and row bands
+    (:func:`nibble.host.steps.parts`, :func:`~nibble.host.steps.bands`), ``feature_space`` set to
+    the words used, validated.
+
+    :raises CompileError: naming a layer that cannot be banded or split.
+    """
+    from .steps import bands, parts
     for L in p.layers:
         try:
             for part in parts(L, config):
@@ -106,6 +112,17 @@ def _tiled(g, data, config, winograd, deconv):
     p.config, p.feature_space = config, int(used)
     p.validate()
     return p
+
+
+def _tiled(g, data, config, winograd, deconv):
+    """Compile with every feature map in external memory (:func:`feature_space_config`, the
+    weights streamed, :func:`finish_tiled`)."""
+    space = feature_space_config(g, config)
+    check_fits(g, space, deconv, stream_weights=True)
+    g = inq(g)
+    g = calibrate(g, data)
+    g = allocate(g, space)
+    return finish_tiled(lower(g, space, winograd=winograd, deconv=deconv, stream_weights=True), config)
 
 
 def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto",

@@ -567,9 +567,11 @@ def copy_exponents(graph, reference):
     return g
 
 
-def compile_pnet(model, h, w, reference, config=None):
+def compile_pnet(model, h, w, reference, config=None, tile_features=False):
     """PNet compiled for an ``h × w`` input with the feature exponents of the calibrated graph
     ``reference`` (:func:`copy_exponents`): the compiler's passes without calibration.
+    ``tile_features``: with its maps in external memory, banded by the device
+    (``nibble.host.compiler`` ``tile_features``), so that a whole pyramid scale runs at once.
 
     :param model: ``pnet.onnx`` (path or ModelProto). :param reference: a calibrated PNet graph
         (``nibble.host.compiler.compile_graph``). :param config: :class:`EngineConfig`.
@@ -582,6 +584,12 @@ def compile_pnet(model, h, w, reference, config=None):
 
     config = config or EngineConfig()
     g = build_graph(validate_model(pnet_model(model, h, w)))
+    if tile_features:
+        from .compiler import feature_space_config, finish_tiled
+        space = feature_space_config(g, config)
+        check_fits(g, space, "auto", stream_weights=True)
+        g = allocate(copy_exponents(inq(g), reference), space)
+        return finish_tiled(lower(g, space, stream_weights=True), config)
     check_fits(g, config, "auto")
     g = allocate(copy_exponents(inq(g), reference), config)
     return lower(g, config)
@@ -601,7 +609,9 @@ class AcceleratorStages:
     :param calib24: float32 (N, 3, 24, 24) normalized calibration crops (RNet).
     :param calib48: float32 (N, 3, 48, 48) normalized calibration crops (PNet, ONet).
     :param config: the device's :class:`EngineConfig` (default configuration).
-    :param tile: PNet tile side, even (default :data:`PNET_TILE`).
+    :param tile: PNet tile side on the host, even (default :data:`PNET_TILE`); ``None``: each
+        pyramid scale whole, its maps in the device's external memory and banded by the device
+        (a device with DDR: ``sim`` over PCIe, a ``pcie`` board).
     :param check: another open ``Device`` (normally ``golden``) that runs every batch too; its
         int8 outputs are compared with ``device``'s (``checked``, ``identical``: inputs run and
         inputs whose outputs were bit-identical).
@@ -618,7 +628,8 @@ class AcceleratorStages:
         from ..hw.config import EngineConfig
         from .compiler import compile_graph, compile_model
 
-        check_tile(tile)
+        if tile is not None:
+            check_tile(tile)
         models = pathlib.Path(models)
         self.device, self.check, self.tile = device, check, tile
         self.config = config or EngineConfig()
@@ -640,7 +651,8 @@ class AcceleratorStages:
         """The PNet program for ``h × w`` tiles (compiled once)."""
         key = ("pnet", h, w)
         if key not in self.programs:
-            self.programs[key] = compile_pnet(self.pnet_path, h, w, self.pnet_graph, self.config)
+            self.programs[key] = compile_pnet(self.pnet_path, h, w, self.pnet_graph, self.config,
+                                              tile_features=self.tile is None)
         return self.programs[key]
 
     def _load(self, dev, program):

@@ -3,7 +3,7 @@
 
 Usage:
     python scripts/mtcnn_demo.py [--device golden|sim] [--photos astronaut,camera,coffee]
-                                 [--min-face PX] [--tile PX] [--out-dir DIR]
+                                 [--min-face PX] [--pnet ddr|host [--tile PX]] [--out-dir DIR]
 
 The published PNet, RNet and ONet (``models/mtcnn``) detect faces in photographs that
 scikit-image ships (``skimage/data``; default ``astronaut.png``, ``camera.png``, both with one
@@ -13,14 +13,16 @@ pyramid, box generation, NMS, crops and regression on the host, the three networ
 - ``float``: on ONNX Runtime (PNet on each whole scaled image), the reference;
 - on ``--device``: compiled (INQ 4-bit weights, int8 features) and run on ``Device("sim")``, the
   accelerator's RTL under Verilator over its PCIe host port (default), or ``Device("golden")``.
-  PNet runs in tiles of at most ``--tile`` × ``--tile`` pixels (80: the largest that fits the
-  default feature memory), stitched on the host; the RNet crops of a photo go to the device in
+  PNet runs on each whole pyramid scale with its maps in the device's DDR, in row bands that fit
+  feature memory (``--pnet ddr``, the default: ``nibble.host.steps``), or in tiles of at most
+  ``--tile`` × ``--tile`` pixels (80: the largest that fits the default feature memory) stitched
+  on the host (``--pnet host``); the RNet crops of a photo go to the device in
   one run, the ONet crops in one run. On ``sim`` every run is also made on the golden device and
   the int8 outputs compared (``rtl_equals_golden``).
 
 Calibration: RNet on ``calib(24)``, PNet and ONet on ``calib(48)`` of ``scripts/mtcnn_data.py``
 (crops of ``astronaut.png``, ``coffee.png``, ``chelsea.png``, ``camera.png``, disjoint from the
-LFW crops); every PNet tile program gets the exponents of PNet calibrated at 48x48.
+LFW crops); every PNet program (scale or tile shape) gets the exponents of PNet calibrated at 48x48.
 
 For each photo it writes ``DIR/mtcnn_<photo>.png`` (the device's boxes in red with their five
 landmarks, the float boxes in green) and prints a line; the last line is one JSON object:
@@ -109,11 +111,13 @@ def _boxes(b: np.ndarray) -> list:
 
 
 def run_demo(device: str = "sim", photos=PHOTOS, min_face: float = 20.0, tile: int | None = None,
-             out_dir: str | pathlib.Path = "build", log=print) -> dict:
+             out_dir: str | pathlib.Path = "build", log=print, pnet: str = "ddr") -> dict:
     """The figures of the module docstring, as a dict (JSON-ready).
 
     device: ``"sim"`` or ``"golden"``. photos: names of bundled scikit-image photos.
-    min_face: smallest face side, pixels. tile: PNet tile side (default ``PNET_TILE``).
+    min_face: smallest face side, pixels. pnet: ``"ddr"`` (default) — each pyramid scale whole,
+    its maps in the device's DDR, banded by the device; ``"host"`` — tiles of ``tile`` pixels
+    (default ``PNET_TILE``) cut and stitched on the host.
     log: callable taking one line of progress, or ``None``.
     :raises FileNotFoundError: a photo or model file missing. :raises CompileError: a model or
         tile that does not compile. :raises ValueError: an unknown device.
@@ -125,19 +129,23 @@ def run_demo(device: str = "sim", photos=PHOTOS, min_face: float = 20.0, tile: i
     t_start = time.time()
     if device not in ("golden", "sim"):
         raise ValueError(f"unknown device '{device}' (golden, sim)")
+    if pnet not in ("ddr", "host"):
+        raise ValueError(f"unknown PNet mode '{pnet}' (ddr, host)")
     say = log or (lambda line: None)
     clk = EngineConfig().clk_hz
     rate_key = f"images_per_s_at_{clk / 1e6:g}MHz"
     paths = {name: photo_path(name) for name in photos}
     out_dir = pathlib.Path(out_dir)
-    res: dict = {"device": device, "min_face": min_face, "pnet_tile": tile or mtcnn.PNET_TILE, "photos": {}}
+    res: dict = {"device": device, "min_face": min_face, "pnet": pnet,
+                 "pnet_tile": (tile or mtcnn.PNET_TILE) if pnet == "host" else None, "photos": {}}
     flt = mtcnn.FloatStages(DATA_DIR)
     with Device("golden") as gold:
         t = time.time()
         dev = Device("sim") if device == "sim" else gold
         res["device_open_s"] = round(time.time() - t, 1)
         try:
-            stages = mtcnn.AcceleratorStages(dev, DATA_DIR, calib(24), calib(48), tile=tile or mtcnn.PNET_TILE,
+            stages = mtcnn.AcceleratorStages(dev, DATA_DIR, calib(24), calib(48),
+                                             tile=(tile or mtcnn.PNET_TILE) if pnet == "host" else None,
                                              check=gold if device == "sim" else None)
             for name, path in paths.items():
                 t = time.time()
@@ -178,7 +186,10 @@ def main() -> None:
     ap.add_argument("--photos", default=",".join(PHOTOS),
                     help="comma-separated scikit-image photos (skimage/data/<name>.png)")
     ap.add_argument("--min-face", type=float, default=20.0, help="smallest face side searched, pixels")
-    ap.add_argument("--tile", type=int, default=None, help="PNet tile side on the device (even, default 80)")
+    ap.add_argument("--pnet", choices=("ddr", "host"), default="ddr",
+                    help="ddr: each pyramid scale whole, its maps in the device's DDR in row bands (default); "
+                         "host: tiles cut and stitched on the host")
+    ap.add_argument("--tile", type=int, default=None, help="with --pnet host: the tile side (even, default 80)")
     ap.add_argument("--out-dir", default="build", help="where the annotated PNGs go")
     args = ap.parse_args()
     photos = [p for p in args.photos.split(",") if p]
@@ -186,7 +197,7 @@ def main() -> None:
         ap.error("no photos given")
     from nibble.host.compiler import CompileError
     try:
-        res = run_demo(args.device, photos, args.min_face, args.tile, args.out_dir)
+        res = run_demo(args.device, photos, args.min_face, args.tile, args.out_dir, pnet=args.pnet)
     except (FileNotFoundError, ValueError, CompileError) as e:
         sys.exit(f"mtcnn_demo: {e}")
     print(json.dumps(res))

@@ -257,7 +257,10 @@ def test_detect_astronaut_float_and_golden(tmp_path):
     np.testing.assert_allclose(a["float_boxes"][0][:4], [181, 62, 268, 172], atol=1.0)
     assert len(a["boxes"]) == 1 and a["iou"][0] >= 0.85 and a["extra_boxes"] == 0
     assert np.abs(np.array(a["landmarks"][0]) - [[205, 102], [247, 104], [225, 129], [202, 139], [245, 142]]).max() < 8
-    assert a["stage_inputs"]["pnet"] > 10 and a["stage_inputs"]["rnet"] == a["candidates"]["pnet"]
+    # PNet on each whole pyramid scale (maps in DDR): the 10 scales of a 512 × 512 photo at 20 px
+    from nibble.host import mtcnn
+    assert a["stage_inputs"]["pnet"] == len(mtcnn.pyramid_scales(512, 512)) == 10
+    assert a["stage_inputs"]["rnet"] == a["candidates"]["pnet"]
     c = res["photos"]["coffee"]
     assert c["float_boxes"] == [] and c["boxes"] == [] and res["ok"]
     assert (tmp_path / "mtcnn_astronaut.png").is_file() and (tmp_path / "mtcnn_coffee.png").is_file()
