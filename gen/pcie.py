@@ -84,9 +84,10 @@ class PCIeBoard:
 
 #: Boards with a PCIe build.
 PCIE_BOARDS = {
-    # UG885 (VC707): "PCI Express Endpoint Connectivity" (GTX quads 114/115, lane 0 on Y4/W2,
+    # UG885 (VC707): "PCI Express Endpoint Connectivity" (lane 0 on Y4/W2 ... lane 7 on AG6/AK4,
     # reference clock PCIE_CLK_QO on AB8/AB7, PCIE_PERST_LS on AV35 in a 1.8 V bank); the
-    # integrated block at X1Y0 serves these quads (the VC707 reference designs' PCIE_BLK_LOCN).
+    # integrated block at X1Y0 serves these transceivers (PCIE_BLK_LOCN of the VC707 preset
+    # of Xilinx's PCIe cores, XLNX_REF_BOARD VC707).
     # CPU_RESET (SW8) on AV40 and GPIO_LED_0..3_LS on AM39 AN39 AR37 AT37, LVCMOS18 (as gen/vc707.py).
     "vc707": PCIeBoard(
         name="vc707", board_part="xilinx.com:vc707:part0", pcie_blk_locn="X1Y0",
@@ -99,8 +100,8 @@ PCIE_BOARDS = {
         leds=(("AM39", "LVCMOS18"), ("AN39", "LVCMOS18"), ("AR37", "LVCMOS18"), ("AT37", "LVCMOS18")),
         sodimm="Micron MT8JTF12864HZ-1G6 (1 GB DDR3-1600, 64-bit)",
         source="UG885 (VC707 Evaluation Board User Guide)"),
-    # UG810 (KC705): "PCI Express Endpoint Connectivity" (GTX quads 115/116, lane 0 on M6/L4 =
-    # GTXE2_CHANNEL_X0Y7 down to lane 7 on AA4/Y2 = X0Y0, reference clock PCIE_CLK_QO on U8/U7,
+    # UG810 (KC705): "PCI Express Endpoint Connectivity" (lane 0 on M6/L4 = GTXE2_CHANNEL_X0Y7
+    # down to lane 7 on AA4/Y2 = X0Y0, reference clock PCIE_CLK_QO on U8/U7,
     # PCIE_PERST_B_LS on G25 in a 2.5 V bank); the xc7k325t has one integrated block, X0Y0.
     # CPU_RESET (SW7) on AB7 and GPIO_LED_0..3_LS on AB8 AA8 AC9 AB9, LVCMOS15 (bank 33, 1.5 V).
     "kc705": PCIeBoard(
