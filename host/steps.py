@@ -224,15 +224,11 @@ def plan_ddr(program: Program, regmap) -> DdrPlan:
     """
     if "ddr" not in regmap["regions"]:
         raise ValueError("the device has no external memory (its regmap has no 'ddr' region)")
+    base, size, beat = _window(program, regmap)
     if program.feature_space:
-        return _plan_tiled(program, regmap)
-    ddr = regmap["regions"]["ddr"]
+        return _plan_tiled(program, base, size, beat)
     c = program.config
     vc = c.vc
-    beat = ddr["beat_bits"] // 8
-    if beat != vc:
-        raise ValueError(f"the device's DDR beat is {beat} bytes, the program's feature word {vc}")
-    base, size = ddr["base"], ddr["bytes"]
     pw_beat = beat // 4                 # parameter words per beat
     ww_bytes = vc // 2                  # bytes per weight word (vc 4-bit codes)
     n_desc = len(program.layers)
@@ -334,15 +330,19 @@ def plan_ddr(program: Program, regmap) -> DdrPlan:
                    run_steps=len(run), load_steps=len(load), runs=runs, end=at)
 
 
-def _plan_tiled(program, regmap):
-    """:func:`plan_ddr` of a program whose feature maps live in DDR (module docstring)."""
+def _window(program, regmap):
+    """``(base, bytes, beat bytes)`` of the regmap's DDR window, checked against the program."""
     ddr = regmap["regions"]["ddr"]
+    beat = ddr["beat_bits"] // 8
+    if beat != program.config.vc:
+        raise ValueError(f"the device's DDR beat is {beat} bytes, the program's feature word {program.config.vc}")
+    return ddr["base"], ddr["bytes"], beat
+
+
+def _plan_tiled(program, base, size, beat):
+    """:func:`plan_ddr` of a program whose feature maps live in DDR (module docstring)."""
     c = program.config
     vc = c.vc
-    beat = ddr["beat_bits"] // 8
-    if beat != vc:
-        raise ValueError(f"the device's DDR beat is {beat} bytes, the program's feature word {vc}")
-    base, size = ddr["base"], ddr["bytes"]
     pw_beat = beat // 4
     ww_bytes = vc // 2
     half_w, half_p = c.weight_depth // 2, c.param_depth // 2

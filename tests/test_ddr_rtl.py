@@ -46,6 +46,16 @@ def plan_bytes(plan, p):
     return moved[StepOp.LOAD] + fetched, moved[StepOp.STORE]
 
 
+def run_both(d, p, x):
+    """Run ``x`` through ``p`` on the RTL device ``d`` and the golden device: bit-identical."""
+    d.load(p)
+    d.run(x)
+    with Device("golden") as g:
+        g.load(p)
+        g.run(x)
+        assert np.array_equal(d.raw, g.raw)
+
+
 def test_streamed_network_bit_exact(setup):
     d, p, rng = setup
     x = rng.normal(0, 1, (2, 8, 8, 8))
@@ -93,13 +103,7 @@ def test_tiled_network_bit_exact(setup):
     m = conv_pool_model(rng, 96, 80)
     calib = rng.normal(0, 1, (2, 3, 96, 80))
     p = compile_model(m, calib, CONFIG, tile_features=True)
-    x = rng.normal(0, 1, (1, 3, 96, 80))
-    d.load(p)
-    d.run(x)
-    with Device("golden") as g:
-        g.load(p)
-        g.run(x)
-        assert np.array_equal(d.raw, g.raw)
+    run_both(d, p, rng.normal(0, 1, (1, 3, 96, 80)))
     assert len(d._be.ddr.runs) > 2 * len(p.layers)       # banded
 
 
@@ -111,13 +115,7 @@ def test_tiled_concat_and_residual_bit_exact(setup):
     m = branch_model(rng, 64, 48)
     p = compile_model(m, rng.normal(0, 1, (2, 8, 64, 48)), CONFIG, tile_features=True)
     assert any(L.res for L in p.layers) and any(L.dst_pix for L in p.layers)
-    x = rng.normal(0, 1, (1, 8, 64, 48))
-    d.load(p)
-    d.run(x)
-    with Device("golden") as g:
-        g.load(p)
-        g.run(x)
-        assert np.array_equal(d.raw, g.raw)
+    run_both(d, p, rng.normal(0, 1, (1, 8, 64, 48)))
     assert len(d._be.ddr.runs) > len(p.layers)
 
 
