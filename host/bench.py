@@ -15,7 +15,8 @@ from .compiler import layer_cycles, plan_program, winograd_work
 from .driver import Device, golden_forward
 from .ir import ConvOp
 
-__all__ = ["random_conv_layer", "winograd_bench", "deconv_bench", "link_bench", "memory_bench", "MEMORY_CASES"]
+__all__ = ["random_conv_layer", "winograd_bench", "deconv_bench", "link_bench", "memory_bench", "MEMORY_CASES",
+           "network_bench", "NETWORK_CASES"]
 
 
 def random_conv_layer(cin, cout, size, kernel, seed, config, winograd="direct"):
@@ -262,4 +263,54 @@ def memory_bench(config: EngineConfig = EngineConfig(), *, seed=1, cases=MEMORY_
                         bit_exact_vs_golden=all(bool(np.array_equal(o, golden_forward(program, v)))
                                                 for o in outs.values()))
             res["cases"].append(case)
+    return res
+
+
+#: Networks of the whole-network benchmark (``scripts/zoo.py`` names, 224 × 224, seeded).
+NETWORK_CASES = ("squeezenet11", "resnet18")
+
+
+def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES, seed=1):
+    """Whole published networks on the simulated PCIe device, every map in DDR
+    (``tile_features``): per network, cycles per image, the engine's busy cycles, the fraction of
+    cycles waiting for memory, DDR bytes read and written per image, the compiler's compute-only
+    cycle model (:func:`layer_cycles` of every plan), row bands and parts, images/s at the clock,
+    bit-exactness against the golden model; or, for a network that does not compile for
+    ``config``, the compiler's reason. The models come from ``scripts/zoo.py`` (seeded weights,
+    calibration on 2 N(0, 1) images), so the bench runs from the repository's root.
+
+    :raises FileNotFoundError: ``scripts/zoo.py`` cannot be imported (not run from the repository).
+    """
+    try:
+        from scripts import zoo
+    except ImportError as e:
+        raise FileNotFoundError("the network bench builds its models with scripts/zoo.py: run it from the "
+                           f"repository's root ({e})") from None
+    from .compiler import CompileError, compile_model
+    from .steps import parts
+    res = {"clk_mhz": config.clk_hz / 1e6, "networks": {}}
+    rng = np.random.default_rng(seed)
+    with Device("sim", config=config) as dev:
+        for name in names:
+            model = zoo.NETWORKS[name](seed=seed)
+            h = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
+            try:
+                program = compile_model(model, rng.normal(0, 1, (2, 3, h, h)), config, tile_features=True)
+            except CompileError as e:
+                res["networks"][name] = {"compiles": False, "reason": str(e)}
+                continue
+            x = rng.integers(-128, 128, (1, 3, h, h))
+            dev.load(program)
+            y = dev.run_int(x)[0]
+            mem = dev.memory[0]
+            res["networks"][name] = {
+                "compiles": True, "size": h, "descriptors": len(program.layers),
+                "parts": sum(len(parts(L, config)) for L in program.layers), "bands": len(dev._be.ddr.runs),
+                "cycles": mem["cycles"], "engine_cycles": mem["engine_cycles"],
+                "stall_fraction": 1 - mem["engine_cycles"] / mem["cycles"],
+                "ddr_read_bytes": mem["ddr_read_bytes"], "ddr_write_bytes": mem["ddr_write_bytes"],
+                "model_compute_cycles": sum(layer_cycles(L, config) for L in program.layers),
+                "images_per_s_at_clk": config.clk_hz / mem["cycles"],
+                "bit_exact_vs_golden": bool(np.array_equal(y, golden_forward(program, x[0]))),
+            }
     return res

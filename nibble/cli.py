@@ -510,7 +510,8 @@ def _model_input_shape(model):
 @click.option("--cout", default=64, show_default=True)
 @click.option("--size", default=32, show_default=True, help="input height = width (pixels)")
 @click.option("--seed", default=1, show_default=True)
-@click.option("--only", type=click.Choice(["conv3x3", "deconv", "link", "memory"]), help="run one benchmark only")
+@click.option("--only", type=click.Choice(["conv3x3", "deconv", "link", "memory", "networks"]),
+              help="run one benchmark only")
 @click.option("--data", "data_dir", type=click.Path(), help="split-deconvolution data folder "
               "(default ../shared/data/split_deconv beside the project)")
 @click.option("-o", "--out", type=click.Path(), default="bench.json", show_default=True, help="JSON file to write")
@@ -532,8 +533,13 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
     memory: weight streaming from DDR (3×3 layers of 64 and 128 channels): cycles with the weights
     resident and streamed, DDR bytes, stall fraction, the part of the weight-load time hidden
     under compute.
+
+    networks: SqueezeNet 1.1 and ResNet-18 at 224×224 (seeded weights, scripts/zoo.py; run from
+    the repository's root) whole on the RTL with every map in DDR: cycles, DDR bytes, stall
+    fraction, against the compute-only cycle model; a network that does not compile for the
+    configuration is reported with the compiler's reason.
     """
-    from .host.bench import deconv_bench, link_bench, memory_bench, winograd_bench
+    from .host.bench import deconv_bench, link_bench, memory_bench, network_bench, winograd_bench
     cfg = _config(config_path)
     res = {}
     try:
@@ -545,6 +551,8 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
             res["link"] = link_bench(cfg, cin=cin, cout=cout, size=size, seed=seed)
         if only in (None, "memory"):
             res["memory"] = memory_bench(cfg, seed=seed)
+        if only in (None, "networks"):
+            res["networks"] = network_bench(cfg, seed=seed)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
     pathlib.Path(out).write_text(json.dumps(res, indent=2) + "\n")

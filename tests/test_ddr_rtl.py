@@ -121,24 +121,23 @@ def test_tiled_concat_and_residual_bit_exact(setup):
 
 def test_squeezenet_224_on_the_rtl():
     """SqueezeNet 1.1 at 224 × 224 (seeded weights, scripts/zoo.py) whole on the default
-    accelerator: maps in DDR in row bands, the 512 → 1000 classifier in parts of output blocks,
-    the fire modules' Concat by placement; bit-identical to the golden model."""
+    accelerator through the network bench: maps in DDR in row bands, the 512 → 1000 classifier
+    in parts of output blocks, the fire modules' Concat by placement; bit-identical to the golden
+    model, and the figures the bench reports consistent with each other."""
+    import os
     import sys
     from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from scripts import zoo
-    from nibble.host.steps import parts
-    rng = np.random.default_rng(SEED)
-    m = zoo.NETWORKS["squeezenet11"](seed=0)
-    p = compile_model(m, rng.normal(0, 1, (2, 3, 224, 224)), tile_features=True)
-    assert any(len(parts(L, p.config)) > 1 for L in p.layers)
-    x = rng.normal(0, 1, (1, 3, 224, 224))
-    with Device("sim") as d:
-        d.load(p)
-        d.run(x)
-        mem = d.memory[0]
-        with Device("golden") as g:
-            g.load(p)
-            g.run(x)
-            assert np.array_equal(d.raw, g.raw)
-    assert mem["ddr_read_bytes"] > p.weights.nbytes and 0 < mem["engine_cycles"] < mem["cycles"]
+    from nibble.host.bench import network_bench
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        r = network_bench(names=("squeezenet11",))["networks"]["squeezenet11"]
+    finally:
+        os.chdir(cwd)
+    assert r["compiles"] and r["bit_exact_vs_golden"]
+    assert r["parts"] > r["descriptors"] and r["bands"] > r["parts"]
+    assert 0 < r["engine_cycles"] < r["cycles"] and r["stall_fraction"] == 1 - r["engine_cycles"] / r["cycles"]
+    assert r["model_compute_cycles"] > 0
+    assert r["ddr_read_bytes"] > 1_000_000 and r["ddr_write_bytes"] > 1_000_000
