@@ -151,7 +151,7 @@ class StepSequencer(wiring.Component):
         assembly = Signal(8 * STEP_BYTES)
         part = Signal(range(beats_per_step))
         m.d.comb += self.rd_data.ready.eq(1)      # the FIFO has room for the whole chunk
-        new_step = data_view = STEP(Cat(assembly[8 * beat_bytes:], self.rd_data.payload.data)[:STEP.size])
+        new_step = STEP(Cat(assembly[8 * beat_bytes:], self.rd_data.payload.data)[:STEP.size])
         with m.If(self.rd_data.valid):
             m.d.sync += assembly.eq(Cat(assembly[8 * beat_bytes:], self.rd_data.payload.data))
             with m.If(self.rd_data.payload.err):
@@ -161,7 +161,7 @@ class StepSequencer(wiring.Component):
             with m.If(part == beats_per_step - 1):
                 m.d.sync += part.eq(0)
                 m.d.comb += [fifo.w_en.eq(~stop_fetch & ~failed & ~self.rd_data.payload.err),
-                             fifo.w_data.eq(data_view.as_value())]
+                             fifo.w_data.eq(new_step.as_value())]
                 with m.If((new_step.op == StepOp.END) | (new_step.magic != STEP_MAGIC)):
                     m.d.sync += stop_fetch.eq(1)
             with m.Else():
@@ -175,11 +175,9 @@ class StepSequencer(wiring.Component):
         m.d.sync += [eng_started.eq(self.eng_start), dma_started.eq(self.dma.valid & self.dma.ready)]
         eng_active = self.eng_busy | eng_started
         dma_active = self.dma_busy | dma_started
-        cur_dma_region = Signal(2)
-        cur_dma_store = Signal()
-        with m.If(self.dma.valid & self.dma.ready):
-            m.d.sync += [cur_dma_region.eq(self.dma.payload.region), cur_dma_store.eq(self.dma.payload.op == StepOp.STORE)]
-        dma_side_load = dma_active & ~cur_dma_store & ((cur_dma_region == Region.PARAM) | (cur_dma_region == Region.WEIGHT))
+        # the DMA's region and direction are valid from the cycle after its command is taken
+        dma_side_load = dma_active & ~self.dma_store & ((self.dma_region == Region.PARAM) |
+                                                        (self.dma_region == Region.WEIGHT))
 
         # unit errors
         with m.If(self.dma_done & self.dma_err):
