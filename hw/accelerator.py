@@ -32,6 +32,7 @@ from .isa import (CRC32, CTRL_ACK, CTRL_RUN_STEPS, CTRL_START, DDR_BASE, DEFAULT
                   DESC_WORDS, LINK_VERSION, PRELU_FRAC, SEQ_BITS, SH_MAX, SH_MIN, STEP, STEP_BYTES, STEP_CHUNK, STEP_MAGIC,
                   EngineError, Region, StepOp, descriptor_fields)
 from .engine import Engine
+from .mem.port import SyncReadPort
 
 __all__ = ["AcceleratorCore", "Accelerator", "CSRS", "STATUS_BITS", "REGION_BASE", "ID_VALUE", "VERSION", "regmap"]
 
@@ -334,9 +335,12 @@ class AcceleratorCore(wiring.Component):
             else:
                 m.d.comb += [host_we.eq(bus.w_en & sel & ~addr_err), host_wdata.eq(bus.w_data)]
 
-            eng_r = {"param": (eng.p_r_addr, eng.p_r_en, eng.p_r_data),
-                     "weight": (eng.w_r_addr, eng.w_r_en, eng.w_r_data),
-                     "feature": (eng.f_r_addr, eng.f_r_en, eng.f_r_data)}[name]
+            # the engine's port (any latency) in front of the memory's one-cycle read port
+            eng_port = SyncReadPort(depth, bits)
+            m.submodules[f"{name}_eng_port"] = eng_port
+            wiring.connect(m, {"param": eng.p_rd, "weight": eng.w_rd, "feature": eng.f_rd}[name], eng_port.bus)
+            eng_r = (eng_port.addr, eng_port.en)
+            m.d.comb += eng_port.data.eq(rp.data)
             # the DMA holds this memory's ports while it copies to or from it
             dma_here = dma_busy & (dma_region == Region[name.upper()])
             if self.ddr:
@@ -350,12 +354,15 @@ class AcceleratorCore(wiring.Component):
                     m.d.comb += [rp.addr.eq(dma_r[0]), rp.en.eq(dma_r[1])]
             with m.Else():
                 m.d.comb += [rp.addr.eq(word), rp.en.eq(1)]
-            m.d.comb += eng_r[2].eq(rp.data)
             if name == "feature":
                 rp2 = mem.read_port(domain="sync")     # the residual reader's port
-                m.d.comb += [rp2.addr.eq(eng.f_r2_addr), rp2.en.eq(eng.f_r2_en), eng.f_r2_data.eq(rp2.data)]
+                m.submodules.feature_res_port = res_port = SyncReadPort(depth, bits)
+                wiring.connect(m, eng.f_rd2, res_port.bus)
+                m.d.comb += [rp2.addr.eq(res_port.addr), rp2.en.eq(res_port.en), res_port.data.eq(rp2.data),
+                             eng.f_wr.req.ready.eq(1)]     # a write per cycle
             with m.If(eng.busy & (name == "feature")):
-                m.d.comb += [wp.addr.eq(eng.f_w_addr), wp.en.eq(eng.f_w_en), wp.data.eq(eng.f_w_data)]
+                m.d.comb += [wp.addr.eq(eng.f_wr.req.payload.addr), wp.en.eq(eng.f_wr.req.valid),
+                             wp.data.eq(eng.f_wr.req.payload.data)]
             if self.ddr:
                 with m.Elif(dma_here & ~dma_store):
                     m.d.comb += [wp.addr.eq(dma_w[0]), wp.en.eq(dma_w[1]), wp.data.eq(dma_w[2])]

@@ -89,7 +89,7 @@ def layer_cycles(L, config, winograd=None):
     ``16·m·cb + 12`` before block 0, later blocks' transforms overlap the computation; beats
     ``tiles·max(p·cb, 4k)`` with ``p`` the transformed positions computed (16, fewer for TDC
     phases). Per layer ``DESC_WORDS + 5`` (descriptor fetch and checks). A residual Add reads
-    ``k + 2`` cycles per output pixel beside the beats (the residual reader); a grouped plan's
+    ``k + 3`` cycles per output pixel beside the beats (the residual reader); a grouped plan's
     ``cb`` is the ``cb_in`` blocks one output block reads.
     """
     c = config
@@ -104,9 +104,9 @@ def layer_cycles(L, config, winograd=None):
         if not L.winograd:                    # modelling a direct layer as a plain Winograd one
             p = 16
         load = 16 * c.m * cb + 12
-        run = tiles * max(p * cb, 4 * k, 4 * (k + 2) if L.res else 0)
+        run = tiles * max(p * cb, 4 * k, 4 * (k + 3) if L.res else 0)
         return fetch + load + nb * (params + run + 24) + (nb - 1) * max(0, load - run)
-    per_pix = max(L.pool[0] * L.pool[1] * L.kh * L.kw * cb, k, k + 2 if L.res else 0)
+    per_pix = max(L.pool[0] * L.pool[1] * L.kh * L.kw * cb, k, k + 3 if L.res else 0)
     return fetch + nb * (params + c.m * L.kh * L.kw * cb + 1 + L.out_h * L.out_w * per_pix + 10)
 
 

@@ -12,6 +12,8 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..mem.port import read_port
+
 __all__ = ["ResidualReader", "beat_layout"]
 
 
@@ -37,17 +39,17 @@ class ResidualReader(wiring.Component):
         with ``res``.
       * ``en``: ``In(1)`` — the layer has a residual Add; ``offset``: ``In(signed(26))`` —
         ``res_base − out_base`` (words); layer constants.
-      * ``r_addr``: ``Out(range(depth))``, ``r_en``: ``Out(1)``, ``r_data``: ``In(vc·8)`` — a
-        feature-memory read port with one cycle of latency.
-      * ``busy``: ``Out(1)``.
+      * ``r_rd``: ``Out(read_port(depth, vc·8))`` — a feature-memory read port (any latency).
+      * ``busy``: ``Out(1)`` — reads in flight.
 
     Without ``en`` the beats pass through combinationally (``res`` = 0, no latency). With ``en``:
-    the ``k`` words are read in cycles 0 … k − 1 after the beat arrives, the last one arrives in
-    cycle ``k``, and the beat is offered on ``o`` from cycle ``k + 1``; the input beat is taken
-    (``i.ready``) when ``o`` takes it. Throughput one beat per ``k + 2`` cycles (the engine
-    offers at most one pixel per ``T·in_cb`` beats of the PE array). Backpressure: ``i.ready =
-    o.ready`` once the residual is read; ``i.payload`` must stay stable while ``i.valid`` and not
-    ``i.ready`` (stream rule).
+    the ``k`` words are requested in cycles 0 … k − 1 after the beat arrives; the beat is offered
+    on ``o`` the cycle after the last word arrives (cycle ``k + 2`` behind a
+    :class:`~nibble.hw.mem.port.SyncReadPort`); the input beat is taken (``i.ready``) when ``o``
+    takes it. Throughput one beat per ``k + 3`` cycles behind a
+    ``SyncReadPort`` (the cycle model's figure, :func:`nibble.host.passes.lower.layer_cycles`) (the engine offers at most one pixel per ``T·in_cb`` beats of the PE array).
+    Backpressure: ``i.ready = o.ready`` once the residual is read; ``i.payload`` must stay stable
+    while ``i.valid`` and not ``i.ready`` (stream rule).
     """
 
     def __init__(self, m, vc, acc_width, depth):
@@ -59,20 +61,19 @@ class ResidualReader(wiring.Component):
             "o": Out(stream.Signature(beat_layout(m, acc_width, range(depth), res=True))),
             "en": In(1),
             "offset": In(signed(26)),
-            "r_addr": Out(range(depth)), "r_en": Out(1), "r_data": In(vc * 8),
+            "r_rd": Out(read_port(depth, vc * 8)),
             "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         k = self.m // self.vc
-        words = [Signal(self.vc * 8, name=f"res{j}") for j in range(k)]
-        issued = Signal(range(k + 1))     # words whose read was issued for the current beat
-        got = Signal(range(k + 1))        # words captured
-        cap = Signal()                    # a read issued last cycle: capture now
-        cap_j = Signal(range(max(k, 2)))
+        words = Array(Signal(self.vc * 8, name=f"res{j}") for j in range(k))
+        issued = Signal(range(k + 1))     # words requested for the current beat
+        got = Signal(range(k + 1))        # words arrived
         for f in ("acc", "pool_first", "pool_last", "skip", "tag"):
             m.d.comb += getattr(self.o.payload, f).eq(getattr(self.i.payload, f))
+        req, resp = self.r_rd.req, self.r_rd.resp
         with m.If(~self.en):
             m.d.comb += [self.o.valid.eq(self.i.valid), self.i.ready.eq(self.o.ready)]
             for ch in range(self.m):
@@ -82,21 +83,17 @@ class ResidualReader(wiring.Component):
             m.d.comb += have.eq(got == k)
             addr = Signal(signed(27))
             m.d.comb += addr.eq(self.i.payload.tag + self.offset + issued)
-            with m.If(self.i.valid & (issued < k)):
-                m.d.comb += [self.r_addr.eq(addr[:len(self.r_addr)]), self.r_en.eq(1)]
+            m.d.comb += [req.valid.eq(self.i.valid & (issued < k)), req.payload.eq(addr[:len(req.payload)]),
+                         resp.ready.eq(1)]
+            with m.If(req.valid & req.ready):
                 m.d.sync += issued.eq(issued + 1)
-            m.d.sync += [cap.eq(self.i.valid & (issued < k)), cap_j.eq(issued)]
-            with m.If(cap):
-                with m.Switch(cap_j):
-                    for j in range(k):
-                        with m.Case(j):
-                            m.d.sync += words[j].eq(self.r_data)
-                m.d.sync += got.eq(got + 1)
+            with m.If(resp.valid):
+                m.d.sync += [words[got].eq(resp.payload), got.eq(got + 1)]
             m.d.comb += [self.o.valid.eq(self.i.valid & have), self.i.ready.eq(self.o.ready & have)]
             with m.If(self.o.valid & self.o.ready):
                 m.d.sync += [issued.eq(0), got.eq(0)]
             res = Cat(*words)
             for ch in range(self.m):
                 m.d.comb += self.o.payload.res[ch].eq(res.word_select(ch, 8).as_signed())
-        m.d.comb += self.busy.eq(self.en & ((issued != 0) | cap))
+        m.d.comb += self.busy.eq(self.en & (issued != 0))
         return m

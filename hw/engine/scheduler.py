@@ -1,0 +1,219 @@
+"""Scheduler: the loop nest of one output block as a stream of beats (DESIGN §4).
+
+Direct mode, outermost first: output pixel (py, px), pool-window position (dy, dx), tap (ky, kx),
+input block cb — one beat (one feature word of ``vc`` input channels against filter-cache word
+``(ky·kw + kx)·in_cb + cb``) each. A max-pool window's positions are issued for every output
+pixel (conv outputs shared by overlapping windows are computed again); a position outside the
+conv output (the pool's padding, ``ceil_mode``) is issued with zero input and marked ``skip``.
+
+Winograd mode (ARITHMETIC §2): 2×2 output tiles (py, px) (with the 2×2 pool, one tile is one
+pooled pixel), input block cb, then the pixels (ky, kx) of the 4×4 input tile that the computed
+transformed positions need (all 16 for a plain layer; fewer for TDC phases: rows/columns in
+``supp(Bᵀ[ξ])`` for ξ in ``xmask``/``ymask``).
+
+Input pixel (iy, ix) of a beat: ``((o·s + k − pad) >> dil)`` per axis in the zero-inserted view
+(NZP, ARITHMETIC §1.3); outside the input, between inserted zeros, or outside the conv output,
+the beat carries ``inb`` = 0 (zero input, no memory read).
+"""
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import EngineConfig
+from ..isa import DESCRIPTOR
+from ..pe import ACC_ENTRIES
+from ..winograd import WINOGRAD_VARIANTS
+from .weight_transform import WINOGRAD_VARIANT
+
+__all__ = ["Scheduler", "tag_layout", "beat_layout", "bits_next", "bits_first", "odometer"]
+
+
+def tag_layout(config: EngineConfig):
+    """What a beat carries to its result: ``addr`` (the output word: pixel, or a Winograd tile's
+    first pixel), ``pool_first``/``pool_last`` (the window's first/last position), ``skip`` (a
+    position outside the conv output), ``idx`` (Winograd transformed position), ``right``/
+    ``bottom`` (the tile's second column/row is inside the output), ``tlast`` (the tile's last
+    transformed position)."""
+    return data.StructLayout({"addr": range(config.feature_depth), "pool_first": 1, "pool_last": 1,
+                              "skip": 1, "idx": range(ACC_ENTRIES), "right": 1, "bottom": 1, "tlast": 1})
+
+
+def beat_layout(config: EngineConfig):
+    """A scheduled beat: ``faddr`` and ``inb`` (read feature word ``faddr``, or zero input),
+    ``w`` (filter-cache word), ``first``/``last`` (of the accumulation), ``tag``
+    (:func:`tag_layout`), Winograd: ``pos`` (pixel ky·4 + kx of the input tile), ``cb``, ``tl``
+    (the tile's last pixel for this input block)."""
+    return data.StructLayout({"faddr": range(config.feature_depth), "inb": 1,
+                              "w": range(config.filter_depth), "first": 1, "last": 1,
+                              "tag": tag_layout(config), "pos": 4, "cb": 16, "tl": 1})
+
+
+def bits_next(mask, cur, width=4):
+    """``(has_next, next)``: the lowest set bit of ``mask`` above position ``cur`` (comb)."""
+    has = Const(0)
+    nxt = Const(0, range(width))
+    for j in reversed(range(width)):
+        hit = mask[j] & (cur < j)
+        nxt = Mux(hit, j, nxt)
+        has = has | hit
+    return has, nxt
+
+
+def bits_first(mask, width=4):
+    """The lowest set bit of ``mask`` (0 if none)."""
+    first = Const(0, range(width))
+    for j in reversed(range(width)):
+        first = Mux(mask[j], j, first)
+    return first
+
+
+def odometer(m, digits):
+    """Step a nest of counters: ``digits`` = [(counter, has_next), …], innermost first.
+
+    The innermost counter with a next value increments; every counter inside it returns to 0.
+    """
+    sig, has_next = digits[0]
+    with m.If(has_next):
+        m.d.sync += sig.eq(sig + 1)
+    with m.Else():
+        m.d.sync += sig.eq(0)
+        if len(digits) > 1:
+            odometer(m, digits[1:])
+
+
+class Scheduler(wiring.Component):
+    """Issues the beats of one output block.
+
+    Parameter: ``config`` (:class:`EngineConfig`).
+
+    Members:
+      * ``desc``: ``In(DESCRIPTOR)``, ``tcb``: ``In(24)`` (``kh·kw·in_cb``), ``wmode``: ``In(1)``
+        (the layer runs in Winograd mode) — layer constants.
+      * ``cmd``: ``In(stream.Signature({coblk: 16, g_off: 24}))`` — the output block and (grouped
+        convolution) its group's first input block; taken when idle, starts the block.
+      * ``o``: ``Out(stream.Signature(beat_layout(config)))`` — registered.
+      * ``busy``: ``Out(1)`` — beats left to issue.
+
+    Latency: the first beat is offered 1 cycle after ``cmd`` is taken. Throughput: one beat per
+    cycle (``o.ready`` high). Beats per block: ``out_h·out_w·pool_kh·pool_kw·kh·kw·in_cb``
+    (direct), ``tiles·pixels·in_cb`` (Winograd, ``pixels`` = 16 for a plain layer).
+    """
+
+    def __init__(self, config: EngineConfig):
+        self.config = c = config
+        super().__init__({
+            "desc": In(DESCRIPTOR), "tcb": In(24), "wmode": In(1),
+            "cmd": In(stream.Signature(data.StructLayout({"coblk": 16, "g_off": 24}))),
+            "o": Out(stream.Signature(beat_layout(c))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        k = c.m // c.vc
+        d, wmode, tcb = self.desc, self.wmode, self.tcb
+        pool_en = Signal()
+        m.d.comb += pool_en.eq((d.pool_kh != 1) | (d.pool_kw != 1))
+        coblk, g_off = Signal(16), Signal(24)
+
+        py, px, dy, dx = Signal(16), Signal(16), Signal(4), Signal(4)
+        ky, kx, cb = Signal(8), Signal(8), Signal(16)
+        taddr = Signal(24)
+        gen = Signal()             # beats left to issue
+        m.d.comb += self.busy.eq(gen)
+        o = self.o
+        adv = Signal()
+        m.d.comb += adv.eq(~o.valid | o.ready)
+
+        # input-tile rows/columns the computed transformed positions need: supp(Bᵀ[ξ]) for ξ in the mask
+        bt = WINOGRAD_VARIANTS[WINOGRAD_VARIANT][1]
+        rmask, cmask = Signal(4), Signal(4)
+        for j in range(4):
+            m.d.comb += [rmask[j].eq(Cat(*[d.xmask[a] for a in range(4) if bt[a][j]]).any()),
+                         cmask[j].eq(Cat(*[d.ymask[a] for a in range(4) if bt[a][j]]).any())]
+        kx_more, kx_next = bits_next(cmask, kx)
+        ky_more, ky_next = bits_next(rmask, ky)
+        kx_first, ky_first = bits_first(cmask), bits_first(rmask)
+
+        t_h, t_w = Signal(16), Signal(16)       # Winograd tiles per column / row
+        m.d.comb += [t_h.eq(Mux(pool_en, d.out_h, (d.out_h + 1) >> 1)),
+                     t_w.eq(Mux(pool_en, d.out_w, (d.out_w + 1) >> 1))]
+
+        oy, ox = Signal(signed(22)), Signal(signed(22))    # conv output coordinates of the beat
+        with m.If(wmode):
+            m.d.comb += [oy.eq(Cat(C(0, 1), py)), ox.eq(Cat(C(0, 1), px))]
+        with m.Else():             # position (dy, dx) of output pixel (py, px)'s pool window
+            m.d.comb += [oy.eq(py * d.pool_sy + dy - d.pool_pt), ox.eq(px * d.pool_sx + dx - d.pool_pl)]
+        win_ok = Signal()          # the window position is inside the conv output (direct mode)
+        m.d.comb += win_ok.eq(wmode | ((oy >= 0) & (oy < d.conv_h) & (ox >= 0) & (ox < d.conv_w)))
+        vy, vx = Signal(signed(32)), Signal(signed(32))    # in the (zero-inserted, NZP) input
+        m.d.comb += [vy.eq(oy * d.sy + ky - d.pad_t), vx.eq(ox * d.sx + kx - d.pad_l)]
+        lowmask = Signal(8)
+        m.d.comb += lowmask.eq((C(1, 9) << d.dil) - 1)
+        iy, ix = Signal(signed(28)), Signal(signed(28))    # in the stored input
+        m.d.comb += [iy.eq(vy >> d.dil), ix.eq(vx >> d.dil)]
+        inb = Signal()
+        m.d.comb += inb.eq((vy >= 0) & (iy < d.in_h) & (vx >= 0) & (ix < d.in_w) & win_ok
+                           & ((vy[:8] & lowmask) == 0) & ((vx[:8] & lowmask) == 0))
+        faddr = Signal(64)
+        m.d.comb += faddr.eq(d.in_base + iy[:16] * d.in_row + ix[:16] * d.in_pix + g_off + cb)
+        # output address: pixel (py, px), or in Winograd mode the tile's first output pixel
+        opy, opx = Signal(17), Signal(17)
+        m.d.comb += [opy.eq(Mux(wmode & ~pool_en, Cat(C(0, 1), py), py)),
+                     opx.eq(Mux(wmode & ~pool_en, Cat(C(0, 1), px), px))]
+        oaddr = Signal(48)
+        m.d.comb += oaddr.eq(d.out_base + opy * d.out_row + opx * d.out_pix + coblk * k)
+        b_first, b_last = Signal(), Signal()
+        m.d.comb += [b_first.eq(taddr == 0), b_last.eq(taddr == tcb - 1)]
+        pool_first, pool_last = Signal(), Signal()
+        m.d.comb += [pool_first.eq((dy == 0) & (dx == 0)),
+                     pool_last.eq((dy + 1 >= d.pool_kh) & (dx + 1 >= d.pool_kw))]
+        tile_right, tile_bottom = Signal(), Signal()
+        m.d.comb += [tile_right.eq(pool_en | (Cat(C(1, 1), px) < d.out_w)),
+                     tile_bottom.eq(pool_en | (Cat(C(1, 1), py) < d.out_h))]
+        gen_done = Signal()        # the beat being issued is the block's final one
+        with m.If(wmode):
+            m.d.comb += gen_done.eq(~kx_more & ~ky_more & (cb + 1 >= d.in_cb)
+                                    & (px + 1 >= t_w) & (py + 1 >= t_h))
+        with m.Else():
+            m.d.comb += gen_done.eq(b_last & pool_last & (px + 1 >= d.out_w) & (py + 1 >= d.out_h))
+
+        p = o.payload
+        with m.If(adv):
+            m.d.sync += [
+                o.valid.eq(gen), p.inb.eq(inb), p.faddr.eq(faddr), p.w.eq(taddr),
+                p.first.eq(b_first), p.last.eq(b_last),
+                p.tag.addr.eq(oaddr), p.tag.pool_first.eq(pool_first), p.tag.pool_last.eq(pool_last),
+                p.tag.skip.eq(~win_ok), p.tag.right.eq(tile_right), p.tag.bottom.eq(tile_bottom),
+                p.tag.idx.eq(0), p.tag.tlast.eq(0),
+                p.pos.eq(Cat(kx[:2], ky[:2])), p.cb.eq(cb), p.tl.eq(~kx_more & ~ky_more),
+            ]
+
+        with m.If(gen & adv):
+            with m.If(gen_done):
+                m.d.sync += gen.eq(0)
+            with m.If(wmode):
+                # (kx, ky) innermost over the needed pixels of the 4×4 input tile, then cb, tiles
+                with m.If(kx_more):
+                    m.d.sync += kx.eq(kx_next)
+                with m.Else():
+                    m.d.sync += kx.eq(kx_first)
+                    with m.If(ky_more):
+                        m.d.sync += ky.eq(ky_next)
+                    with m.Else():
+                        m.d.sync += ky.eq(ky_first)
+                        odometer(m, [(cb, cb + 1 < d.in_cb), (px, px + 1 < t_w), (py, py + 1 < t_h)])
+            with m.Else():
+                # cb innermost, then kx, ky, then pool dx, dy, then px, py
+                m.d.sync += taddr.eq(Mux(b_last, 0, taddr + 1))
+                odometer(m, [(cb, cb + 1 < d.in_cb), (kx, kx + 1 < d.kw), (ky, ky + 1 < d.kh),
+                             (dx, dx + 1 < d.pool_kw), (dy, dy + 1 < d.pool_kh),
+                             (px, px + 1 < d.out_w), (py, py + 1 < d.out_h)])
+
+        m.d.comb += self.cmd.ready.eq(~gen)
+        with m.If(self.cmd.valid & ~gen):
+            m.d.sync += [coblk.eq(self.cmd.payload.coblk), g_off.eq(self.cmd.payload.g_off),
+                         py.eq(0), px.eq(0), dy.eq(0), dx.eq(0), cb.eq(0), taddr.eq(0), gen.eq(1),
+                         ky.eq(Mux(wmode, ky_first, 0)), kx.eq(Mux(wmode, kx_first, 0))]
+        return m
