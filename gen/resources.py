@@ -229,7 +229,7 @@ def block_verilog(name, config: EngineConfig, host="uart"):
     if name == "controller":
         boxes = ["engine.pe_array", "engine.out_stage"]
         if c.winograd:
-            boxes += [f"engine.pre_pe{l}" for l in range(c.vc)] + [f"engine.post_pe{q}" for q in range(c.m)]
+            boxes += [f"engine.winograd.pre_pe{l}" for l in range(c.vc)] + [f"engine.winograd.post_pe{q}" for q in range(c.m)]
         return _convert(AcceleratorCore(c, ddr=host == "pcie"), blackbox=boxes)
     raise ValueError(f"unknown block '{name}'")
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..hw.config import EngineConfig
 from .frontend.onnx import import_graph, load_onnx, validate_model
 from .ir import CompileError
-from .passes import STRUCTURAL, allocate, calibrate, check_fits, inq, lower
+from .passes import STRUCTURAL, allocate, calibrate, check_fits, inq, lower, split_gap
 from .passes.calibrate import graph_inputs
 from .passes.lower import (DECONV_MODES, WINOGRAD_MODES, layer_beats, layer_cycles, parse_modes, plan_program,
                            winograd_work)
@@ -55,7 +55,7 @@ def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd=
         model = load_onnx(model)
     else:
         model = validate_model(model)
-    g = build_graph(model)
+    g = split_gap(build_graph(model), config).validate()
     data = graph_inputs(g, calib)
     if tile_features:
         return g, _tiled(g, data, config, winograd, deconv)

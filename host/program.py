@@ -201,7 +201,7 @@ class LayerPlan:
 
 
 def weight_words(codes, m, vc, cb_in):
-    """Weight-memory image of one layer: uint16 words in engine order (``hw/engine.py``).
+    """Weight-memory image of one layer: uint16 words in engine order (:mod:`nibble.hw.engine`).
 
     :param codes: uint8 (Cout, Cin, Kh, Kw) 4-bit codes.
     :param cb_in: input channel blocks (feature words per input pixel, ≥ ⌈Cin/vc⌉).

@@ -18,13 +18,14 @@ from .fold_slice import fold_slice
 from .fuse_add import fuse_add
 from .fuse_epilogue import fuse_epilogue
 from .place_concat import place_concat
+from .split_gap import split_gap
 from .host_tail import host_tail
 from .inq import inq
 from .lower import lower
 
 __all__ = ["fold_slice", "fold_pad", "fold_bn", "fuse_add", "fuse_epilogue", "place_concat", "flatten_gemm",
            "fold_gap", "host_tail", "check_fits", "inq", "calibrate",
-           "calibration_data", "allocate", "lower", "CALIB_CHUNK_ELEMENTS", "CALIB_IMAGE_ELEMENTS", "STRUCTURAL"]
+           "calibration_data", "allocate", "lower", "CALIB_CHUNK_ELEMENTS", "CALIB_IMAGE_ELEMENTS", "STRUCTURAL", "split_gap"]
 
 #: The structural passes in the order the compiler runs them.
 STRUCTURAL = (fold_slice, fold_pad, fold_bn, fuse_add, fuse_epilogue, place_concat, flatten_gemm, fold_gap,

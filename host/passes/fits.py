@@ -6,7 +6,7 @@ from ...hw.isa import DESC_WORDS
 from ..graph import Graph, chw
 from ..ir import CompileError
 from .allocate import allocate, feature_error, tensor_cb
-from .lower import _check_deconv_stride, _check_fields, _memory_error, graph_from_chain, weight_space_error
+from .lower import _check_deconv_stride, _check_fields, _grouping, _memory_error, graph_from_chain, weight_space_error
 
 __all__ = ["check_fits"]
 
@@ -39,7 +39,9 @@ def _check_graph(g, config, deconv, stream_weights=False):
         if op.kind != "ConvTranspose":
             t, _, l, _ = op.pad
             conv = op.conv_shape(shape)
-            _check_fields(where, c, kh, kw, op.stride, t, l, cb, (*shape[1:], *conv[1:], *out[1:]), op.pool)
+            grouping = _grouping(op, shape[0], c)      # a grouped plan reads only its group's blocks
+            _check_fields(where, c, kh, kw, op.stride, t, l, grouping[1] if grouping else cb,
+                          (*shape[1:], *conv[1:], *out[1:]), op.pool)
         # the output beside the input (both live while the layer runs), before the phases are listed
         words_in = shape[1] * shape[2] * cb
         words = out[1] * out[2] * tensor_cb(g, n.outputs[0], c)

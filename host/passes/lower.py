@@ -80,7 +80,7 @@ def winograd_work(L):
 
 
 def layer_cycles(L, config, winograd=None):
-    """Cycle model of one layer on the engine (``hw/engine.py`` schedule), in clock cycles.
+    """Cycle model of one layer on the engine (``hw/engine/`` schedule), in clock cycles.
 
     :param winograd: model the Winograd schedule (default: the layer's own mode).
     Per output block: biases ``m + 1`` (``m + 1`` more for PReLU slopes), filters ``m·T·cb + 1``
