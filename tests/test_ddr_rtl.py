@@ -119,11 +119,14 @@ def test_tiled_concat_and_residual_bit_exact(setup):
     assert len(d._be.ddr.runs) > len(p.layers)
 
 
-def test_squeezenet_224_on_the_rtl():
-    """SqueezeNet 1.1 at 224 × 224 (seeded weights, scripts/zoo.py) whole on the default
-    accelerator through the network bench: maps in DDR in row bands, the 512 → 1000 classifier
-    in parts of output blocks, the fire modules' Concat by placement; bit-identical to the golden
-    model, and the figures the bench reports consistent with each other."""
+@pytest.mark.parametrize("name", ["squeezenet11", "resnet18"])
+def test_imagenet_network_224_on_the_rtl(name):
+    """SqueezeNet 1.1 and ResNet-18 at 224 × 224 (seeded weights, scripts/zoo.py) whole on the
+    default accelerator through the network bench: maps in DDR in row bands, the classifiers in
+    parts of output blocks, the fire modules' Concat by placement, ResNet's residual Adds and its
+    GAP-folded classifier split into a depthwise sum and a 1×1 Gemm (``split_gap``);
+    bit-identical to the golden model, and the figures the bench reports consistent with each
+    other."""
     import os
     import sys
     from pathlib import Path
@@ -133,7 +136,7 @@ def test_squeezenet_224_on_the_rtl():
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        r = network_bench(names=("squeezenet11",))["networks"]["squeezenet11"]
+        r = network_bench(names=(name,))["networks"][name]
     finally:
         os.chdir(cwd)
     assert r["compiles"] and r["bit_exact_vs_golden"]
