@@ -29,13 +29,16 @@ async def stream_recv(ctx, port, count, *, stall=0.0, seed=1):
     return out
 
 
-def run_sim(dut, *testbenches, deadline_cycles=200000):
-    """Run testbenches on ``dut`` with a 1 MHz sync clock; fail if they do not finish in time."""
+def run_sim(dut, *testbenches, deadline_cycles=200000, background=()):
+    """Run testbenches on ``dut`` with a 1 MHz sync clock; fail if they do not finish in time.
+    ``background``: testbenches that run beside them until they finish (e.g. memory models)."""
     from amaranth.sim import Simulator
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     for tb in testbenches:
         sim.add_testbench(tb)
+    for tb in background:
+        sim.add_testbench(tb, background=True)
 
     async def watchdog(ctx):
         for _ in range(deadline_cycles):

@@ -13,38 +13,25 @@ import random
 import numpy as np
 import pytest
 from amaranth import *
-from amaranth.sim import Simulator
+from amaranth.lib import wiring
 
 from nibble.hw.config import EngineConfig
 from nibble.hw.engine import Engine
-from nibble.hw.engine.fetch import CHECK_CYCLES, DescriptorFetch
+from nibble.hw.engine.fetch import DescriptorFetch
 from nibble.hw.engine.reader import FeatureReader
 from nibble.hw.engine.scheduler import Scheduler
 from nibble.hw.isa import DESC_WORDS, DESCRIPTOR, EngineError, encode_descriptor
 from nibble.hw.mem.port import BurstReader, ReadPortMux, SyncReadPort
 from nibble.host.driver import golden_outputs, read_view
 from nibble.host.program import TensorSpec, features_to_words
-from tests.streams import stream_recv, stream_send
+from tests.streams import run_sim, stream_recv, stream_send
 from tests.test_engine_ops import CFG, Builder, _inputs
 
 SEED = 77
 
 
 def _sim(dut, testbenches, background=(), deadline=200000):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for tb in testbenches:
-        sim.add_testbench(tb)
-    for tb in background:
-        sim.add_testbench(tb, background=True)
-
-    async def watchdog(ctx):
-        for _ in range(deadline):
-            await ctx.tick()
-        raise AssertionError(f"not finished within {deadline} cycles")
-
-    sim.add_testbench(watchdog, background=True)
-    sim.run()
+    run_sim(dut, *testbenches, deadline_cycles=deadline, background=background)
 
 
 def read_server(port, mem, seed, max_latency=6, stall=0.3, log=None):
@@ -138,7 +125,6 @@ def test_burst_reader_and_mux_route_every_word_to_its_requester():
     m.submodules.a = a = BurstReader(256, 16, 40)
     m.submodules.b = b = BurstReader(256, 16, 40)
     m.submodules.mux = mux = ReadPortMux(2, 256, 16)
-    from amaranth.lib import wiring
     wiring.connect(m, a.port, mux.c0)
     wiring.connect(m, b.port, mux.c1)
     cmds = {"a": [(10, 40), (200, 7), (3, 1)], "b": [(100, 33), (0, 12)]}
@@ -146,11 +132,8 @@ def test_burst_reader_and_mux_route_every_word_to_its_requester():
 
     def client(name, dut, seed):
         async def tb(ctx):
-            async def go():
-                for base, n in cmds[name]:
-                    await stream_send(ctx, dut.cmd, [{"base": base, "n": n}], idle=0.5, seed=seed)
-            import asyncio   # noqa: F401 (sequential sends, then receive)
-            await go()
+            for i, (base, n) in enumerate(cmds[name]):
+                await stream_send(ctx, dut.cmd, [{"base": base, "n": n}], idle=0.5, seed=seed + i)
         return tb
 
     async def recv_a(ctx):
@@ -185,13 +168,15 @@ def _desc(**kw):
     ({"w_base": 1020}, EngineError.WEIGHT_RANGE),
     ({"bias_base": 510}, EngineError.PARAM_RANGE),
     ({"sh": 127}, EngineError.SHIFT_RANGE),
+    ({"magic": 1}, EngineError.BAD_MAGIC),
 ], ids=lambda x: x.name if isinstance(x, EngineError) else None)
 def test_descriptor_fetch_checks(fields, err):
     """Each check alone, through a random-latency parameter memory; the descriptor comes out as
     the words went in, with ``tcb = kh·kw·in_cb``."""
     cfg = EngineConfig(m=8, vc=8, acc_width=24, filter_depth=64, feature_depth=1024, weight_depth=1024,
                        param_depth=512, winograd=True)
-    words = _desc(**fields)
+    words = _desc(**{k: v for k, v in fields.items() if k != "magic"})
+    words[0] ^= fields.get("magic", 0)          # the magic is the low bits of word 0
     mem = [0] * 512
     mem[40:40 + DESC_WORDS] = words
     dut = DescriptorFetch(cfg)
@@ -206,20 +191,6 @@ def test_descriptor_fetch_checks(fields, err):
     assert o.desc.as_bits() == sum(w << (32 * i) for i, w in enumerate(words)) & ((1 << DESCRIPTOR.size) - 1)
     assert int(o.tcb) == fields.get("kh", 3) * fields.get("kw", 3) * fields.get("in_cb", 1)
 
-
-def test_descriptor_fetch_bad_magic():
-    mem = [0] * 512
-    mem[0:DESC_WORDS] = _desc()
-    mem[0] ^= 0x1
-    dut = DescriptorFetch(CFG)
-    out = {}
-
-    async def tb(ctx):
-        await stream_send(ctx, dut.cmd, [0])
-        out["o"], = await stream_recv(ctx, dut.o, 1)
-    _sim(dut, [tb], background=[read_server(dut.p_rd, mem, seed=12)])
-    assert int(out["o"].err) == EngineError.BAD_MAGIC
-    assert CHECK_CYCLES == 4
 
 
 # ---- scheduler

@@ -3,7 +3,7 @@ depthwise all-ones sum and a 1×1 Gemm (ResNet-18's classifier on the default co
 import numpy as np
 
 from nibble.hw.config import EngineConfig
-from nibble.host.compiler import build_graph, compile_graph
+from nibble.host.compiler import build_graph
 from nibble.host.frontend.onnx import validate_model
 from nibble.host.graph import run_outputs
 from nibble.host.passes import split_gap
