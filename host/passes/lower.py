@@ -22,7 +22,7 @@ from ..ir import CompileError, pool_text
 from ..program import LayerPlan, Program, TensorSpec, weight_words
 from .allocate import allocate, concat_offsets, tensor_cb
 
-__all__ = ["lower", "plan_program", "graph_from_chain", "parse_modes", "layer_cycles", "layer_beats",
+__all__ = ["FETCH_CYCLES", "BLOCK_CYCLES", "WINOGRAD_BLOCK_CYCLES", "lower", "plan_program", "graph_from_chain", "parse_modes", "layer_cycles", "layer_beats",
            "winograd_work", "WINOGRAD_MODES", "DECONV_MODES"]
 
 #: Per-layer convolution modes: ``auto`` (Winograd where the layer is eligible and the cycle
@@ -80,17 +80,24 @@ def winograd_work(L):
 
 
 def layer_cycles(L, config, winograd=None):
-    """Cycle model of one layer on the engine (``hw/engine/`` schedule), in clock cycles.
+    """Cycle model of one layer on the engine (``hw/engine/`` schedule, memories behind
+    ``SyncReadPort``s), in clock cycles.
 
     :param winograd: model the Winograd schedule (default: the layer's own mode).
     Per output block: biases ``m + 1`` (``m + 1`` more for PReLU slopes), filters ``m·T·cb + 1``
     (direct), beats ``pixels·max(P·T·cb, k)`` (``P = pool_kh·pool_kw`` window positions per
-    output pixel, ``k = m/vc`` writer cycles per pixel), drain. Winograd: the weight transform
+    output pixel, ``k = m/vc`` writer cycles per pixel), and :data:`BLOCK_CYCLES` for the
+    parts' hand-overs, the memories' latency and the drain. Winograd: the weight transform
     ``16·m·cb + 12`` before block 0, later blocks' transforms overlap the computation; beats
     ``tiles·max(p·cb, 4k)`` with ``p`` the transformed positions computed (16, fewer for TDC
-    phases). Per layer ``DESC_WORDS + 5`` (descriptor fetch and checks). A residual Add reads
-    ``k + 3`` cycles per output pixel beside the beats (the residual reader); a grouped plan's
-    ``cb`` is the ``cb_in`` blocks one output block reads.
+    phases), :data:`WINOGRAD_BLOCK_CYCLES` per block. Per layer :data:`FETCH_CYCLES` (descriptor
+    fetch and checks). A residual Add holds the PE array ``k + 2`` cycles per output pixel in
+    direct mode (the residual reader's reads, after the pixel's accumulation); in Winograd mode
+    its ``k + 3`` cycles per output overlap the tile's beats. A grouped plan's ``cb`` is the
+    ``cb_in`` blocks one output block reads. Measured against the RTL: exact for ``k = 1``
+    but for 12 drain cycles of a Winograd layer with a residual (``tests/test_e2e_sim.py`` checks
+    2 %); a layer bound by its writer (``P·T·cb ≤ k`` with
+    ``k > 1``) runs about ``k/3`` cycles per pixel slower than modelled.
     """
     c = config
     k = c.m // c.vc
@@ -98,16 +105,25 @@ def layer_cycles(L, config, winograd=None):
     cb = L.cb_in
     nb = L.n_coblk(c.m)
     params = (c.m + 1) * (2 if L.prelu else 1)
-    fetch = DESC_WORDS + 5
     if wino:
         tiles, p = winograd_work(L)
         if not L.winograd:                    # modelling a direct layer as a plain Winograd one
             p = 16
         load = 16 * c.m * cb + 12
         run = tiles * max(p * cb, 4 * k, 4 * (k + 3) if L.res else 0)
-        return fetch + load + nb * (params + run + 24) + (nb - 1) * max(0, load - run)
-    per_pix = max(L.pool[0] * L.pool[1] * L.kh * L.kw * cb, k, k + 3 if L.res else 0)
-    return fetch + nb * (params + c.m * L.kh * L.kw * cb + 1 + L.out_h * L.out_w * per_pix + 10)
+        return FETCH_CYCLES + load + nb * (params + run + WINOGRAD_BLOCK_CYCLES) + (nb - 1) * max(0, load - run)
+    per_pix = max(L.pool[0] * L.pool[1] * L.kh * L.kw * cb, k) + (k + 2 if L.res else 0)
+    return FETCH_CYCLES + nb * (params + c.m * L.kh * L.kw * cb + 1 + L.out_h * L.out_w * per_pix + BLOCK_CYCLES)
+
+
+#: Cycles per layer to fetch and check a descriptor: ``DESC_WORDS`` reads, 2 of memory latency,
+#: 5 of checks, 1 to hand it to the controller, and the controller's step into the first block.
+FETCH_CYCLES = DESC_WORDS + 8
+#: Cycles per direct-mode output block beside the loads and beats (memory latency of the
+#: parameter and filter loads, the feature reads, the PE array, output stage and drain).
+BLOCK_CYCLES = 19
+#: The same for a Winograd block (the transforms' and serializers' pipeline stages).
+WINOGRAD_BLOCK_CYCLES = 43
 
 
 def layer_beats(L, config):
