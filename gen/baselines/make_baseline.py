@@ -14,7 +14,7 @@ if __name__ == "__main__":
     for name in BASELINE_BLOCKS:
         r = synth_verilog(baseline_verilog(name), name)
         figures[name] = {k: r[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1", "depth")}
-    w = synth_verilog(whole_verilog(), "whole accelerator")
+    w = synth_verilog(whole_verilog(), "whole accelerator", depth=False)
     composition = {"config": COMPOSITION_CONFIG, "whole": {k: w[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1")}}
     path = pathlib.Path(__file__).parent / f"yosys-{yosys_version()}.json"
     path.write_text(json.dumps({"yosys": yosys_version(), "blocks": figures, "composition": composition},

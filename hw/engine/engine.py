@@ -26,9 +26,11 @@ Weight memory order per layer: for each output block, for each PE ``p``, for eac
 ``t = ky·kw + kx``, for each input block ``cb``: one word of ``vc`` codes (input channels
 ``cb·vc …``), i.e. filter-cache word ``t·in_cb + cb`` of PE ``p``.
 
-Schedule (cycles, behind ``SyncReadPort``s): per layer ``DESC_WORDS + 2 + 5`` (fetch, check) + per
-output block ``m + 3`` (biases; ``m`` more for PReLU slopes) + ``m·T·in_cb + 3`` (filters, ``T = kh·kw``) +
-``out_h·out_w·pool_kh·pool_kw·T·in_cb`` beats + the pipeline drain (about 9 cycles). With a
+Schedule (cycles, behind ``SyncReadPort``s; the figures are the cycle model's,
+:func:`nibble.host.passes.lower.layer_cycles`, measured on the RTL): per layer ``DESC_WORDS + 8``
+(fetch, check) + per output block ``m`` biases (``m`` more PReLU slopes) + ``m·T·in_cb`` filter
+words (``T = kh·kw``) + ``out_h·out_w·pool_kh·pool_kw·T·in_cb`` beats + 20 cycles of hand-overs,
+memory latency and drain. With a
 max-pool window the scheduler issues, for every output pixel, every position (dy, dx) of its
 window (conv outputs shared by overlapping windows are computed again); a position outside the
 conv output (the pool's padding, ``ceil_mode``) is issued with zero input and marked ``skip``, so
