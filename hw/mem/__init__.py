@@ -4,6 +4,8 @@ Every port here is a request stream and a response stream (``amaranth.lib.stream
 so a block reading or writing memory tolerates any latency and back-pressure, and an on-chip
 buffer and the DDR path are interchangeable behind it.
 
+* :mod:`.port`: the port signatures, :class:`~.port.SyncReadPort` (before an on-chip block RAM),
+  :class:`~.port.BurstReader`, :class:`~.port.ReadPortMux` — the engine's memory ports.
 * :mod:`.axi_master`: :class:`AXI4Master`, beat commands (byte address, beat count) turned into
   AXI4 INCR bursts towards DDR3 behind a Xilinx MIG.
 """
