@@ -124,7 +124,7 @@ def golden_plan(program: Program, i, L, mem):
     memory) as the engine does: read its input view, accumulate, residual, requantize, table,
     max-pool, write its output view. See :func:`golden_outputs`."""
     vc = program.config.vc
-    x = read_view(mem, L.in_base, L.in_h, L.in_w, *L.in_view, L.in_view[1] if L.grp else L.cb_in)[:L.cin]
+    x = read_view(mem, *L.read_area, *L.in_view, L.in_view[1] if L.grp else L.cb_in)[:L.cin]
     acc = _layer_acc(program, i, L, x)
     if L.res:                       # fused residual Add: the tensor laid out as the output
         r = read_view(mem, L.res_base, L.out_h, L.out_w, *L.out_view, L.cb_out)

@@ -146,8 +146,10 @@ class ConvOp:
         Exact for asymmetric pads too: ``P = begin``, ``OP = output_padding + begin − end`` (the
         same crop start and output size, ARITHMETIC §1.1).
 
-        :raises CompileError: if the layer is not a ConvTranspose, or the pads and output padding
-            do not give ``P ≥ 0`` and ``0 ≤ OP < S`` on both axes.
+        ``OP`` may be negative (an end pad larger than the begin pad plus the output padding) or
+        ``≥ S`` (the begin pad the larger): the TDC phases and the oracles take any ``OP``.
+
+        :raises CompileError: if the layer is not a ConvTranspose, or a pad is negative.
         """
         if self.kind != "ConvTranspose":
             raise CompileError(f"layer '{self.name}' ({self.kind}) is not a ConvTranspose")
@@ -155,11 +157,11 @@ class ConvOp:
         s = int(self.stride)
         opy, opx = (int(v) for v in self.output_padding)
         P, OP = (t, l), (opy + t - b, opx + l - r)
-        if s < 1 or min(P) < 0 or min(b, r) < 0 or not all(0 <= o < s for o in OP):
+        if s < 1 or min(P) < 0 or min(b, r) < 0:
             raise CompileError(
                 f"layer '{self.name}' (ConvTranspose): stride {s}, pads {self.pad} (top, bottom, left, "
                 f"right) and output_padding {self.output_padding} are not a transposed convolution "
-                f"with P >= 0 and 0 <= OP < S per axis (OP = output_padding + begin pad - end pad = {OP})")
+                f"with S >= 1 and pads >= 0")
         return s, P, OP
 
     def out_shape(self, in_shape):

@@ -5,7 +5,7 @@ It holds the exact device-memory images (parameter memory: descriptors + biases;
 memory: 4-bit codes packed four to a 16-bit word, first code in the lowest nibble, DESIGN §3),
 plus the per-layer plan (shapes, INQ ``n2``, feature exponents ``Q``, shift ``sh``, addresses).
 
-Program file (format :data:`FORMAT_VERSION` = 3): one ``.npz`` (zip) archive, no pickles, with
+Program file (format :data:`FORMAT_VERSION`): one ``.npz`` (zip) archive, no pickles, with
 exactly four ``.npy`` arrays:
 
 * ``meta``: uint8, the UTF-8 JSON metadata: ``format``, ``config`` (every :class:`EngineConfig`
@@ -44,7 +44,7 @@ __all__ = ["LayerPlan", "TensorSpec", "Program", "HOST_OPS", "ProgramError", "pr
 #: 3: ``checksum`` array, schema and consistency checks on load. 4: several inputs and outputs
 #: (:class:`TensorSpec`), plans with input views, general max-pool windows, PReLU and clipping.
 #: 5: ``stream_weights`` (the weight image lives in external memory, streamed layer by layer).
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 #: Operators a program may run on the host after an output (``TensorSpec.tail``), on the
 #: dequantized float output: ``gap`` (the mean over the rows and columns, (C, H, W) → (C,)), and
@@ -117,6 +117,7 @@ class LayerPlan:
     clip: tuple = INT8_CLIP  # saturation bounds (lo, hi) of the requantized value
     in_row: int = 0         # words between input rows (0: in_w · in_pix, a dense map)
     in_pix: int = 0         # words between input pixels (0: cb_in)
+    crop: tuple = (0, 0)    # input rows, columns skipped at the top/left (a negative TDC phase offset)
     src: str = ""           # tensor read ("": the previous plan's output / the program input)
     dst: str = ""           # tensor written
     res: bool = False       # fused residual Add of the tensor res_src (at res_base, the output's layout)
@@ -158,6 +159,17 @@ class LayerPlan:
         return self.in_row or self.in_w * pix, pix
 
     @property
+    def read_area(self):
+        """``(base, rows, columns)`` of the part of the input map the engine reads: the map without
+        its first ``crop`` rows and columns (word ``in_base + crop_y·in_row + crop_x·in_pix``).
+        ``pad`` pads this area, so a TDC phase whose first tap lies below the input's first row
+        (a negative offset, ARITHMETIC §1.4) is mapped by cropping rather than by a negative
+        padding."""
+        row, pix = self.in_view
+        cy, cx = self.crop
+        return self.in_base + cy * row + cx * pix, self.in_h - cy, self.in_w - cx
+
+    @property
     def out_view(self):
         """``(out_row, out_pix)`` with the dense defaults filled in (words)."""
         pix = self.out_pix or self.cb_out
@@ -187,10 +199,11 @@ class LayerPlan:
             raise ValueError(f"layer '{self.name}': input zero insertion {self.dil} is not a power of two")
         in_row, in_pix = self.in_view
         out_row, out_pix = self.out_view
+        in_base, in_h, in_w = self.read_area
         pkh, pkw, psy, psx, ppt, _, ppl, _ = self.pool
         return encode_descriptor(
             relu=self.relu, last=last, winograd=self.winograd, prelu=self.prelu, act=self.act, dil=dil_log2,
-            in_base=self.in_base, in_h=self.in_h, in_w=self.in_w, in_cb=self.cb_in, in_row=in_row,
+            in_base=in_base, in_h=in_h, in_w=in_w, in_cb=self.cb_in, in_row=in_row,
             in_pix=in_pix, kh=self.kh, kw=self.kw, sy=self.stride, sx=self.stride, pad_t=self.pad[0],
             pad_l=self.pad[2], conv_h=self.conv_h, conv_w=self.conv_w, pool_kh=pkh, pool_kw=pkw,
             pool_sy=psy, pool_sx=psx, pool_pt=ppt, pool_pl=ppl, out_base=self.out_base, out_h=self.out_h,
@@ -777,6 +790,7 @@ _LAYER_SPEC = {
     "slope_base": _ranged(*_U32),
     "clip": lambda c, v, f: c.ints(v, f, [(-128, 127), (-128, 127)], "[lo, hi] int8 bounds"),
     "in_row": _ranged(*_U32), "in_pix": _ranged(*_U32),
+    "crop": lambda c, v, f: c.ints(v, f, [(0, 65535), (0, 65535)], "[rows, columns] in [0, 65535]"),
     "src": lambda c, v, f: c.str(v, f), "dst": lambda c, v, f: c.str(v, f),
     "res": lambda c, v, f: c.bool(v, f), "res_src": lambda c, v, f: c.str(v, f),
     "res_base": _ranged(*_U32), "res_q": _ranged(*_Q),
@@ -1015,10 +1029,16 @@ def _check_plan(p, i, L, c, d_end):
     if L.op == "deconv_phase" and (not L.phase or L.dil != 1 or L.stride != 1):
         fail("op", "a 'deconv_phase' plan has a phase [φy, φx, S], stride 1 and no zero insertion")
     t, b, l, r = L.pad
-    conv_h = ((L.in_h - 1) * L.dil + 1 + t + b - L.kh) // L.stride + 1
-    conv_w = ((L.in_w - 1) * L.dil + 1 + l + r - L.kw) // L.stride + 1
+    _, in_h, in_w = L.read_area
+    if in_h < 1 or in_w < 1:
+        fail("crop", f"{list(L.crop)} leaves nothing of the {L.in_h}x{L.in_w} input")
+    if (L.dil != 1 or L.grp) and tuple(L.crop) != (0, 0):
+        fail("crop", "only a plan without zero insertion and groups crops its input")
+    conv_h = ((in_h - 1) * L.dil + 1 + t + b - L.kh) // L.stride + 1
+    conv_w = ((in_w - 1) * L.dil + 1 + l + r - L.kw) // L.stride + 1
+    crop = f" cropped by {list(L.crop)}" if any(L.crop) else ""
     geo = (f"a {L.kh}x{L.kw} kernel, stride {L.stride}, zero insertion {L.dil}, padding {list(L.pad)} "
-           f"on a {L.in_h}x{L.in_w} input")
+           f"on a {L.in_h}x{L.in_w} input{crop}")
     if conv_h < 1 or conv_w < 1:
         fail("pad", f"{geo} gives no output")
     if (L.conv_h, L.conv_w) != (conv_h, conv_w):

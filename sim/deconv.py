@@ -56,16 +56,18 @@ def _pair(v, what):
 
 
 def _check_axis(K, S, P, OP):
+    """``K ≥ 1``, ``S ≥ 1``, ``P ≥ 0``. ``OP`` is any integer: with asymmetric pads it is
+    ``output_padding + begin − end`` (:meth:`nibble.host.ir.ConvOp.deconv_geometry`), negative when
+    the end pad crops more than the output padding adds, ``≥ S`` when the begin pad is the larger
+    (rows beyond the scatter canvas are zero, §1.2)."""
     if K < 1 or S < 1 or P < 0:
         raise ValueError(f"deconvolution needs K >= 1, S >= 1, P >= 0 (K={K}, S={S}, P={P})")
-    if not 0 <= OP < S:
-        raise ValueError(f"output padding must satisfy 0 <= OP < S (OP={OP}, S={S})")
 
 
 def deconv_out_size(H, K, S, P, OP=0):
     """Output size along one axis: ``Ho = (H − 1)·S − 2P + K + OP`` (ARITHMETIC §1.1).
 
-    :raises ValueError: on ``OP ≥ S``, a negative ``P``, ``H < 1`` or ``Ho < 1``.
+    :raises ValueError: on a negative ``P``, ``H < 1`` or ``Ho < 1``.
     """
     H, K, S, P, OP = (int(a) for a in (H, K, S, P, OP))
     _check_axis(K, S, P, OP)

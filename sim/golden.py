@@ -333,7 +333,8 @@ def conv_acc(v, codes, stride=1, pad=(0, 0, 0, 0)):
     """Integer accumulator of the shift-accumulate conv (ARITHMETIC §4.4, per-tensor Q).
 
     ``acc[o, a, b] = Σ_{c,i,j} sac(vp[c, a·s+i, b·s+j], codes[o, c, i, j])`` where ``vp`` is ``v``
-    zero-padded by ``pad = (top, bottom, left, right)``. The products are the SAC lane's shifts
+    zero-padded by ``pad = (top, bottom, left, right)`` (negative entries crop, :func:`pad_or_crop`:
+    a negative bottom or right padding is an output that does not reach the last rows or columns). The products are the SAC lane's shifts
     (exact powers of two), so the sum equals an integer correlation with :func:`code_to_int`
     (:func:`correlate`: float64 BLAS below the 2^53 bound, which int8 features always meet, and
     int64 beyond it; the same bits either way).
@@ -348,8 +349,7 @@ def conv_acc(v, codes, stride=1, pad=(0, 0, 0, 0)):
     wi = code_to_int(codes)
     if v.ndim != 3 or v.shape[0] != wi.shape[1]:
         raise ValueError(f"input {v.shape} does not match weights {wi.shape}")
-    t, b, l, r = pad
-    vp = np.pad(v, ((0, 0), (t, b), (l, r)))
+    vp = pad_or_crop(v, pad)
     if (vp.shape[1] - wi.shape[2]) // stride + 1 < 1 or (vp.shape[2] - wi.shape[3]) // stride + 1 < 1:
         raise ValueError(f"conv of a {v.shape[1:]} input with a {wi.shape[2]}x{wi.shape[3]} kernel is empty")
     return correlate(vp, wi, stride)

@@ -71,28 +71,55 @@ def test_plans_equal_scatter(mode, K, S, P, OP, H, W, ci, co):
 
 
 def test_random_cases():
-    """Random (K, S, P, OP, H, W, Cin, Cout): every form that maps equals the oracle; the others
-    are compile errors naming the layer."""
+    """Random (K, S, P, OP, H, W, Cin, Cout), P up to K: the TDC, Winograd-TDC and auto forms map
+    every layer (a negative phase offset by cropping the input, a phase without taps or input as
+    its bias); NZP maps exactly the power-of-two strides with P ≤ K − 1; each equals the oracle."""
     rng = np.random.default_rng(SEED)
-    mapped = 0
-    for _ in range(40):
-        K, S = int(rng.integers(1, 8)), int(rng.integers(1, 4))
-        P, OP = int(rng.integers(0, K)), int(rng.integers(0, S))
+    cases = 0
+    while cases < 60:
+        K, S = int(rng.integers(1, 8)), int(rng.integers(1, 5))
+        P, OP = int(rng.integers(0, K + 1)), int(rng.integers(0, S))
         H, W = (int(x) for x in rng.integers(1, 8, 2))
         ci, co = (int(x) for x in rng.integers(1, 20, 2))
         if min((H - 1) * S, (W - 1) * S) - 2 * P + K + OP < 1:
             continue
+        cases += 1
         op = deconv_op(rng, ci, co, K, S, P, OP)
         v = rng.integers(-128, 128, (ci, H, W))
-        for mode in ("tdc", "winograd", "nzp"):
-            try:
-                program = plan_program([op], (ci, H, W), op.q_in, CFG, deconv=mode)
-            except CompileError as e:
-                assert "layer 'up" in str(e)
+        for mode in ("auto", "tdc", "winograd", "nzp"):
+            if mode == "nzp" and (S & (S - 1) or P > K - 1):
+                with pytest.raises(CompileError, match="layer 'up'.*NZP form needs"):
+                    plan_program([op], (ci, H, W), op.q_in, CFG, deconv=mode)
                 continue
-            mapped += 1
+            program = plan_program([op], (ci, H, W), op.q_in, CFG, deconv=mode)
             assert np.array_equal(golden_forward(program, v), expected(op, v)), (K, S, P, OP, H, W, mode)
-    assert mapped > 60
+
+
+@pytest.mark.parametrize("K,S,P,OP,what", [(2, 2, 1, 0, "crop"), (1, 3, 0, 2, "bias only"), (2, 4, 0, 3, "bias only"),
+                                           (3, 3, 1, 2, "crop"), (2, 2, 2, 1, "crop")])
+def test_named_edge_cases(K, S, P, OP, what):
+    """Layers that compiled in no form before: a negative TDC phase offset (K2 S2 P1, P = K) read
+    from a cropped input; phases without taps (K < S) written as act(bias)."""
+    rng = np.random.default_rng(SEED + K + S)
+    op = deconv_op(rng, 5, 7, K, S, P, OP, relu=True)
+    v = rng.integers(-128, 128, (5, 6, 5))
+    program = plan_program([op], (5, 6, 5), op.q_in, CFG, deconv="auto")
+    assert np.array_equal(golden_forward(program, v), expected(op, v))
+    if what == "crop":
+        assert any(any(L.crop) for L in program.layers)
+    else:
+        bias_only = [L for L in program.layers if "bias only" in L.mode_reason]
+        assert bias_only and all((L.kh, L.kw) == (1, 1) for L in bias_only)
+        assert len(program.layers) == S * S
+
+
+def test_no_form_names_both_reasons():
+    """A layer no form can map: the error names the layer and why TDC and NZP each fail."""
+    rng = np.random.default_rng(SEED)
+    op = deconv_op(rng, 300, 2, 3, 3, 1, 0)
+    small = EngineConfig(acc_width=20)
+    with pytest.raises(CompileError, match=r"layer 'up'.*no deconvolution form: TDC: .*overflow.*; NZP: .*power-of-two"):
+        plan_program([op], (300, 4, 4), op.q_in, small, deconv="auto")
 
 
 def test_tanh_head_and_counts():

@@ -413,8 +413,9 @@ def test_dcgan_deconv3_layer():
 
 # ----- errors and edge cases ------------------------------------------------------------------------
 def test_errors():
-    with pytest.raises(ValueError, match="0 <= OP < S"):
-        dc.deconv_out_size(4, 3, 2, 1, 2)
+    with pytest.raises(ValueError, match="P >= 0"):
+        dc.deconv_out_size(4, 3, 2, -1, 0)
+    assert dc.deconv_out_size(4, 3, 2, 1, 2) == 9 and dc.deconv_out_size(4, 3, 2, 1, -1) == 6   # any OP
     with pytest.raises(ValueError, match="is empty"):
         dc.deconv_out_size(1, 1, 1, 1, 0)
     with pytest.raises(ValueError, match="does not match"):

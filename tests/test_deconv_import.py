@@ -213,8 +213,17 @@ def test_asymmetric_deconv_geometry_is_exact():
     assert op.deconv_geometry() == (2, (2, 0), (1, 0)) and op.out_shape((2, 4, 3)) == (3, 8, 8)
     full = deconv_scatter(x[0], w, 2, 0, 1)                           # uncropped canvas + 1 zero row/column
     assert np.allclose(run_float([op], x)[0][0], full[:, 2:10, 0:8])
-    bad = ConvOp(name="bad", w=w, b=np.zeros(3), stride=2, pad=(0, 1, 0, 0), kind="ConvTranspose")
-    with pytest.raises(CompileError, match=r"layer 'bad' \(ConvTranspose\).*0 <= OP < S"):
+    # an end pad larger than begin pad + output padding: OP = -1 (the canvas cropped at the end)
+    end = ConvOp(name="end", w=w, b=np.zeros(3), stride=2, pad=(0, 1, 0, 0), kind="ConvTranspose")
+    assert end.deconv_geometry() == (2, (0, 0), (-1, 0)) and end.out_shape((2, 4, 3)) == (3, 10, 8)
+    full = deconv_scatter(x[0], w, 2, 0, 0)
+    assert np.allclose(run_float([end], x)[0][0], full[:, 0:10, 0:8])
+    # a begin pad larger than end pad + S: OP = 3 >= S (zero canvas rows beyond the end)
+    big = ConvOp(name="big", w=w, b=np.zeros(3), stride=2, pad=(3, 0, 0, 0), kind="ConvTranspose")
+    assert big.deconv_geometry() == (2, (3, 0), (3, 0)) and big.out_shape((2, 4, 3)) == (3, 8, 8)
+    assert np.allclose(run_float([big], x)[0][0], full[:, 3:11, 0:8])
+    bad = ConvOp(name="bad", w=w, b=np.zeros(3), stride=2, pad=(0, -1, 0, 0), kind="ConvTranspose")
+    with pytest.raises(CompileError, match=r"layer 'bad' \(ConvTranspose\).*pads >= 0"):
         bad.deconv_geometry()
 
 

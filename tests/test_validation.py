@@ -542,8 +542,7 @@ def test_transposed_convolution_with_a_huge_stride_is_refused_fast(no_calibratio
     rng = np.random.default_rng(SEED)
     w = _pow2(rng, (2, 3, 4, 4))
     for s, hw, msg in ((10 ** 6, (1, 2), r"its 4x1000004 map"), (1000, (1, 1), r"stride 1000 is beyond the descriptor"),
-                       (40, (1, 2), r"its descriptors and biases need"),
-                       (5, (2, 2), r"kernel 4x4 smaller than the stride 5: phase \(0, 4\) has no taps")):
+                       (40, (1, 2), r"its descriptors and biases need")):
         node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up", strides=[s, s])
         t = time.perf_counter()
         with pytest.raises(CompileError, match=r"layer 'up' \(ConvTranspose\): " + msg):

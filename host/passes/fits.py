@@ -64,11 +64,8 @@ def _check_graph(g, config, deconv, stream_weights=False):
                 taps = [kh * kw]
             else:
                 phases = [ph for ph in tdc_phases((kh, kw), S, P, OP, shape[1:]) if 0 not in ph.n_out]
-                for ph in phases:
-                    if ph.y.n == 0 or ph.x.n == 0:
-                        raise CompileError(f"{where}: kernel {kh}x{kw} smaller than the stride {S}: phase "
-                                           f"{ph.phi} has no taps")
-                taps, n_desc = [ph.y.n * ph.x.n for ph in phases], len(phases)
+                # a phase without taps is a bias-only 1x1 plan (lower._tdc_plans)
+                taps, n_desc = [max(1, ph.y.n * ph.x.n) for ph in phases], len(phases)
         else:
             taps, n_desc = [kh * kw], 1
         words = [nb * c.m * t_ * cb for t_ in taps]

@@ -394,37 +394,92 @@ def _deconv_plans(op, shape, cb_in, c, deconv, where):
     engine, flipped kernel, §1.3), or one plan per TDC phase (§1.4; structural zero taps dropped;
     outputs written interleaved, §5), in Winograd form where the phase allows (§3: F(2×2,3×3) on
     the zero-filled 3×3 sub-kernel, or a 2×2 sub-kernel extended by a leading zero row and column;
-    the structurally zero transformed positions are skipped)."""
-    from ...sim.deconv import tdc_phases, tdc_subkernels, winograd_u_mask
-    k = c.m // c.vc
+    the structurally zero transformed positions are skipped).
+
+    ``deconv="auto"`` takes the TDC phases (each direct or Winograd, whichever the cycle model
+    says is faster) and falls back to NZP when a phase cannot be mapped; ``tdc``, ``winograd``
+    and ``nzp`` are that form or a :class:`CompileError` with the reason.
+    """
     if op.pools:
         raise CompileError(f"{where}: max-pool after a transposed convolution is not supported")
-    S, (py_, px_), (opy, opx) = op.deconv_geometry()
+    if deconv == "nzp":
+        return _nzp_plans(op, shape, cb_in, c, where)
+    try:
+        return _tdc_plans(op, shape, cb_in, c, deconv, where)
+    except CompileError as tdc_error:
+        if deconv != "auto":
+            raise
+        try:
+            return _nzp_plans(op, shape, cb_in, c, where)
+        except CompileError as nzp_error:
+            raise CompileError(f"{where}: maps in no deconvolution form: TDC: {_reason(tdc_error, where)}; NZP: "
+                               f"{_reason(nzp_error, where)}") from None
+
+
+def _reason(e, where):
+    """The message of ``e`` without its leading ``where: ``."""
+    msg = str(e)
+    return msg[len(where) + 2:] if msg.startswith(f"{where}: ") else msg
+
+
+def _deconv_common(op, shape, cb_in, c, where):
+    S, P, OP = op.deconv_geometry()
     _check_deconv_stride(where, S)
-    ci, co, K_h, K_w = op.codes.shape
-    _, H, W = shape
+    ci, co = op.codes.shape[:2]
     _, Ho, Wo = op.out_shape(shape)
     if Ho < 1 or Wo < 1:
-        raise CompileError(f"{where}: gives an empty output on a {H}x{W} input")
+        raise CompileError(f"{where}: gives an empty output on a {shape[1]}x{shape[2]} input")
     bias = _bias_int(op, where)
     epi, slopes = _epilogue_fields(op, where)
     nb = -(-co // c.m)
-    common = dict(cin=ci, cout=co, in_h=H, in_w=W, stride=1, pool=POOL_NONE, relu=bool(op.relu), n2=int(op.n2),
-                  q_in=int(op.q_in), q_out=int(op.q_out), sh=_shift(op), cb_in=cb_in, cb_out=nb * k,
-                  act=int(op.act), group=op.name, full_h=Ho, full_w=Wo, **epi)
-    if deconv == "nzp":
-        if not (_pow2(S) and S <= 128):
-            raise CompileError(f"{where}: the NZP form needs a power-of-two stride (≤ 128), not {S}")
-        pad = (K_h - 1 - py_, K_h - 1 - py_ + opy, K_w - 1 - px_, K_w - 1 - px_ + opx)
-        codes = np.ascontiguousarray(op.codes.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        bits = acc_bits(ci * K_h * K_w, DE, np.abs(bias).max(initial=0))
-        if bits > c.acc_width:
-            raise CompileError(f"{where}: the accumulator could overflow ({bits} bits needed, {c.acc_width} present)")
-        L = LayerPlan(name=op.name, op="deconv_nzp", kh=K_h, kw=K_w, pad=pad, conv_h=Ho, conv_w=Wo,
-                      out_h=Ho, out_w=Wo, acc_bits=int(bits), dil=S, mode_reason="nzp: zero insertion",
-                      **common)
-        _check_plan(L, where, c)
-        return [(L, codes, bias, slopes)]
+    common = dict(cin=ci, cout=co, in_h=shape[1], in_w=shape[2], stride=1, pool=POOL_NONE, relu=bool(op.relu),
+                  n2=int(op.n2), q_in=int(op.q_in), q_out=int(op.q_out), sh=_shift(op), cb_in=cb_in,
+                  cb_out=nb * (c.m // c.vc), act=int(op.act), group=op.name, full_h=Ho, full_w=Wo, **epi)
+    return (S, P, OP), bias, slopes, common
+
+
+def _nzp_plans(op, shape, cb_in, c, where):
+    """The NZP plan (ARITHMETIC §1.3): the engine reads the input as if zero-inserted by ``S``
+    (a power of two: the descriptor's ``dil`` is a shift) and pads it by ``K − 1 − P`` (≥ 0)."""
+    (S, (py_, px_), (opy, opx)), bias, slopes, common = _deconv_common(op, shape, cb_in, c, where)
+    ci, co, K_h, K_w = op.codes.shape
+    if not (_pow2(S) and S <= 128):
+        raise CompileError(f"{where}: the NZP form needs a power-of-two stride (≤ 128), not {S}")
+    pad = (K_h - 1 - py_, K_h - 1 - py_ + opy, K_w - 1 - px_, K_w - 1 - px_ + opx)
+    if pad[0] < 0 or pad[2] < 0:
+        raise CompileError(f"{where}: the NZP form needs a padding P ≤ K − 1 (kernel {K_h}x{K_w}, padding "
+                           f"{py_}, {px_}): a negative top/left padding ({pad[0]}, {pad[2]}) cannot be mapped")
+    codes = np.ascontiguousarray(op.codes.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    bits = acc_bits(ci * K_h * K_w, DE, np.abs(bias).max(initial=0))
+    if bits > c.acc_width:
+        raise CompileError(f"{where}: the accumulator could overflow ({bits} bits needed, {c.acc_width} present)")
+    _, Ho, Wo = op.out_shape(shape)
+    L = LayerPlan(name=op.name, op="deconv_nzp", kh=K_h, kw=K_w, pad=pad, conv_h=Ho, conv_w=Wo,
+                  out_h=Ho, out_w=Wo, acc_bits=int(bits), dil=S, mode_reason="nzp: zero insertion", **common)
+    _check_plan(L, where, c)
+    return [(L, codes, bias, slopes)]
+
+
+def _cropped(pad, H, W):
+    """``(crop, pad)`` of a phase whose padded input starts inside the input (a negative top or left
+    offset, ARITHMETIC §1.4): those rows/columns are skipped (:attr:`LayerPlan.crop`) and the
+    padding made 0; ``crop`` is ``None`` if nothing of the input is read."""
+    t, b, l, r = pad
+    crop = (max(0, -t), max(0, -l))
+    if crop[0] >= H or crop[1] >= W:
+        return None, pad
+    return crop, (max(0, t), b, max(0, l), r)
+
+
+def _tdc_plans(op, shape, cb_in, c, deconv, where):
+    """One plan per TDC phase with outputs (ARITHMETIC §1.4): a stride-1 conv of the input
+    (cropped where the phase's first tap lies inside it) with the phase's taps; a phase without
+    taps (K < S) or that reads no input row or column gives ``act(bias)``: a 1×1 plan of zero
+    weights."""
+    from ...sim.deconv import tdc_phases, tdc_subkernels, winograd_u_mask
+    (S, (py_, px_), (opy, opx)), bias, slopes, common = _deconv_common(op, shape, cb_in, c, where)
+    ci, co, K_h, K_w = op.codes.shape
+    _, H, W = shape
     plans = []
     sub = tdc_subkernels(op.codes, S)
     for ph in tdc_phases((K_h, K_w), S, (py_, px_), (opy, opx), (H, W)):
@@ -432,16 +487,24 @@ def _deconv_plans(op, shape, cb_in, c, deconv, where):
             continue
         f, _ = sub[ph.r]
         kcy, kcx = f.shape[2:]
-        if ph.y.n == 0 or ph.x.n == 0:
-            raise CompileError(f"{where}: kernel {K_h}x{K_w} smaller than the stride {S}: phase {ph.phi} has no taps")
         name = f"{op.name}/phase{ph.phi[0]}{ph.phi[1]}"
         pw = f"layer '{name}' (ConvTranspose phase)"
+        geo = dict(name=name, op="deconv_phase", conv_h=ph.n_out[0], conv_w=ph.n_out[1], out_h=ph.n_out[0],
+                   out_w=ph.n_out[1], phase=(ph.phi[0], ph.phi[1], S), **common)
         t, b, l, r = ph.pad
+        dy, dx = kcy - ph.y.n, kcx - ph.x.n
+        crop, pad = _cropped((t - dy, b, l - dx, r), H, W)
+        if ph.y.n == 0 or ph.x.n == 0 or crop is None:
+            bits = acc_bits(1, DE, np.abs(bias).max(initial=0))
+            why = "no taps (kernel smaller than the stride)" if ph.y.n == 0 or ph.x.n == 0 else "no input read"
+            L = LayerPlan(kh=1, kw=1, pad=(0, ph.n_out[0] - H, 0, ph.n_out[1] - W), acc_bits=int(bits),
+                          mode_reason=f"tdc: bias only, {why}", **geo)
+            _check_plan(L, pw, c)
+            plans.append((L, np.zeros((co, ci, 1, 1), np.uint8), bias, slopes))
+            continue
         bits = acc_bits(ci * ph.y.n * ph.x.n, DE, np.abs(bias).max(initial=0))
         if bits > c.acc_width:
             raise CompileError(f"{pw}: the accumulator could overflow ({bits} bits needed, {c.acc_width} present)")
-        geo = dict(name=name, op="deconv_phase", conv_h=ph.n_out[0], conv_w=ph.n_out[1], out_h=ph.n_out[0],
-                   out_w=ph.n_out[1], phase=(ph.phi[0], ph.phi[1], S), **common)
         wino = None
         if deconv in ("winograd", "auto") and kcy in (2, 3) and kcx in (2, 3):
             ey, ex = 3 - kcy, 3 - kcx                   # leading zero rows / columns added
@@ -450,16 +513,16 @@ def _deconv_plans(op, shape, cb_in, c, deconv, where):
             my = [False] * ey + [tp is not None for tp in ph.y.taps]
             mx = [False] * ex + [tp is not None for tp in ph.x.taps]
             um = [winograd_u_mask("F2x2_3x3", mk) for mk in (my, mx)]
-            Lw = LayerPlan(kh=3, kw=3, pad=(t + ey, b, l + ex, r), acc_bits=int(bits), winograd=True,
+            wcrop, wpad = _cropped((t + ey, b, l + ex, r), H, W)
+            Lw = LayerPlan(kh=3, kw=3, pad=wpad, crop=wcrop or (0, 0), acc_bits=int(bits), winograd=True,
                            wmask=tuple(int(sum(1 << i for i, v in enumerate(u) if v)) for u in um),
                            mode_reason=f"winograd-tdc: {int(um[0].sum()) * int(um[1].sum())} of 16 "
                                        "transformed positions", **geo)
             reason = _winograd_check(Lw, c, bits, bias)
-            if not reason and Lw.pad[0] >= 0 and Lw.pad[2] >= 0:
+            if not reason and wcrop is not None:
                 Lw.acc_bits = int(bits + 2)
                 wino = (Lw, f3, bias * 4, slopes)
-        dy, dx = kcy - ph.y.n, kcx - ph.x.n
-        Ld = LayerPlan(kh=ph.y.n, kw=ph.x.n, pad=(t - dy, b, l - dx, r), acc_bits=int(bits),
+        Ld = LayerPlan(kh=ph.y.n, kw=ph.x.n, pad=pad, crop=crop, acc_bits=int(bits),
                        mode_reason="tdc: structural zero taps dropped", **geo)
         direct = (Ld, np.ascontiguousarray(f[:, :, dy:, dx:]), bias, slopes)
         if wino is not None and deconv == "auto":
