@@ -28,7 +28,8 @@ Operators (ai.onnx operator sets ``MIN_OPSET`` (11) and later; anything else is 
   output = input · stride, total crop ``K + output_padding − stride`` split with the odd row at the
   end for SAME_UPPER, at the beginning for SAME_LOWER); ``output_shape`` only where its pads are
   those of the node. Asymmetric pads are stored exactly as a symmetric ``P`` (the begin pad) and
-  ``output_padding + begin − end``, which must stay in ``[0, stride)``. Bias optional.
+  ``OP = output_padding + begin − end`` (negative when the end pad is the larger, ``≥ stride``
+  when the begin pad is). Bias optional.
 * ``Gemm`` (alpha, beta, transB; transA = 0; bias ``C`` of shape (), (1,), (N,), (1, 1) or
   (1, N): one bias per output, as ONNX broadcasts it to (1, N)) and ``MatMul`` of a vector by a
   constant matrix: a layer on a vector input, whose weights :func:`nibble.host.passes.flatten_gemm`
@@ -556,6 +557,10 @@ def _deconv_pads(where, a, w, shape, s):
                                f"inconsistent (output_shape gives pads {derived})")
         pads = derived
     elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        if any(outp):
+            raise CompileError(f"{where}: auto_pad={auto} with output_padding {outp} is ambiguous (ONNX shape "
+                               "inference adds the output padding to input · stride, ONNX Runtime does not); "
+                               "give explicit pads")
         split = []
         for i in range(2):
             total = canvas[i] - shape[1 + i] * s          # output = input · stride
@@ -568,11 +573,7 @@ def _deconv_pads(where, a, w, shape, s):
     elif pads is None:
         pads = (0, 0, 0, 0)
     t, bo, l, r = pads
-    op = (outp[0] + t - bo, outp[1] + l - r)
-    if not all(0 <= v < s for v in op):
-        raise CompileError(f"{where}: pads {pads} (top, bottom, left, right) with output_padding {outp} are not "
-                           f"supported: the equivalent symmetric form P = begin pad, OP = output_padding + "
-                           f"begin - end = {list(op)} needs 0 <= OP < stride {s}")
+    op = (outp[0] + t - bo, outp[1] + l - r)       # any integer (ConvOp.deconv_geometry)
     if min(canvas[0] - t - bo, canvas[1] - l - r) < 1:
         raise CompileError(f"{where}: the pads {pads} crop the whole {canvas[0]}x{canvas[1]} output")
     return (t, t, l, l), op
