@@ -35,12 +35,13 @@ class ConvOp:
     ``ConvTranspose2d.weight`` layout ``(Cin, Cout, Kh, Kw)`` (ARITHMETIC §0, §1.1).
     ``b``: float64 ``(Cout,)``.
 
-    ``stride``: int, equal on both axes. ``pad``: ``(top, bottom, left, right)`` ints ≥ 0. For a
+    ``stride``: int, equal on both axes; a ConvTranspose may have a ``(rows, columns)`` pair
+    (:attr:`strides` gives the pair in every case). ``pad``: ``(top, bottom, left, right)`` ints ≥ 0. For a
     Conv/Gemm the input is zero-padded by it. For a ConvTranspose it is the ONNX ``pads`` crop of
     the output canvas (ARITHMETIC §1.1: ``y = canvas[top : top + Ho]``); the importer stores it
     symmetric per axis (``top == bottom``, ``left == right``), so ``P = (pad[0], pad[2])``.
-    ``output_padding``: ``(OPy, OPx)``, ConvTranspose only (``0 ≤ OP < stride``), otherwise
-    ``(0, 0)``. ConvTranspose output size: ``Ho = (H − 1)·S − top − bottom + Kh + OPy`` (and the
+    ``output_padding``: ``(OPy, OPx)``, ConvTranspose only, otherwise
+    ``(0, 0)``. ConvTranspose output size: ``Ho = (H − 1)·Sy − top − bottom + Kh + OPy`` (and the
     same with ``left``, ``right``, ``Kw``, ``OPx`` for ``Wo``). :meth:`deconv_geometry` gives the
     ``(S, P, OP)`` arguments of ``nibble.sim.deconv``.
 
@@ -148,21 +149,29 @@ class ConvOp:
 
         ``OP`` may be negative (an end pad larger than the begin pad plus the output padding) or
         ``≥ S`` (the begin pad the larger): the TDC phases and the oracles take any ``OP``.
+        ``S`` is an int, or the ``(Sy, Sx)`` pair when the strides differ.
 
         :raises CompileError: if the layer is not a ConvTranspose, or a pad is negative.
         """
         if self.kind != "ConvTranspose":
             raise CompileError(f"layer '{self.name}' ({self.kind}) is not a ConvTranspose")
         t, b, l, r = (int(v) for v in self.pad)
-        s = int(self.stride)
+        sy, sx = self.strides
+        s = sy if sy == sx else (sy, sx)
         opy, opx = (int(v) for v in self.output_padding)
         P, OP = (t, l), (opy + t - b, opx + l - r)
-        if s < 1 or min(P) < 0 or min(b, r) < 0:
+        if min(sy, sx) < 1 or min(P) < 0 or min(b, r) < 0:
             raise CompileError(
                 f"layer '{self.name}' (ConvTranspose): stride {s}, pads {self.pad} (top, bottom, left, "
                 f"right) and output_padding {self.output_padding} are not a transposed convolution "
                 f"with S >= 1 and pads >= 0")
         return s, P, OP
+
+    @property
+    def strides(self):
+        """``(rows, columns)`` stride."""
+        s = self.stride
+        return (int(s[0]), int(s[1])) if isinstance(s, (tuple, list)) else (int(s), int(s))
 
     def out_shape(self, in_shape):
         """``(Cout, H, W)`` after the layer and its pool for an input ``(Cin, H, W)``.
@@ -174,8 +183,9 @@ class ConvOp:
         t, b, l, r = self.pad
         if self.kind == "ConvTranspose":
             opy, opx = self.output_padding
-            ho = (h - 1) * self.stride - t - b + kh + opy
-            wo = (w - 1) * self.stride - l - r + kw + opx
+            sy, sx = self.strides
+            ho = (h - 1) * sy - t - b + kh + opy
+            wo = (w - 1) * sx - l - r + kw + opx
         else:
             ho, wo = (h + t + b - kh) // self.stride + 1, (w + l + r - kw) // self.stride + 1
         if self.pools:

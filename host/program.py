@@ -44,7 +44,7 @@ __all__ = ["LayerPlan", "TensorSpec", "Program", "HOST_OPS", "ProgramError", "pr
 #: 3: ``checksum`` array, schema and consistency checks on load. 4: several inputs and outputs
 #: (:class:`TensorSpec`), plans with input views, general max-pool windows, PReLU and clipping.
 #: 5: ``stream_weights`` (the weight image lives in external memory, streamed layer by layer).
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 
 #: Operators a program may run on the host after an output (``TensorSpec.tail``), on the
 #: dequantized float output: ``gap`` (the mean over the rows and columns, (C, H, W) → (C,)), and
@@ -108,7 +108,7 @@ class LayerPlan:
     dil: int = 1            # input zero insertion (NZP: the input is read as if expanded by dil)
     wmask: tuple = (15, 15) # Winograd: rows ξ / columns ν of the transformed positions computed
     group: str = ""         # plans of one IR layer (TDC phases) share input and output maps
-    phase: tuple = ()       # TDC phase (φy, φx, S): outputs go to (S·a + φy, S·b + φx)
+    phase: tuple = ()       # TDC phase (φy, φx, Sy, Sx): outputs go to (Sy·a + φy, Sx·b + φx)
     full_h: int = 0         # the group's whole output map (TDC): rows, columns
     full_w: int = 0
     map_base: int = 0       # feature-memory word of the group's output map
@@ -731,9 +731,9 @@ _Q = (-128, 128)                # feature and weight exponents
 def _phase(c, v, f):
     if v == []:
         return ()
-    if not (isinstance(v, list) and len(v) == 3 and all(_is_int(x) for x in v) and 1 <= v[2] <= 255
-            and 0 <= v[0] < v[2] and 0 <= v[1] < v[2]):
-        c.fail(f, f"expected [] or [φy, φx, S] with 0 <= φ < S <= 255, got {_got(v)}")
+    if not (isinstance(v, list) and len(v) == 4 and all(_is_int(x) for x in v) and 1 <= v[2] <= 255
+            and 1 <= v[3] <= 255 and 0 <= v[0] < v[2] and 0 <= v[1] < v[3]):
+        c.fail(f, f"expected [] or [φy, φx, Sy, Sx] with 0 <= φ < S <= 255 per axis, got {_got(v)}")
     return tuple(v)
 
 
@@ -1103,12 +1103,12 @@ def _check_plan(p, i, L, c, d_end):
         fail("acc_bits", f"{L.acc_bits} bits, the engine's accumulators have {cfg.acc_width}")
     # the output map: dense, or one phase of an interleaved map (ARITHMETIC §5)
     if L.phase:
-        py, px, S = L.phase
-        rows, cols = -(-(L.full_h - py) // S), -(-(L.full_w - px) // S)
+        py, px, sy, sx = L.phase
+        rows, cols = -(-(L.full_h - py) // sy), -(-(L.full_w - px) // sx)
         if (L.out_h, L.out_w) != (rows, cols):
-            fail("out_h", f"phase ({py}, {px}) of stride {S} of a {L.full_h}x{L.full_w} map has {rows}x{cols} "
-                          f"outputs, the plan says {L.out_h}x{L.out_w}")
-        want = (L.map_base + (py * L.full_w + px) * L.cb_out, S * L.full_w * L.cb_out, S * L.cb_out)
+            fail("out_h", f"phase ({py}, {px}) of stride ({sy}, {sx}) of a {L.full_h}x{L.full_w} map has "
+                          f"{rows}x{cols} outputs, the plan says {L.out_h}x{L.out_w}")
+        want = (L.map_base + (py * L.full_w + px) * L.cb_out, sy * L.full_w * L.cb_out, sx * L.cb_out)
     else:
         if (L.full_h, L.full_w) != (L.out_h, L.out_w):
             fail("full_h", f"{L.full_h}x{L.full_w} is not the output {L.out_h}x{L.out_w} of a plan without phase")
@@ -1178,12 +1178,12 @@ def _check_group(layers, a, b, c):
             if getattr(L, field) != getattr(first, field):
                 c.fail(f"layers[{i}].{field}", f"{_got(getattr(L, field))} differs from the first phase of its "
                                                f"group (layers[{a}]: {_got(getattr(first, field))})")
-        if L.phase[2] != first.phase[2]:
-            c.fail(f"layers[{i}].phase", f"stride {L.phase[2]} differs from the first phase of its group "
-                                         f"({first.phase[2]})")
-    S = first.phase[2]
+        if L.phase[2:] != first.phase[2:]:
+            c.fail(f"layers[{i}].phase", f"stride {list(L.phase[2:])} differs from the first phase of its group "
+                                         f"({list(first.phase[2:])})")
+    sy, sx = first.phase[2:]
     have = [tuple(layers[i].phase[:2]) for i in range(a, b)]
-    want = {(py, px) for py in range(S) for px in range(S) if py < first.full_h and px < first.full_w}
+    want = {(py, px) for py in range(sy) for px in range(sx) if py < first.full_h and px < first.full_w}
     if len(set(have)) != len(have):
         c.fail(f"layers[{a}].phase", f"a phase appears twice in group '{first.group}'")
     if set(have) != want:

@@ -62,7 +62,7 @@ def test_plans_equal_scatter(mode, K, S, P, OP, H, W, ci, co):
     if mode == "nzp":
         assert len(L) == 1 and L[0].dil == S and (L[0].kh, L[0].kw) == (K, K)
     else:
-        assert len(L) == sum(1 for _ in L) <= S * S and all(p.phase[2] == S for p in L)
+        assert len(L) == sum(1 for _ in L) <= S * S and all(p.phase[2:] == (S, S) for p in L)
         # structural zeros dropped: the direct phases' taps sum to K² (per channel pair)
         if mode == "tdc" and K >= S:
             assert sum(p.kh * p.kw for p in L) == K * K or len(L) < S * S

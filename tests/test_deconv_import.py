@@ -246,7 +246,7 @@ def _raises(nodes, inits, in_shape, match):
 @pytest.mark.parametrize("attrs,msg", [
     ({"group": 2}, r"group=2 is not supported \(only group = 1\)"),
     ({"dilations": [2, 2]}, r"dilation \[2, 2\] is not supported"),
-    ({"strides": [1, 2]}, r"unequal strides \[1, 2\]"),
+    ({"strides": [1, 2], "output_padding": [1, 0]}, r"output_padding \[1, 0\] must be smaller than the stride \[1, 2\]"),
     ({"strides": [2, 2], "output_padding": [2, 2]}, r"output_padding \[2, 2\] must be smaller than the stride 2"),
     ({"strides": [2, 2], "auto_pad": "SAME_UPPER", "output_padding": [1, 0]},
      r"auto_pad=SAME_UPPER with output_padding \[1, 0\] is ambiguous"),

@@ -1,6 +1,6 @@
 """A seeded sweep of random ``ConvTranspose`` and ``Conv`` ONNX layers (the nodes
 ``torch.onnx.export`` writes for ``nn.ConvTranspose2d`` / ``nn.Conv2d``, plus the pad forms ONNX
-allows beyond PyTorch: asymmetric pads, ``auto_pad``) through the whole compiler in
+allows beyond PyTorch: asymmetric pads, ``auto_pad``; equal and unequal strides) through the whole compiler in
 ``--deconv auto`` / ``--winograd auto``.
 
 Every layer must compile (group 1, dilation 1, any kernel, stride, padding and output padding),
@@ -29,11 +29,12 @@ def _deconv_case(rng):
     """A random valid ConvTranspose node: ``(attrs, kernel, (Cin, H, W), Cout)``."""
     while True:
         kh, kw = (int(v) for v in rng.integers(1, 7, 2))
-        s = int(rng.integers(1, 5))
+        sy = int(rng.integers(1, 5))
+        sx = sy if rng.integers(0, 2) else int(rng.integers(1, 5))       # unequal strides half the time
         ci, co = (int(v) for v in rng.integers(1, 12, 2))
         h, w = (int(v) for v in rng.integers(1, 8, 2))
-        outp = [int(v) for v in rng.integers(0, s, 2)]
-        attrs = dict(strides=[s, s], output_padding=outp, kernel_shape=[kh, kw])
+        outp = [int(rng.integers(0, sy)), int(rng.integers(0, sx))]
+        attrs = dict(strides=[sy, sx], output_padding=outp, kernel_shape=[kh, kw])
         form = rng.integers(0, 4)
         if form == 0:                                   # nn.ConvTranspose2d: symmetric pads
             p = [int(v) for v in rng.integers(0, 4, 2)]
@@ -42,7 +43,7 @@ def _deconv_case(rng):
             pads = [int(v) for v in rng.integers(0, 4, 4)]
         elif form == 2:
             pads, attrs["output_padding"] = None, [0, 0]     # SAME with output_padding is ambiguous
-            if kh < s or kw < s:
+            if kh < sy or kw < sx:
                 continue
             attrs["auto_pad"] = str(rng.choice(["SAME_UPPER", "SAME_LOWER", "VALID"]))
         else:
@@ -50,7 +51,7 @@ def _deconv_case(rng):
         if pads is not None:
             attrs["pads"] = pads
             t, l, b, r = pads
-            if min((h - 1) * s + kh + outp[0] - t - b, (w - 1) * s + kw + outp[1] - l - r) < 1:
+            if min((h - 1) * sy + kh + outp[0] - t - b, (w - 1) * sx + kw + outp[1] - l - r) < 1:
                 continue
         return attrs, (kh, kw), (ci, h, w), co
 

@@ -92,7 +92,7 @@ def _rewrite_descriptors(meta, params):
     params = params.copy()
     n = len(meta["layers"])
     for i, d in enumerate(meta["layers"]):
-        d = dict(d, pad=tuple(d["pad"]), wmask=tuple(d["wmask"]), phase=tuple(d["phase"]), pool=tuple(d["pool"]),
+        d = dict(d, pad=tuple(d["pad"]), wmask=tuple(d["wmask"]), phase=tuple(d["phase"]), pool=tuple(d["pool"]), crop=tuple(d["crop"]),
                  clip=tuple(d["clip"]))
         at = meta["desc_base"] + DESC_WORDS * i
         params[at:at + DESC_WORDS] = LayerPlan(**d).descriptor(cfg, last=i == n - 1)
@@ -148,7 +148,7 @@ def test_file_layout_and_checksum_definition(good):
     with zipfile.ZipFile(good) as z:
         assert sorted(z.namelist()) == ["checksum.npy", "meta.npy", "params.npy", "weights.npy"]
     raw, meta, params, weights = _members(good)
-    assert meta["format"] == FORMAT_VERSION == 6
+    assert meta["format"] == FORMAT_VERSION == 7
     h = hashlib.sha256(b"nibble-program\0")
     for name in ("meta", "params", "weights"):
         a = np.load(io.BytesIO(raw[name]))
@@ -316,7 +316,7 @@ SCHEMA_EDITS = [
     (_set(["layers", 0, "dil"], 3), "layers[0].dil: expected a power of two"),
     (_set(["layers", 0, "wmask"], [0, 15]), "layers[0].wmask"),
     (_set(["layers", 0, "phase"], [0, 0]), "layers[0].phase"),
-    (_set(["layers", 0, "phase"], [2, 0, 2]), "layers[0].phase"),
+    (_set(["layers", 0, "phase"], [2, 0, 2, 2]), "layers[0].phase"),
     (_set(["layers", 0, "sh"], 99), "layers[0].sh: expected an integer in [-16, 47], got 99"),
     (_set(["layers", 0, "in_base"], -1), "layers[0].in_base"),
     (_set(["layers", 0, "in_h"], 10 ** 30), "layers[0].in_h"),
@@ -438,7 +438,7 @@ CONSISTENCY_EDITS = [
     ("digits", _layer_edit("winograd", True, i=2), "layers[2].winograd: Winograd F(2x2,3x3) needs a 3x3"),
     ("digits", _layer_edit("stride", 2), "layers[1]"),
     ("digits", _layer_edit("op", "deconv_phase"), "layers[1].op"),
-    ("digits", _layer_edit("phase", [0, 0, 1]), "layers[1].op"),
+    ("digits", _layer_edit("phase", [0, 0, 1, 1]), "layers[1].op"),
     ("digits", _layer_edit("out_row", 5), "layers[1].out_row"),
     ("digits", _drop_layer(1), "layers[1].src: '/3/Conv_output_0' is not a program input nor written"),
     ("digits", _meta_edit(_set(["inputs", 0, "shape"], [1, 9, 8])), "layers[0].in_h"),
@@ -457,7 +457,7 @@ CONSISTENCY_EDITS = [
     ("digits", _params_edit(lambda m: m["layers"][2]["bias_base"], 0x7FFFFFFF), "layers[2].acc_bits"),
     ("digits", _params_edit(lambda m: 0, 0), "params[0]"),
     ("dcgan", _drop_layer(3), "do not cover"),
-    ("dcgan", _layer_edit("phase", [0, 0, 2], i=2, out_base=0), "appears twice"),
+    ("dcgan", _layer_edit("phase", [0, 0, 2, 2], i=2, out_base=0), "appears twice"),
     ("dcgan", _layer_edit("out_base", 0, i=2), "layers[2].out_base"),
     ("dcgan", _layer_edit("group", "other"), "layers[1].phase"),
 ]

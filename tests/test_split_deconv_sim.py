@@ -35,7 +35,7 @@ def test_layer_on_rtl(name, mode, snr_min):
     x = sd.layer_inputs(name, 1, 5)
     calib = sd.layer_inputs(name, 16, 6)
     program = compile_model(model, calib, deconv=mode)
-    assert len(program.layers) == 4 and all(L.phase[2] == 2 for L in program.layers)
+    assert len(program.layers) == 4 and all(L.phase[2:] == (2, 2) for L in program.layers)
     with Device("sim") as dev:
         dev.load(program)
         y = dev.run(x)

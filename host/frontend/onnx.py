@@ -23,8 +23,8 @@ Operators (ai.onnx operator sets ``MIN_OPSET`` (11) and later; anything else is 
   SAME_UPPER/SAME_LOWER/VALID (not both); bias optional. ``group`` > 1 (grouped, depthwise):
   the weights stored dense and block-diagonal (``ConvOp.groups``).
 * ``ConvTranspose`` (ARITHMETIC §1, PyTorch ``ConvTranspose2d`` semantics, weights
-  ``(Cin, Cout, Kh, Kw)``): group 1, dilation 1, any kernel, stride equal on both axes,
-  ``output_padding < stride``; explicit pads or ``auto_pad`` VALID/SAME_UPPER/SAME_LOWER (ONNX rule:
+  ``(Cin, Cout, Kh, Kw)``): group 1, dilation 1, any kernel, any strides (equal or not),
+  ``output_padding < stride`` per axis; explicit pads or ``auto_pad`` VALID/SAME_UPPER/SAME_LOWER (ONNX rule:
   output = input · stride, total crop ``K + output_padding − stride`` split with the odd row at the
   end for SAME_UPPER, at the beginning for SAME_LOWER); ``output_shape`` only where its pads are
   those of the node. Asymmetric pads are stored exactly as a symmetric ``P`` (the begin pad) and
@@ -504,11 +504,13 @@ def _layer_weights(where, node, consts, a, in_c, transposed):
     if any(d != 1 for d in dil):
         raise CompileError(f"{where}: dilation {dil} is not supported (only 1)")
     st = [int(v) for v in a.get("strides", [1, 1])]
-    if len(st) != 2 or len(set(st)) != 1:
+    if len(st) != 2:
+        raise CompileError(f"{where}: strides {st} are not two ints")
+    if len(set(st)) != 1 and not transposed:
         raise CompileError(f"{where}: unequal strides {st} are not supported (the stride must be the same "
                            f"on both axes)")
-    if st[0] < 1:
-        raise CompileError(f"{where}: stride {st[0]} must be >= 1")
+    if min(st) < 1:
+        raise CompileError(f"{where}: stride {st} must be >= 1")
     if "kernel_shape" in a and tuple(a["kernel_shape"]) != tuple(w.shape[2:]):
         raise CompileError(f"{where}: kernel_shape {list(a['kernel_shape'])} does not match the "
                            f"{w.shape[2]}x{w.shape[3]} weights")
@@ -518,25 +520,27 @@ def _layer_weights(where, node, consts, a, in_c, transposed):
     b = _float_const(where, consts, node.input[2], "bias") if _input(node, 2) else np.zeros(co)
     if b.shape != (co,):
         raise CompileError(f"{where}: bias of shape {b.shape} does not match {co} output channels")
-    return w, b.copy(), st[0]
+    return w, b.copy(), st[0] if st[0] == st[1] else tuple(st)
 
 
-def _deconv_pads(where, a, w, shape, s):
+def _deconv_pads(where, a, w, shape, stride):
     """ONNX ConvTranspose pads → ((top, bottom, left, right), (OPy, OPx)) with symmetric pads per
     axis (``P = begin``, ``OP = output_padding + begin − end``; ARITHMETIC §1.1), checked."""
     kh, kw = w.shape[2:]
+    st = tuple(stride) if isinstance(stride, tuple) else (stride, stride)
     outp = [int(v) for v in a.get("output_padding", [0, 0])]
     if len(outp) != 2 or min(outp) < 0:
         raise CompileError(f"{where}: output_padding {outp} must be two non-negative ints")
-    if max(outp) >= s:
-        raise CompileError(f"{where}: output_padding {outp} must be smaller than the stride {s}")
+    if outp[0] >= st[0] or outp[1] >= st[1]:
+        shown = st[0] if st[0] == st[1] else list(st)
+        raise CompileError(f"{where}: output_padding {outp} must be smaller than the stride {shown}")
     auto = _auto_pad(where, a)
     pads = _explicit_pads(where, a)
     if pads is not None and auto != "NOTSET":
         raise CompileError(f"{where}: pads and auto_pad={auto} cannot be used together")
     if auto == "VALID":
         pads = (0, 0, 0, 0)
-    canvas = [(shape[1 + i] - 1) * s + (kh, kw)[i] + outp[i] for i in range(2)]   # size with no crop
+    canvas = [(shape[1 + i] - 1) * st[i] + (kh, kw)[i] + outp[i] for i in range(2)]   # size with no crop
     if "output_shape" in a:
         # ONNX: the pads come from output_shape; the odd row is cropped at the end for SAME_UPPER,
         # at the beginning otherwise. Explicit (or VALID) pads must be the same.
@@ -563,10 +567,10 @@ def _deconv_pads(where, a, w, shape, s):
                                "give explicit pads")
         split = []
         for i in range(2):
-            total = canvas[i] - shape[1 + i] * s          # output = input · stride
+            total = canvas[i] - shape[1 + i] * st[i]          # output = input · stride
             if total < 0:
                 raise CompileError(f"{where}: auto_pad={auto} needs kernel + output_padding >= stride "
-                                   f"(kernel {(kh, kw)[i]}, output_padding {outp[i]}, stride {s})")
+                                   f"(kernel {(kh, kw)[i]}, output_padding {outp[i]}, stride {st[i]})")
             begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
             split.append((begin, total - begin))
         pads = (split[0][0], split[0][1], split[1][0], split[1][1])

@@ -383,5 +383,6 @@ def _mapping(op):
         return f"Gemm {op.cin}x{kh}x{kw} -> {op.cout} (conv covering its input)"
     pad = f" pad ({', '.join(str(int(v)) for v in op.pad)})" if any(op.pad) else ""
     if op.kind == "ConvTranspose":
-        return f"ConvTranspose {kh}x{kw} s{op.stride}{pad} output_padding {tuple(op.output_padding)}"
+        sy, sx = op.strides
+        return f"ConvTranspose {kh}x{kw} s{sy if sy == sx else f'{sy}x{sx}'}{pad} output_padding {tuple(op.output_padding)}"
     return f"Conv {kh}x{kw} s{op.stride}{pad}"

@@ -94,8 +94,8 @@ def _work_elements(op, shape):
     t, b, l, r = op.pad
     co, ho, wo = op.out_shape(shape)
     if op.kind == "ConvTranspose":
-        S = op.stride
-        canvas = max((h - 1) * S + kh, t + ho) * max((w - 1) * S + kw, l + wo)
+        sy, sx = op.strides
+        canvas = max((h - 1) * sy + kh, t + ho) * max((w - 1) * sx + kw, l + wo)
         return op.cout * (canvas + h * w)
     _, conv_h, conv_w = op.conv_shape(shape)
     pkh, pkw, _, _, pt, pb, pl, pr = op.pool

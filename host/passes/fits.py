@@ -56,7 +56,8 @@ def _check_graph(g, config, deconv, stream_weights=False):
             _check_deconv_stride(where, S)
             # one descriptor per output phase with outputs (TDC), or one (NZP); checked before the
             # phases are listed (a huge stride has S² of them)
-            n_desc = 1 if deconv == "nzp" else min(S, out[1]) * min(S, out[2])
+            sy, sx = op.strides
+            n_desc = 1 if deconv == "nzp" else min(sy, out[1]) * min(sx, out[2])
             if p_total + n_desc * (DESC_WORDS + prelu * nb * c.m) > c.param_depth:
                 need = n_desc * (DESC_WORDS + prelu * nb * c.m)
                 raise _memory_error(where, "descriptors and biases", need, p_total + need, c.param_depth)

@@ -220,8 +220,9 @@ def _check_plan(L, where, c):
 
 
 def _check_deconv_stride(where, S):
-    """A transposed convolution's stride: at most 255, as a convolution's (its S² phases are listed)."""
-    if S > 255:
+    """A transposed convolution's stride (an int or a ``(Sy, Sx)`` pair): at most 255 per axis, as
+    a convolution's (its ``Sy·Sx`` phases are listed)."""
+    if max(S if isinstance(S, tuple) else (S,)) > 255:
         raise CompileError(f"{where}: stride {S} is beyond the descriptor's 8-bit fields (at most 255)")
 
 
@@ -443,6 +444,9 @@ def _nzp_plans(op, shape, cb_in, c, where):
     (a power of two: the descriptor's ``dil`` is a shift) and pads it by ``K − 1 − P`` (≥ 0)."""
     (S, (py_, px_), (opy, opx)), bias, slopes, common = _deconv_common(op, shape, cb_in, c, where)
     ci, co, K_h, K_w = op.codes.shape
+    if isinstance(S, tuple):
+        raise CompileError(f"{where}: the NZP form needs equal strides (one zero insertion for both axes), "
+                           f"not {S[0]}x{S[1]}")
     if not (_pow2(S) and S <= 128):
         raise CompileError(f"{where}: the NZP form needs a power-of-two stride (≤ 128), not {S}")
     pad = (K_h - 1 - py_, K_h - 1 - py_ + opy, K_w - 1 - px_, K_w - 1 - px_ + opx)
@@ -480,6 +484,7 @@ def _tdc_plans(op, shape, cb_in, c, deconv, where):
     (S, (py_, px_), (opy, opx)), bias, slopes, common = _deconv_common(op, shape, cb_in, c, where)
     ci, co, K_h, K_w = op.codes.shape
     _, H, W = shape
+    sy, sx = op.strides
     plans = []
     sub = tdc_subkernels(op.codes, S)
     for ph in tdc_phases((K_h, K_w), S, (py_, px_), (opy, opx), (H, W)):
@@ -490,7 +495,7 @@ def _tdc_plans(op, shape, cb_in, c, deconv, where):
         name = f"{op.name}/phase{ph.phi[0]}{ph.phi[1]}"
         pw = f"layer '{name}' (ConvTranspose phase)"
         geo = dict(name=name, op="deconv_phase", conv_h=ph.n_out[0], conv_w=ph.n_out[1], out_h=ph.n_out[0],
-                   out_w=ph.n_out[1], phase=(ph.phi[0], ph.phi[1], S), **common)
+                   out_w=ph.n_out[1], phase=(ph.phi[0], ph.phi[1], sy, sx), **common)
         t, b, l, r = ph.pad
         dy, dx = kcy - ph.y.n, kcx - ph.x.n
         crop, pad = _cropped((t - dy, b, l - dx, r), H, W)
@@ -678,9 +683,9 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto", stream_weights=F
                 L.dst_off, L.dst_pix = dst.base - cat.base, cat.pix
                 L.out_base, L.out_row, L.out_pix = dst.base, cat.row, cat.pix
             elif L.phase:
-                py, px, S = L.phase
+                py, px, sy, sx = L.phase
                 L.out_base = dst.base + (py * L.full_w + px) * L.cb_out
-                L.out_row, L.out_pix = S * L.full_w * L.cb_out, S * L.cb_out
+                L.out_row, L.out_pix = sy * L.full_w * L.cb_out, sx * L.cb_out
             else:
                 L.out_base = dst.base
     # weight memory and parameter memory (sizes checked before the images are built)
