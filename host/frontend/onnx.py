@@ -547,13 +547,15 @@ def _deconv_pads(where, a, w, shape, stride):
         target = [int(v) for v in a["output_shape"]][-2:]
         if len(target) != 2:
             raise CompileError(f"{where}: output_shape {list(a['output_shape'])} needs the output height and width")
+        # A target one row larger than the canvas (total −1) is a negative end pad: an extra output
+        # row of bias only (ONNX's reference); a negative begin pad is not mapped.
         split = []
         for i in range(2):
             total = canvas[i] - target[i]
-            if total < 0 or target[i] < 1:
-                raise CompileError(f"{where}: output_shape {target} does not fit: the uncropped output is "
-                                   f"{canvas[0]}x{canvas[1]}")
             begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            if begin < 0 or target[i] < 1:
+                raise CompileError(f"{where}: output_shape {target} does not fit: the uncropped output is "
+                                   f"{canvas[0]}x{canvas[1]}" + (" (a negative begin padding)" if begin < 0 else ""))
             split.append((begin, total - begin))
         derived = (split[0][0], split[0][1], split[1][0], split[1][1])
         if pads is not None and pads != derived:
@@ -577,7 +579,7 @@ def _deconv_pads(where, a, w, shape, stride):
     elif pads is None:
         pads = (0, 0, 0, 0)
     t, bo, l, r = pads
-    op = (outp[0] + t - bo, outp[1] + l - r)       # any integer (ConvOp.deconv_geometry)
+    op = (outp[0] + t - bo, outp[1] + l - r)       # any integer (ConvOp.deconv_geometry); bo, r may be < 0
     if min(canvas[0] - t - bo, canvas[1] - l - r) < 1:
         raise CompileError(f"{where}: the pads {pads} crop the whole {canvas[0]}x{canvas[1]} output")
     return (t, t, l, l), op
