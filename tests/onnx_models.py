@@ -72,3 +72,45 @@ def snr_db(y, ref):
     y = np.asarray(y, np.float64).reshape(np.shape(ref))
     err = np.sqrt(np.mean((y - ref) ** 2))
     return np.inf if err == 0 else float(20 * np.log10(np.sqrt(np.mean(ref ** 2)) / err))
+
+
+def backend_cases(*op_types):
+    """ONNX's own backend node tests (the generators the ``onnx`` wheel ships) whose graph is one
+    node of one of ``op_types``: ``{name: TestCase}``."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from onnx.backend.test.case.node import collect_testcases
+        return {c.name: c for c in collect_testcases(None)
+                if len(c.model.graph.node) == 1 and c.model.graph.node[0].op_type in op_types}
+
+
+def backend_model(case, replace=None):
+    """The case's model with every input but the first (the image) made an initializer, with the
+    values of its first data set; ``replace`` ``{input index: array}`` substitutes some."""
+    m = case.model
+    inputs, _ = case.data_sets[0]
+    g = m.graph
+    values = {i: v for i, v in enumerate(inputs)}
+    values.update(replace or {})
+    inits = [numpy_helper.from_array(np.asarray(values[i], np.asarray(inputs[i]).dtype), t.name)
+             for i, t in enumerate(g.input) if i > 0]
+    graph = helper.make_graph(list(g.node), g.name, [g.input[0]], list(g.output), inits)
+    return helper.make_model(graph, opset_imports=list(m.opset_import), ir_version=m.ir_version)
+
+
+def compile_backend_case(name, case, accepted):
+    """Compile a backend case (:func:`backend_model`) on its first data set: ``(x, want, graph,
+    program)``, or ``None`` if it is refused with a ``CompileError`` — which fails the test for a
+    case in ``accepted``, as compiling one that is not in it does."""
+    from nibble.host.compiler import compile_graph
+    from nibble.host.ir import CompileError
+    inputs, (want,) = case.data_sets[0]
+    x = np.asarray(inputs[0], np.float64)
+    try:
+        g, program = compile_graph(backend_model(case), x)
+    except CompileError as e:
+        assert name not in accepted, f"{name} refused: {e}"
+        return None
+    assert name in accepted, f"{name} compiled: add it to the accepted cases"
+    return x, want, g, program

@@ -3,53 +3,28 @@ input but the image made an initializer: each is either refused with a :class:`C
 compiled, and then the golden device's output equals ONNX's reference evaluator on the device's
 int8 input exactly (a copy adds no rounding) and ONNX's expected output within the input's
 quantization — never accepted and computed differently."""
-import warnings
-
 import numpy as np
 import pytest
-from onnx import helper, numpy_helper
 
-from nibble.host.compiler import compile_model
 from nibble.host.driver import Device
-from nibble.host.ir import CompileError
 from nibble.sim.golden import dequantize_features
+from tests.onnx_models import backend_cases, backend_model, compile_backend_case
 
-
-def _cases():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from onnx.backend.test.case.node import collect_testcases
-        return collect_testcases("Resize")
-
-
-CASES = {c.name: c for c in _cases()}
+CASES = backend_cases("Resize")
 #: The cases that must compile (nearest, the same integer factor on both image axes).
 #: (The other nearest cases resize by unequal or fractional factors, or their coordinate mode does
 #: not replicate pixels at their sizes: refused.)
 ACCEPTED = {"test_resize_upsample_sizes_nearest_not_smaller"}
 
 
-def _with_initializers(case):
-    m = case.model
-    inputs, _ = case.data_sets[0]
-    g = m.graph
-    image = g.input[0]
-    inits = [numpy_helper.from_array(np.asarray(v), i.name) for i, v in zip(g.input[1:], inputs[1:])]
-    graph = helper.make_graph(list(g.node), g.name, [image], list(g.output), inits)
-    return helper.make_model(graph, opset_imports=list(m.opset_import), ir_version=m.ir_version)
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_backend_case(name):
     case = CASES[name]
-    inputs, (want,) = case.data_sets[0]
-    x = np.asarray(inputs[0], np.float64)
-    model = _with_initializers(case)
-    try:
-        program = compile_model(model, x)
-    except CompileError as e:
-        assert name not in ACCEPTED, f"{name} refused: {e}"
+    got = compile_backend_case(name, case, ACCEPTED)
+    if got is None:
         return
+    x, want, _, program = got
+    model = backend_model(case)
     from onnx.reference import ReferenceEvaluator
     d = Device("golden")
     d.load(program)
