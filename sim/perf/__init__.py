@@ -1,0 +1,1 @@
+"""Analytical models of the engine: event counts per descriptor and energy (:mod:`.energy`)."""
