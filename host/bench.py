@@ -47,7 +47,18 @@ def _layer_mults(L):
     return L.macs()
 
 
-def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, size=32, seed=1):
+def _energy(program, dram_bytes=0, per_layer=False):
+    """The energy estimate of one image (:func:`nibble.sim.perf.energy.program_energy`) as bench
+    fields: ``energy_uj`` (µJ, DRAM included), and with ``per_layer`` ``energy_layers``: every
+    plan's name and µJ."""
+    e = program_energy(program, dram_bytes)
+    out = {"energy_uj": e["total"] / 1e6, "energy_dram_uj": e["dram"] / 1e6}
+    if per_layer:
+        out["energy_layers"] = [{"name": x["name"], "uj": x["total"] / 1e6} for x in e["layers"]]
+    return out
+
+
+def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, size=32, seed=1, energy=False):
     """One 3×3 stride-1 'same' conv layer run on the RTL in direct form and in Winograd
     F(2×2,3×3) form (same weights, inputs, one simulated device); JSON-ready dict.
 
@@ -55,7 +66,8 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
     decides by), multiplications (total and per output per input channel and
     output channel: 9 direct, 16/4 = 4 Winograd), ideal cycles = multiplications / (m·vc), their
     ratio, PE-array beats and utilization, bit-exactness against the golden model; and the
-    measured direct ÷ Winograd cycle ratio (theory 2.25 = 36/16, ARITHMETIC §2.1).
+    measured direct ÷ Winograd cycle ratio (theory 2.25 = 36/16, ARITHMETIC §2.1); the energy
+    estimate per form (:func:`_energy`; ``energy``: per layer too).
     :raises nibble.host.ir.CompileError: if the layer does not fit ``config`` or cannot run as
         Winograd (e.g. ``config.winograd`` false).
     """
@@ -83,6 +95,7 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
                 "pe_array_beats": beats,
                 "pe_utilization": mults / (cycles * config.m * config.vc),
                 "bit_exact_vs_golden": bool(np.array_equal(out, golden_forward(program, v))),
+                **_energy(program, per_layer=energy),
             }
     res["outputs_identical"] = bool(np.array_equal(outs["direct"], outs["winograd"]))
     res["direct_over_winograd_cycles"] = res["direct"]["rtl_cycles"] / res["winograd"]["rtl_cycles"]
@@ -100,7 +113,7 @@ PUBLISHED = {
 }
 
 
-def deconv_bench(config: EngineConfig = EngineConfig(), *, layer="Deconv2", data_dir=None, seed=1):
+def deconv_bench(config: EngineConfig = EngineConfig(), *, layer="Deconv2", data_dir=None, seed=1, energy=False):
     """A published DCGAN transposed convolution (:mod:`nibble.host.split_deconv`) on the RTL as
     NZP (zero insertion), TDC (S² phases, structural zeros dropped) and Winograd-TDC; JSON-ready.
 
@@ -141,7 +154,7 @@ def deconv_bench(config: EngineConfig = EngineConfig(), *, layer="Deconv2", data
                 "bit_exact_vs_golden": bool(np.array_equal(out, golden_forward(program, dev.quantize(x)[0]))),
                 "snr_db_vs_float": sd.snr_db(ref, y),
                 "plans": [L.mode_reason for L in program.layers],
-                "energy_uj": program_energy(program)["total"] / 1e6,
+                **_energy(program, per_layer=energy),
             }
     for form in ("tdc", "winograd_tdc"):
         res[f"nzp_over_{form}_cycles"] = res["nzp"]["rtl_cycles"] / res[form]["rtl_cycles"]
@@ -277,12 +290,13 @@ def memory_bench(config: EngineConfig = EngineConfig(), *, seed=1, cases=MEMORY_
 NETWORK_CASES = ("squeezenet11", "resnet18")
 
 
-def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES, seed=1):
+def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES, seed=1, energy=False):
     """Whole published networks on the simulated PCIe device, every map in DDR
     (``tile_features``): per network, cycles per image, the engine's busy cycles, the fraction of
     cycles waiting for memory, DDR bytes read and written per image, the compiler's compute-only
     cycle model (:func:`layer_cycles` of every plan), row bands and parts, images/s at the clock,
-    bit-exactness against the golden model; or, for a network that does not compile for
+    bit-exactness against the golden model, the energy estimate per image with the DDR bytes
+    priced (:func:`_energy`; ``energy``: per layer too); or, for a network that does not compile for
     ``config``, the compiler's reason. The models come from ``scripts/zoo.py`` (seeded weights,
     calibration on 2 N(0, 1) images), so the bench runs from the repository's root.
 
@@ -319,5 +333,6 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
                 "model_compute_cycles": sum(layer_cycles(L, config) for L in program.layers),
                 "images_per_s_at_clk": config.clk_hz / mem["cycles"],
                 "bit_exact_vs_golden": bool(np.array_equal(y, golden_forward(program, x[0]))),
+                **_energy(program, mem["ddr_read_bytes"] + mem["ddr_write_bytes"], energy),
             }
     return res

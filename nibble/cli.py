@@ -514,8 +514,10 @@ def _model_input_shape(model):
               help="run one benchmark only")
 @click.option("--data", "data_dir", type=click.Path(), help="split-deconvolution data folder "
               "(default ../shared/data/split_deconv beside the project)")
+@click.option("--energy", is_flag=True, help="also the energy estimate of every layer (the per-image figure is always "
+              "written)")
 @click.option("-o", "--out", type=click.Path(), default="bench.json", show_default=True, help="JSON file to write")
-def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
+def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, out):
     """Benchmarks on the RTL, measured in one run, written as JSON.
 
     conv3x3: a 3×3 stride-1 conv layer (CIN → COUT channels, SIZE × SIZE) in direct form (SAC
@@ -538,21 +540,25 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, out):
     the repository's root) whole on the RTL with every map in DDR: cycles, DDR bytes, stall
     fraction, against the compute-only cycle model; a network that does not compile for the
     configuration is reported with the compiler's reason.
+
+    conv3x3, deconv and networks give the energy estimate per image (µJ: event counts of the
+    schedule × 45 nm per-action energies, nibble.sim.perf.energy; DDR bytes priced in networks);
+    --energy adds every layer's.
     """
     from .host.bench import deconv_bench, link_bench, memory_bench, network_bench, winograd_bench
     cfg = _config(config_path)
     res = {}
     try:
         if only in (None, "conv3x3"):
-            res["conv3x3"] = winograd_bench(cfg, cin=cin, cout=cout, size=size, seed=seed)
+            res["conv3x3"] = winograd_bench(cfg, cin=cin, cout=cout, size=size, seed=seed, energy=energy)
         if only in (None, "deconv"):
-            res["deconv"] = deconv_bench(cfg, data_dir=data_dir, seed=seed)
+            res["deconv"] = deconv_bench(cfg, data_dir=data_dir, seed=seed, energy=energy)
         if only in (None, "link"):
             res["link"] = link_bench(cfg, cin=cin, cout=cout, size=size, seed=seed)
         if only in (None, "memory"):
             res["memory"] = memory_bench(cfg, seed=seed)
         if only in (None, "networks"):
-            res["networks"] = network_bench(cfg, seed=seed)
+            res["networks"] = network_bench(cfg, seed=seed, energy=energy)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
     pathlib.Path(out).write_text(json.dumps(res, indent=2) + "\n")

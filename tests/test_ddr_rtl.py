@@ -144,3 +144,6 @@ def test_imagenet_network_224_on_the_rtl(name):
     assert 0 < r["engine_cycles"] < r["cycles"] and r["stall_fraction"] == 1 - r["engine_cycles"] / r["cycles"]
     assert r["model_compute_cycles"] > 0
     assert r["ddr_read_bytes"] > 1_000_000 and r["ddr_write_bytes"] > 1_000_000
+    from nibble.sim.perf.energy import ENERGY_PJ
+    assert r["energy_dram_uj"] == pytest.approx((r["ddr_read_bytes"] + r["ddr_write_bytes"]) * ENERGY_PJ["dram_byte"] / 1e6)
+    assert r["energy_uj"] > r["energy_dram_uj"]

@@ -88,8 +88,12 @@ def test_bench_json():
     """The bench's figures on a 64→64 3×3 layer, direct and Winograd (8×8 here to keep the run
     short; the README's figures are the 32×32 run of ``nibble bench``)."""
     from nibble.host.bench import winograd_bench
-    r = winograd_bench(EngineConfig(), cin=64, cout=64, size=8)
+    r = winograd_bench(EngineConfig(), cin=64, cout=64, size=8, energy=True)
     d, w = r["direct"], r["winograd"]
+    for form in (d, w):      # the energy estimate: its beats are the RTL's, its layers sum to it
+        layer, = form["energy_layers"]
+        assert form["energy_uj"] == pytest.approx(layer["uj"]) and form["energy_dram_uj"] == 0
+    assert d["pe_array_beats"] == 64 * 9 * 4 * 4 and d["energy_uj"] > w["energy_uj"] > 0
     assert d["multiplications"] == 64 * 64 * 9 * 64 and d["ideal_cycles"] == d["multiplications"] / 256
     assert w["multiplications"] == 64 * 64 * 16 * 16 and w["mults_per_output"] == 4.0
     assert d["pe_array_beats"] == 64 * 9 * 4 * 4          # pixels · taps · cb · output blocks
