@@ -49,10 +49,13 @@ def _layer_mults(L):
 
 def _energy(program, dram_bytes=0, per_layer=False):
     """The energy estimate of one image (:func:`nibble.sim.perf.energy.program_energy`) as bench
-    fields: ``energy_uj`` (µJ, DRAM included), and with ``per_layer`` ``energy_layers``: every
-    plan's name and µJ."""
+    fields: ``energy_uj`` (µJ, DRAM included), ``energy_dram_uj``, ``energy_parts_uj`` (µJ of the
+    PE array and each on-chip memory over all plans), and with ``per_layer`` ``energy_layers``:
+    every plan's name and µJ."""
     e = program_energy(program, dram_bytes)
-    out = {"energy_uj": e["total"] / 1e6, "energy_dram_uj": e["dram"] / 1e6}
+    parts = ("pe_array", "filter_cache", "feature_memory", "weight_memory", "param_memory")
+    out = {"energy_uj": e["total"] / 1e6, "energy_dram_uj": e["dram"] / 1e6,
+           "energy_parts_uj": {k: sum(x[k] for x in e["layers"]) / 1e6 for k in parts}}
     if per_layer:
         out["energy_layers"] = [{"name": x["name"], "uj": x["total"] / 1e6} for x in e["layers"]]
     return out
