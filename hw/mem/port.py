@@ -108,7 +108,8 @@ class BurstReader(wiring.Component):
       * ``busy``: ``Out(1)`` — requests left to issue or responses still due.
 
     Latency: the memory's (a request per cycle from the cycle after ``cmd`` is taken; the words
-    arrive as the memory answers). Throughput: one word per cycle.
+    arrive as the memory answers). Throughput: one word per cycle. Source: DESIGN §4 (engine
+    parts with stream ports that tolerate any memory latency).
     """
 
     def __init__(self, depth, width, max_words):
@@ -153,7 +154,8 @@ class ReadPortMux(wiring.Component):
 
     The lowest-numbered requester with a request goes first. The owner of every request is kept
     in a FIFO in request order and the memory's responses (in order) go to the owner at its head.
-    Latency 0 (combinational in both directions).
+    Latency 0 (combinational in both directions). Source: DESIGN §4 (one memory shared by the
+    engine's parts through stream ports).
     """
 
     def __init__(self, n, depth, width, outstanding=4):
