@@ -9,9 +9,10 @@ the RTL's ``beats`` counter checks exactly):
   padding and zero codes included: the array does not skip them);
 * ``mult``: multiplications of the Winograd multiplier lanes, ``m·vc`` per Winograd beat;
 * ``filter_reads``: filter-cache words (``vc`` 4-bit codes) read, one per PE per beat;
-* ``feature_reads``: feature-memory words (``vc`` int8) read: one per direct beat, or per input
-  pixel of a Winograd tile the computed positions need (``supp(Bᵀ)`` of the masks), per input
-  block and output block; residual reads: one word per output word;
+* ``feature_reads``: feature-memory words (``vc`` int8) read: one per beat with its input inside
+  the map (padding, inserted zeros and pool positions outside the conv output read nothing), or
+  per input pixel of a Winograd tile the computed positions need (``supp(Bᵀ)`` of the masks) and
+  inside the map, per input block and output block; residual reads: one word per output word;
 * ``feature_writes``: output words (``cb_out`` per output pixel);
 * ``weight_reads``: weight-memory words moved into the filter caches (``m·kh·kw·cb_in`` per
   output block; Winograd: the ``9·cb_in`` raw filter words per PE before the transform);
@@ -60,35 +61,68 @@ def sram_pj(size_bytes, width_bits):
     return 10.0 * math.sqrt(max(size_bytes, 1024) / 8192) * width_bits / 64
 
 
-def _winograd_input_pixels(L):
-    """Input pixels of a 4×4 tile the scheduler reads: the rows / columns in ``supp(Bᵀ[ξ])`` of
-    the computed positions (``xmask``, ``ymask``), as ``hw/engine/scheduler.py``."""
-    from ...hw.engine.weight_transform import WINOGRAD_VARIANT
-    from ...hw.winograd import WINOGRAD_VARIANTS
-    bt = WINOGRAD_VARIANTS[WINOGRAD_VARIANT][1]
-    rows = sum(any(L.wmask[0] >> a & 1 and bt[a][j] for a in range(4)) for j in range(4))
-    cols = sum(any(L.wmask[1] >> a & 1 and bt[a][j] for a in range(4)) for j in range(4))
-    return rows * cols
+def _axis_reads(n, dil, size, pad, taps, positions):
+    """In-bounds (output position, tap) pairs along one axis: ``positions`` the conv-output
+    coordinates the scheduler visits (``None`` for one outside the conv output: no read),
+    ``taps`` the tap offsets; input coordinate ``v = o + tap − pad`` (stride folded into
+    ``positions``), read if ``0 ≤ v``, ``v mod dil = 0`` and ``v / dil < size``."""
+    count = 0
+    for o in positions:
+        if o is None:
+            continue
+        for t in taps:
+            v = o + t - pad
+            count += v >= 0 and v % dil == 0 and v // dil < size
+    return count
+
+
+def _feature_reads(L, config):
+    """Feature-memory words the reader fetches for plan ``L`` (beats with ``inb``, as
+    ``hw/engine/scheduler.py`` computes it: padding, inserted zeros and pool-window positions
+    outside the conv output read nothing)."""
+    nb = L.n_coblk(config.m)
+    _, in_h, in_w = L.read_area
+    t, _, l, _ = L.pad
+    if L.winograd:
+        from ...hw.engine.weight_transform import WINOGRAD_VARIANT
+        from ...hw.winograd import WINOGRAD_VARIANTS
+        bt = WINOGRAD_VARIANTS[WINOGRAD_VARIANT][1]
+        rows = [j for j in range(4) if any(L.wmask[0] >> a & 1 and bt[a][j] for a in range(4))]
+        cols = [j for j in range(4) if any(L.wmask[1] >> a & 1 and bt[a][j] for a in range(4))]
+        th, tw = (L.out_h, L.out_w) if L.pools else (-(-L.out_h // 2), -(-L.out_w // 2))
+        ry = _axis_reads(th, 1, in_h, t, rows, [2 * p for p in range(th)])
+        rx = _axis_reads(tw, 1, in_w, l, cols, [2 * p for p in range(tw)])
+        return nb * ry * rx * L.cb_in
+    pkh, pkw, psy, psx, ppt, _, ppl, _ = L.pool
+
+    def positions(n_pool, k, s, p, conv):
+        out = []
+        for q in range(n_pool):
+            for d in range(k):
+                o = q * s + d - p
+                out.append(o * L.stride if 0 <= o < conv else None)
+        return out
+    ry = _axis_reads(L.out_h, L.dil, in_h, t, range(L.kh), positions(L.out_h, pkh, psy, ppt, L.conv_h))
+    rx = _axis_reads(L.out_w, L.dil, in_w, l, range(L.kw), positions(L.out_w, pkw, psx, ppl, L.conv_w))
+    return nb * ry * rx * L.cb_in
 
 
 def plan_events(L, config):
     """Event counts of one plan (:class:`~nibble.host.program.LayerPlan`) on ``config``: a dict
     of ints (see the module docstring), plus ``beats``."""
-    from ...host.passes.lower import _param_words, layer_beats, winograd_work
+    from ...host.passes.lower import _param_words, layer_beats
     c = config
     nb = L.n_coblk(c.m)
     beats = layer_beats(L, c)
     out_words = L.out_h * L.out_w * L.cb_out
     ev = {"beats": beats, "sac": 0, "mult": 0, "filter_reads": beats * c.m}
     if L.winograd:
-        tiles, _ = winograd_work(L)
         ev["mult"] = beats * c.m * c.vc
-        ev["feature_reads"] = nb * tiles * _winograd_input_pixels(L) * L.cb_in
         ev["weight_reads"] = nb * c.m * 9 * L.cb_in
     else:
         ev["sac"] = beats * c.m * c.vc
-        ev["feature_reads"] = beats
         ev["weight_reads"] = nb * c.m * L.kh * L.kw * L.cb_in
+    ev["feature_reads"] = _feature_reads(L, c)
     if L.res:
         ev["feature_reads"] += out_words
     ev["feature_writes"] = out_words
