@@ -300,16 +300,20 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
     cycle model (:func:`layer_cycles` of every plan), row bands and parts, images/s at the clock,
     bit-exactness against the golden model, the energy estimate per image with the DDR bytes
     priced (:func:`_energy`; ``energy``: per layer too); or, for a network that does not compile for
-    ``config``, the compiler's reason. The models come from ``scripts/zoo.py`` (seeded weights,
-    calibration on 2 N(0, 1) images), so the bench runs from the repository's root.
+    ``config``, the compiler's reason. The models come from the checkout's ``scripts/zoo.py``
+    (seeded weights, calibration on 2 N(0, 1) images).
 
-    :raises FileNotFoundError: ``scripts/zoo.py`` cannot be imported (not run from the repository).
+    :raises FileNotFoundError: ``scripts/zoo.py`` is not beside the package (not a checkout).
     """
-    try:
-        from scripts import zoo
-    except ImportError as e:
-        raise FileNotFoundError("the network bench builds its models with scripts/zoo.py: run it from the "
-                           f"repository's root ({e})") from None
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "zoo.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"the network bench builds its models with scripts/zoo.py of the repository "
+                                f"({path} is missing: run it from a checkout)")
+    spec = importlib.util.spec_from_file_location("nibble_zoo", path)
+    zoo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo)
     from .compiler import CompileError, compile_model
     from .steps import parts
     res = {"clk_mhz": config.clk_hz / 1e6, "networks": {}}

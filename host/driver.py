@@ -278,7 +278,7 @@ class _TransportBackend:
         return state
 
     #: CSRs read together (one frame) while waiting for a run.
-    RUN_CSRS = ("status", "runs", "err_code", "layer", "cycles", "beats")
+    RUN_CSRS = ("status", "runs", "err_code", "layer", "cycles", "beats", "feature_reads")
 
     def _run_state(self):
         """The :data:`RUN_CSRS` in one read of the span of CSRs that holds them → dict."""
@@ -315,6 +315,7 @@ class _TransportBackend:
         self.link.write_u32(self._csr("ctrl"), self.rm["ctrl_bits"]["ack"])
         self.mem_stats = {"cycles": state["cycles"], "engine_cycles": counters["engine_cycles"],
                           "ddr_read_bytes": counters["dma_rd_bytes"], "ddr_write_bytes": counters["dma_wr_bytes"]}
+        self.feature_reads = state["feature_reads"]
         return outs, state["cycles"], state["beats"]
 
     def execute(self, v):
@@ -346,6 +347,7 @@ class _TransportBackend:
             mem = np.frombuffer(raw, np.int8).reshape(-1, c.vc)
             outs.append(read_view(mem, 0, spec.shape[1], spec.shape[2], row, pix, cb)[:spec.shape[0]])
         self.link.write_u32(self._csr("ctrl"), ctrl["ack"])
+        self.feature_reads = state["feature_reads"]
         return outs, state["cycles"], state["beats"]
 
     def close(self, kill=False):
@@ -374,7 +376,8 @@ class Device:
         it times out on simulated cycles, so a loaded machine slows it down but does not fail it.
     :param progress: show a progress bar in :meth:`run`.
 
-    Attributes after :meth:`run`: ``cycles`` and ``beats`` (lists, one per input; ``None`` for
+    Attributes after :meth:`run`: ``cycles``, ``beats`` and ``feature_reads`` (feature-memory
+    words the engine read: the ``feature_reads`` CSR; lists, one per input; ``None`` for
     ``golden``), ``raw`` (int8 outputs), ``memory`` (per input, on a device with external memory:
     ``{"cycles", "engine_cycles", "ddr_read_bytes", "ddr_write_bytes"}`` of its run — cycles
     include the DMA of the input and outputs, ``cycles − engine_cycles`` are the cycles the engine
@@ -397,7 +400,7 @@ class Device:
         from .transport import XdmaTransport, ddr_window, load_regmap
         self.transport = transport
         self.progress = progress
-        self.cycles, self.beats, self.raw, self.memory = [], [], None, []
+        self.cycles, self.beats, self.raw, self.memory, self.feature_reads = [], [], None, [], []
         if transport == "golden":
             self._be = _GoldenBackend()
         elif transport == "sim":
@@ -467,7 +470,7 @@ class Device:
         outputs gives a list with one such array per output (``Program.outputs`` order)."""
         if self.program is None:
             raise DeviceError("no program loaded")
-        outs, self.cycles, self.beats, self.memory = [], [], [], []
+        outs, self.cycles, self.beats, self.memory, self.feature_reads = [], [], [], [], []
         it = range(len(v))
         if self.progress:
             from tqdm import tqdm
@@ -475,6 +478,7 @@ class Device:
         for n in it:
             y, cyc, bt = self._be.execute(v[n])
             self.memory.append(getattr(self._be, "mem_stats", None))
+            self.feature_reads.append(getattr(self._be, "feature_reads", None))
             outs.append(y)
             self.cycles.append(cyc)
             self.beats.append(bt)

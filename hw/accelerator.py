@@ -58,6 +58,8 @@ CSRS = [
     ("desc_base", "rw", "parameter-memory word of the first layer descriptor"),
     ("cycles", "ro", "clock cycles from start to done/error"),
     ("beats", "ro", "input vectors accepted by the PE array during the last run (all its RUN steps)"),
+    ("feature_reads", "ro", "feature-memory words the engine read during the last run (feature reader and residual "
+                            "reader; all its RUN steps)"),
     ("cfg_m", "ro", "PEs in the array (M)"),
     ("cfg_vc", "ro", "SAC lanes per PE (Vc)"),
     ("cfg_acc_width", "ro", "accumulator bits"),
@@ -223,6 +225,9 @@ class AcceleratorCore(wiring.Component):
         # run counters of a step list (a direct run reports the engine's own)
         run_cycles, engine_cycles, beats_total = Signal(32), Signal(32), Signal(32)
         rd_bytes, wr_bytes = Signal(32), Signal(32)
+        f_reads = Signal(32)                     # feature words the engine read (both read ports)
+        m.d.sync += f_reads.eq(f_reads + (eng.f_rd.req.valid & eng.f_rd.req.ready)
+                               + (eng.f_rd2.req.valid & eng.f_rd2.req.ready))
         eng_was = Signal()
         m.d.sync += eng_was.eq(eng.busy)
         with m.If(busy):
@@ -256,7 +261,7 @@ class AcceleratorCore(wiring.Component):
             "cfg_weight_depth": C(c.weight_depth, 32), "cfg_param_depth": C(c.param_depth, 32),
             "scratch": scratch, "ctrl": C(0, 32),
             "step_base": step_base, "steps": seq_steps, "dma_rd_bytes": rd_bytes, "dma_wr_bytes": wr_bytes,
-            "engine_cycles": engine_cycles,
+            "engine_cycles": engine_cycles, "feature_reads": f_reads,
         }
         csr_sel = region == (REGION_BASE["csr"] >> 28)
         csr_rdata = Signal(32)
@@ -279,7 +284,7 @@ class AcceleratorCore(wiring.Component):
                                 m.d.comb += start_steps.eq(1)
                                 m.d.sync += [step_mode.eq(1), run_cycles.eq(0), engine_cycles.eq(0),
                                              beats_total.eq(0), rd_bytes.eq(0), wr_bytes.eq(0)]
-                            m.d.sync += [refused.eq(0), acked.eq(0), runs.eq(runs + 1)]
+                            m.d.sync += [refused.eq(0), acked.eq(0), runs.eq(runs + 1), f_reads.eq(0)]
                     with m.Elif(bus.w_data & CTRL_ACK):
                         with m.If(~busy):
                             m.d.sync += acked.eq(1)

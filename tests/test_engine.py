@@ -37,7 +37,9 @@ def _ops(rng, specs, cin, extreme=False):
     return ops
 
 
-def _run_core(config, program, inputs, expect_error=None):
+def _run_core(config, program, inputs, expect_error=None, reads=None):
+    """Run ``inputs`` on the core: ``[(y, cycles, beats)]`` per input; ``reads`` (a list) gets
+    the ``feature_reads`` CSR of every run."""
     rm = regmap(config)
     dut = AcceleratorCore(config)
     csr = lambda n: rm["regions"]["csr"]["base"] + rm["csrs"][n]["offset"]
@@ -58,7 +60,9 @@ def _run_core(config, program, inputs, expect_error=None):
                 if not st & 1:
                     break
             err, = await bus_read(ctx, dut.bus, csr("err_code"), 1)
-            cycles, beats = await bus_read(ctx, dut.bus, csr("cycles"), 2)
+            cycles, beats, f_reads = await bus_read(ctx, dut.bus, csr("cycles"), 3)
+            if reads is not None:
+                reads.append(f_reads)
             if expect_error is not None:
                 results.append((st, err))
                 return
@@ -223,3 +227,25 @@ def test_deconv_cropped_and_bias_only_phases(K, S, P, OP, mode):
     inputs = [rng.integers(-128, 128, (3, 4, 5))]
     (y, _, _), = _run_core(WINO_CFG, program, inputs)
     assert np.array_equal(y, golden_forward(program, inputs[0]))
+
+
+def test_feature_read_counter_equals_the_event_count():
+    """The ``feature_reads`` CSR (words the feature reader fetched) equals
+    ``nibble.sim.perf.energy.plan_events`` summed over the plans: padded and pooled direct layers,
+    Winograd, NZP zero insertion and cropped TDC phases."""
+    from nibble.sim.perf.energy import plan_events
+    rng = np.random.default_rng(SEED + 20)
+    ops = _ops(rng, [(11, 3, 1, (1, 1, 1, 1), True, (3, 3, 2, 2, 1, 1, 1, 1)), (8, 3, 2, (2, 0, 1, 2), False, 1)], 12)
+    cases = [(plan_program(ops, (12, 9, 7), ops[0].q_in, WINO_CFG, winograd="direct"), (12, 9, 7)),
+             (plan_program(ops[:1], (12, 6, 6), ops[0].q_in, WINO_CFG, winograd="winograd"), (12, 6, 6))]
+    for K, S, P, mode in ((4, 2, 1, "nzp"), (2, 2, 1, "tdc")):
+        op = ConvOp(name="up", w=np.zeros((3, 5, K, K)), b=rng.normal(0, 0.5, 5), stride=S, pad=(P,) * 4,
+                    kind="ConvTranspose", codes=rng.integers(0, 16, (3, 5, K, K)).astype(np.uint8), n2=-7, q_in=5,
+                    q_out=4)
+        op.output_padding = (0, 0)
+        cases.append((plan_program([op], (3, 4, 5), 5, WINO_CFG, deconv=mode), (3, 4, 5)))
+    for program, shape in cases:
+        reads = []
+        (y, _, _), = _run_core(WINO_CFG, program, [rng.integers(-128, 128, shape)], reads=reads)
+        assert reads == [sum(plan_events(L, WINO_CFG)["feature_reads"] for L in program.layers)], \
+            [L.name for L in program.layers]
