@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from ..hw.config import EngineConfig
-from ..sim.perf.energy import ENERGY_SOURCES, program_energy
+from ..sim.perf.energy import ENERGY_SOURCES, plan_events, program_energy
 from .compiler import layer_cycles, plan_program, winograd_work
 from .driver import Device, golden_forward
 from .ir import ConvOp
@@ -70,7 +70,8 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
     output channel: 9 direct, 16/4 = 4 Winograd), ideal cycles = multiplications / (m·vc), their
     ratio, PE-array beats and utilization, bit-exactness against the golden model; and the
     measured direct ÷ Winograd cycle ratio (theory 2.25 = 36/16, ARITHMETIC §2.1); the energy
-    estimate per form (:func:`_energy`; ``energy``: per layer too).
+    estimate per form (:func:`_energy`; ``energy``: per layer too) and the feature-memory words
+    read, from the RTL's ``feature_reads`` counter and from the event model.
     :raises nibble.host.ir.CompileError: if the layer does not fit ``config`` or cannot run as
         Winograd (e.g. ``config.winograd`` false).
     """
@@ -98,6 +99,8 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
                 "pe_array_beats": beats,
                 "pe_utilization": mults / (cycles * config.m * config.vc),
                 "bit_exact_vs_golden": bool(np.array_equal(out, golden_forward(program, v))),
+                "rtl_feature_reads": dev.feature_reads[0],
+                "model_feature_reads": sum(plan_events(L, config)["feature_reads"] for L in program.layers),
                 **_energy(program, per_layer=energy),
             }
     res["outputs_identical"] = bool(np.array_equal(outs["direct"], outs["winograd"]))
@@ -157,6 +160,8 @@ def deconv_bench(config: EngineConfig = EngineConfig(), *, layer="Deconv2", data
                 "bit_exact_vs_golden": bool(np.array_equal(out, golden_forward(program, dev.quantize(x)[0]))),
                 "snr_db_vs_float": sd.snr_db(ref, y),
                 "plans": [L.mode_reason for L in program.layers],
+                "rtl_feature_reads": dev.feature_reads[0],
+                "model_feature_reads": sum(plan_events(L, config)["feature_reads"] for L in program.layers),
                 **_energy(program, per_layer=energy),
             }
     for form in ("tdc", "winograd_tdc"):

@@ -94,6 +94,8 @@ def test_bench_json():
         layer, = form["energy_layers"]
         assert form["energy_uj"] == pytest.approx(layer["uj"]) and form["energy_dram_uj"] == 0
     assert d["pe_array_beats"] == 64 * 9 * 4 * 4 and d["energy_uj"] > w["energy_uj"] > 0
+    for form in (d, w):      # the RTL's feature_reads counter against the event model, exact
+        assert form["rtl_feature_reads"] == form["model_feature_reads"] > 0
     assert d["multiplications"] == 64 * 64 * 9 * 64 and d["ideal_cycles"] == d["multiplications"] / 256
     assert w["multiplications"] == 64 * 64 * 16 * 16 and w["mults_per_output"] == 4.0
     assert d["pe_array_beats"] == 64 * 9 * 4 * 4          # pixels · taps · cb · output blocks
