@@ -84,8 +84,29 @@ def energy(b):
     return rows
 
 
+def link(b):
+    """The host links: bytes per simulated cycle of the program load and of one inference's I/O."""
+    k = b["link"]
+    p, u = k["pcie"], k["uart"]
+    clk = k["clk_mhz"]
+    return ["| host link of the simulated device | bytes per cycle, program load | per inference I/O | load, wall time |",
+            "|---|---:|---:|---:|",
+            f"| PCIe (AXI4 port) | {p['load']['bytes_per_cycle']:.2f} ({p['load']['mb_per_s_at_clk']:.0f} MB/s at "
+            f"{clk:.0f} MHz) | {p['inference_io']['bytes_per_cycle']:.2f} | {p['load']['wall_s']:.2f} s |",
+            f"| UART frames on the byte streams | {u['load']['bytes_per_cycle']:.2f} | "
+            f"{u['inference_io']['bytes_per_cycle']:.2f} | {u['load']['wall_s']:.2f} s |",
+            f"| **PCIe ÷ UART stub** | **{k['pcie_over_uart_stub_load']:.1f}×** | "
+            f"**{k['pcie_over_uart_stub_inference_io']:.1f}×** | {k['pcie_over_uart_stub_load_wall']:.1f}× |",
+            "",
+            f"Against the serial line itself, PCIe moves **{k['pcie_over_uart_line_load']:.0f}×** the bytes per cycle "
+            f"of a 1 Mbaud UART ({k['uart_line_bytes_per_cycle']:.5f} bytes per cycle at {clk:.0f} MHz). A whole "
+            f"inference of the layer over PCIe: {_n(p['engine_cycles'])} engine cycles and "
+            f"{_n(p['inference_io']['cycles'])} transfer cycles."]
+
+
 #: Block name → (bench sections it needs, the function making its lines).
-BLOCKS = {"measured": (("conv3x3", "deconv", "networks"), measured), "energy": (("deconv",), energy)}
+BLOCKS = {"measured": (("conv3x3", "deconv", "networks"), measured), "energy": (("deconv",), energy),
+          "link": (("link",), link)}
 
 
 def update(text, bench):

@@ -28,14 +28,16 @@ def _deconv_energy():
 def test_readme_energy_table_is_the_estimate():
     text = (ROOT / "README.md").read_text()
     new, done, skipped = readme_figures.update(text, {"deconv": _deconv_energy()})
-    assert done == ["energy"] and skipped == ["measured"]
+    assert done == ["energy"] and skipped == ["measured", "link"]
     assert new == text, "README's energy table is stale: run scripts/readme_figures.py on a bench JSON"
 
 
 def test_update_replaces_only_the_blocks():
-    text = "a\n<!-- bench:measured -->\nold\n<!-- /bench:measured -->\nb\n<!-- bench:energy -->\nx\n<!-- /bench:energy -->\n"
+    text = ("a\n<!-- bench:measured -->\nold\n<!-- /bench:measured -->\nb\n<!-- bench:link -->\n<!-- /bench:link -->\n"
+            "<!-- bench:energy -->\nx\n<!-- /bench:energy -->\n")
     new, done, skipped = readme_figures.update(text, {"deconv": _deconv_energy()})
-    assert new.startswith("a\n<!-- bench:measured -->\nold\n<!-- /bench:measured -->\nb\n<!-- bench:energy -->\n| form |")
+    assert new.startswith("a\n<!-- bench:measured -->\nold\n<!-- /bench:measured -->\nb\n<!-- bench:link -->\n"
+                          "<!-- /bench:link -->\n<!-- bench:energy -->\n| form |")
     assert new.endswith("<!-- /bench:energy -->\n") and "\nx\n" not in new and "Winograd-TDC" in new
     with pytest.raises(ValueError, match="0 '<!-- bench:energy -->'"):
         readme_figures.update("<!-- bench:measured -->\n<!-- /bench:measured -->\n", {})
