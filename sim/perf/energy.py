@@ -61,7 +61,7 @@ def sram_pj(size_bytes, width_bits):
     return 10.0 * math.sqrt(max(size_bytes, 1024) / 8192) * width_bits / 64
 
 
-def _axis_reads(n, dil, size, pad, taps, positions):
+def _axis_reads(dil, size, pad, taps, positions):
     """In-bounds (output position, tap) pairs along one axis: ``positions`` the conv-output
     coordinates the scheduler visits (``None`` for one outside the conv output: no read),
     ``taps`` the tap offsets; input coordinate ``v = o + tap − pad`` (stride folded into
@@ -90,8 +90,8 @@ def _feature_reads(L, config):
         rows = [j for j in range(4) if any(L.wmask[0] >> a & 1 and bt[a][j] for a in range(4))]
         cols = [j for j in range(4) if any(L.wmask[1] >> a & 1 and bt[a][j] for a in range(4))]
         th, tw = (L.out_h, L.out_w) if L.pools else (-(-L.out_h // 2), -(-L.out_w // 2))
-        ry = _axis_reads(th, 1, in_h, t, rows, [2 * p for p in range(th)])
-        rx = _axis_reads(tw, 1, in_w, l, cols, [2 * p for p in range(tw)])
+        ry = _axis_reads(1, in_h, t, rows, [2 * p for p in range(th)])
+        rx = _axis_reads(1, in_w, l, cols, [2 * p for p in range(tw)])
         return nb * ry * rx * L.cb_in
     pkh, pkw, psy, psx, ppt, _, ppl, _ = L.pool
 
@@ -102,8 +102,8 @@ def _feature_reads(L, config):
                 o = q * s + d - p
                 out.append(o * L.stride if 0 <= o < conv else None)
         return out
-    ry = _axis_reads(L.out_h, L.dil, in_h, t, range(L.kh), positions(L.out_h, pkh, psy, ppt, L.conv_h))
-    rx = _axis_reads(L.out_w, L.dil, in_w, l, range(L.kw), positions(L.out_w, pkw, psx, ppl, L.conv_w))
+    ry = _axis_reads(L.dil, in_h, t, range(L.kh), positions(L.out_h, pkh, psy, ppt, L.conv_h))
+    rx = _axis_reads(L.dil, in_w, l, range(L.kw), positions(L.out_w, pkw, psx, ppl, L.conv_w))
     return nb * ry * rx * L.cb_in
 
 
