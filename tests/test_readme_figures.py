@@ -32,10 +32,18 @@ def test_readme_energy_table_is_the_estimate():
     assert new == text, "README's energy table is stale: run scripts/readme_figures.py on a bench JSON"
 
 
+def _synthetic_deconv():
+    parts = {"pe_array": 1.0, "filter_cache": 2.0, "feature_memory": 3.0, "weight_memory": 0.5, "param_memory": 0.0}
+    d = {form: {"energy_uj": e, "energy_parts_uj": parts} for form, e in (("nzp", 9.0), ("tdc", 4.5), ("winograd_tdc", 3.0))}
+    d.update(nzp_over_tdc_energy=2.0, nzp_over_winograd_tdc_energy=3.0)
+    return d
+
+
 def test_update_replaces_only_the_blocks():
     text = ("a\n<!-- bench:measured -->\nold\n<!-- /bench:measured -->\nb\n<!-- bench:link -->\n<!-- /bench:link -->\n"
             "<!-- bench:energy -->\nx\n<!-- /bench:energy -->\n")
-    new, done, skipped = readme_figures.update(text, {"deconv": _deconv_energy()})
+    new, done, skipped = readme_figures.update(text, {"deconv": _synthetic_deconv()})
+    assert "| TDC | 4.5 µJ | 1.0 µJ | 2.0 µJ | 3.0 µJ | 2.00× less (−50.0 %) |" in new
     assert new.startswith("a\n<!-- bench:measured -->\nold\n<!-- /bench:measured -->\nb\n<!-- bench:link -->\n"
                           "<!-- /bench:link -->\n<!-- bench:energy -->\n| form |")
     assert new.endswith("<!-- /bench:energy -->\n") and "\nx\n" not in new and "Winograd-TDC" in new
