@@ -513,10 +513,8 @@ def test_huge_padding_is_refused_before_calibration(pads, msg, no_calibration):
     """pads = 256 used to make the calibration ask for 15 GiB (MemoryError)."""
     rng = np.random.default_rng(SEED)
     conv, inits = _conv(rng, out="y", pads=[pads] * 4)
-    t = time.perf_counter()
     with pytest.raises(CompileError, match=msg):
         compile_model(_model([conv], inits, (1, 2, 6, 6)), rng.normal(size=(2, 2, 6, 6)))
-    assert time.perf_counter() - t < 5
 
 
 def test_weight_and_parameter_memory_name_the_layer(no_calibration):
@@ -537,17 +535,21 @@ def test_weight_and_parameter_memory_name_the_layer(no_calibration):
         compile_model(m, x, EngineConfig(param_depth=64))
 
 
-def test_transposed_convolution_with_a_huge_stride_is_refused_fast(no_calibration):
-    """S² TDC phases are not listed before the memories are checked (a stride of 10⁶ would be 10¹²)."""
+def test_transposed_convolution_with_a_huge_stride_is_refused_fast(no_calibration, monkeypatch):
+    """S² TDC phases are not listed before the memories are checked (a stride of 10⁶ would be 10¹²):
+    listing them fails the test."""
+    import nibble.sim.deconv as dc
+
+    def listed(*a, **k):
+        raise AssertionError("the TDC phases were listed before the memory checks")
+    monkeypatch.setattr(dc, "tdc_phases", listed)
     rng = np.random.default_rng(SEED)
     w = _pow2(rng, (2, 3, 4, 4))
     for s, hw, msg in ((10 ** 6, (1, 2), r"its 4x1000004 map"), (1000, (1, 1), r"stride 1000 is beyond the descriptor"),
                        (40, (1, 2), r"its descriptors and biases need")):
         node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up", strides=[s, s])
-        t = time.perf_counter()
         with pytest.raises(CompileError, match=r"layer 'up' \(ConvTranspose\): " + msg):
             compile_model(_model([node], {"w": w}, (1, 2, *hw)), rng.normal(size=(2, 2, *hw)))
-        assert time.perf_counter() - t < 5
 
 
 def test_check_fits_alone():
