@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from ..hw.config import EngineConfig
-from ..sim.perf.energy import ENERGY_SOURCES, plan_events, program_energy
+from ..sim.perf.energy import ENERGY_PARTS, ENERGY_SOURCES, program_energy, program_events
 from .compiler import layer_cycles, plan_program, winograd_work
 from .driver import Device, golden_forward
 from .ir import ConvOp
@@ -53,9 +53,8 @@ def _energy(program, dram_bytes=0, per_layer=False):
     PE array and each on-chip memory over all plans), and with ``per_layer`` ``energy_layers``:
     every plan's name and µJ."""
     e = program_energy(program, dram_bytes)
-    parts = ("pe_array", "filter_cache", "feature_memory", "weight_memory", "param_memory")
     out = {"energy_uj": e["total"] / 1e6, "energy_dram_uj": e["dram"] / 1e6,
-           "energy_parts_uj": {k: sum(x[k] for x in e["layers"]) / 1e6 for k in parts}}
+           "energy_parts_uj": {k: sum(x[k] for x in e["layers"]) / 1e6 for k in ENERGY_PARTS}}
     if per_layer:
         out["energy_layers"] = [{"name": x["name"], "uj": x["total"] / 1e6} for x in e["layers"]]
     return out
@@ -100,7 +99,7 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
                 "pe_utilization": mults / (cycles * config.m * config.vc),
                 "bit_exact_vs_golden": bool(np.array_equal(out, golden_forward(program, v))),
                 "rtl_feature_reads": dev.feature_reads[0],
-                "model_feature_reads": sum(plan_events(L, config)["feature_reads"] for L in program.layers),
+                "model_feature_reads": program_events(program)["feature_reads"],
                 **_energy(program, per_layer=energy),
             }
     res["outputs_identical"] = bool(np.array_equal(outs["direct"], outs["winograd"]))
@@ -161,7 +160,7 @@ def deconv_bench(config: EngineConfig = EngineConfig(), *, layer="Deconv2", data
                 "snr_db_vs_float": sd.snr_db(ref, y),
                 "plans": [L.mode_reason for L in program.layers],
                 "rtl_feature_reads": dev.feature_reads[0],
-                "model_feature_reads": sum(plan_events(L, config)["feature_reads"] for L in program.layers),
+                "model_feature_reads": program_events(program)["feature_reads"],
                 **_energy(program, per_layer=energy),
             }
     for form in ("tdc", "winograd_tdc"):

@@ -424,6 +424,12 @@ def _reason(e, where):
 
 
 def _deconv_common(op, shape, cb_in, c, where):
+    """``((S, P, OP), bias, slopes, common)`` shared by a transposed convolution's plans:
+    :meth:`ConvOp.deconv_geometry`, the integer biases and slope codes, and the LayerPlan fields
+    every form has (the whole output map ``full_h × full_w``).
+
+    :raises CompileError: a stride beyond the descriptor, an empty output, a bias beyond 32 bits.
+    """
     S, P, OP = op.deconv_geometry()
     _check_deconv_stride(where, S)
     ci, co = op.codes.shape[:2]
@@ -457,7 +463,7 @@ def _nzp_plans(op, shape, cb_in, c, where):
     bits = acc_bits(ci * K_h * K_w, DE, np.abs(bias).max(initial=0))
     if bits > c.acc_width:
         raise CompileError(f"{where}: the accumulator could overflow ({bits} bits needed, {c.acc_width} present)")
-    _, Ho, Wo = op.out_shape(shape)
+    Ho, Wo = common["full_h"], common["full_w"]
     L = LayerPlan(name=op.name, op="deconv_nzp", kh=K_h, kw=K_w, pad=pad, conv_h=Ho, conv_w=Wo,
                   out_h=Ho, out_w=Wo, acc_bits=int(bits), dil=S, mode_reason="nzp: zero insertion", **common)
     _check_plan(L, where, c)

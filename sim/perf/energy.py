@@ -26,7 +26,11 @@ with external memory moves.
 """
 import math
 
-__all__ = ["ENERGY_PJ", "ENERGY_SOURCES", "sram_pj", "plan_events", "plan_energy", "program_energy"]
+__all__ = ["ENERGY_PJ", "ENERGY_SOURCES", "ENERGY_PARTS", "sram_pj", "plan_events", "program_events", "plan_energy",
+           "program_energy"]
+
+#: The components :func:`plan_energy` prices (pJ each, beside ``total``).
+ENERGY_PARTS = ("pe_array", "filter_cache", "feature_memory", "weight_memory", "param_memory")
 
 #: Per-action energies, pJ, 45 nm (see :data:`ENERGY_SOURCES`).
 ENERGY_PJ = {
@@ -87,8 +91,10 @@ def _feature_reads(L, config):
         from ...hw.engine.weight_transform import WINOGRAD_VARIANT
         from ...hw.winograd import WINOGRAD_VARIANTS
         bt = WINOGRAD_VARIANTS[WINOGRAD_VARIANT][1]
-        rows = [j for j in range(4) if any(L.wmask[0] >> a & 1 and bt[a][j] for a in range(4))]
-        cols = [j for j in range(4) if any(L.wmask[1] >> a & 1 and bt[a][j] for a in range(4))]
+
+        def support(mask):          # the tile pixels supp(Bᵀ[ξ]) of the positions ξ in the mask
+            return [j for j in range(4) if any(mask >> a & 1 and bt[a][j] for a in range(4))]
+        rows, cols = support(L.wmask[0]), support(L.wmask[1])
         th, tw = (L.out_h, L.out_w) if L.pools else (-(-L.out_h // 2), -(-L.out_w // 2))
         ry = _axis_reads(1, in_h, t, rows, [2 * p for p in range(th)])
         rx = _axis_reads(1, in_w, l, cols, [2 * p for p in range(tw)])
@@ -130,6 +136,15 @@ def plan_events(L, config):
     return ev
 
 
+def program_events(program):
+    """:func:`plan_events` summed over the plans of ``program`` (one image): ``{event: int}``."""
+    total = {}
+    for L in program.layers:
+        for k, v in plan_events(L, program.config).items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
 def plan_energy(L, config):
     """Energy of one plan by component, pJ: ``{"pe_array", "filter_cache", "feature_memory",
     "weight_memory", "param_memory", "total"}`` (:func:`plan_events` × :data:`ENERGY_PJ` and
@@ -137,13 +152,14 @@ def plan_energy(L, config):
     c = config
     ev = plan_events(L, c)
     feat = sram_pj(c.feature_depth * c.vc, 8 * c.vc)
-    e = {
+    e = {                           # the ENERGY_PARTS
         "pe_array": ev["sac"] * ENERGY_PJ["sac"] + ev["mult"] * ENERGY_PJ["mult"],
         "filter_cache": ev["filter_reads"] * sram_pj(c.filter_depth * c.vc // 2, 4 * c.vc),
         "feature_memory": (ev["feature_reads"] + ev["feature_writes"]) * feat,
         "weight_memory": ev["weight_reads"] * sram_pj(c.weight_depth * c.vc // 2, 4 * c.vc),
         "param_memory": ev["param_reads"] * sram_pj(c.param_depth * 4, 32),
     }
+    assert tuple(e) == ENERGY_PARTS
     e["total"] = sum(e.values())
     return e
 
