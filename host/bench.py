@@ -12,6 +12,7 @@ import numpy as np
 
 from ..hw.config import EngineConfig
 from ..sim.perf.energy import ENERGY_PARTS, ENERGY_SOURCES, program_energy, program_events
+from ..sim.perf.traffic import run_traffic
 from .compiler import layer_cycles, plan_program, winograd_work
 from .driver import Device, golden_forward
 from .ir import ConvOp
@@ -297,6 +298,28 @@ def memory_bench(config: EngineConfig = EngineConfig(), *, seed=1, cases=MEMORY_
 NETWORK_CASES = ("squeezenet11", "resnet18")
 
 
+def load_zoo():
+    """The checkout's ``scripts/zoo.py`` (published architectures with seeded weights) as a
+    module, loaded by its path beside the package (from any working directory).
+
+    :raises FileNotFoundError: ``scripts/zoo.py`` is not beside the package (not a checkout).
+    """
+    import importlib.util
+    import pathlib
+    import sys
+    if "nibble_zoo" in sys.modules:
+        return sys.modules["nibble_zoo"]
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "zoo.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"the published networks are built with scripts/zoo.py of the repository "
+                                f"({path} is missing: run from a checkout)")
+    spec = importlib.util.spec_from_file_location("nibble_zoo", path)
+    zoo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo)
+    sys.modules["nibble_zoo"] = zoo
+    return zoo
+
+
 def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES, seed=1, energy=False):
     """Whole published networks on the simulated PCIe device, every map in DDR
     (``tile_features``): per network, cycles per image, the engine's busy cycles, the fraction of
@@ -309,15 +332,7 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
 
     :raises FileNotFoundError: ``scripts/zoo.py`` is not beside the package (not a checkout).
     """
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "zoo.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"the network bench builds its models with scripts/zoo.py of the repository "
-                                f"({path} is missing: run it from a checkout)")
-    spec = importlib.util.spec_from_file_location("nibble_zoo", path)
-    zoo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(zoo)
+    zoo = load_zoo()
     from .compiler import CompileError, compile_model
     from .steps import parts
     res = {"clk_mhz": config.clk_hz / 1e6, "networks": {}}
@@ -335,6 +350,7 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
             dev.load(program)
             y = dev.run_int(x)[0]
             mem = dev.memory[0]
+            traffic = run_traffic(dev._be.ddr, config)
             res["networks"][name] = {
                 "compiles": True, "size": h, "descriptors": len(program.layers),
                 "parts": sum(len(parts(L, config)) for L in program.layers), "bands": len(dev._be.ddr.runs),
@@ -342,6 +358,7 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
                 "stall_fraction": 1 - mem["engine_cycles"] / mem["cycles"],
                 "ddr_read_bytes": mem["ddr_read_bytes"], "ddr_write_bytes": mem["ddr_write_bytes"],
                 "model_compute_cycles": sum(layer_cycles(L, config) for L in program.layers),
+                "model_ddr_read_bytes": traffic["read_bytes"], "model_ddr_write_bytes": traffic["write_bytes"],
                 "images_per_s_at_clk": config.clk_hz / mem["cycles"],
                 "bit_exact_vs_golden": bool(np.array_equal(y, golden_forward(program, x[0]))),
                 **_energy(program, mem["ddr_read_bytes"] + mem["ddr_write_bytes"], energy),

@@ -61,7 +61,9 @@ class DdrPlan:
     addresses of the lists; ``inputs``: ``[(addr, nbytes)]`` per program input, ``outputs`` the
     same per output; ``run_steps``: the steps of the run list, END included (the ``steps`` CSR
     after a good run); ``runs``: ``{step index: descriptor index}`` of the RUN steps; ``end``: the
-    first byte after the layout.
+    first byte after the layout; ``run``: the run list's steps as ``(StepOp, fields)`` (the fields
+    :func:`nibble.hw.isa.encode_step` takes), END included — what
+    :func:`nibble.sim.perf.traffic.run_traffic` counts.
     """
     image: list
     load_list: int
@@ -72,6 +74,7 @@ class DdrPlan:
     load_steps: int
     runs: dict
     end: int
+    run: list = dataclasses.field(default_factory=list)
 
 
 def _align(n, a=PART_ALIGN):
@@ -327,7 +330,7 @@ def plan_ddr(program: Program, regmap) -> DdrPlan:
     assert len(run) == n_run
     image += [(load_list, _list(load)), (run_list, _list(run))]
     return DdrPlan(image=image, load_list=load_list, run_list=run_list, inputs=inputs, outputs=outputs,
-                   run_steps=len(run), load_steps=len(load), runs=runs, end=at)
+                   run_steps=len(run), load_steps=len(load), runs=runs, end=at, run=run)
 
 
 def _window(program, regmap):
@@ -437,4 +440,4 @@ def _plan_tiled(program, base, size, beat):
     inputs = [(fa(spec.base), spec.words(vc) * vc) for spec in program.inputs]
     outputs = [(fa(spec.base), spec.words(vc) * vc) for spec in program.outputs]
     return DdrPlan(image=image, load_list=load_list, run_list=run_list, inputs=inputs, outputs=outputs,
-                   run_steps=len(run), load_steps=len(load), runs=runs, end=at)
+                   run_steps=len(run), load_steps=len(load), runs=runs, end=at, run=run)

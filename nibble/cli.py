@@ -565,6 +565,84 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, ou
     click.echo(json.dumps(res))
 
 
+def _csv(text):
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+@cli.command()
+@click.argument("networks", nargs=-1, required=True)
+@click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON the axes vary (default: the "
+              "default configuration)")
+@click.option("--set", "axes", multiple=True, metavar="FIELD=V1,V2,…",
+              help="an axis of the grid: EngineConfig field and its values (repeatable; e.g. --set m=16,32,64)")
+@click.option("--winograd", "conv_modes", default="auto", show_default=True,
+              help="convolution modes to sweep, comma-separated (auto, direct, winograd)")
+@click.option("--deconv", "deconvs", default="auto", show_default=True,
+              help="deconvolution forms to sweep, comma-separated (auto, tdc, nzp, winograd)")
+@click.option("--placement", "placements", default="auto", show_default=True,
+              help="feature-map placements to sweep, comma-separated: chip, ddr, auto (on chip if it fits)")
+@click.option("--resources", is_flag=True, help="also the Yosys LUT/FF/DSP estimate of every configuration "
+              "(minutes per new configuration; cached)")
+@click.option("--board", type=click.Choice(["vc707", "kc705"]), default="vc707", show_default=True,
+              help="device of the --resources estimate")
+@click.option("--seed", default=0, show_default=True, help="zoo weights and calibration images")
+@click.option("--scheduler", help="address of a Dask scheduler (default: a LocalCluster on this machine)")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="worker processes of the LocalCluster")
+@click.option("-o", "--out", type=click.Path(), default="sweep.csv", show_default=True,
+              help="table to write (.csv or .json)")
+@click.option("--plot", "plot_path", type=click.Path(), help="Pareto plots to draw (.png)")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
+def sweep(networks, config_path, axes, conv_modes, deconvs, placements, resources, board, seed, scheduler, workers,
+          out, plot_path, progress):
+    """Evaluate EngineConfig fields × networks × modes with the performance model, on Dask.
+
+    NETWORKS: .onnx files or zoo:NAME[@SIZE] (scripts/zoo.py of the checkout: resnet20_cifar,
+    resnet20_projection, mobilenetv2_cifar, squeezenet11, resnet18, googlenet; seeded weights).
+    Every point is compiled (seeded N(0, 1) calibration images) and evaluated by the model
+    (nibble.sim.perf.sweep): model cycles (compute; memory stalls are measured by 'nibble bench'
+    on the RTL), images/s at the clock, dense utilization, energy per image (45 nm estimate,
+    DDR bytes of the step list priced), RAMB36 and whether it fits the VC707 and KC705, with
+    --resources LUT/FF/DSP. A point that does not compile is a row with the compiler's reason.
+    Writes the table (--out) and, with --plot, the Pareto fronts (images/s against PE lanes or
+    LUT, energy against images/s); prints a summary line per point.
+    """
+    from .sim.perf.sweep import config_grid, parse_axis, plot_pareto, run_sweep, sweep_points, write_table
+    from .host.compiler import DECONV_MODES, parse_modes
+    base = _config(config_path)
+    try:
+        for m in _csv(conv_modes):
+            parse_modes(m)
+        for d in _csv(deconvs):
+            if d not in DECONV_MODES:
+                raise ValueError(f"--deconv '{d}' is not one of {', '.join(DECONV_MODES)}")
+        grid = {}
+        for a in axes:
+            name, vals = parse_axis(a)
+            if name in grid:
+                raise ValueError(f"--set {name} is given twice")
+            grid[name] = vals
+        configs = config_grid(base, grid)
+        points = sweep_points(list(networks), configs, _csv(conv_modes), _csv(deconvs), _csv(placements), seed=seed,
+                              resources=resources, board=board)
+        rows = run_sweep(points, scheduler=scheduler, workers=workers, progress=progress)
+        write_table(rows, out)
+        if plot_path:
+            plot_pareto(rows, plot_path)
+    except _expected_errors() as e:
+        raise _Fail(_message(e)) from None
+    for r in rows:
+        cfg = f"m={r['m']} vc={r['vc']} winograd_path={r['winograd_path']}"
+        if r["compiles"]:
+            click.echo(f"{r['network']}@{r['size']} {cfg} {r['conv_mode']}/{r['deconv']} {r['placement']}: "
+                       f"{r['cycles']:,} cycles, {r['images_per_s']:.1f} images/s, {r['energy_uj']:.1f} µJ, "
+                       f"{r['bram36']:g} RAMB36")
+        else:
+            click.echo(f"{r['network']}@{r['size']} {cfg} {r['conv_mode']}/{r['deconv']}: does not compile: "
+                       f"{_one_line(r['reason'])}")
+    click.echo(f"wrote {out}" + (f" and {plot_path}" if plot_path else ""))
+
+
 @cli.command()
 @click.option("--board", type=click.Choice(list(_boards())), required=True)
 @click.option("--host", type=click.Choice(["uart", "pcie"]), default="uart", show_default=True,

@@ -12,7 +12,8 @@ reported naming the step.
 import numpy as np
 import pytest
 
-from nibble.hw.isa import STEP_BYTES, STEP_CHUNK, StepOp
+from nibble.hw.isa import STEP_BYTES
+from nibble.sim.perf.traffic import run_traffic
 from nibble.host.compiler import compile_model
 from nibble.host.driver import Device, DeviceError
 from faults import LINK_TEST_CONFIG
@@ -33,19 +34,6 @@ def setup():
         yield d, p, rng
 
 
-def plan_bytes(plan, p):
-    """(read, written) bytes of one run list: its fetched chunks, every LOAD, every STORE."""
-    from nibble.hw.isa import decode_step
-    raw = dict(plan.image)[plan.run_list]
-    steps = [decode_step(raw[i:i + STEP_BYTES]) for i in range(0, plan.run_steps * STEP_BYTES, STEP_BYTES)]
-    beat = CONFIG.vc
-    words_per_beat = {1: beat // 4, 2: 2, 3: 1}
-    moved = {op: sum(s["count"] * s["words"] // words_per_beat[s["region"]] * beat for s in steps if s["op"] == op)
-             for op in (StepOp.LOAD, StepOp.STORE)}
-    fetched = -(-plan.run_steps // STEP_CHUNK) * STEP_CHUNK * STEP_BYTES
-    return moved[StepOp.LOAD] + fetched, moved[StepOp.STORE]
-
-
 def run_both(d, p, x):
     """Run ``x`` through ``p`` on the RTL device ``d`` and the golden device: bit-identical."""
     d.load(p)
@@ -63,7 +51,8 @@ def test_streamed_network_bit_exact(setup):
     with Device("golden") as g:
         g.load(p)
         assert np.array_equal(d.raw, (g.run(x), g.raw)[1])
-    rd, wr = plan_bytes(d._be.ddr, p)
+    t = run_traffic(d._be.ddr, CONFIG)
+    rd, wr = t["read_bytes"], t["write_bytes"]
     for mem in d.memory:
         assert mem["ddr_read_bytes"] == rd and mem["ddr_write_bytes"] == wr
         # only the input, the first weights, the output and the step overheads are not hidden
@@ -140,6 +129,8 @@ def test_imagenet_network_224_on_the_rtl(name):
     assert 0 < r["engine_cycles"] < r["cycles"] and r["stall_fraction"] == 1 - r["engine_cycles"] / r["cycles"]
     assert r["model_compute_cycles"] > 0
     assert r["ddr_read_bytes"] > 1_000_000 and r["ddr_write_bytes"] > 1_000_000
+    # the traffic model counts the run list exactly as the DMA counters do
+    assert (r["model_ddr_read_bytes"], r["model_ddr_write_bytes"]) == (r["ddr_read_bytes"], r["ddr_write_bytes"])
     from nibble.sim.perf.energy import ENERGY_PJ
     assert r["energy_dram_uj"] == pytest.approx((r["ddr_read_bytes"] + r["ddr_write_bytes"]) * ENERGY_PJ["dram_byte"] / 1e6)
     assert r["energy_uj"] > r["energy_dram_uj"]

@@ -1,0 +1,118 @@
+"""Design-space sweeps (nibble.sim.perf.sweep, ``nibble sweep``): the grid, the Pareto front, the
+dense MAC count against an independent count, points evaluated by the model, and a small sweep
+on a local Dask cluster through the command line."""
+import csv
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from nibble.cli import cli
+from nibble.host.bench import load_zoo
+from nibble.hw.config import EngineConfig
+from nibble.sim.perf.sweep import (COLUMNS, config_grid, dense_macs, evaluate, pareto_front, parse_axis,
+                                   sweep_points)
+
+
+def test_parse_axis_types_and_errors():
+    assert parse_axis("m=16, 32,64") == ("m", [16, 32, 64])
+    assert parse_axis("winograd=true,0") == ("winograd", [True, False])
+    for bad, why in [("m", "FIELD=V1"), ("lanes=4", "not an EngineConfig field"), ("m=", "no values"),
+                     ("m=sixteen", "not an integer"), ("winograd=maybe", "not a boolean")]:
+        with pytest.raises(ValueError, match=why):
+            parse_axis(bad)
+
+
+def test_config_grid_order_and_invalid_combination():
+    grid = config_grid(EngineConfig(), {"m": [16, 32], "winograd": [True, False]})
+    assert [(c.m, c.winograd) for c in grid] == [(16, True), (16, False), (32, True), (32, False)]
+    with pytest.raises(ValueError, match=r"\{'vc': 12\}"):
+        config_grid(EngineConfig(), {"vc": [16, 12]})
+    with pytest.raises(ValueError, match="placement 'disk'"):
+        sweep_points(["zoo:resnet20_cifar"], grid, placements=("disk",))
+
+
+def test_pareto_front_named_cases():
+    rows = [dict(compiles=True, x=1, y=1), dict(compiles=True, x=2, y=3), dict(compiles=True, x=2, y=2),
+            dict(compiles=True, x=3, y=3), dict(compiles=False, x=0, y=9), dict(compiles=True, x=1, y=1)]
+    # min x, max y: (1,1) twice (neither strictly better), (2,3); (2,2) and (3,3) dominated
+    assert pareto_front(rows, "x", "y") == [0, 1, 5]
+    # max x, min y: (3,3) has the largest x, (1,1) the smallest y, (2,2) lies between; (2,3) is
+    # dominated by (2,2), the row that does not compile is left out
+    assert pareto_front(rows, "x", "y", minimize_x=False, maximize_y=False) == [0, 2, 3, 5]
+
+
+def _deconv_model():
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.normal(0, 0.1, (8, 4, 4, 4)).astype(np.float32), "w")
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])
+    g = helper.make_graph([node], "d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 10, 12])], [w])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_dense_macs_against_independent_counts():
+    zoo = load_zoo()
+    for name in ("resnet20_cifar", "mobilenetv2_cifar"):
+        m = zoo.NETWORKS[name]()
+        assert dense_macs(m) == zoo.macs(m)
+    # a transposed convolution: every input pixel × every tap × the output channels
+    assert dense_macs(_deconv_model()) == 8 * 5 * 6 * 4 * 4 * 4
+
+
+def test_evaluate_points(tmp_path):
+    path = tmp_path / "deconv.onnx"
+    onnx.save(_deconv_model(), path)
+    cfg = EngineConfig()
+    ok, fails = sweep_points([str(path), "zoo:squeezenet11@224"], [cfg], placements=("chip",))
+    r = evaluate(ok)
+    assert set(r) == set(COLUMNS)
+    assert r["compiles"] and r["placement"] == "chip" and r["network"] == "deconv" and r["size"] == 5
+    assert r["images_per_s"] == pytest.approx(cfg.clk_hz / r["cycles"])
+    assert r["ideal_cycles"] == pytest.approx(r["macs"] / (cfg.m * cfg.vc))
+    assert r["dram_read_bytes"] == r["dram_write_bytes"] == 0 and r["energy_dram_uj"] == 0
+    assert r["energy_uj"] == pytest.approx(r["uj_per_image_on_chip"]) and r["energy_uj"] > 0
+    assert r["bram36_fits_vc707"] and r["lut"] is None
+    # SqueezeNet 1.1 at 224² does not fit on chip: a row with the compiler's reason
+    f = evaluate(fails)
+    assert f["compiles"] is False and f["cycles"] is None and "chip:" in f["reason"]
+    # transposed convolutions are not banded for maps in DDR: the reason is the compiler's
+    t = evaluate(dataclasses.replace(ok, placement="ddr"))
+    assert t["compiles"] is False and t["reason"].startswith("ddr: ")
+    # maps in DDR: the step list's traffic is counted and priced
+    on_chip = evaluate(dataclasses.replace(ok, network="zoo:resnet20_cifar"))
+    d = evaluate(dataclasses.replace(ok, network="zoo:resnet20_cifar", placement="ddr"))
+    assert d["compiles"] and d["placement"] == "ddr" and d["dram_read_bytes"] > 0 and d["dram_write_bytes"] > 0
+    assert d["energy_dram_uj"] > 0 and d["energy_uj"] > on_chip["energy_uj"]
+    with pytest.raises(ValueError, match="no zoo network 'lenet'"):
+        evaluate(dataclasses.replace(ok, network="zoo:lenet"))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        evaluate(dataclasses.replace(ok, network=str(tmp_path / "none.onnx")))
+
+
+def test_sweep_command_on_a_local_dask_cluster(tmp_path):
+    out, png = tmp_path / "sweep.csv", tmp_path / "pareto.png"
+    res = CliRunner().invoke(cli, ["sweep", "zoo:resnet20_cifar", "--set", "m=16,32", "--winograd", "auto,direct",
+                                   "--workers", "2", "--no-progress", "-o", str(out), "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["m"], r["conv_mode"]) for r in rows] == [("16", "auto"), ("16", "direct"), ("32", "auto"),
+                                                         ("32", "direct")]
+    assert all(r["compiles"] == "True" and int(r["cycles"]) > 0 for r in rows)
+    # Winograd where it pays: auto is faster than direct on ResNet-20's 3×3 layers
+    assert int(rows[0]["cycles"]) < int(rows[1]["cycles"]) and int(rows[0]["winograd_layers"]) > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res.output.count("images/s") == 4
+
+
+def test_sweep_command_errors():
+    runner = CliRunner()
+    for args, why in [(["--set", "lanes=2"], "not an EngineConfig field"), (["--set", "m=16", "--set", "m=32"],
+                                                                            "given twice"),
+                      (["--deconv", "zero"], "--deconv 'zero'"), (["--winograd", "fast"], "fast"),
+                      (["-o", "x.txt"], "write .csv or .json")]:
+        res = runner.invoke(cli, ["sweep", "zoo:resnet20_cifar", "--no-progress", "--workers", "1", *args])
+        assert res.exit_code == 1 and why in res.output, (args, res.output)
