@@ -12,8 +12,9 @@ import numpy as np
 
 from ..hw.config import EngineConfig
 from ..sim.perf.energy import ENERGY_PARTS, ENERGY_SOURCES, program_energy, program_events
+from ..sim.perf.sweep import dense_macs
 from ..sim.perf.traffic import run_traffic
-from .compiler import layer_cycles, plan_program, winograd_work
+from .compiler import layer_beats, layer_cycles, plan_program, winograd_work
 from .driver import Device, golden_forward
 from .ir import ConvOp
 
@@ -272,7 +273,7 @@ def memory_bench(config: EngineConfig = EngineConfig(), *, seed=1, cases=MEMORY_
     res = {"clk_mhz": config.clk_hz / 1e6, "cases": []}
     with Device("sim", config=config) as dev:
         for ch, size, n in cases:
-            case = {"channels": ch, "size": size, "layers": n}
+            case = {"channels": ch, "size": size, "layers": n, "macs": n * size * size * ch * ch * 9}
             outs = {}
             for mode in ("resident", "streamed"):
                 program, v = _conv_chain(ch, size, n, seed, config, mode == "streamed")
@@ -324,7 +325,9 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
     """Whole published networks on the simulated PCIe device, every map in DDR
     (``tile_features``): per network, cycles per image, the engine's busy cycles, the fraction of
     cycles waiting for memory, DDR bytes read and written per image, the compiler's compute-only
-    cycle model (:func:`layer_cycles` of every plan), row bands and parts, images/s at the clock,
+    cycle model (:func:`layer_cycles` of every plan; ``layers``: each plan's model cycles and
+    PE-array beats), the DDR bytes of the traffic model (:func:`run_traffic` of the run list),
+    dense MACs (:func:`dense_macs`), row bands and parts, images/s at the clock,
     bit-exactness against the golden model, the energy estimate per image with the DDR bytes
     priced (:func:`_energy`; ``energy``: per layer too); or, for a network that does not compile for
     ``config``, the compiler's reason. The models come from the checkout's ``scripts/zoo.py``
@@ -359,6 +362,9 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
                 "ddr_read_bytes": mem["ddr_read_bytes"], "ddr_write_bytes": mem["ddr_write_bytes"],
                 "model_compute_cycles": sum(layer_cycles(L, config) for L in program.layers),
                 "model_ddr_read_bytes": traffic["read_bytes"], "model_ddr_write_bytes": traffic["write_bytes"],
+                "macs": dense_macs(model),
+                "layers": [{"name": L.name, "model_cycles": layer_cycles(L, config), "beats": layer_beats(L, config)}
+                           for L in program.layers],
                 "images_per_s_at_clk": config.clk_hz / mem["cycles"],
                 "bit_exact_vs_golden": bool(np.array_equal(y, golden_forward(program, x[0]))),
                 **_energy(program, mem["ddr_read_bytes"] + mem["ddr_write_bytes"], energy),

@@ -517,7 +517,9 @@ def _model_input_shape(model):
 @click.option("--energy", is_flag=True, help="also the energy estimate of every layer (the per-image figure is always "
               "written)")
 @click.option("-o", "--out", type=click.Path(), default="bench.json", show_default=True, help="JSON file to write")
-def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, out):
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="also draw the PNG plots into this "
+              "folder: utilization.png, roofline.png, deconv.png (nibble.sim.perf.plots)")
+def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, out, plot_dir):
     """Benchmarks on the RTL, measured in one run, written as JSON.
 
     conv3x3: a 3×3 stride-1 conv layer (CIN → COUT channels, SIZE × SIZE) in direct form (SAC
@@ -543,7 +545,8 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, ou
 
     conv3x3, deconv and networks give the energy estimate per image (µJ: event counts of the
     schedule × 45 nm per-action energies, nibble.sim.perf.energy; DDR bytes priced in networks);
-    --energy adds every layer's.
+    --energy adds every layer's. --plot DIR draws the per-layer PE-array occupancy, a roofline of
+    the runs through DDR and the deconvolution forms' cycles and energy as PNG files.
     """
     from .host.bench import deconv_bench, link_bench, memory_bench, network_bench, winograd_bench
     cfg = _config(config_path)
@@ -563,6 +566,10 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, ou
         raise _Fail(_message(e)) from None
     pathlib.Path(out).write_text(json.dumps(res, indent=2) + "\n")
     click.echo(json.dumps(res))
+    if plot_dir:
+        from .sim.perf.plots import bench_plots
+        for f in bench_plots(res, cfg, plot_dir):
+            click.echo(f"wrote {f}", err=True)
 
 
 def _csv(text):

@@ -116,3 +116,33 @@ def test_sweep_command_errors():
                       (["-o", "x.txt"], "write .csv or .json")]:
         res = runner.invoke(cli, ["sweep", "zoo:resnet20_cifar", "--no-progress", "--workers", "1", *args])
         assert res.exit_code == 1 and why in res.output, (args, res.output)
+
+
+def _synthetic_bench():
+    net = {"compiles": True, "size": 224, "macs": 350_000_000, "cycles": 2_400_000, "stall_fraction": 0.13,
+           "ddr_read_bytes": 6_000_000, "ddr_write_bytes": 3_000_000,
+           "layers": [{"name": f"l{i}", "model_cycles": 1000 + 100 * i, "beats": 900} for i in range(5)]}
+    form = lambda c, e: {"rtl_cycles": c, "energy_uj": e}
+    deconv = {"nzp": form(832_173, 136.2), "tdc": form(218_292, 46.2), "winograd_tdc": form(109_592, 43.0),
+              "layer": {"name": "Deconv2", "cin": 128, "cout": 64, "kernel": 5, "stride": 2}}
+    for f in ("tdc", "winograd_tdc"):
+        deconv[f"nzp_over_{f}_cycles"] = deconv["nzp"]["rtl_cycles"] / deconv[f]["rtl_cycles"]
+        deconv[f"nzp_over_{f}_energy"] = deconv["nzp"]["energy_uj"] / deconv[f]["energy_uj"]
+    return {"networks": {"networks": {"squeezenet11": net, "resnet18": {"compiles": False, "reason": "x"}}},
+            "memory": {"cases": [{"channels": 64, "size": 16, "layers": 4, "macs": 4 * 16 * 16 * 64 * 64 * 9,
+                                  "streamed": {"cycles": 600_000, "ddr_read_bytes": 200_000,
+                                               "ddr_write_bytes": 0}}]},
+            "conv3x3": {"layer": {"cin": 64, "cout": 64, "h": 32}, "direct": {"pe_utilization": 0.98},
+                        "winograd": {"pe_utilization": 0.99}},
+            "deconv": deconv}
+
+
+def test_bench_plots_are_written(tmp_path):
+    from nibble.sim.perf.plots import PLOTS, bench_plots
+    paths = bench_plots(_synthetic_bench(), EngineConfig(), tmp_path / "plots")
+    assert sorted(p.name for p in paths) == sorted(PLOTS)
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one part only: only its plot
+    assert [p.name for p in bench_plots({"deconv": _synthetic_bench()["deconv"]}, EngineConfig(), tmp_path)] == \
+        ["deconv.png"]
