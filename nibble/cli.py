@@ -650,6 +650,52 @@ def sweep(networks, config_path, axes, conv_modes, deconvs, placements, resource
     click.echo(f"wrote {out}" + (f" and {plot_path}" if plot_path else ""))
 
 
+@cli.command("export-timeloop")
+@click.argument("source", type=click.Path())
+@click.option("--layer", required=True, help="name of the plan (descriptor) to export, as 'nibble compile' lists it")
+@click.option("--calib", type=click.Path(), help="calibration inputs of an ONNX SOURCE (.npy; default: 2 seeded "
+              "N(0, 1) images, which set the shifts only)")
+@click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON of an ONNX SOURCE")
+@click.option("--winograd", "winograd", default="direct", show_default=True,
+              help="convolution mode of an ONNX SOURCE (a Winograd plan is not a CNN-Layer)")
+@click.option("--deconv", "deconv", type=click.Choice(["auto", "tdc", "nzp", "winograd"]), default="tdc",
+              show_default=True, help="transposed convolutions of an ONNX SOURCE")
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="timeloop", show_default=True,
+              help="folder to write arch.yaml, problem.yaml and mapping.yaml into")
+def export_timeloop_cmd(source, layer, calib, config_path, winograd, deconv, out):
+    """Write Timeloop's architecture, problem and mapping YAML of one layer as Nibble runs it.
+
+    SOURCE: a program file (nibble compile) or an ONNX model (compiled here). The files describe
+    the engine's storage hierarchy (DDR, feature and weight memory, per-PE filter cache and
+    accumulator, vc SAC lanes), the plan as a CNN-Layer with channels padded to whole blocks, and
+    the scheduler's loop nest (nibble.sim.perf.timeloop). With Timeloop and Accelergy installed:
+
+        timeloop-model arch.yaml problem.yaml mapping.yaml
+    """
+    from .host.program import Program
+    from .sim.perf.timeloop import export_timeloop
+    try:
+        if str(source).endswith(".onnx"):
+            from .host.compiler import compile_model
+            from .host.frontend.onnx import import_graph, load_onnx
+            from .host.graph import chw
+            if calib:
+                x = _load_array(calib, "--calib")
+            else:                           # the front end names a model it cannot read
+                g = import_graph(load_onnx(source))
+                x = np.random.default_rng(0).normal(0, 1, (2, *chw(g.tensors[g.inputs[0]].shape)))
+            program = compile_model(source, x, _config(config_path), winograd=winograd, deconv=deconv)
+        else:
+            if calib or config_path:
+                raise ValueError(f"--calib and --config apply to an ONNX SOURCE; '{source}' is a program file")
+            program = Program.load(source)
+        paths = export_timeloop(program, layer, out)
+    except _expected_errors() as e:
+        raise _Fail(_message(e)) from None
+    for p in paths:
+        click.echo(str(p))
+
+
 @cli.command()
 @click.option("--board", type=click.Choice(list(_boards())), required=True)
 @click.option("--host", type=click.Choice(["uart", "pcie"]), default="uart", show_default=True,

@@ -146,3 +146,58 @@ def test_bench_plots_are_written(tmp_path):
     # one part only: only its plot
     assert [p.name for p in bench_plots({"deconv": _synthetic_bench()["deconv"]}, EngineConfig(), tmp_path)] == \
         ["deconv.png"]
+
+
+def test_export_timeloop_files_state_the_schedule(tmp_path):
+    """The exported mapping's factors multiply to each dimension of the problem, respect the
+    fan-outs (m PEs, vc lanes), and their product — the SAC operations Timeloop counts — is the
+    engine's beats × m·vc (layer_beats, which the RTL's beats counter checks)."""
+    import yaml
+    from nibble.host.compiler import compile_model, layer_beats
+    from nibble.sim.perf.timeloop import TimeloopError, timeloop_files
+    zoo = load_zoo()
+    cfg = EngineConfig()
+    p = compile_model(zoo.NETWORKS["resnet20_projection"](), np.random.default_rng(0).normal(0, 1, (2, 3, 32, 32)),
+                      cfg, winograd="direct")
+    strided = [L for L in p.layers if L.stride == 2]
+    assert strided
+    for L in (p.layers[0], p.layers[1], strided[0], p.layers[-1]):
+        f = {k: yaml.safe_load(v) for k, v in timeloop_files(L, cfg).items()}
+        inst = f["problem.yaml"]["problem"]["instance"]
+        prod = dict.fromkeys("CMRSNPQ", 1)
+        for level in f["mapping.yaml"]["mapping"]:
+            if level["type"] == "bypass":
+                continue
+            fac = dict(kv.split("=") for kv in level["factors"].split())
+            assert sorted(fac) == sorted("CMRSNPQ") and sorted(level["permutation"]) == sorted("CMRSNPQ")
+            for d, v in fac.items():
+                prod[d] *= int(v)
+            if level["type"] == "spatial":
+                assert int(fac["M"]) * int(fac["C"]) in (cfg.m, cfg.vc)
+        assert prod == {d: inst[d] for d in "CMRSNPQ"}
+        assert inst["Wstride"] == L.stride
+        assert np.prod(list(prod.values())) == layer_beats(L, cfg) * cfg.m * cfg.vc
+        pe = f["arch.yaml"]["architecture"]["subtree"][0]["subtree"][0]["subtree"][0]
+        assert pe["name"] == f"PE[0..{cfg.m - 1}]" and pe["local"][-1]["name"] == f"SAC[0..{cfg.vc - 1}]"
+    # a Winograd plan and a pooled one are refused by name
+    pw = compile_model(zoo.NETWORKS["resnet20_cifar"](), np.random.default_rng(0).normal(0, 1, (2, 3, 32, 32)), cfg)
+    wino = next(L for L in pw.layers if L.winograd)
+    with pytest.raises(TimeloopError, match=f"plan '{wino.name}'.*Winograd"):
+        timeloop_files(wino, cfg)
+    with pytest.raises(TimeloopError, match="max-pooling"):
+        timeloop_files(dataclasses.replace(p.layers[1], pool=(2, 2, 2, 2, 0, 0, 0, 0)), cfg)
+
+
+def test_export_timeloop_command(tmp_path):
+    path = tmp_path / "deconv.onnx"
+    onnx.save(_deconv_model(), path)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["export-timeloop", str(path), "--layer", "nope", "-o", str(tmp_path / "t")])
+    assert res.exit_code == 1 and "has no plan 'nope' (plans: " in res.output
+    name = res.output.split("(plans: ")[1].split(",")[0].rstrip(")\n")
+    res = runner.invoke(cli, ["export-timeloop", str(path), "--layer", name, "-o", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output
+    assert sorted(q.name for q in (tmp_path / "t").iterdir()) == ["arch.yaml", "mapping.yaml", "problem.yaml"]
+    assert name.startswith("y/phase")              # a TDC phase, an ordinary convolution
+    res = runner.invoke(cli, ["export-timeloop", str(path), "--layer", "y", "--deconv", "nzp", "-o", str(tmp_path)])
+    assert res.exit_code == 1 and "plan 'y': it is an NZP plan" in res.output
