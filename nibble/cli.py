@@ -599,9 +599,11 @@ def _csv(text):
 @click.option("-o", "--out", type=click.Path(), default="sweep.csv", show_default=True,
               help="table to write (.csv or .json)")
 @click.option("--plot", "plot_path", type=click.Path(), help="Pareto plots to draw (.png)")
+@click.option("--skip-invalid", is_flag=True, help="leave out the combinations of the axes that are not valid "
+              "configurations (e.g. m not a multiple of vc), listing them, instead of failing")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
 def sweep(networks, config_path, axes, conv_modes, deconvs, placements, resources, board, seed, scheduler, workers,
-          out, plot_path, progress):
+          out, plot_path, skip_invalid, progress):
     """Evaluate EngineConfig fields × networks × modes with the performance model, on Dask.
 
     NETWORKS: .onnx files or zoo:NAME[@SIZE] (scripts/zoo.py of the checkout: resnet20_cifar,
@@ -614,7 +616,8 @@ def sweep(networks, config_path, axes, conv_modes, deconvs, placements, resource
     Writes the table (--out) and, with --plot, the Pareto fronts (images/s against PE lanes or
     LUT, energy against images/s); prints a summary line per point.
     """
-    from .sim.perf.sweep import config_grid, parse_axis, plot_pareto, run_sweep, sweep_points, write_table
+    from .sim.perf.sweep import (config_grid, parse_axis, plot_pareto, run_sweep, skipped_combinations, sweep_points,
+                                 write_table)
     from .host.compiler import DECONV_MODES, parse_modes
     base = _config(config_path)
     try:
@@ -629,7 +632,9 @@ def sweep(networks, config_path, axes, conv_modes, deconvs, placements, resource
             if name in grid:
                 raise ValueError(f"--set {name} is given twice")
             grid[name] = vals
-        configs = config_grid(base, grid)
+        configs = config_grid(base, grid, skip_invalid=skip_invalid)
+        for change, why in skipped_combinations(base, grid) if skip_invalid else ():
+            click.echo(f"skipped {change}: {why}", err=True)
         points = sweep_points(list(networks), configs, _csv(conv_modes), _csv(deconvs), _csv(placements), seed=seed,
                               resources=resources, board=board)
         rows = run_sweep(points, scheduler=scheduler, workers=workers, progress=progress)

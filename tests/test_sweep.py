@@ -14,7 +14,7 @@ from nibble.cli import cli
 from nibble.host.bench import load_zoo
 from nibble.hw.config import EngineConfig
 from nibble.sim.perf.sweep import (COLUMNS, config_grid, dense_macs, evaluate, pareto_front, parse_axis,
-                                   sweep_points)
+                                   read_table, skipped_combinations, sweep_points)
 
 
 def test_parse_axis_types_and_errors():
@@ -31,6 +31,14 @@ def test_config_grid_order_and_invalid_combination():
     assert [(c.m, c.winograd) for c in grid] == [(16, True), (16, False), (32, True), (32, False)]
     with pytest.raises(ValueError, match=r"\{'vc': 12\}"):
         config_grid(EngineConfig(), {"vc": [16, 12]})
+    # m must be a multiple of vc: skipped on request, and listed
+    axes = {"m": [16, 32], "vc": [16, 32]}
+    assert [(c.m, c.vc) for c in config_grid(EngineConfig(), axes, skip_invalid=True)] == [(16, 16), (32, 16),
+                                                                                          (32, 32)]
+    (change, why), = skipped_combinations(EngineConfig(), axes)
+    assert change == {"m": 16, "vc": 32} and "multiple of vc" in why
+    with pytest.raises(ValueError, match="no valid configuration"):
+        config_grid(EngineConfig(), {"vc": [12]}, skip_invalid=True)
     with pytest.raises(ValueError, match="placement 'disk'"):
         sweep_points(["zoo:resnet20_cifar"], grid, placements=("disk",))
 
@@ -99,6 +107,8 @@ def test_sweep_command_on_a_local_dask_cluster(tmp_path):
                                    "--workers", "2", "--no-progress", "-o", str(out), "--plot", str(png)])
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(out.open()))
+    typed = read_table(out)
+    assert typed[0]["compiles"] is True and isinstance(typed[0]["cycles"], int) and typed[0]["lut"] is None
     assert [(r["m"], r["conv_mode"]) for r in rows] == [("16", "auto"), ("16", "direct"), ("32", "auto"),
                                                          ("32", "direct")]
     assert all(r["compiles"] == "True" and int(r["cycles"]) > 0 for r in rows)

@@ -32,8 +32,8 @@ import logging
 
 import numpy as np
 
-__all__ = ["SweepPoint", "COLUMNS", "parse_axis", "config_grid", "sweep_points", "dense_macs", "load_network",
-           "evaluate", "run_sweep", "pareto_front", "write_table", "plot_pareto", "PLACEMENTS"]
+__all__ = ["SweepPoint", "COLUMNS", "parse_axis", "config_grid", "skipped_combinations", "sweep_points", "dense_macs", "load_network",
+           "evaluate", "run_sweep", "pareto_front", "write_table", "read_table", "plot_pareto", "PLACEMENTS"]
 
 #: Where a point's feature maps live: ``chip`` (feature memory), ``ddr`` (every map in external
 #: memory, row bands; weights streamed), ``auto`` (on chip when the program fits, else DDR).
@@ -102,23 +102,41 @@ def parse_axis(text):
     return name, vals
 
 
-def config_grid(base, axes):
+def config_grid(base, axes, skip_invalid=False):
     """Every combination of ``axes`` (``{field: [values]}``, in order) applied to the
     ``EngineConfig`` ``base``: a list of configurations (the last axis varies fastest).
 
+    :param skip_invalid: leave out the combinations that are not valid configurations (e.g.
+        ``m`` not a multiple of ``vc``) instead of raising; :func:`skipped_combinations` lists
+        them with the reason.
     :raises ValueError: a combination that is not a valid configuration (the ``EngineConfig``
-        check's message, with the combination).
+        check's message, with the combination); no valid combination at all.
     """
+    out, bad = _grid(base, axes)
+    if bad and not skip_invalid:
+        change, why = bad[0]
+        raise ValueError(f"{change}: {why}")
+    if not out:
+        raise ValueError(f"no valid configuration in the grid ({bad[0][0]}: {bad[0][1]})")
+    return out
+
+
+def skipped_combinations(base, axes):
+    """The ``(combination, reason)`` pairs of ``axes`` that are not valid configurations."""
+    return _grid(base, axes)[1]
+
+
+def _grid(base, axes):
     import itertools
     names = list(axes)
-    out = []
+    out, bad = [], []
     for combo in itertools.product(*(axes[n] for n in names)):
         change = dict(zip(names, combo))
         try:
             out.append(dataclasses.replace(base, **change))
         except ValueError as e:
-            raise ValueError(f"{change}: {e}") from None
-    return out
+            bad.append((change, str(e)))
+    return out, bad
 
 
 def sweep_points(networks, configs, conv_modes=("auto",), deconvs=("auto",), placements=("auto",), seed=0,
@@ -352,6 +370,29 @@ def write_table(rows, path):
     path.write_text(buf.getvalue())
 
 
+def read_table(path):
+    """The rows of a table :func:`write_table` wrote (``.csv``: integers, floats, booleans and
+    empty cells (``None``) read back as such; ``.json``)."""
+    import pathlib
+    path = pathlib.Path(path)
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+
+    def value(v):
+        if v == "":
+            return None
+        if v in ("True", "False"):
+            return v == "True"
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+        return v
+    with path.open(newline="") as f:
+        return [{k: value(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def plot_pareto(rows, path, x=None):
     """Draw the sweep's Pareto plots as one PNG at ``path`` (matplotlib, Agg): left, images/s
     against ``x`` — ``"lut"`` when the rows have the resource estimate, else
@@ -383,9 +424,12 @@ def plot_pareto(rows, path, x=None):
             front = sorted((sub[i] for i in pareto_front(sub, px, py, minx, maxy)), key=lambda r: r[px])
             ax.plot([r[px] for r in front], [r[py] for r in front], color=color, lw=1.2)
     clk = sorted({r["clk_mhz"] for r in ok})
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    ax0.set_xscale("log", base=2)
+    ax0.xaxis.set_major_formatter(ScalarFormatter())
+    ax0.xaxis.set_minor_formatter(NullFormatter())
     ax0.set_xlabel(labels.get(x, x))
     ax0.set_ylabel(f"images/s at {', '.join(f'{c:g}' for c in clk)} MHz (cycle model)")
-    ax0.set_xscale("log")
     ax0.set_yscale("log")
     ax0.legend(fontsize=8)
     ax0.set_title("throughput against cost (front: fewest resources, most images/s)", fontsize=9)
