@@ -304,12 +304,14 @@ def memories(config: EngineConfig, bridge_words=256, host="uart"):
     from ..hw.pe import U_WIDTH
     if host not in HOSTS:
         raise ValueError(f"unknown host interface '{host}' (known: {', '.join(HOSTS)})")
+    from ..hw.accelerator import DESC_LOG
     wino = [("transformed-weight cache", c.m, c.vc * U_WIDTH, c.filter_depth)] if c.winograd else []
     mems = [("filter cache", c.m, c.vc * 4, c.filter_depth), *wino,
             ("parameter", 1, 32, c.param_depth),
             ("weight", 1, c.vc * 4, c.weight_depth),
             # one write and two read ports (the scheduler's and the residual reader's): two copies
-            ("feature", 2, c.vc * 8, c.feature_depth)]
+            ("feature", 2, c.vc * 8, c.feature_depth),
+            ("descriptor cycle log", 1, 32, DESC_LOG)]
     if host == "uart":
         return mems + [("bridge buffer", 1, 32, bridge_words)]
     from ..hw.axi import R_DEPTH, AXI4Signature

@@ -325,8 +325,9 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
     """Whole published networks on the simulated PCIe device, every map in DDR
     (``tile_features``): per network, cycles per image, the engine's busy cycles, the fraction of
     cycles waiting for memory, DDR bytes read and written per image, the compiler's compute-only
-    cycle model (:func:`layer_cycles` of every plan; ``layers``: each plan's model cycles and
-    PE-array beats), the DDR bytes of the traffic model (:func:`run_traffic` of the run list),
+    cycle model (:func:`layer_cycles` of every plan; ``layers``: each plan's model cycles,
+    PE-array beats and measured engine cycles — its row bands' entries of the descriptor cycle log,
+    :meth:`Device.descriptor_cycles`), the DDR bytes of the traffic model (:func:`run_traffic` of the run list),
     dense MACs (:func:`dense_macs`), row bands and parts, images/s at the clock,
     bit-exactness against the golden model, the energy estimate per image with the DDR bytes
     priced (:func:`_energy`; ``energy``: per layer too); or, for a network that does not compile for
@@ -354,6 +355,9 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
             y = dev.run_int(x)[0]
             mem = dev.memory[0]
             traffic = run_traffic(dev._be.ddr, config)
+            rtl_layers = [0] * len(program.layers)    # the descriptor cycle log, by plan (its row bands)
+            for (_, layer), cyc in zip(sorted(dev._be.ddr.runs.items()), dev.descriptor_cycles()):
+                rtl_layers[layer] += cyc
             res["networks"][name] = {
                 "compiles": True, "size": h, "descriptors": len(program.layers),
                 "parts": sum(len(parts(L, config)) for L in program.layers), "bands": len(dev._be.ddr.runs),
@@ -363,8 +367,8 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
                 "model_compute_cycles": sum(layer_cycles(L, config) for L in program.layers),
                 "model_ddr_read_bytes": traffic["read_bytes"], "model_ddr_write_bytes": traffic["write_bytes"],
                 "macs": dense_macs(model),
-                "layers": [{"name": L.name, "model_cycles": layer_cycles(L, config), "beats": layer_beats(L, config)}
-                           for L in program.layers],
+                "layers": [{"name": L.name, "model_cycles": layer_cycles(L, config), "beats": layer_beats(L, config),
+                            "rtl_engine_cycles": r} for L, r in zip(program.layers, rtl_layers)],
                 "images_per_s_at_clk": config.clk_hz / mem["cycles"],
                 "bit_exact_vs_golden": bool(np.array_equal(y, golden_forward(program, x[0]))),
                 **_energy(program, mem["ddr_read_bytes"] + mem["ddr_write_bytes"], energy),

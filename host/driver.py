@@ -350,6 +350,25 @@ class _TransportBackend:
         self.feature_reads = state["feature_reads"]
         return outs, state["cycles"], state["beats"]
 
+    def descriptor_cycles(self):
+        """Engine cycles of every descriptor the last run finished, in order (the ``desc_count``,
+        ``desc_sel`` and ``desc_cycles`` CSRs: one read, then a write and a read per descriptor).
+
+        :raises DeviceError: the device has no descriptor cycle log (an older regmap), or the run
+            finished more descriptors than the log holds (naming both counts).
+        """
+        if "desc_count" not in self.rm["csrs"]:
+            raise DeviceError("the device has no descriptor cycle log (its register map has no desc_count)")
+        n, depth = self.link.read_u32(self._csr("desc_count")), self.rm["desc_log"]["depth"]
+        if n > depth:
+            raise DeviceError(f"the last run finished {n} descriptors; the device logs the cycles of the first "
+                              f"{depth} only")
+        out = []
+        for i in range(n):
+            self.link.write_u32(self._csr("desc_sel"), i)
+            out.append(self.link.read_u32(self._csr("desc_cycles")))
+        return out
+
     def close(self, kill=False):
         self.link.close(kill=kill)
 
@@ -485,6 +504,22 @@ class Device:
         per_output = [np.stack([o[k] for o in outs]) for k in range(len(self.program.outputs))]
         self.raw = per_output[0] if len(per_output) == 1 else per_output
         return self.raw
+
+    def descriptor_cycles(self):
+        """Engine cycles of every descriptor the device finished in its last inference (the last
+        input of the last :meth:`run`), in execution order: the program's plans, or on a device
+        with external memory the descriptors of its RUN steps (one per row band and part,
+        ``DdrPlan.runs`` names each one's plan). Their sum is the engine's busy cycles; each is
+        what :func:`nibble.host.passes.lower.layer_cycles` models for its plan.
+
+        :raises DeviceError: the ``golden`` device (it has no cycles), no run yet, or more
+            descriptors than the device's log holds.
+        """
+        if not hasattr(self._be, "descriptor_cycles"):
+            raise DeviceError(f"the {self.transport} device has no cycle counters")
+        if not self.cycles:
+            raise DeviceError("no run yet: descriptor cycles are those of the last inference")
+        return self._be.descriptor_cycles()
 
     def run(self, x):
         """Float inputs → float outputs: the dequantized int8 results ((N, Cout) for a Gemm head),

@@ -73,7 +73,15 @@ CSRS = [
     ("dma_rd_bytes", "ro", "bytes read from DDR during the last run (step fetches and LOADs)"),
     ("dma_wr_bytes", "ro", "bytes written to DDR during the last run (STOREs)"),
     ("engine_cycles", "ro", "cycles the engine was busy during the last run (the rest of cycles: waiting for memory)"),
+    ("desc_count", "ro", "descriptors the engine finished during the last run (all its RUN steps)"),
+    ("desc_sel", "rw", "index into the descriptor cycle log read by desc_cycles"),
+    ("desc_cycles", "ro", "engine cycles of the desc_sel-th descriptor finished during the last run (from the cycle "
+                          "after the previous one's end, or the start, to its end; 0 beyond desc_count or the "
+                          "log's DESC_LOG entries)"),
 ]
+#: Entries of the descriptor cycle log (``desc_sel`` / ``desc_cycles``): the first this many
+#: descriptors of a run are logged; ``desc_count`` counts them all.
+DESC_LOG = 1024
 #: Bit of each flag in the ``status`` CSR.
 STATUS_BITS = {"busy": 0, "done": 1, "error": 2, "refused": 3}
 CSR_INDEX = {name: i for i, (name, _, _) in enumerate(CSRS)}
@@ -122,6 +130,7 @@ def regmap(config: EngineConfig, *, ddr=False):
                        "fields": {n: {"offset": o, "width": w, "signed": sg}
                                   for n, (o, w, sg) in descriptor_fields().items()}},
         "requant": {"sh_min": SH_MIN, "sh_max": SH_MAX, "prelu_frac": PRELU_FRAC},
+        "desc_log": {"depth": DESC_LOG},
     }
 
 
@@ -241,6 +250,21 @@ class AcceleratorCore(wiring.Component):
                 m.d.sync += rd_bytes.eq(rd_bytes + beat_bytes)
             with m.If(wr_beat):
                 m.d.sync += wr_bytes.eq(wr_bytes + beat_bytes)
+        # descriptor cycle log: the engine cycles of every descriptor of the run, in order
+        m.submodules.desc_log = desc_log = Memory(shape=32, depth=DESC_LOG, init=[])
+        log_w = desc_log.write_port()
+        desc_sel = Signal(32)
+        log_r = desc_log.read_port(transparent_for=(log_w,))
+        desc_count, desc_cyc = Signal(32), Signal(32)
+        m.d.comb += [log_r.addr.eq(desc_sel), log_r.en.eq(1),
+                     log_w.addr.eq(desc_count), log_w.data.eq(desc_cyc + 1),
+                     log_w.en.eq(eng.desc_end & (desc_count < DESC_LOG))]
+        with m.If(eng.desc_end):
+            m.d.sync += [desc_count.eq(desc_count + 1), desc_cyc.eq(0)]
+        with m.Elif(eng.busy):
+            m.d.sync += desc_cyc.eq(desc_cyc + 1)
+        desc_cycles = Signal(32)
+        m.d.comb += desc_cycles.eq(Mux(desc_sel < Mux(desc_count < DESC_LOG, desc_count, DESC_LOG), log_r.data, 0))
         start_steps = Signal()
         if self.ddr:
             m.d.comb += [seq.step_base.eq(step_base), seq.start.eq(start_steps)]
@@ -262,6 +286,7 @@ class AcceleratorCore(wiring.Component):
             "scratch": scratch, "ctrl": C(0, 32),
             "step_base": step_base, "steps": seq_steps, "dma_rd_bytes": rd_bytes, "dma_wr_bytes": wr_bytes,
             "engine_cycles": engine_cycles, "feature_reads": f_reads,
+            "desc_count": desc_count, "desc_sel": desc_sel, "desc_cycles": desc_cycles,
         }
         csr_sel = region == (REGION_BASE["csr"] >> 28)
         csr_rdata = Signal(32)
@@ -284,7 +309,8 @@ class AcceleratorCore(wiring.Component):
                                 m.d.comb += start_steps.eq(1)
                                 m.d.sync += [step_mode.eq(1), run_cycles.eq(0), engine_cycles.eq(0),
                                              beats_total.eq(0), rd_bytes.eq(0), wr_bytes.eq(0)]
-                            m.d.sync += [refused.eq(0), acked.eq(0), runs.eq(runs + 1), f_reads.eq(0)]
+                            m.d.sync += [refused.eq(0), acked.eq(0), runs.eq(runs + 1), f_reads.eq(0),
+                                         desc_count.eq(0), desc_cyc.eq(0)]
                     with m.Elif(bus.w_data & CTRL_ACK):
                         with m.If(~busy):
                             m.d.sync += acked.eq(1)
@@ -294,6 +320,8 @@ class AcceleratorCore(wiring.Component):
                     m.d.sync += step_base.eq(bus.w_data)
                 with m.Case(CSR_INDEX["scratch"]):
                     m.d.sync += scratch.eq(bus.w_data)
+                with m.Case(CSR_INDEX["desc_sel"]):
+                    m.d.sync += desc_sel.eq(bus.w_data)
 
         # ---- memories, each with one read and one write port shared by host and engine
         words = _region_words(c)

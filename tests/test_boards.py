@@ -176,8 +176,8 @@ def test_report_small_config(small_sac_config, synth_cache, monkeypatch):
     blocks = est["blocks"]
     assert blocks["pe"]["count"] == 8 and blocks["controller"]["count"] == 1
     assert est["total"]["LUT"] == sum(b["count"] * b["LUT"] for b in blocks.values())
-    # filter caches, param, weight, feature (two copies: two read ports), bridge
-    assert est["total"]["BRAM36"] == 8 * 0.5 + 0.5 + 1 + 2 * 2 + 0.5
+    # filter caches, param, weight, feature (two copies: two read ports), descriptor cycle log, bridge
+    assert est["total"]["BRAM36"] == 8 * 0.5 + 0.5 + 1 + 2 * 2 + 1 + 0.5
     assert blocks["pre_pe"]["count"] == 0 and blocks["post_pe"]["count"] == 0
     assert blocks["pe"]["DSP48E1"] == 0        # SAC lanes only: no multiplier
     assert blocks["pe"]["LUT"] > 8 * blocks["sac_lane"]["LUT"] > 0
@@ -185,7 +185,7 @@ def test_report_small_config(small_sac_config, synth_cache, monkeypatch):
     # the table; a second report comes from the cache
     r = CliRunner().invoke(cli, ["report", "--board", "kc705", "--config", str(small_config)])
     assert r.exit_code == 0, r.output
-    assert "| LUT |" in r.output and "| 203,800 |" in r.output and "| BRAM36 | 10 |" in r.output
+    assert "| LUT |" in r.output and "| 203,800 |" in r.output and "| BRAM36 | 11 |" in r.output
     assert re.search(r"logic depth \(ltp -noff\): \d+ cells, in \w+", r.output)
 
 

@@ -128,6 +128,9 @@ def test_imagenet_network_224_on_the_rtl(name):
     assert r["parts"] > r["descriptors"] and r["bands"] > r["parts"]
     assert 0 < r["engine_cycles"] < r["cycles"] and r["stall_fraction"] == 1 - r["engine_cycles"] / r["cycles"]
     assert r["model_compute_cycles"] > 0
+    # the descriptor cycle log: every row band's engine cycles, by plan, summing to the engine's
+    assert sum(L["rtl_engine_cycles"] for L in r["layers"]) == r["engine_cycles"]
+    assert all(L["rtl_engine_cycles"] >= L["model_cycles"] * 0.97 for L in r["layers"])
     assert r["ddr_read_bytes"] > 1_000_000 and r["ddr_write_bytes"] > 1_000_000
     # the traffic model counts the run list exactly as the DMA counters do
     assert (r["model_ddr_read_bytes"], r["model_ddr_write_bytes"]) == (r["ddr_read_bytes"], r["ddr_write_bytes"])

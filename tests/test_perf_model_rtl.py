@@ -5,7 +5,8 @@ Every layer of the suite is compiled from a small ONNX model and run on the simu
 and ``nibble sweep`` use) equal to the engine's measured busy cycles — exactly, but for the one
 known deviation (:data:`INEXACT`: a Winograd layer with a residual Add drains 12 cycles
 later), which must stay within ±3 % — and the event model's PE-array beats and feature-memory
-reads equal to the ``beats`` and ``feature_reads`` counters exactly.
+reads equal to the ``beats`` and ``feature_reads`` counters exactly; per descriptor too, from
+the device's descriptor cycle log (``Device.descriptor_cycles``).
 The outputs are bit-identical to the golden model.
 """
 import numpy as np
@@ -92,10 +93,25 @@ def test_model_against_rtl_counters(device, name):
     ev = program_events(program)
     assert device.beats[0] == ev["beats"]
     assert device.feature_reads[0] == ev["feature_reads"]
-    # the engine's busy cycles (the run's total also has the DMA of the input and output)
+    # the engine's busy cycles (the run's total also has the DMA of the input and output), and
+    # the descriptor cycle log: one entry per plan, summing to them
     rtl = device.memory[0]["engine_cycles"]
-    model_cycles = sum(layer_cycles(L, CONFIG) for L in program.layers)
+    per_desc = device.descriptor_cycles()
+    assert len(per_desc) == len(program.layers) and sum(per_desc) == rtl
+    model = [layer_cycles(L, CONFIG) for L in program.layers]
     if name in INEXACT:
-        assert model_cycles == pytest.approx(rtl, rel=CYCLE_TOLERANCE) and model_cycles != rtl, (model_cycles, rtl)
+        assert sum(model) == pytest.approx(rtl, rel=CYCLE_TOLERANCE) and sum(model) != rtl, (model, per_desc)
+        assert model == pytest.approx(per_desc, rel=CYCLE_TOLERANCE)
     else:
-        assert model_cycles == rtl
+        assert model == per_desc
+
+
+def test_descriptor_cycles_errors():
+    from nibble.host.driver import DeviceError
+    m, shape, options = SUITE["1x1"]
+    program = compile_model(m, np.random.default_rng(0).normal(0, 1, (2, *shape)), CONFIG, **options)
+    with Device("golden") as g:
+        g.load(program)
+        g.run(np.zeros((1, *shape)))
+        with pytest.raises(DeviceError, match="golden device has no cycle counters"):
+            g.descriptor_cycles()

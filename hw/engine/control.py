@@ -29,7 +29,9 @@ class Controller(wiring.Component):
       * ``busy``, ``done``, ``error``: ``Out(1)`` — ``done``/``error`` hold until the next start;
         ``err_code``: ``Out(4)`` (:class:`EngineError`), ``layer``: ``Out(16)``.
       * ``cycles``: ``Out(32)`` — cycles from start to done/error; ``beats``: ``Out(32)`` — pulses
-        of ``beat`` (``In(1)``, a beat taken by the PE array) in that time.
+        of ``beat`` (``In(1)``, a beat taken by the PE array) in that time; ``desc_end``:
+        ``Out(1)`` — high for the last cycle of each descriptor (its last block drained; the
+        cycle after it fetches the next descriptor or is idle).
       * ``desc``: ``Out(DESCRIPTOR)``, ``tcb``: ``Out(24)``, ``wmode``: ``Out(1)`` — the current
         layer's constants; ``ubank``: ``Out(1)`` — the transformed-weight cache half being read.
       * ``fetch_cmd`` / ``fetch``: to / from :class:`~.fetch.DescriptorFetch`; ``param_cmd``,
@@ -45,7 +47,7 @@ class Controller(wiring.Component):
         super().__init__({
             "start": In(1), "desc_base": In(range(c.param_depth)),
             "busy": Out(1), "done": Out(1), "error": Out(1), "err_code": Out(4), "layer": Out(16),
-            "cycles": Out(32), "beats": Out(32), "beat": In(1),
+            "cycles": Out(32), "beats": Out(32), "beat": In(1), "desc_end": Out(1),
             "desc": Out(DESCRIPTOR), "tcb": Out(24), "wmode": Out(1), "ubank": Out(1),
             "fetch_cmd": Out(stream.Signature(range(c.param_depth))),
             "fetch": In(stream.Signature(fetched_layout())),
@@ -179,9 +181,11 @@ class Controller(wiring.Component):
                                 m.d.sync += ubank.eq(~ubank)
                         m.next = "PARAMS"
                     with m.Elif(d.last):
+                        m.d.comb += self.desc_end.eq(1)
                         m.d.sync += self.done.eq(1)
                         m.next = "IDLE"
                     with m.Else():
+                        m.d.comb += self.desc_end.eq(1)
                         m.d.sync += [self.layer.eq(self.layer + 1), dptr.eq(dptr + DESC_WORDS)]
                         m.next = "DESC"
         m.d.comb += busy.eq(~fsm.ongoing("IDLE"))

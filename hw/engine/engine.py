@@ -90,7 +90,9 @@ class Engine(wiring.Component):
       * ``desc_base``: ``In(range(param_depth))``.
       * ``busy``, ``done``, ``error``: ``Out(1)`` — ``done``/``error`` hold until the next start.
       * ``err_code``: ``Out(4)`` (:class:`EngineError`), ``layer``: ``Out(16)`` (current layer).
-      * ``cycles``: ``Out(32)`` — cycles from start to done/error.
+      * ``cycles``: ``Out(32)`` — cycles from start to done/error; ``desc_end``: ``Out(1)`` —
+        high for the last busy cycle of each descriptor (the cycles between two are the
+        descriptor's: :func:`nibble.host.passes.lower.layer_cycles` models them).
       * ``beats``: ``Out(32)`` — beats (vectors of ``vc`` features) accepted by the PE array.
       * Memory ports (:mod:`nibble.hw.mem.port`, any latency): ``f_rd`` (feature reads of the
         beats) and ``f_rd2`` (the residual operand), ``Out(read_port(feature_depth, 8·vc))``;
@@ -106,7 +108,7 @@ class Engine(wiring.Component):
             "desc_base": In(range(c.param_depth)),
             "busy": Out(1), "done": Out(1), "error": Out(1),
             "err_code": Out(4), "layer": Out(16),
-            "cycles": Out(32), "beats": Out(32),
+            "cycles": Out(32), "beats": Out(32), "desc_end": Out(1),
             "f_rd": Out(read_port(c.feature_depth, 8 * c.vc)),
             "f_rd2": Out(read_port(c.feature_depth, 8 * c.vc)),
             "f_wr": Out(write_port(c.feature_depth, 8 * c.vc)),
@@ -135,7 +137,7 @@ class Engine(wiring.Component):
         m.d.comb += [ctrl.start.eq(self.start), ctrl.desc_base.eq(self.desc_base),
                      self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error),
                      self.err_code.eq(ctrl.err_code), self.layer.eq(ctrl.layer),
-                     self.cycles.eq(ctrl.cycles), self.beats.eq(ctrl.beats),
+                     self.cycles.eq(ctrl.cycles), self.beats.eq(ctrl.beats), self.desc_end.eq(ctrl.desc_end),
                      ctrl.beat.eq(pea.i.valid & pea.i.ready)]
         wiring.connect(m, ctrl.fetch_cmd, fetch.cmd)
         wiring.connect(m, fetch.o, ctrl.fetch)
