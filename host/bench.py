@@ -324,7 +324,8 @@ def load_zoo():
 def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES, seed=1, energy=False):
     """Whole published networks on the simulated PCIe device, every map in DDR
     (``tile_features``): per network, cycles per image, the engine's busy cycles, the fraction of
-    cycles waiting for memory, DDR bytes read and written per image, the compiler's compute-only
+    cycles waiting for memory and those cycles by cause (``stall_cycles``: the ``stall_*``
+    counters), DDR bytes read and written per image, the compiler's compute-only
     cycle model (:func:`layer_cycles` of every plan; ``layers``: each plan's model cycles,
     PE-array beats and measured engine cycles — its row bands' entries of the descriptor cycle log,
     :meth:`Device.descriptor_cycles`), the DDR bytes of the traffic model (:func:`run_traffic` of the run list),
@@ -363,6 +364,7 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
                 "parts": sum(len(parts(L, config)) for L in program.layers), "bands": len(dev._be.ddr.runs),
                 "cycles": mem["cycles"], "engine_cycles": mem["engine_cycles"],
                 "stall_fraction": 1 - mem["engine_cycles"] / mem["cycles"],
+                "stall_cycles": mem["stalls"],
                 "ddr_read_bytes": mem["ddr_read_bytes"], "ddr_write_bytes": mem["ddr_write_bytes"],
                 "model_compute_cycles": sum(layer_cycles(L, config) for L in program.layers),
                 "model_ddr_read_bytes": traffic["read_bytes"], "model_ddr_write_bytes": traffic["write_bytes"],

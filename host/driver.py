@@ -259,7 +259,8 @@ class _TransportBackend:
         bits, ctrl = self.rm["status_bits"], self.rm["ctrl_bits"]
         self.link.write_u32(self._csr("step_base"), at)
         state = self._start("run_steps")
-        for name in ("steps", "dma_rd_bytes", "dma_wr_bytes", "engine_cycles"):
+        stalls = [n for n in self.rm["csrs"] if n.startswith("stall_")]     # by cause, from the regmap
+        for name in ("steps", "dma_rd_bytes", "dma_wr_bytes", "engine_cycles", *stalls):
             counters[name] = self.link.read_u32(self._csr(name))
         if state["status"] >> bits["error"] & 1:
             code, step = state["err_code"], counters["steps"]
@@ -314,7 +315,8 @@ class _TransportBackend:
             outs.append(read_view(mem, 0, spec.shape[1], spec.shape[2], row, pix, cb)[:spec.shape[0]])
         self.link.write_u32(self._csr("ctrl"), self.rm["ctrl_bits"]["ack"])
         self.mem_stats = {"cycles": state["cycles"], "engine_cycles": counters["engine_cycles"],
-                          "ddr_read_bytes": counters["dma_rd_bytes"], "ddr_write_bytes": counters["dma_wr_bytes"]}
+                          "ddr_read_bytes": counters["dma_rd_bytes"], "ddr_write_bytes": counters["dma_wr_bytes"],
+                          "stalls": {n[len("stall_"):]: v for n, v in counters.items() if n.startswith("stall_")}}
         self.feature_reads = state["feature_reads"]
         return outs, state["cycles"], state["beats"]
 
@@ -398,9 +400,10 @@ class Device:
     Attributes after :meth:`run`: ``cycles``, ``beats`` and ``feature_reads`` (feature-memory
     words the engine read: the ``feature_reads`` CSR; lists, one per input; ``None`` for
     ``golden``), ``raw`` (int8 outputs), ``memory`` (per input, on a device with external memory:
-    ``{"cycles", "engine_cycles", "ddr_read_bytes", "ddr_write_bytes"}`` of its run — cycles
-    include the DMA of the input and outputs, ``cycles − engine_cycles`` are the cycles the engine
-    waited for memory; ``None`` otherwise).
+    ``{"cycles", "engine_cycles", "ddr_read_bytes", "ddr_write_bytes", "stalls"}`` of its run —
+    cycles include the DMA of the input and outputs, ``cycles − engine_cycles`` are the cycles the
+    engine waited for memory, ``stalls`` splits them by cause: ``{"feature_load", "weight_load",
+    "param_load", "store", "steps"}`` (the ``stall_*`` CSRs); ``None`` otherwise).
 
     On a device with external memory (``sim`` over PCIe, a ``pcie`` board) the program and the
     maps go through DDR and the device runs step lists (:mod:`nibble.host.steps`); a program

@@ -73,12 +73,21 @@ CSRS = [
     ("dma_rd_bytes", "ro", "bytes read from DDR during the last run (step fetches and LOADs)"),
     ("dma_wr_bytes", "ro", "bytes written to DDR during the last run (STOREs)"),
     ("engine_cycles", "ro", "cycles the engine was busy during the last run (the rest of cycles: waiting for memory)"),
+    ("stall_feature_load", "ro", "cycles of the last step-list run the engine was idle while the DMA loaded feature "
+                                 "words"),
+    ("stall_weight_load", "ro", "the same, while the DMA loaded weight words"),
+    ("stall_param_load", "ro", "the same, while the DMA loaded parameter words (biases, descriptors)"),
+    ("stall_store", "ro", "the same, while the DMA stored feature words"),
+    ("stall_steps", "ro", "the same, with the DMA idle (the sequencer fetching or issuing steps); the five stall "
+                          "counters add up to cycles - engine_cycles"),
     ("desc_count", "ro", "descriptors the engine finished during the last run (all its RUN steps)"),
     ("desc_sel", "rw", "index into the descriptor cycle log read by desc_cycles"),
     ("desc_cycles", "ro", "engine cycles of the desc_sel-th descriptor finished during the last run (from the cycle "
                           "after the previous one's end, or the start, to its end; 0 beyond desc_count or the "
                           "log's DESC_LOG entries)"),
 ]
+#: The stall counters of a step-list run, by cause (engine idle while the run goes on).
+STALL_CSRS = ("stall_feature_load", "stall_weight_load", "stall_param_load", "stall_store", "stall_steps")
 #: Entries of the descriptor cycle log (``desc_sel`` / ``desc_cycles``): the first this many
 #: descriptors of a run are logged; ``desc_count`` counts them all.
 DESC_LOG = 1024
@@ -245,6 +254,19 @@ class AcceleratorCore(wiring.Component):
             m.d.sync += engine_cycles.eq(engine_cycles + 1)
         with m.If(eng_was & ~eng.busy):
             m.d.sync += beats_total.eq(beats_total + eng.beats)
+        # stall cycles of a step-list run by cause: the engine idle while the run goes on
+        stalls = {n: Signal(32, name=n) for n in STALL_CSRS}
+        with m.If(busy & ~eng.busy):
+            with m.If(dma_busy & dma_store):
+                m.d.sync += stalls["stall_store"].eq(stalls["stall_store"] + 1)
+            with m.Elif(dma_busy & (dma_region == Region.FEATURE)):
+                m.d.sync += stalls["stall_feature_load"].eq(stalls["stall_feature_load"] + 1)
+            with m.Elif(dma_busy & (dma_region == Region.WEIGHT)):
+                m.d.sync += stalls["stall_weight_load"].eq(stalls["stall_weight_load"] + 1)
+            with m.Elif(dma_busy):
+                m.d.sync += stalls["stall_param_load"].eq(stalls["stall_param_load"] + 1)
+            with m.Else():
+                m.d.sync += stalls["stall_steps"].eq(stalls["stall_steps"] + 1)
         if beat_bytes:
             with m.If(rd_beat):
                 m.d.sync += rd_bytes.eq(rd_bytes + beat_bytes)
@@ -286,7 +308,7 @@ class AcceleratorCore(wiring.Component):
             "scratch": scratch, "ctrl": C(0, 32),
             "step_base": step_base, "steps": seq_steps, "dma_rd_bytes": rd_bytes, "dma_wr_bytes": wr_bytes,
             "engine_cycles": engine_cycles, "feature_reads": f_reads,
-            "desc_count": desc_count, "desc_sel": desc_sel, "desc_cycles": desc_cycles,
+            "desc_count": desc_count, "desc_sel": desc_sel, "desc_cycles": desc_cycles, **stalls,
         }
         csr_sel = region == (REGION_BASE["csr"] >> 28)
         csr_rdata = Signal(32)
@@ -308,7 +330,8 @@ class AcceleratorCore(wiring.Component):
                             with m.Else():
                                 m.d.comb += start_steps.eq(1)
                                 m.d.sync += [step_mode.eq(1), run_cycles.eq(0), engine_cycles.eq(0),
-                                             beats_total.eq(0), rd_bytes.eq(0), wr_bytes.eq(0)]
+                                             beats_total.eq(0), rd_bytes.eq(0), wr_bytes.eq(0),
+                                             *[v.eq(0) for v in stalls.values()]]
                             m.d.sync += [refused.eq(0), acked.eq(0), runs.eq(runs + 1), f_reads.eq(0),
                                          desc_count.eq(0), desc_cyc.eq(0)]
                     with m.Elif(bus.w_data & CTRL_ACK):

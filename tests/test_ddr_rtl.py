@@ -55,6 +55,11 @@ def test_streamed_network_bit_exact(setup):
     rd, wr = t["read_bytes"], t["write_bytes"]
     for mem in d.memory:
         assert mem["ddr_read_bytes"] == rd and mem["ddr_write_bytes"] == wr
+        # the stall counters split the cycles the engine waited by cause, exactly
+        st = mem["stalls"]
+        assert sorted(st) == ["feature_load", "param_load", "steps", "store", "weight_load"]
+        assert sum(st.values()) == mem["cycles"] - mem["engine_cycles"]
+        assert st["feature_load"] > 0 and st["store"] > 0 and st["weight_load"] > 0
         # only the input, the first weights, the output and the step overheads are not hidden
         first = p.layers[0]
         exposed = mem["cycles"] - mem["engine_cycles"]
@@ -130,6 +135,7 @@ def test_imagenet_network_224_on_the_rtl(name):
     assert r["model_compute_cycles"] > 0
     # the descriptor cycle log: every row band's engine cycles, by plan, summing to the engine's
     assert sum(L["rtl_engine_cycles"] for L in r["layers"]) == r["engine_cycles"]
+    assert sum(r["stall_cycles"].values()) == r["cycles"] - r["engine_cycles"]
     assert all(L["rtl_engine_cycles"] >= L["model_cycles"] * 0.97 for L in r["layers"])
     assert r["ddr_read_bytes"] > 1_000_000 and r["ddr_write_bytes"] > 1_000_000
     # the traffic model counts the run list exactly as the DMA counters do
