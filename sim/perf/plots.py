@@ -1,8 +1,8 @@
 """PNG plots of a ``nibble bench`` result (``nibble bench --plot DIR``), drawn with matplotlib (Agg).
 
-* ``utilization.png``: PE-array occupancy per descriptor (beats ÷ model cycles,
-  :func:`nibble.host.passes.lower.layer_beats` and ``layer_cycles``) of every network the bench
-  ran, and the measured PE utilization of the conv3x3 layer in both forms;
+* ``utilization.png``: PE-array occupancy per plan (beats ÷ engine cycles, measured from the
+  descriptor cycle log, beside the model's ``layer_beats`` ÷ ``layer_cycles``) of every network
+  the bench ran, and the measured PE utilization of the conv3x3 layer in both forms;
 * ``roofline.png``: MACs per cycle against MACs per DDR byte for every run that moved its data
   through DDR (the networks with every map in DDR, the weight-streaming cases), measured on the
   RTL, under the configuration's ceilings — compute ``m·vc`` MAC/cycle (dense SAC lanes) and
@@ -37,11 +37,16 @@ def _utilization(res, config, path):
     axes = [a[0] for a in axes]
     for ax, (name, r) in zip(axes, nets.items()):
         occ = [L["beats"] / L["model_cycles"] for L in r["layers"]]
-        ax.bar(range(len(occ)), occ, color="C0", width=0.85)
+        measured = all(L.get("rtl_engine_cycles") for L in r["layers"])
+        if measured:        # the descriptor cycle log, summed over each plan's row bands
+            ax.bar(range(len(occ)), [L["beats"] / L["rtl_engine_cycles"] for L in r["layers"]], color="C0",
+                   width=0.85, label="RTL (descriptor cycle log)")
+        ax.bar(range(len(occ)), occ, width=0.85, fill=False, edgecolor="C1", label="model (whole plan)")
+        ax.legend(fontsize=7, loc="lower left")
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel("beats / cycle")
+        ax.set_ylabel("beats / engine cycle")
         dense = r["macs"] / (r["cycles"] * config.m * config.vc)
-        ax.set_title(f"{name} {r['size']}²: PE-array occupancy per descriptor (model); whole network on the RTL: "
+        ax.set_title(f"{name} {r['size']}²: PE-array occupancy per plan; whole network on the RTL: "
                      f"{dense:.0%} dense utilization, {r['stall_fraction']:.1%} of cycles stalled on DDR", fontsize=9)
         ax.set_xlabel("descriptor (layer order)")
     if "conv3x3" in res:
