@@ -100,7 +100,14 @@ class SimAxiDevice:
             del self._stderr[:-50]
 
     def _exited(self, cause):
-        self._proc.poll()
+        # the harness's last words reach stderr before it exits: wait for the exit and for the
+        # pump to read them, so that the message carries them (not an empty reason)
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        if self._proc.returncode is not None:
+            self._thread.join(timeout=5)
         return OSError(errno.EIO, f"simulated device {cause} (exit status {self._proc.returncode}): "
                               + " | ".join(self._stderr[-5:]))
 

@@ -358,8 +358,11 @@ def test_sigint_ends_a_long_run(program, tmp_path):
     fifo = tmp_path / "x.npy"
     os.mkfifo(fifo)
     x = np.tile(np.load(TEST_X), (30, 1, 1, 1))       # 10,800 images: about 20 s of golden model
+    # SIGINT at its default disposition, as in a terminal (a launcher in the background may have
+    # set it to ignored, which the child would inherit)
     proc = subprocess.Popen([str(NIBBLE), "run", "--program", str(program), "--inputs", str(fifo),
-                             "--device", "golden"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--device", "golden"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while True:
