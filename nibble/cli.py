@@ -792,6 +792,106 @@ def blocks(as_json):
 
 
 @cli.command()
+@click.argument("model_spec", metavar="MODEL.py:FACTORY")
+@click.option("--inputs", required=True, type=click.Path(), help="training inputs (.npy, N×C×H×W float32)")
+@click.option("--targets", required=True, type=click.Path(),
+              help="training targets (.npy): class labels (N int) with --loss ce, outputs with --loss mse")
+@click.option("--val-inputs", type=click.Path(), help="evaluation inputs (.npy; default: the training inputs)")
+@click.option("--val-targets", type=click.Path(), help="evaluation targets (.npy)")
+@click.option("--loss", type=click.Choice(["ce", "mse"]), default="ce", show_default=True,
+              help="cross-entropy (accuracy reported) or mean squared error (PSNR of [0, 1] outputs reported)")
+@click.option("--weights", "weights_path", type=click.Path(), help="state_dict (torch.save) to load into the model")
+@click.option("--prune-channels", "channel_ratio", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="fraction of each prunable layer's output channels to remove")
+@click.option("--criterion", type=click.Choice(["l1", "l2", "bn_gamma"]), default="l1", show_default=True,
+              help="channel ranking: filter L1/L2 norm or BatchNorm |gamma|")
+@click.option("--scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True,
+              help="the same ratio in every layer, or one ratio over all channels (importances normalized per layer)")
+@click.option("--channel-multiple", type=click.IntRange(min=1), default=1, show_default=True,
+              help="round each layer's kept channels up to a multiple (16: the default engine's m and vc blocks)")
+@click.option("--prune-weights", "weight_ratio", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="fraction of each layer's smallest weights set to zero (no faster on the engine)")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=4, show_default=True,
+              help="fine-tuning epochs after pruning")
+@click.option("--inq-epochs", type=click.IntRange(min=0), default=2, show_default=True,
+              help="retraining epochs after each INQ step but the last")
+@click.option("--schedule", default="0.5,0.75,0.875,1", show_default=True,
+              help="cumulative fractions of the weights quantized per INQ step")
+@click.option("--partition", type=click.Choice(["magnitude", "random"]), default="magnitude", show_default=True)
+@click.option("--bn", type=click.Choice(["keep", "fold"]), default="keep", show_default=True,
+              help="BatchNorm kept (frozen, folded by the compiler) or folded into the weights first")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--out", required=True, type=click.Path(), help="compressed model to write (.onnx)")
+@click.option("--report", "report_path", type=click.Path(), help="write the report as JSON")
+def compress(model_spec, inputs, targets, val_inputs, val_targets, loss, weights_path, channel_ratio, criterion,
+             scope, channel_multiple, weight_ratio, finetune_epochs, inq_epochs, schedule, partition, bn, lr,
+             batch_size, seed, out, report_path):
+    """Compress a trained PyTorch model: channel/weight pruning, incremental INQ with retraining.
+
+    MODEL.py:FACTORY names a function returning the trained torch.nn.Module. Writes the ONNX
+    model (compile or run it as any other); the report gives the metric after each step, the
+    INQ exponents per layer (checked against the compiler's own quantization of the written
+    file) and the model cycles of the float and the compressed model on the default engine.
+    Needs PyTorch (pip install 'nibble[train]').
+    """
+    try:
+        from .host import compress as C
+    except ImportError as e:
+        raise _Fail(str(e)) from None
+    import torch
+    if (val_inputs is None) != (val_targets is None):
+        raise _Fail("--val-inputs and --val-targets go together")
+    try:
+        fracs = C.check_schedule(float(f) for f in schedule.split(","))
+    except ValueError as e:
+        raise _Fail(f"--schedule: {e}") from None
+    x = _load_array(inputs, "inputs")
+    y = _load_array(targets, "targets", "labels" if loss == "ce" else "data")
+    if len(x) != len(y):
+        raise _Fail(f"{len(x)} inputs but {len(y)} targets")
+    xv = yv = None
+    if val_inputs:
+        xv = _load_array(val_inputs, "validation inputs")
+        yv = _load_array(val_targets, "validation targets", "labels" if loss == "ce" else "data")
+        if len(xv) != len(yv):
+            raise _Fail(f"{len(xv)} validation inputs but {len(yv)} targets")
+    try:
+        model = C.load_factory(model_spec)
+        if weights_path:
+            try:
+                state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            except Exception as e:          # torch raises UnpicklingError, RuntimeError, EOFError ... for a bad file
+                raise ValueError(f"--weights '{weights_path}': not a readable state_dict "
+                                 f"({type(e).__name__}: {_one_line(e)[:200]})") from None
+            try:
+                model.load_state_dict(state)
+            except (RuntimeError, TypeError, AttributeError) as e:
+                raise ValueError(f"--weights '{weights_path}': does not fit the model ({_one_line(e)[:300]})") from None
+        onnx_model, rep = C.compress_model(
+            model, x, y, loss=loss, x_val=xv, y_val=yv, channel_ratio=channel_ratio, criterion=criterion,
+            scope=scope, channel_multiple=channel_multiple, weight_ratio=weight_ratio,
+            finetune_epochs=finetune_epochs, inq_epochs=inq_epochs, schedule=fracs, lr=lr, batch_size=batch_size,
+            bn=bn, partition=partition, seed=seed, log=lambda s: click.echo(s, err=True))
+        import onnx
+        onnx.save(onnx_model, out)
+        if report_path:
+            pathlib.Path(report_path).write_text(json.dumps(rep, indent=2) + "\n")
+    except (*_expected_errors(), RuntimeError) as e:
+        raise _Fail(_message(e)) from None
+    key = "accuracy" if loss == "ce" else "psnr_db"
+    stages = [s for s in ("float", "post_training_inq", "pruned", "inq_onnxruntime") if s in rep]
+    click.echo(f"{out}: " + ", ".join(f"{s} {key} {rep[s][key]:.4g}" for s in stages))
+    for L in rep["inq_layers"]:
+        click.echo(f"  {L['layer']} ({L['node']}): n1 {L['n1']}, {L['zero_weights']}/{L['weights']} zero")
+    for which in ("float", "compressed"):
+        c = rep["compiled"][which]
+        click.echo(f"  {which}: " + (f"{c['model_cycles']} model cycles, {c['weight_words']} weight words"
+                                     if "error" not in c else f"does not compile: {c['error']}"))
+
+
+@cli.command()
 @click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
 def regmap(config_path):
     """Print the register map (JSON) generated from the gateware."""

@@ -31,20 +31,19 @@ It writes, into the output directory:
                      exponents per layer and run parameters
 
 Requires torch==2.13.0 (CPU), scikit-learn, onnx, onnxruntime and the nibble
-package (``pip install -e .``) for the INQ code of ``nibble.sim.golden``.
+package (``pip install -e '.[train,data]'``): the INQ retraining, the ONNX export and the check
+of the exported weights against the compiler's own quantization are ``nibble.host.compress``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
 import random
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,6 @@ WEIGHT_DECAY = 1e-4
 INQ_SCHEDULE = (0.5, 0.75, 0.875, 1.0)  # cumulative fraction of each layer's weights quantized
 DEFAULT_INQ_EPOCHS = 10                   # retraining epochs after each partial quantization
 INQ_LEARNING_RATE = 1e-3
-FOLD_RTOL = 1e-6                          # folded float32 weights vs their INQ level
 
 
 def load_dataset() -> tuple[np.ndarray, np.ndarray]:
@@ -178,261 +176,33 @@ def train(model, x_train: np.ndarray, y_train: np.ndarray, epochs: int, gen, log
 
 
 # ---------------------------------------------------------------------------------------------
-# Incremental INQ on the BN-folded weights
-
-
-class InqLayer:
-    """One weight layer seen by INQ: a Conv with its BatchNormalization, or the Gemm.
-
-    ``scale`` is the float64 per-output-channel fold factor γ/√(var+ε), computed as the
-    compiler does from the float32 parameters and the ε that the ONNX file carries
-    (``None`` for the Gemm). ``w_eff`` = weight · scale in float64. ``w_exact`` holds the
-    float64 INQ level given to each frozen weight; the float32 ``weight`` stores it as
-    ``w_exact / scale``.
-    """
-
-    def __init__(self, name: str, module, bn=None):
-        self.name, self.module, self.bn = name, module, bn
-        self.scale = None
-        if bn is not None:
-            gamma = bn.weight.detach().numpy().astype(np.float64)
-            var = bn.running_var.numpy().astype(np.float64)
-            eps = float(np.float32(bn.eps))  # the ONNX epsilon attribute is a float32
-            self.scale = gamma / np.sqrt(var + eps)
-        shape = tuple(module.weight.shape)
-        self.frozen = np.zeros(shape, dtype=bool)
-        self.w_exact = np.zeros(shape, dtype=np.float64)  # exact float64 level of each frozen w_eff
-        self.n1 = None
-
-    def _bshape(self, ndim: int):
-        return (-1,) + (1,) * (ndim - 1)
-
-    def weight32(self) -> np.ndarray:
-        return self.module.weight.detach().numpy().copy()
-
-    def w_eff(self) -> np.ndarray:
-        w = self.weight32().astype(np.float64)
-        return w if self.scale is None else w * self.scale.reshape(self._bshape(w.ndim))
-
-    def stored(self, q_eff: np.ndarray) -> np.ndarray:
-        """float32 weight that folds back to ``q_eff``: q_eff / scale."""
-        q = q_eff if self.scale is None else q_eff / self.scale.reshape(self._bshape(q_eff.ndim))
-        return q.astype(np.float32)
-
-    def quantize_step(self, fraction: float) -> int:
-        """Quantize and freeze the largest-|w_eff| not yet frozen weights up to ``fraction``.
-
-        Returns the number of weights newly frozen.
-        """
-        from nibble.sim.golden import inq_decode, inq_quantize
-
-        w_eff = self.w_eff()
-        target = w_eff.size if fraction >= 1.0 else int(round(fraction * w_eff.size))
-        k = target - int(self.frozen.sum())
-        free = np.flatnonzero(~self.frozen.ravel())
-        order = np.argsort(-np.abs(w_eff.ravel()[free]), kind="stable")
-        new = np.zeros(w_eff.size, dtype=bool)
-        new[free[order[:k]]] = True
-        new = new.reshape(w_eff.shape)
-        codes, n2 = inq_quantize(w_eff, self.n1)
-        q_eff = inq_decode(codes, n2)
-        w = self.weight32()
-        w[new] = self.stored(q_eff)[new]
-        self.w_exact[new] = q_eff[new]
-        self.frozen |= new
-        self._set_weight(w)
-        return k
-
-    def _set_weight(self, w: np.ndarray) -> None:
-        import torch
-
-        with torch.no_grad():
-            self.module.weight.copy_(torch.from_numpy(w))
-
-    def install_masks(self) -> None:
-        """Zero the gradient of frozen weights; ``restore`` undoes any optimizer drift."""
-        import torch
-
-        self._mask_t = torch.from_numpy(self.frozen.copy())
-        self._free_t = (~self._mask_t).to(self.module.weight.dtype)
-        self._values_t = self.module.weight.detach().clone()
-        self._hook = self.module.weight.register_hook(lambda g: g * self._free_t)
-
-    def restore(self) -> None:
-        import torch
-
-        with torch.no_grad():
-            self.module.weight.copy_(torch.where(self._mask_t, self._values_t, self.module.weight))
-
-    def remove_masks(self) -> None:
-        self._hook.remove()
-
-
-def inq_layers(model) -> list[InqLayer]:
-    """The weight layers of :func:`build_model`, in ONNX order."""
-    return [InqLayer("conv1", model[0], model[1]), InqLayer("conv2", model[3], model[4]),
-            InqLayer("fc", model[8])]
+# Incremental INQ on the BN-folded weights: nibble.host.compress
 
 
 def inq_retrain(model, x_train: np.ndarray, y_train: np.ndarray, epochs_per_step: int, gen,
-                schedule=INQ_SCHEDULE, log=print) -> list[InqLayer]:
-    """Incremental INQ (Zhou et al. 2017) on the folded weights; returns the layers with n1.
+                schedule=INQ_SCHEDULE, log=print):
+    """Incremental INQ (Zhou et al. 2017) on the folded weights (``nibble.host.compress``, BN
+    kept); returns the :class:`~nibble.host.compress.InqLayer` list with n1.
 
     BatchNormalization stays in eval mode and γ is frozen, so the fold factors never change;
     conv biases, β and the Gemm bias remain trainable throughout.
     """
-    from nibble.sim.golden import inq_n1
+    from nibble.host import compress
 
-    model.eval()
-    for m in (model[1], model[4]):
-        m.weight.requires_grad_(False)
-    layers = inq_layers(model)
-    for L in layers:
-        L.n1 = inq_n1(L.w_eff())
-    log("INQ n1 per layer: " + ", ".join(f"{L.name} {L.n1}" for L in layers))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for step, frac in enumerate(schedule):
-        newly = [L.quantize_step(frac) for L in layers]
-        log(f"INQ step {step + 1}/{len(schedule)}: {frac:.1%} of the weights quantized "
-            f"(+{', +'.join(str(k) for k in newly)})")
-        if frac >= 1.0 or epochs_per_step <= 0:
-            continue
-        for L in layers:
-            L.install_masks()
-
-        def after_step():
-            for L in layers:
-                L.restore()
-
-        fit(model, trainable, x_train, y_train, epochs_per_step, INQ_LEARNING_RATE, 0.0, gen,
+    def retrain(params, after_step, step, frac):
+        fit(model, params, x_train, y_train, epochs_per_step, INQ_LEARNING_RATE, 0.0, gen,
             bn_frozen=True, after_step=after_step, log=log, tag=f"  INQ {frac:.3f} ")
-        for L in layers:
-            L.remove_masks()
-    assert all(L.frozen.all() for L in layers)
-    return layers
+    return compress.incremental_inq(model, retrain, schedule, bn="keep", log=log)
 
 
-def fold_onnx_weights(model_proto) -> list[tuple[str, np.ndarray]]:
-    """(node name, float64 weight) of every Conv (BatchNormalization folded in) and Gemm.
-
-    Same fold as the compiler: w·γ/√(var+ε) per output channel, in float64.
-    """
-    from onnx import helper, numpy_helper
-
-    g = model_proto.graph
-    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in g.initializer}
-    nodes = list(g.node)
-    out = []
-    for i, node in enumerate(nodes):
-        if node.op_type not in ("Conv", "Gemm"):
-            continue
-        w = inits[node.input[1]]
-        nxt = nodes[i + 1] if i + 1 < len(nodes) else None
-        if nxt is not None and nxt.op_type == "BatchNormalization" and nxt.input[0] == node.output[0]:
-            gamma, _, _, var = (inits[n] for n in nxt.input[1:5])
-            attrs = {a.name: helper.get_attribute_value(a) for a in nxt.attribute}
-            scale = gamma / np.sqrt(var + attrs.get("epsilon", 1e-5))
-            w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-        out.append((node.name, w))
-    return out
-
-
-def verify_inq_onnx(path: Path, layers: list[InqLayer]) -> list[dict]:
-    """Check that the exported file's folded weights are on each layer's INQ level set.
-
-    For every layer: n1 of the folded weights equals the n1 fixed during training; INQ
-    quantization of the folded weights decodes back to them within FOLD_RTOL (relative);
-    and the codes equal those of the exact float64 levels chosen during training, so the
-    float32 rounding of the exported weights moved no weight to another level.
-    Raises AssertionError otherwise; returns per-layer figures for metrics.json.
-    """
-    import onnx
-
-    from nibble.sim.golden import inq_decode, inq_n1, inq_quantize
-
-    folded = fold_onnx_weights(onnx.load(str(path)))
-    assert len(folded) == len(layers), (len(folded), len(layers))
-    report = []
-    for (node, w), L in zip(folded, layers):
-        n1 = inq_n1(w)
-        assert n1 == L.n1, f"{L.name}: n1 of the folded weights is {n1}, training used {L.n1}"
-        codes, n2 = inq_quantize(w, n1)
-        dec = inq_decode(codes, n2)
-        err = np.abs(dec - w)
-        assert np.all(err <= FOLD_RTOL * np.abs(w)), \
-            f"{L.name}: folded weights are off the level set (max rel err {np.max(err / np.maximum(np.abs(w), 1e-300)):.3g})"
-        exact_codes, _ = inq_quantize(L.w_exact, L.n1)
-        assert np.array_equal(codes, exact_codes), f"{L.name}: float32 rounding changed a weight's level"
-        report.append({
-            "layer": L.name,
-            "onnx_node": node,
-            "n1": int(n1),
-            "n2": int(n2),
-            "weights": int(w.size),
-            "zero_weights": int(np.sum(dec == 0)),
-            "levels_used": int(len(np.unique(dec))),
-            "max_rel_fold_error": float(np.max(np.where(w != 0, err / np.where(w != 0, np.abs(w), 1.0), 0.0))),
-        })
-    return report
-
-
-def _inline_identity_initializers(model_proto) -> None:
-    """Replace Identity nodes fed by an initializer with a copy of that initializer.
-
-    The TorchScript exporter deduplicates equal-valued parameters and reconnects
-    them through Identity nodes; the graph is cleaner without them.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    g = model_proto.graph
-    inits = {t.name: t for t in g.initializer}
-    keep = []
-    for node in g.node:
-        if node.op_type == "Identity" and node.input[0] in inits:
-            arr = numpy_helper.to_array(inits[node.input[0]])
-            g.initializer.append(numpy_helper.from_array(arr, node.output[0]))
-            inits[node.output[0]] = g.initializer[-1]
-        else:
-            keep.append(node)
-    used = {i for n in keep for i in n.input}
-    del g.node[:]
-    g.node.extend(keep)
-    unused = [t for t in g.initializer if t.name not in used]
-    for t in unused:
-        g.initializer.remove(t)
-    onnx.checker.check_model(model_proto)
-
-
-def onnx_bytes(model) -> tuple[bytes, list[str]]:
-    """The model as a checked opset-17 ONNX file (BatchNormalization kept) and its node types."""
-    import onnx
+def onnx_model(model):
+    """The model as a checked opset-17 ONNX model (BatchNormalization kept, ``nibble.host.compress``)."""
     import torch
 
-    dummy = torch.zeros(1, 1, 8, 8)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        # the TorchScript exporter is used on purpose: it keeps BatchNormalization
-        # as separate nodes when do_constant_folding=False
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (dummy,),
-            buf,
-            dynamo=False,
-            export_params=True,
-            opset_version=OPSET,
-            training=torch.onnx.TrainingMode.EVAL,
-            do_constant_folding=False,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
-        )
-    m = onnx.load_from_string(buf.getvalue())
-    _inline_identity_initializers(m)
-    m.producer_name = "nibble scripts/train_digits.py"
-    onnx.checker.check_model(m, full_check=True)
-    return m.SerializeToString(), [n.op_type for n in m.graph.node]
+    from nibble.host import compress
+
+    return compress.export_onnx(model, torch.zeros(1, 1, 8, 8), output_names=("logits",),
+                                producer="nibble scripts/train_digits.py")
 
 
 def ort_logits(model_file, x: np.ndarray) -> np.ndarray:
@@ -445,19 +215,6 @@ def ort_logits(model_file, x: np.ndarray) -> np.ndarray:
     src = model_file if isinstance(model_file, bytes) else str(model_file)
     sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     return sess.run(["logits"], {"input": x})[0]
-
-
-def post_training_inq(model):
-    """Copy of ``model`` with every layer's folded weights quantized at once (no retraining)."""
-    import copy
-
-    from nibble.sim.golden import inq_n1
-
-    m = copy.deepcopy(model).eval()
-    for L in inq_layers(m):
-        L.n1 = inq_n1(L.w_eff())
-        L.quantize_step(1.0)
-    return m
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -490,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     float_s = time.perf_counter() - t0
     print(f"float training time: {float_s:.1f} s")
 
-    float_onnx, _ = onnx_bytes(model)
-    float_correct, float_acc = accuracy(ort_logits(float_onnx, test_x))
+    from nibble.host import compress
+
+    float_correct, float_acc = accuracy(ort_logits(onnx_model(model).SerializeToString(), test_x))
     print(f"float test accuracy (onnxruntime, before INQ): {float_acc:.4f} ({float_correct}/{len(test_y)})")
-    ptq_onnx, _ = onnx_bytes(post_training_inq(model))
-    ptq_correct, ptq_acc = accuracy(ort_logits(ptq_onnx, test_x))
+    ptq_correct, ptq_acc = accuracy(ort_logits(onnx_model(compress.post_training_inq(model)[0]).SerializeToString(),
+                                               test_x))
     print(f"post-training INQ test accuracy (no retraining): {ptq_acc:.4f} ({ptq_correct}/{len(test_y)})")
 
     t1 = time.perf_counter()
@@ -508,17 +266,20 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_path = args.out / "digits_cnn.onnx"
-    data, ops = onnx_bytes(model)
-    onnx_path.write_bytes(data)
+    proto = onnx_model(model)
+    ops = [n.op_type for n in proto.graph.node]
+    onnx_path.write_bytes(proto.SerializeToString())
     print("onnx nodes:", " -> ".join(ops))
     np.save(args.out / "test_x.npy", test_x)
     np.save(args.out / "test_y.npy", test_y)
     np.save(args.out / "calib_x.npy", calib_x)
 
-    inq_report = verify_inq_onnx(onnx_path, layers)
+    import onnx
+
+    inq_report = compress.verify_inq(onnx.load(str(onnx_path)), layers)
     for r in inq_report:
         print(f"  {r['layer']}: n1 {r['n1']}, n2 {r['n2']}, {r['zero_weights']}/{r['weights']} zero, "
-              f"{r['levels_used']} levels used, max rel fold error {r['max_rel_fold_error']:.2g}")
+              f"{r['levels_used']} levels used, max rel fold error {r['max_rel_error']:.2g}")
     print("exported folded weights are on the INQ level set (n1 unchanged, float32 rounding harmless)")
 
     ort_out = ort_logits(onnx_path, test_x)

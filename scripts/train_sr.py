@@ -67,20 +67,19 @@ PSNR: 10·log10(1 / MSE) in dB (peak 1.0), the MSE pooled over every pixel of al
 ``PIL.Image.fromarray(test_lr[i, 0]).resize((64, 64), Image.Resampling.BICUBIC)`` (mode 'F').
 
 Requires torch==2.13.0 (CPU), scikit-learn, Pillow, onnx, onnxruntime and the nibble
-package (``pip install -e .``) for the INQ code of ``nibble.sim.golden``.
+package (``pip install -e '.[train,data]'``): the INQ retraining, the ONNX export and the check
+of the exported weights against the compiler's own quantization are ``nibble.host.compress``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
 import random
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -293,16 +292,6 @@ def build_model(seed: int):
     return model
 
 
-def weight_modules(model) -> list[tuple[str, object]]:
-    """(name, module) of every Conv2d / ConvTranspose2d, in ONNX order."""
-    import torch.nn as nn
-
-    names = ["extract", "shrink"] + [f"map{i + 1}" for i in range(M)] + ["expand", "deconv"]
-    mods = [m for m in model if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    assert len(mods) == len(names)
-    return list(zip(names, mods))
-
-
 def fit(model, params, sampler, iters: int, lr: float, min_lr: float, after_step=None,
         log=print, tag: str = "") -> None:
     """Adam, cosine learning-rate schedule from ``lr`` to ``min_lr`` over ``iters`` steps, MSE."""
@@ -333,102 +322,19 @@ def fit(model, params, sampler, iters: int, lr: float, min_lr: float, after_step
 
 
 # ---------------------------------------------------------------------------------------------
-# Incremental INQ directly on the weights
+# Incremental INQ directly on the weights: nibble.host.compress
 
 
-class InqLayer:
-    """One Conv2d / ConvTranspose2d seen by INQ (no BatchNormalization to fold here).
+def inq_retrain(model, sampler, iters_per_step: int, schedule=INQ_SCHEDULE, log=print):
+    """Incremental INQ (Zhou et al. 2017) on every weight tensor (``nibble.host.compress``);
+    returns the :class:`~nibble.host.compress.InqLayer` list with n1. Biases stay trainable
+    throughout."""
+    from nibble.host import compress
 
-    ``w_exact`` holds the float64 INQ level of each frozen weight; powers of two are exact in
-    float32, so the stored weight equals it.
-    """
-
-    def __init__(self, name: str, module):
-        self.name, self.module = name, module
-        shape = tuple(module.weight.shape)
-        self.frozen = np.zeros(shape, dtype=bool)
-        self.w_exact = np.zeros(shape, dtype=np.float64)
-        self.n1 = None
-
-    def weight(self) -> np.ndarray:
-        return self.module.weight.detach().numpy().astype(np.float64)
-
-    def quantize_step(self, fraction: float) -> int:
-        """Quantize and freeze the largest-|w| not yet frozen weights up to ``fraction``.
-
-        Returns the number of weights newly frozen.
-        """
-        import torch
-
-        from nibble.sim.golden import inq_decode, inq_quantize
-
-        w = self.weight()
-        target = w.size if fraction >= 1.0 else int(round(fraction * w.size))
-        k = target - int(self.frozen.sum())
-        free = np.flatnonzero(~self.frozen.ravel())
-        order = np.argsort(-np.abs(w.ravel()[free]), kind="stable")
-        new = np.zeros(w.size, dtype=bool)
-        new[free[order[:k]]] = True
-        new = new.reshape(w.shape)
-        codes, n2 = inq_quantize(w, self.n1)
-        q = inq_decode(codes, n2)
-        w[new] = q[new]
-        self.w_exact[new] = q[new]
-        self.frozen |= new
-        with torch.no_grad():
-            self.module.weight.copy_(torch.from_numpy(w.astype(np.float32)))
-        return k
-
-    def install_masks(self) -> None:
-        """Zero the gradient of frozen weights; ``restore`` undoes any optimizer drift."""
-        import torch
-
-        self._mask_t = torch.from_numpy(self.frozen.copy())
-        self._free_t = (~self._mask_t).to(self.module.weight.dtype)
-        self._values_t = self.module.weight.detach().clone()
-        self._hook = self.module.weight.register_hook(lambda g: g * self._free_t)
-
-    def restore(self) -> None:
-        import torch
-
-        with torch.no_grad():
-            self.module.weight.copy_(torch.where(self._mask_t, self._values_t, self.module.weight))
-
-    def remove_masks(self) -> None:
-        self._hook.remove()
-
-
-def inq_retrain(model, sampler, iters_per_step: int, schedule=INQ_SCHEDULE, log=print) -> list[InqLayer]:
-    """Incremental INQ (Zhou et al. 2017) on every weight tensor; returns the layers with n1.
-
-    Biases stay trainable throughout.
-    """
-    from nibble.sim.golden import inq_n1
-
-    layers = [InqLayer(name, m) for name, m in weight_modules(model)]
-    for L in layers:
-        L.n1 = inq_n1(L.weight())
-    log("INQ n1 per layer: " + ", ".join(f"{L.name} {L.n1}" for L in layers))
-    for step, frac in enumerate(schedule):
-        newly = [L.quantize_step(frac) for L in layers]
-        log(f"INQ step {step + 1}/{len(schedule)}: {frac:.1%} of the weights quantized "
-            f"(+{', +'.join(str(k) for k in newly)})")
-        if frac >= 1.0 or iters_per_step <= 0:
-            continue
-        for L in layers:
-            L.install_masks()
-
-        def after_step():
-            for L in layers:
-                L.restore()
-
-        fit(model, model.parameters(), sampler, iters_per_step, INQ_LEARNING_RATE, MIN_LEARNING_RATE,
+    def retrain(params, after_step, step, frac):
+        fit(model, params, sampler, iters_per_step, INQ_LEARNING_RATE, MIN_LEARNING_RATE,
             after_step=after_step, log=log, tag=f"  INQ {frac:.3f} ")
-        for L in layers:
-            L.remove_masks()
-    assert all(L.frozen.all() for L in layers)
-    model.eval()
-    return layers
+    return compress.incremental_inq(model, retrain, schedule, log=log)
 
 
 def retrain_biases(model, sampler, iters: int, log=print) -> None:
@@ -438,9 +344,9 @@ def retrain_biases(model, sampler, iters: int, log=print) -> None:
     it; the biases, which INQ leaves in float, absorb part of the error this leaves (mostly
     a small change of the DC gain).
     """
-    import torch.nn as nn
+    from nibble.host import compress
 
-    mods = [m for _, m in weight_modules(model)]
+    mods = [L.module for L in compress.find_layers(model)]
     for m in mods:
         m.weight.requires_grad_(False)
     before = [m.weight.detach().clone() for m in mods]
@@ -448,96 +354,25 @@ def retrain_biases(model, sampler, iters: int, log=print) -> None:
         log=log, tag="  biases ")
     for m, w in zip(mods, before):
         m.weight.requires_grad_(True)
-        assert isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.weight.equal(w)
-
-
-def post_training_inq(model):
-    """Copy of ``model`` with every weight tensor quantized at once (no retraining)."""
-    import copy
-
-    from nibble.sim.golden import inq_n1
-
-    m = copy.deepcopy(model).eval()
-    for name, mod in weight_modules(m):
-        L = InqLayer(name, mod)
-        L.n1 = inq_n1(L.weight())
-        L.quantize_step(1.0)
-    return m
-
-
-def onnx_weights(model_proto) -> list[tuple[str, str, np.ndarray]]:
-    """(node name, op type, float64 weight) of every Conv / ConvTranspose, in graph order."""
-    from onnx import numpy_helper
-
-    g = model_proto.graph
-    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in g.initializer}
-    return [(n.name, n.op_type, inits[n.input[1]]) for n in g.node if n.op_type in ("Conv", "ConvTranspose")]
-
-
-def verify_inq_onnx(path: Path, layers: list[InqLayer]) -> list[dict]:
-    """Check that every exported weight tensor is exactly on its layer's INQ level set.
-
-    For every layer: n1 of the exported weights equals the n1 fixed during training, and INQ
-    quantization decodes back to them exactly, with the codes chosen during training.
-    Raises AssertionError otherwise; returns per-layer figures for metrics.json.
-    """
-    import onnx
-
-    from nibble.sim.golden import inq_decode, inq_n1, inq_quantize
-
-    ws = onnx_weights(onnx.load(str(path)))
-    assert len(ws) == len(layers), (len(ws), len(layers))
-    report = []
-    for (node, op, w), L in zip(ws, layers):
-        n1 = inq_n1(w)
-        assert n1 == L.n1, f"{L.name}: n1 of the exported weights is {n1}, training used {L.n1}"
-        codes, n2 = inq_quantize(w, n1)
-        dec = inq_decode(codes, n2)
-        assert np.array_equal(dec, w), f"{L.name}: exported weights are off the level set"
-        assert np.array_equal(codes, inq_quantize(L.w_exact, L.n1)[0]), f"{L.name}: a weight changed level"
-        report.append({
-            "layer": L.name,
-            "onnx_node": node,
-            "op_type": op,
-            "shape": list(w.shape),
-            "n1": int(n1),
-            "n2": int(n2),
-            "weights": int(w.size),
-            "zero_weights": int(np.sum(dec == 0)),
-            "levels_used": int(len(np.unique(dec))),
-        })
-    return report
+        assert m.weight.equal(w)
 
 
 # ---------------------------------------------------------------------------------------------
 # Export and evaluation
 
 
-def onnx_bytes(model) -> tuple[bytes, list[str]]:
-    """The model as a checked opset-17 ONNX file with static (1,1,32,32) input, and its node types."""
-    import onnx
+def onnx_model(model):
+    """The model as a checked opset-17 ONNX model with static (1,1,32,32) input (``nibble.host.compress``)."""
     import torch
 
-    dummy = torch.zeros(1, 1, LR_SIZE, LR_SIZE)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (dummy,),
-            buf,
-            dynamo=False,
-            export_params=True,
-            opset_version=OPSET,
-            training=torch.onnx.TrainingMode.EVAL,
-            do_constant_folding=False,
-            input_names=["input"],
-            output_names=["output"],
-        )
-    m = onnx.load_from_string(buf.getvalue())
-    m.producer_name = "nibble scripts/train_sr.py"
-    onnx.checker.check_model(m, full_check=True)
-    return m.SerializeToString(), [n.op_type for n in m.graph.node]
+    from nibble.host import compress
+
+    return compress.export_onnx(model, torch.zeros(1, 1, LR_SIZE, LR_SIZE), dynamic_batch=False,
+                                producer="nibble scripts/train_sr.py")
+
+
+def onnx_bytes(model) -> bytes:
+    return onnx_model(model).SerializeToString()
 
 
 def ort_sr(model_file, x: np.ndarray) -> np.ndarray:
@@ -598,17 +433,19 @@ def main(argv: list[str] | None = None) -> int:
     float_s = time.perf_counter() - t0
     print(f"float training time: {float_s:.1f} s")
 
-    float_onnx, _ = onnx_bytes(model)
+    from nibble.host import compress
+
+    float_onnx = onnx_bytes(model)
     float_pred = ort_sr(float_onnx, test_lr)
     float_psnr = psnr(float_pred, test_hr)
     print(f"float PSNR (onnxruntime, before INQ): {float_psnr:.3f} dB")
-    ptq_pred = ort_sr(onnx_bytes(post_training_inq(model))[0], test_lr)
+    ptq_pred = ort_sr(onnx_bytes(compress.post_training_inq(model)[0]), test_lr)
     ptq_psnr = psnr(ptq_pred, test_hr)
     print(f"post-training INQ PSNR (no retraining): {ptq_psnr:.3f} dB")
 
     t1 = time.perf_counter()
     layers = inq_retrain(model, sampler, args.inq_iters)
-    inq_w_pred = ort_sr(onnx_bytes(model)[0], test_lr)
+    inq_w_pred = ort_sr(onnx_bytes(model), test_lr)
     inq_w_psnr = psnr(inq_w_pred, test_hr)
     print(f"PSNR with every weight quantized, before bias retraining: {inq_w_psnr:.3f} dB")
     retrain_biases(model, sampler, args.bias_iters)
@@ -620,14 +457,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     onnx_path = args.out / "fsrcnn_x2.onnx"
-    data, ops = onnx_bytes(model)
-    onnx_path.write_bytes(data)
+    proto = onnx_model(model)
+    ops = [n.op_type for n in proto.graph.node]
+    onnx_path.write_bytes(proto.SerializeToString())
     print("onnx nodes:", " -> ".join(ops))
     np.save(args.out / "test_lr.npy", test_lr)
     np.save(args.out / "test_hr.npy", test_hr)
     np.save(args.out / "calib_x.npy", calib_x)
 
-    inq_report = verify_inq_onnx(onnx_path, layers)
+    import onnx
+
+    inq_report = compress.verify_inq(onnx.load(str(onnx_path)), layers)
     for r in inq_report:
         print(f"  {r['layer']}: n1 {r['n1']}, n2 {r['n2']}, {r['zero_weights']}/{r['weights']} zero, "
               f"{r['levels_used']} levels used")
