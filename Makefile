@@ -33,10 +33,13 @@ sr: $(STAMP)
 	    --inputs models/sr/test_lr.npy --reference models/sr/test_hr.npy --bicubic \
 	    --calib models/sr/calib_x.npy --device sim --out build/sr_rtl_out.npy --json
 
-# One BLAS thread: the golden model's float64 products are small, and a simulator process runs
-# beside the tests on the other core (two threads waiting on each other ran 10x slower).
+# One BLAS thread: the golden model's float64 products are small, and simulator processes run
+# beside the tests (two threads waiting on each other ran 10x slower). TEST_WORKERS pytest-xdist
+# workers (default 2, the CI's cores), each running whole test files (their module fixtures:
+# simulator builds, synthesis caches, trained models, are made once).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	mkdir -p build

@@ -330,6 +330,9 @@ def test_weight_pruning_is_kept_by_inq_and_costs_the_same_cycles(trained):
     m = _clone(m0)
     zeroed = C.prune_weights(m, 0.5)
     assert zeroed == {"0": 72, "3": 2304, "8": 2560}
+    zero = [L.module.weight.detach() == 0 for L in C.find_layers(m)]
+    C.fit(m, m.parameters(), x, y, epochs=1, after_step=C.hold_zeros(m), log=None)     # fine-tuning keeps them
+    assert all(torch.all(L.module.weight.detach()[z] == 0) for L, z in zip(C.find_layers(m), zero))
     qs = C.incremental_inq(m, lambda p, a, s, f: C.fit(m, p, x, y, epochs=1, train_mode=False, after_step=a,
                                                       log=None), freeze_zeros=True, log=lambda s: None)
     rep = C.verify_inq(C.export_onnx(m, torch.from_numpy(x[:1])), qs)

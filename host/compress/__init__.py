@@ -26,11 +26,12 @@ from .export import FOLD_RTOL, OPSET, export_onnx, inline_identity_initializers,
 from .inq import (BN_MODES, DEFAULT_SCHEDULE, PARTITIONS, InqLayer, check_schedule, fold_batchnorm,
                   incremental_inq, post_training_inq)
 from .layers import WeightLayer, find_layers
-from .prune import CRITERIA, channel_importance, prunable_groups, prune_channels, prune_weights
+from .prune import CRITERIA, channel_importance, hold_zeros, prunable_groups, prune_channels, prune_weights
 from .train import LOSSES, evaluate, fit, predict
 
 __all__ = ["WeightLayer", "find_layers", "InqLayer", "incremental_inq", "post_training_inq", "fold_batchnorm",
            "check_schedule", "DEFAULT_SCHEDULE", "PARTITIONS", "BN_MODES", "prune_channels", "prune_weights",
+           "hold_zeros",
            "channel_importance", "prunable_groups", "CRITERIA", "export_onnx", "verify_inq",
            "inline_identity_initializers", "OPSET", "FOLD_RTOL", "fit", "predict", "evaluate", "LOSSES",
            "compress_model", "load_factory", "compile_figures"]

@@ -19,8 +19,7 @@ import torch
 
 from .export import export_onnx, verify_inq
 from .inq import DEFAULT_SCHEDULE, incremental_inq, post_training_inq
-from .layers import find_layers
-from .prune import prune_channels, prune_weights
+from .prune import hold_zeros, prune_channels, prune_weights
 from .train import evaluate, fit, predict
 
 __all__ = ["load_factory", "compress_model", "compile_figures"]
@@ -73,16 +72,6 @@ def compile_figures(onnx_model, calib):
             "descriptors": len(p.layers)}
 
 
-def _hold_zeros(model):
-    masks = [(L.module.weight, L.module.weight.detach() != 0) for L in find_layers(model)]
-
-    def after_step():
-        with torch.no_grad():
-            for w, keep in masks:
-                w.mul_(keep)
-    return after_step
-
-
 def compress_model(model, x, y, *, loss="ce", x_val=None, y_val=None, channel_ratio=0.0, criterion="l1",
                    scope="layer", channel_multiple=1, weight_ratio=0.0, finetune_epochs=0, inq_epochs=2,
                    schedule=DEFAULT_SCHEDULE, lr=1e-3, batch_size=32, bn="keep", partition="magnitude", seed=0,
@@ -127,7 +116,7 @@ def compress_model(model, x, y, *, loss="ce", x_val=None, y_val=None, channel_ra
         report["pruned_before_finetune"] = metric(model)
         if finetune_epochs:
             fit(model, model.parameters(), x, y, loss=loss, epochs=finetune_epochs, lr=lr, batch_size=batch_size,
-                seed=seed, train_mode=True, after_step=_hold_zeros(model) if weight_ratio else None, log=log,
+                seed=seed, train_mode=True, after_step=hold_zeros(model) if weight_ratio else None, log=log,
                 tag="fine-tune ")
         report["pruned"] = metric(model)
         log(f"pruned: {report['pruned']}")

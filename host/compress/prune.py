@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from .layers import BN_TYPES, find_layers, trace
 
-__all__ = ["prune_channels", "prune_weights", "channel_importance", "prunable_groups", "CRITERIA", "ChannelGroup"]
+__all__ = ["prune_channels", "prune_weights", "hold_zeros", "channel_importance", "prunable_groups", "CRITERIA",
+           "ChannelGroup"]
 
 #: Channel ranking criteria.
 CRITERIA = ("l1", "l2", "bn_gamma")
@@ -306,3 +307,16 @@ def prune_weights(model, ratio, *, layers=None):
             L.module.weight.copy_(torch.from_numpy(w))
         out[L.name] = k
     return out
+
+
+def hold_zeros(model, layers=None):
+    """An ``after_step`` callback for fine-tuning after :func:`prune_weights`: it sets the
+    weights that are zero now back to zero after every optimizer step."""
+    masks = [(L.module.weight, L.module.weight.detach() != 0)
+             for L in (find_layers(model) if layers is None else layers)]
+
+    def after_step():
+        with torch.no_grad():
+            for w, keep in masks:
+                w.mul_(keep)
+    return after_step
