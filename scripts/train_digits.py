@@ -3,7 +3,7 @@
 
 Usage:
     python scripts/train_digits.py [--out models/digits] [--epochs N] [--seed S]
-                                   [--inq-epochs M]
+                                   [--inq-epochs M] [--save-float DIR]
 
 Two phases: float training, then incremental INQ retraining (Zhou et al., ICLR 2017)
 so that every layer's weights *after BatchNormalization folding* lie on the 4-bit
@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inq-epochs", default=DEFAULT_INQ_EPOCHS, type=int,
                     help="retraining epochs after each of the first three INQ partitions")
     ap.add_argument("--seed", default=DEFAULT_SEED, type=int, help="split and training seed")
+    ap.add_argument("--save-float", type=Path, help="also write the float model's state_dict (float.pt) and the "
+                    "training split (train_x.npy, train_y.npy) here, for nibble compress")
     args = ap.parse_args(argv)
 
     import torch
@@ -246,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     train(model, x[train_idx], y[train_idx], args.epochs, gen)
     float_s = time.perf_counter() - t0
     print(f"float training time: {float_s:.1f} s")
+    if args.save_float:
+        args.save_float.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), args.save_float / "float.pt")
+        np.save(args.save_float / "train_x.npy", x[train_idx])
+        np.save(args.save_float / "train_y.npy", y[train_idx])
 
     from nibble.host import compress
 

@@ -410,9 +410,14 @@ def test_training_scripts_use_the_library(tmp_path):
     """scripts/train_digits.py, shortened, through nibble.host.compress: its own check of the
     exported weights against the compiler's quantization passes."""
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_digits.py"), "--out", str(tmp_path),
-                        "--epochs", "2", "--inq-epochs", "1"], capture_output=True, text=True)
+                        "--epochs", "2", "--inq-epochs", "1", "--save-float", str(tmp_path / "f")],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [L["node"] for L in metrics["inq"]["layers"]] == ["/0/Conv", "/3/Conv", "/8/Gemm"]
+    # the float model it saves loads into the factory nibble compress is given (README example)
+    m = C.load_factory(f"{ROOT / 'scripts' / 'train_digits.py'}:build_model")
+    m.load_state_dict(torch.load(tmp_path / "f" / "float.pt", weights_only=True))
+    assert np.load(tmp_path / "f" / "train_x.npy").shape == (1437, 1, 8, 8)
     src = (ROOT / "scripts" / "train_digits.py").read_text() + (ROOT / "scripts" / "train_sr.py").read_text()
     assert "class InqLayer" not in src and src.count("compress.incremental_inq(") == 2

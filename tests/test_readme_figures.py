@@ -56,3 +56,22 @@ def test_command_errors(tmp_path):
     bad.write_text("[1]")
     assert readme_figures.main(["x", str(bad), str(tmp_path / "missing.md")]) == 1
     assert readme_figures.main(["x"]) == 2
+
+
+def test_readme_compression_table_is_the_measured_json():
+    """README's compression table is scripts/compression_table.py's rendering of docs/compression.json
+    (the figures are written once, in the JSON)."""
+    import json
+
+    import compression_table
+    res = json.loads((ROOT / "docs" / "compression.json").read_text())
+    assert {"digits", "sr", "rnet", "onet"} <= set(res)
+    text = (ROOT / "README.md").read_text()
+    assert compression_table.update_readme(text, res) == text, \
+        "README's compression table is stale: run scripts/compression_table.py --readme-only"
+    for net in ("digits", "sr", "rnet", "onet"):
+        rows = res[net]["rows"]
+        assert set(rows) >= {"float", "post_training_inq", "incremental_inq", "channels_pruned_0.5"}
+        # channel pruning never costs cycles; weights were compiled from the pruned models
+        assert rows["channels_pruned_0.5"]["rtl_cycles_per_image"] <= rows["float"]["rtl_cycles_per_image"]
+        assert rows["channels_pruned_0.5"]["weight_words"] <= rows["float"]["weight_words"]
