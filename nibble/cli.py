@@ -465,9 +465,13 @@ def run(ctx, model, program_path, inputs, labels, calib, device, link, regmap_pa
                 raw, cycles, beats = d.raw, d.cycles, d.beats
                 result["host_link"] = link if device == "sim" else device
                 if d.memory and d.memory[0] is not None:
-                    mem = {k: float(np.mean([m[k] for m in d.memory])) for k in d.memory[0]}
+                    mem = {k: float(np.mean([m[k] for m in d.memory])) for k, v in d.memory[0].items()
+                           if not isinstance(v, dict)}
                     result["ddr_bytes_per_image"] = mem["ddr_read_bytes"] + mem["ddr_write_bytes"]
                     result["memory_stall_fraction"] = 1 - mem["engine_cycles"] / mem["cycles"]
+                    if "stalls" in d.memory[0]:       # the stall_* counters, by cause
+                        result["stall_cycles_per_image"] = {
+                            k: float(np.mean([m["stalls"][k] for m in d.memory])) for k in d.memory[0]["stalls"]}
                 if hasattr(d.link, "retried"):
                     result["link_retries"], result["link_stale_replies"] = d.link.retried, d.link.stale
             if y_true is not None:

@@ -68,6 +68,30 @@ def test_random_conv_layers(sim, cin, cout, size, k, seed, mode):
         assert np.array_equal(out, golden_forward(direct, v))
 
 
+def test_run_command_on_the_sim_device(tmp_path):
+    """``nibble run … --device sim --json`` (the PCIe sim device, DDR behind its AXI4 master): the
+    RTL equals the golden device on every image and the JSON line has the run's cycles, DDR bytes
+    and stall cycles by cause (the ``stall_*`` counters, summing to cycles − engine cycles)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    x = np.load("models/digits/test_x.npy")[:6]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.load("models/digits/test_y.npy")[:6])
+    out = subprocess.run([str(Path(sys.executable).with_name("nibble")), "run", MODEL, "--inputs", tmp_path / "x.npy",
+                          "--labels", tmp_path / "y.npy", "--calib", "models/digits/calib_x.npy", "--device", "sim",
+                          "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["rtl_equals_golden"] == 6 and r["rtl_accuracy"] == r["golden_accuracy"]
+    assert r["cycles_per_image"] > 0 and r["ddr_bytes_per_image"] > 0 and 0 <= r["memory_stall_fraction"] < 1
+    from nibble.hw.accelerator import STALL_CSRS
+    stalls = r["stall_cycles_per_image"]
+    assert set(stalls) == {n.removeprefix("stall_") for n in STALL_CSRS}
+    assert sum(stalls.values()) == pytest.approx(r["memory_stall_fraction"] * r["cycles_per_image"])
+
+
 def test_engine_error_is_reported(sim):
     program, v = random_conv_layer(16, 16, 4, 3, 6, EngineConfig())
     d = decode_descriptor(program.params[:DESC_WORDS])      # a 64x64 kernel: larger than the filter cache
