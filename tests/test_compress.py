@@ -221,19 +221,25 @@ def test_post_training_inq_leaves_the_model_alone(trained):
 # ------------------------------------------------------------------------------------------ pruning
 
 def _zeroing_reference(model, groups, keep):
-    """``model`` with the channels not in ``keep`` zeroed at each consumer's input."""
+    """``model`` with the channels not in ``keep`` zeroed at each consumer's input (at the
+    group's offset in what the consumer reads)."""
     ref = _clone(model)
     own = dict(ref.named_modules())
     names = {id(v): k for k, v in dict(model.named_modules()).items()}
+    masks = {}
     for g in groups:
-        k = keep[g.layer.name]
-        for cons, hw in g.consumers:
+        k = keep[g.name]
+        for cons, hw, off in g.consumers:
             mod = own[names[id(cons)]]
-            mask = np.zeros(g.channels * hw, np.float32)
-            mask[(np.asarray(k)[:, None] * hw + np.arange(hw)).ravel()] = 1
-            t = torch.from_numpy(mask)
-            shape = (1, -1) if isinstance(mod, nn.Linear) else (1, -1, 1, 1)
-            mod.register_forward_pre_hook(lambda _m, a, t=t, s=shape: (a[0] * t.reshape(s),))
+            n_in = mod.weight.shape[0 if isinstance(mod, nn.ConvTranspose2d) else 1]
+            mask = masks.setdefault(names[id(cons)], (mod, np.ones(n_in, np.float32)))[1]
+            for c in range(g.channels):
+                if c not in set(int(i) for i in k):
+                    mask[(off + c) * hw:(off + c + 1) * hw] = 0
+    for mod, mask in masks.values():
+        t = torch.from_numpy(mask)
+        shape = (1, -1) if isinstance(mod, nn.Linear) else (1, -1, 1, 1)
+        mod.register_forward_pre_hook(lambda _m, a, t=t, s=shape: (a[0] * t.reshape(s),))
     return ref
 
 
@@ -244,11 +250,11 @@ def test_prune_channels_equals_zeroed_channels(trained, criterion, scope):
     m = _clone(m0)
     groups, refused = C.prunable_groups(m0, torch.from_numpy(x[:1]))
     assert [g.layer.name for g in groups] == ["0", "3"] and refused == {"8": "it is a Linear layer"}
-    imp = {g.layer.name: C.channel_importance(g, criterion) for g in groups}
+    imp = {g.name: C.channel_importance(g, criterion) for g in groups}
     rep = C.prune_channels(m, 0.5, criterion=criterion, example=torch.from_numpy(x[:1]), scope=scope)
     keep = {}
     for g in groups:
-        n = g.layer.name
+        n = g.name
         kept = next(r["kept"] for r in rep["layers"] if r["layer"] == n)
         keep[n] = np.sort(np.argsort(-imp[n], kind="stable")[:kept])
     if scope == "layer":
@@ -290,9 +296,9 @@ def test_prune_channels_refusals_and_prelu():
     m = _Branches()
     x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(SEED))
     groups, refused = C.prunable_groups(m, x)
-    assert refused == {"a": "it feeds a Concat", "b": "it feeds a Concat",
+    assert refused == {"a": "it feeds the grouped convolution 'd'", "b": "it feeds the grouped convolution 'd'",
                        "d": "it is a grouped convolution (its channels are tied to its input's)",
-                       "e": "it feeds an Add", "f": "its output is a model output"}
+                       "e": "it is added to the model input", "f": "its output is a model output"}
     assert [g.layer.name for g in groups] == ["p"] and groups[0].channelwise == [m.prelu]
     keep_imp = C.channel_importance(groups[0], "l1")
     drop = int(np.argmin(keep_imp))
@@ -301,7 +307,7 @@ def test_prune_channels_refusals_and_prelu():
     C.prune_channels(m, 0.25)
     assert m.prelu.weight.shape == (3,) and m.f.in_channels == 3
     assert np.allclose(m(x).detach().numpy(), ref(x).detach().numpy(), atol=1e-5)
-    with pytest.raises(ValueError, match="layer 'e' cannot be channel-pruned: it feeds an Add"):
+    with pytest.raises(ValueError, match="layer 'e' cannot be channel-pruned: it is added to the model input"):
         C.prune_channels(_Branches(), {"e": 0.5})
     with pytest.raises(ValueError, match="pruning ratio 1.0 of layer 'p' is not in"):
         C.prune_channels(_Branches(), {"p": 1.0})
@@ -342,6 +348,74 @@ def test_weight_pruning_is_kept_by_inq_and_costs_the_same_cycles(trained):
     assert sparse["model_cycles"] == dense["model_cycles"]      # a zero code costs its beat
     with pytest.raises(ValueError, match="pruning ratio 1 is not in"):
         C.prune_weights(m, 1)
+
+
+class _ResStage(nn.Module):
+    """A ResNet stage: stem, two basic blocks with identity shortcuts, a projection block, GAP, FC."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.a1, self.ba1, self.a2, self.ba2 = (nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16),
+                                                nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.b1, self.b2 = nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.p1, self.p2 = nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.proj = nn.Conv2d(16, 32, 1, stride=2)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn0(self.stem(x)))
+        x = torch.relu(self.ba2(self.a2(torch.relu(self.ba1(self.a1(x))))) + x)
+        x = torch.relu(self.b2(torch.relu(self.b1(x))) + x)
+        x = torch.relu(self.p2(torch.relu(self.p1(x))) + self.proj(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class _Fire(nn.Module):
+    """A SqueezeNet fire module and its reader: squeeze, expand 1×1 and 3×3, Concat, conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.sq = nn.Conv2d(3, 8, 1)
+        self.e1, self.e3 = nn.Conv2d(8, 16, 1), nn.Conv2d(8, 16, 3, padding=1)
+        self.out = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        s = torch.relu(self.sq(x))
+        return self.out(torch.cat([torch.relu(self.e1(s)), torch.relu(self.e3(s))], 1))
+
+
+@pytest.mark.parametrize("make, example, groups_want", [
+    (_ResStage, (2, 3, 8, 8), [["stem", "a2", "b2"], ["a1"], ["b1"], ["p1"], ["p2", "proj"]]),
+    (_Fire, (2, 3, 6, 6), [["sq"], ["e1"], ["e3"]]),
+])
+def test_prune_channels_through_adds_and_concats(make, example, groups_want):
+    """Residual Adds tie their layers into one group (a stage's convolutions and shortcuts lose
+    the same channels), a Concat's branches are cut at their offsets in the reader; either way
+    the pruned model equals the original with those channels zeroed at every reader's input."""
+    torch.manual_seed(SEED)
+    m0 = make()
+    for mod in m0.modules():                    # BatchNorm statistics that are not the identity
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+    m0.eval()
+    x = torch.randn(*example, generator=torch.Generator().manual_seed(SEED))
+    groups, refused = C.prunable_groups(m0, x[:1])
+    assert sorted(sorted(P.name for P in g.producers) for g in groups) == sorted(sorted(n) for n in groups_want)
+    m = _clone(m0)
+    rep = C.prune_channels(m, 0.5, example=x[:1])
+    keep = {}
+    for g in groups:
+        kept = next(r["kept"] for r in rep["layers"] if r["layer"] == g.name)
+        keep[g.name] = np.sort(np.argsort(-C.channel_importance(g, "l1"), kind="stable")[:kept])
+    ref = _zeroing_reference(m0, groups, keep)
+    with torch.no_grad():
+        assert np.allclose(m(x).numpy(), ref(x).numpy(), atol=1e-5)
+    assert all(r["kept"] == r["channels"] // 2 for r in rep["layers"])
+    # and it compiles: the pruned residual stage / fire module on the engine's golden model
+    proto = C.export_onnx(m, x[:1], dynamic_batch=False)
+    assert "model_cycles" in C.compile_figures(proto, x.numpy())
 
 
 # ------------------------------------------------------------------------------------------ CLI and scripts

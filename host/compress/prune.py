@@ -11,8 +11,13 @@ A layer's channels can be removed when its output reaches only plain convolution
 1), transposed convolutions and Linear layers, through channel-wise operations: BatchNorm,
 ReLU/ReLU6/LeakyReLU/PReLU/Hardtanh/Sigmoid/Tanh, max and average pooling, Dropout, Identity,
 nearest Upsample, and a Flatten before a Linear (its input columns go by channel, ``H·W``
-each). A layer whose output reaches an Add, a Concat, a grouped convolution, a graph output or
-any other operation is left whole; :func:`prune_channels` reports why.
+each). Residual **Adds** tie channel spaces: every layer whose output (through channel-wise
+operations) meets another at an Add loses the same channels — a ResNet stage's convolutions,
+projections and shortcuts are pruned as one group, ranked by the sum of their normalized
+filter norms. A **Concat** along the channels passes a branch's channels on at its offset, so
+the layers reading the concatenation lose the matching columns (SqueezeNet's expand branches,
+GoogLeNet's inception branches). A space that reaches a grouped convolution, a model output or
+input, or any other operation is left whole; :func:`prune_channels` reports why.
 
 **Unstructured pruning** (:func:`prune_weights`) sets the smallest-magnitude weights to zero.
 The engine gives a zero weight code the same beat as any other (a shift-accumulate lane is not
@@ -49,16 +54,27 @@ _FLATTEN_FUNCTIONS = (torch.flatten,)
 
 @dataclasses.dataclass
 class ChannelGroup:
-    """One prunable layer: its output channels and everything tied to them.
+    """One channel space that can be pruned: the output channels of ``producers`` (one layer, or
+    several tied by residual Adds: ``a + b`` needs the same channels on both sides) and
+    everything tied to them.
 
-    ``layer``: the :class:`~nibble.host.compress.layers.WeightLayer` producing the channels;
-    ``channelwise``: the BatchNorm/PReLU modules on the way (their per-channel entries go with
-    the channel); ``consumers``: ``(module, hw)`` — a layer reading the channels, ``hw`` the
-    number of its input columns per channel (1, or ``H·W`` after a Flatten before a Linear).
+    ``producers``: :class:`~nibble.host.compress.layers.WeightLayer` list (the same ``Cout``);
+    ``channelwise``: the BatchNorm/PReLU modules in the space (their per-channel entries go with
+    the channel); ``consumers``: ``(module, hw, offset)`` — a layer reading the channels, ``hw``
+    its input columns per channel (1, or ``H·W`` after a Flatten before a Linear), ``offset`` the
+    space's first channel in what it reads (non-zero after a Concat).
     """
-    layer: object
+    producers: list
     channelwise: list
     consumers: list
+
+    @property
+    def layer(self):
+        return self.producers[0]
+
+    @property
+    def name(self):
+        return "+".join(L.name for L in self.producers)
 
     @property
     def channels(self):
@@ -70,135 +86,227 @@ def _shapes(gm, example):
     ShapeProp(gm).propagate(example)
 
 
-def _walk(gm, modules, start):
-    """Follow ``start``'s output to its consumers; ``(channelwise, consumers)`` or a reason string."""
-    channelwise, consumers = [], []
-    todo, seen = [(start, False)], set()
+def _channels(node):
+    meta = node.meta.get("tensor_meta")
+    return None if meta is None or len(meta.shape) < 2 else int(meta.shape[1])
+
+
+def _spatial(node):
+    meta = node.meta.get("tensor_meta")
+    return None if meta is None else (int(np.prod(meta.shape[2:])) if len(meta.shape) > 2 else 1)
+
+
+def _is_add(u):
+    return u.op == "call_function" and u.target in (operator.add, torch.add, operator.iadd) or \
+        u.op == "call_method" and u.target in ("add", "add_")
+
+
+def _is_cat(u):
+    return u.op == "call_function" and u.target in (torch.cat, torch.concat)
+
+
+class _Space:
+    """The channel space of one producer, grown by :func:`_grow`."""
+
+    def __init__(self):
+        self.producers, self.channelwise, self.consumers, self.nodes = [], [], [], set()
+
+
+def _unary_channelwise(u, modules):
+    if u.op == "call_module":
+        return isinstance(modules[u.target], _CHANNELWISE_MODULES)
+    if u.op == "call_function":
+        return u.target in _CHANNELWISE_FUNCTIONS
+    return u.op == "call_method" and u.target in _CHANNELWISE_METHODS
+
+
+def _grow(start, modules, layers):
+    """The :class:`_Space` of ``start`` (a weight layer's node), or a reason string."""
+    sp = _Space()
+    todo = [("fwd", start, 0, False)]          # (direction, node, channel offset, flattened)
+    sp.nodes.add(start)
+    sp.producers.append(layers[start.target])
+    seen_cons = set()
     while todo:
-        node, flat = todo.pop()
-        for u in node.users:
-            if u in seen:
+        way, node, off, flat = todo.pop()
+        if way == "back":
+            if node in sp.nodes:
                 continue
-            seen.add(u)
+            if node.op == "call_module" and node.target in layers:
+                m = modules[node.target]
+                if getattr(m, "groups", 1) != 1:
+                    return f"it is added to the output of the grouped convolution '{node.target}'"
+                if isinstance(m, nn.Linear):
+                    return f"it is added to the output of the Linear layer '{node.target}'"
+                sp.nodes.add(node)
+                sp.producers.append(layers[node.target])
+                todo.append(("fwd", node, 0, False))
+                continue
+            if _unary_channelwise(node, modules) or _is_add(node):
+                sp.nodes.add(node)
+                if node.op == "call_module" and isinstance(modules[node.target], (*BN_TYPES, nn.PReLU)):
+                    sp.channelwise.append(modules[node.target])
+                args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+                todo += [("back", a, 0, False) for a in (args if _is_add(node) else args[:1])]
+                todo.append(("fwd", node, 0, False))
+                continue
+            if node.op == "placeholder":
+                return "it is added to the model input"
+            return f"it is added to '{node.name}', which is not a layer or a channel-wise operation"
+        for u in node.users:
             if u.op == "output":
                 return "its output is a model output"
-            if u.op == "call_module":
+            if u.op == "call_module" and u.target in layers and not flat:
                 m = modules[u.target]
-                if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)) and not flat:
-                    if m.groups != 1:
-                        return f"it feeds the grouped convolution '{u.target}'"
-                    consumers.append((m, 1))
-                    continue
                 if isinstance(m, nn.Linear):
-                    if not flat:
-                        meta = node.meta.get("tensor_meta")
-                        if meta is None or len(meta.shape) != 2:
-                            return f"it feeds the Linear '{u.target}' without a Flatten"
-                    consumers.append((m, flat or 1))
-                    continue
-                if isinstance(m, nn.Flatten) and not flat:
-                    s = u.args[0].meta.get("tensor_meta")
-                    if s is None:
-                        return "a Flatten needs the example input (to know H·W)"
-                    todo.append((u, int(np.prod(s.shape[2:])) if len(s.shape) > 2 else 1))
-                    continue
-                if isinstance(m, _CHANNELWISE_MODULES) and not flat:
-                    if isinstance(m, (*BN_TYPES, nn.PReLU)) and not (isinstance(m, nn.PReLU) and m.num_parameters == 1):
-                        channelwise.append(m)
-                    todo.append((u, flat))
-                    continue
-                return f"it feeds '{u.target}' ({type(m).__name__})"
-            if u.op == "call_function" and not flat:
-                if u.target in _CHANNELWISE_FUNCTIONS and u.args[0] is node:
-                    todo.append((u, flat))
-                    continue
-                if u.target in _FLATTEN_FUNCTIONS and u.args[0] is node:
-                    s = node.meta.get("tensor_meta")
-                    if s is None or (len(u.args) > 1 and u.args[1] != 1) or u.kwargs.get("start_dim", 1) != 1:
-                        return "a flatten other than from axis 1 (or without the example input)"
-                    todo.append((u, int(np.prod(s.shape[2:])) if len(s.shape) > 2 else 1))
-                    continue
-                if u.target in (operator.add, torch.add, operator.iadd):
-                    return "it feeds an Add"
-                if u.target in (torch.cat, torch.concat):
-                    return "it feeds a Concat"
-                return f"it feeds '{u.name}' ({getattr(u.target, '__name__', u.target)})"
-            if u.op == "call_method" and not flat and u.target in _CHANNELWISE_METHODS:
-                todo.append((u, flat))
+                    if _spatial(node) != 1 or (node.meta.get("tensor_meta") is not None and
+                                               len(node.meta["tensor_meta"].shape) != 2):
+                        return f"it feeds the Linear '{u.target}' without a Flatten"
+                    hw = 1
+                elif m.groups != 1:
+                    return f"it feeds the grouped convolution '{u.target}'"
+                else:
+                    hw = 1
+                if (u, off) not in seen_cons:
+                    seen_cons.add((u, off))
+                    sp.consumers.append((m, hw, off))
                 continue
-            return f"it feeds '{u.name}' ({u.op} {u.target})"
-    if not consumers:
+            if u.op == "call_module" and u.target in layers and isinstance(modules[u.target], nn.Linear):
+                if (u, off) not in seen_cons:
+                    seen_cons.add((u, off))
+                    sp.consumers.append((modules[u.target], flat, off))
+                continue
+            if u in sp.nodes:
+                continue
+            flatten = (u.op == "call_module" and isinstance(modules[u.target], nn.Flatten)) or \
+                (u.op == "call_function" and u.target in _FLATTEN_FUNCTIONS)
+            if flatten and not flat:
+                hw = _spatial(node)
+                start_dim = u.kwargs.get("start_dim", u.args[1] if len(u.args) > 1 else 1) \
+                    if u.op == "call_function" else modules[u.target].start_dim
+                if hw is None:
+                    return "a Flatten needs the example input (to know H·W)"
+                if start_dim != 1:
+                    return "a flatten other than from axis 1"
+                todo.append(("fwd", u, off, hw))
+                continue
+            if _unary_channelwise(u, modules) and not flat and u.args and u.args[0] is node:
+                if off == 0:
+                    sp.nodes.add(u)
+                if u.op == "call_module" and isinstance(modules[u.target], (*BN_TYPES, nn.PReLU)):
+                    if off:
+                        return f"it reaches the BatchNorm/PReLU '{u.target}' after a Concat"
+                    m = modules[u.target]
+                    if not (isinstance(m, nn.PReLU) and m.num_parameters == 1):
+                        sp.channelwise.append(m)
+                todo.append(("fwd", u, off, flat))
+                continue
+            if _is_add(u) and not flat:
+                if off:
+                    return "it reaches an Add after a Concat"
+                sp.nodes.add(u)
+                todo += [("back", a, 0, False) for a in u.args if isinstance(a, torch.fx.Node) and a is not node]
+                todo.append(("fwd", u, 0, False))
+                continue
+            if _is_cat(u) and not flat:
+                parts = u.args[0]
+                dim = u.args[1] if len(u.args) > 1 else u.kwargs.get("dim", 0)
+                if dim != 1:
+                    return "it feeds a Concat along another axis than the channels"
+                if sum(1 for a in parts if a is node) != 1:
+                    return "it enters a Concat twice"
+                widths = [_channels(a) for a in parts]
+                if any(w is None for w in widths):
+                    return "a Concat needs the example input (to know its inputs' channels)"
+                k = list(parts).index(node)
+                todo.append(("fwd", u, off + sum(widths[:k]), flat))
+                continue
+            return f"it feeds '{u.name}' ({getattr(u.target, '__name__', u.target)})"
+    if not sp.consumers:
         return "nothing reads its channels"
-    return channelwise, consumers
+    return sp
 
 
 def prunable_groups(model, example=None):
-    """``(groups, refused)``: the :class:`ChannelGroup` of every layer whose output channels can be
-    removed, and ``{layer name: reason}`` for the others. ``example``: an input tensor (needed
-    when a Flatten precedes a Linear, for its ``H·W``)."""
+    """``(groups, refused)``: the :class:`ChannelGroup` of every channel space that can be
+    pruned, and ``{layer name: reason}`` for the layers that cannot. ``example``: an input
+    tensor (needed for the ``H·W`` of a Flatten before a Linear and the widths of a Concat's
+    inputs)."""
     layers = {L.name: L for L in find_layers(model)}
     gm = trace(model)
     if example is not None:
         _shapes(gm, example)
     modules = dict(gm.named_modules())
     own = dict(model.named_modules())
-    groups, refused = [], {}
+    name_of = {id(v): k for k, v in modules.items()}
+    groups, refused, done = [], {}, set()
     for node in gm.graph.nodes:
-        if node.op != "call_module" or node.target not in layers:
+        if node.op != "call_module" or node.target not in layers or node.target in done:
             continue
         L = layers[node.target]
-        m = L.module
-        if getattr(m, "groups", 1) != 1:
+        if getattr(L.module, "groups", 1) != 1:
             refused[L.name] = "it is a grouped convolution (its channels are tied to its input's)"
             continue
-        if isinstance(m, nn.Linear):
-            refused[L.name] = "it is a Linear layer" if list(node.users) else "nothing reads it"
-            # a Linear's outputs are usually the classes; prune it only as a consumer
+        if isinstance(L.module, nn.Linear):
+            refused[L.name] = "it is a Linear layer"
             continue
-        got = _walk(gm, modules, node)
+        got = _grow(node, modules, layers)
         if isinstance(got, str):
             refused[L.name] = got
             continue
-        cw, cons = got
-        name_of = {id(v): k for k, v in modules.items()}
-        groups.append(ChannelGroup(L, [own[name_of[id(c)]] for c in cw],
-                                   [(own[name_of[id(c)]], hw) for c, hw in cons]))
+        names = [P.name for P in got.producers]
+        done.update(names)
+        if len({P.module.weight.shape[P.out_axis] for P in got.producers}) != 1:
+            for n in names:
+                refused[n] = "the layers tied by its Add have different channel counts"
+            continue
+        cw = list({id(c): c for c in got.channelwise}.values())
+        groups.append(ChannelGroup([layers[n] for n in names], [own[name_of[id(c)]] for c in cw],
+                                   [(own[name_of[id(c)]], hw, off) for c, hw, off in got.consumers]))
+    for g in groups:                       # a layer refused alone may be prunable in a tied group
+        for P in g.producers:
+            refused.pop(P.name, None)
     return groups, refused
 
 
 def channel_importance(group, criterion="l1"):
     """Importance of each output channel of ``group`` (float64 ``(C,)``): the L1 or L2 norm of its
-    filter (all weights feeding the channel), or ``|γ|`` of its BatchNorm (``bn_gamma``).
+    filters (all weights feeding the channel), or ``|γ|`` of its BatchNorm (``bn_gamma``); for
+    channels tied across several layers, the sum over them of each layer's values divided by
+    their mean.
 
     :raises ValueError: an unknown criterion; ``bn_gamma`` for a layer without BatchNorm.
     """
-    L = group.layer
-    w = L.module.weight.detach().cpu().numpy().astype(np.float64)
-    w = np.moveaxis(w, L.out_axis, 0).reshape(w.shape[L.out_axis], -1)
-    if criterion == "l1":
-        return np.abs(w).sum(axis=1)
-    if criterion == "l2":
-        return np.sqrt((w * w).sum(axis=1))
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown pruning criterion '{criterion}' ({', '.join(CRITERIA)})")
+    vals = []
     if criterion == "bn_gamma":
         bns = [m for m in group.channelwise if isinstance(m, BN_TYPES)]
-        if not bns or not bns[0].affine:
-            raise ValueError(f"layer '{L.name}' has no affine BatchNorm for the bn_gamma criterion")
-        return np.abs(bns[0].weight.detach().cpu().numpy().astype(np.float64))
-    raise ValueError(f"unknown pruning criterion '{criterion}' ({', '.join(CRITERIA)})")
+        if not bns or not all(b.affine for b in bns):
+            raise ValueError(f"layer '{group.name}' has no affine BatchNorm for the bn_gamma criterion")
+        vals = [np.abs(b.weight.detach().cpu().numpy().astype(np.float64)) for b in bns]
+    else:
+        for L in group.producers:
+            w = L.module.weight.detach().cpu().numpy().astype(np.float64)
+            w = np.moveaxis(w, L.out_axis, 0).reshape(w.shape[L.out_axis], -1)
+            vals.append(np.abs(w).sum(axis=1) if criterion == "l1" else np.sqrt((w * w).sum(axis=1)))
+    if len(vals) == 1:
+        return vals[0]
+    return sum(v / max(v.mean(), 1e-300) for v in vals)
 
 
 def _index(t, keep, axis):
     return t.detach().index_select(axis, torch.as_tensor(keep, dtype=torch.long)).clone()
 
 
-def _apply(group, keep):
-    L = group.layer
-    m = L.module
+def _apply_producers(group, keep):
     with torch.no_grad():
-        m.weight = nn.Parameter(_index(m.weight, keep, L.out_axis))
-        if m.bias is not None:
-            m.bias = nn.Parameter(_index(m.bias, keep, 0))
-        m.out_channels = len(keep)
+        for L in group.producers:
+            m = L.module
+            m.weight = nn.Parameter(_index(m.weight, keep, L.out_axis))
+            if m.bias is not None:
+                m.bias = nn.Parameter(_index(m.bias, keep, 0))
+            m.out_channels = len(keep)
         for c in group.channelwise:
             if isinstance(c, nn.PReLU):
                 c.weight = nn.Parameter(_index(c.weight, keep, 0))
@@ -210,24 +318,38 @@ def _apply(group, keep):
             c.running_mean = _index(c.running_mean, keep, 0)
             c.running_var = _index(c.running_var, keep, 0)
             c.num_features = len(keep)
-        for c, hw in group.consumers:
+
+
+def _apply_consumers(cuts):
+    """``cuts``: ``{id(module): (module, hw, [(offset, channels, keep), …])}`` — every pruned
+    space a consumer reads; its input columns are cut once, for all of them."""
+    with torch.no_grad():
+        for c, hw, spans in cuts.values():
+            n_in = c.weight.shape[1] if not isinstance(c, nn.ConvTranspose2d) else c.weight.shape[0]
+            n_ch = n_in // hw
+            alive = np.ones(n_ch, bool)
+            for off, channels, keep in spans:
+                dead = np.ones(channels, bool)
+                dead[keep] = False
+                alive[off:off + channels][dead] = False
+            chans = np.flatnonzero(alive)
             if isinstance(c, nn.Linear):
-                cols = (np.asarray(keep)[:, None] * hw + np.arange(hw)[None, :]).ravel()
+                cols = (chans[:, None] * hw + np.arange(hw)[None, :]).ravel()
                 c.weight = nn.Parameter(_index(c.weight, cols, 1))
                 c.in_features = len(cols)
             elif isinstance(c, nn.ConvTranspose2d):
-                c.weight = nn.Parameter(_index(c.weight, keep, 0))
-                c.in_channels = len(keep)
+                c.weight = nn.Parameter(_index(c.weight, chans, 0))
+                c.in_channels = len(chans)
             else:
-                c.weight = nn.Parameter(_index(c.weight, keep, 1))
-                c.in_channels = len(keep)
+                c.weight = nn.Parameter(_index(c.weight, chans, 1))
+                c.in_channels = len(chans)
 
 
 def prune_channels(model, ratio, *, criterion="l1", example=None, scope="layer", min_channels=1, multiple=1):
     """Remove the least important output channels of every prunable layer, in place.
 
     :param ratio: fraction of channels to remove, ``0 ≤ ratio < 1``; or ``{layer name: ratio}``
-        (layers not named are left whole).
+        (layers not named are left whole; naming one layer of a tied group prunes the group).
     :param criterion: :data:`CRITERIA`.
     :param example: an input tensor (for the ``H·W`` of a Flatten before a Linear).
     :param scope: ``"layer"`` (each layer loses ``⌊ratio·C⌋`` channels) or ``"global"`` (one ratio
@@ -236,7 +358,8 @@ def prune_channels(model, ratio, *, criterion="l1", example=None, scope="layer",
     :param multiple: the kept count is rounded up to a multiple of this (capped at the layer's
         channels): the engine runs channels in blocks of ``m`` outputs and ``vc`` inputs
         (``EngineConfig``), so a count between two multiples costs the cycles of the next one.
-    :returns: ``{"layers": [{"layer", "channels", "kept", "removed"}], "refused": {name: reason}}``.
+    :returns: ``{"layers": [{"layer", "layers", "channels", "kept", "removed"}], "refused": {name:
+        reason}}`` (``layer``: the group's name, its layers joined by ``+``).
     :raises ValueError: a ratio outside [0, 1), a ratio for a layer that is not prunable or does
         not exist, an unknown criterion or scope.
     """
@@ -245,19 +368,20 @@ def prune_channels(model, ratio, *, criterion="l1", example=None, scope="layer",
     if int(multiple) < 1 or int(min_channels) < 1:
         raise ValueError(f"multiple ({multiple}) and min_channels ({min_channels}) must be at least 1")
     groups, refused = prunable_groups(model, example)
-    by_name = {g.layer.name: g for g in groups}
+    by_name = {P.name: g for g in groups for P in g.producers}
     if isinstance(ratio, dict):
+        ratios = {}
         for k, r in ratio.items():
             if k not in by_name:
                 why = refused.get(k, "there is no such weight layer")
                 raise ValueError(f"layer '{k}' cannot be channel-pruned: {why}")
-        ratios = dict(ratio)
+            ratios[by_name[k].name] = r
     else:
-        ratios = {g.layer.name: ratio for g in groups}
+        ratios = {g.name: ratio for g in groups}
     for k, r in ratios.items():
         if not 0.0 <= float(r) < 1.0:
             raise ValueError(f"pruning ratio {r} of layer '{k}' is not in [0, 1)")
-    imp = {g.layer.name: channel_importance(g, criterion) for g in groups if g.layer.name in ratios}
+    imp = {g.name: channel_importance(g, criterion) for g in groups if g.name in ratios}
 
     def top(v, n):
         n = min(len(v), -(-max(n, min_channels) // multiple) * multiple)
@@ -273,16 +397,19 @@ def prune_channels(model, ratio, *, criterion="l1", example=None, scope="layer",
     else:
         for name, v in imp.items():
             keep[name] = top(v, len(v) - int(np.floor(float(ratios[name]) * len(v))))
-    report = []
+    report, cuts = [], {}
     for g in groups:
-        name = g.layer.name
+        name = g.name
         if name not in keep:
             continue
         c = g.channels
         if len(keep[name]) < c:
-            _apply(g, keep[name])
-        report.append({"layer": name, "channels": int(c), "kept": int(len(keep[name])),
-                       "removed": int(c - len(keep[name]))})
+            for mod, hw, off in g.consumers:
+                cuts.setdefault(id(mod), (mod, hw, []))[2].append((off, c, keep[name]))
+            _apply_producers(g, keep[name])
+        report.append({"layer": name, "layers": [P.name for P in g.producers], "channels": int(c),
+                       "kept": int(len(keep[name])), "removed": int(c - len(keep[name]))})
+    _apply_consumers(cuts)
     return {"layers": report, "refused": refused}
 
 
