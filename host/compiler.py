@@ -21,6 +21,7 @@ from .frontend.onnx import import_graph, load_onnx, validate_model
 from .ir import CompileError
 from .passes import STRUCTURAL, allocate, calibrate, check_fits, inq, lower, split_gap
 from .passes.calibrate import graph_inputs
+from .passes.inq import EXPONENTS
 from .passes.lower import (DECONV_MODES, WINOGRAD_MODES, layer_beats, layer_cycles, parse_modes, plan_program,
                            winograd_work)
 
@@ -43,7 +44,7 @@ def build_graph(model):
 
 
 def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto",
-                  stream_weights=False, tile_features=False):
+                  stream_weights=False, tile_features=False, exponents="layer"):
     """:func:`compile_model`, also returning the final graph (for listings such as ``nibble
     compile``'s): ``(graph, program)``."""
     if not isinstance(config, EngineConfig):
@@ -51,6 +52,8 @@ def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd=
     parse_modes(winograd)
     if deconv not in DECONV_MODES:
         raise CompileError(f"deconvolution mode '{deconv}' is not one of {', '.join(DECONV_MODES)}")
+    if exponents not in EXPONENTS:
+        raise CompileError(f"weight exponents '{exponents}' are not one of {', '.join(EXPONENTS)}")
     if isinstance(model, (str, bytes, os.PathLike)):
         model = load_onnx(model)
     else:
@@ -58,9 +61,9 @@ def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd=
     g = split_gap(build_graph(model), config).validate()
     data = graph_inputs(g, calib)
     if tile_features:
-        return g, _tiled(g, data, config, winograd, deconv)
+        return g, _tiled(g, data, config, winograd, deconv, exponents)
     check_fits(g, config, deconv, stream_weights=stream_weights)
-    g = inq(g)
+    g = inq(g, exponents)
     g = calibrate(g, data)
     g = allocate(g, config)
     return g, lower(g, config, winograd=winograd, deconv=deconv, stream_weights=stream_weights)
@@ -114,19 +117,19 @@ def finish_tiled(p, config):
     return p
 
 
-def _tiled(g, data, config, winograd, deconv):
+def _tiled(g, data, config, winograd, deconv, exponents="layer"):
     """Compile with every feature map in external memory (:func:`feature_space_config`, the
     weights streamed, :func:`finish_tiled`)."""
     space = feature_space_config(g, config)
     check_fits(g, space, deconv, stream_weights=True)
-    g = inq(g)
+    g = inq(g, exponents)
     g = calibrate(g, data)
     g = allocate(g, space)
     return finish_tiled(lower(g, space, winograd=winograd, deconv=deconv, stream_weights=True), config)
 
 
 def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto",
-                  stream_weights=False, tile_features=False):
+                  stream_weights=False, tile_features=False, exponents="layer"):
     """Compile an ONNX model for an accelerator configuration.
 
     :param model: path to an ``.onnx`` file or an ``onnx.ModelProto``.
@@ -145,6 +148,10 @@ def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd=
         bands that fit the feature memory (:mod:`nibble.host.steps`); implies ``stream_weights``.
         A layer of which one band of rows cannot fit, or a transposed convolution, is a
         :class:`CompileError` naming it.
+    :param exponents: weight exponents (:data:`~nibble.host.passes.inq.EXPONENTS`): ``"layer"``
+        (one ``n2`` per layer), ``"auto"`` (per output channel where the weights' SNR gains at least
+        :data:`~nibble.host.passes.inq.AUTO_GAIN_DB`; ``nibble compile`` lists the layers and both
+        SNRs), ``"channel"`` (per output channel in every layer without a fused residual Add).
     :returns: :class:`Program` with one input and one output spec per graph input and output
         (host tail ops such as a final Softmax declared in the output's ``tail``).
     :raises CompileError: malformed or invalid model (ONNX checker, shape inference or ONNX Runtime
@@ -158,4 +165,4 @@ def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd=
         bits, a layer named for Winograd that cannot run as Winograd (with the reason); a config
         that is not an EngineConfig, an unknown mode.
     """
-    return compile_graph(model, calib, config, winograd, deconv, stream_weights, tile_features)[1]
+    return compile_graph(model, calib, config, winograd, deconv, stream_weights, tile_features, exponents)[1]

@@ -129,7 +129,7 @@ def golden_plan(program: Program, i, L, mem):
     if L.res:                       # fused residual Add: the tensor laid out as the output
         r = read_view(mem, L.res_base, L.out_h, L.out_w, *L.out_view, L.cb_out)
         acc = acc + (r << L.res_sh_hw)
-    y = golden.requantize(acc, L.sh_hw, L.relu, program.layer_slopes(i, padded=True), L.clip)
+    y = golden.requantize(acc, program.layer_sh(i), L.relu, program.layer_slopes(i, padded=True), L.clip)
     if L.act:
         y = golden.activate(y, L.act)
     y = golden.maxpool(y, L.pool)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..sim.golden import ACT_NONE, ACT_SIGMOID, ACT_TANH, POOL_2X2, POOL_NONE, pool_out_size
 
-__all__ = ["CompileError", "ConvOp", "ACT_NAMES", "POOL_NONE", "POOL_2X2", "conv_float", "deconv_float",
+__all__ = ["CompileError", "ConvOp", "ACT_NAMES", "POOL_NONE", "POOL_2X2", "conv_float", "deconv_float", "inq_weights",
            "apply_act", "maxpool_float", "op_float", "run_float", "pool_text"]
 
 #: Name of each ``act`` value (``nibble.sim.golden.ACT_*``), for messages and listings.
@@ -71,6 +71,12 @@ class ConvOp:
     it to a grouped plan (``LayerPlan.grp``) where the channel counts align. ``res``: the layer
     adds a residual tensor (its compute node's second input, :func:`nibble.host.passes.fuse_add`)
     after the bias, before the activation: ``act(conv(x) + b + r)``.
+
+    Per-channel weight exponents (:func:`nibble.host.passes.inq`, ``exponents``): ``dn2``, int64
+    ``(Cout,)`` ≥ 0 or ``None``: output channel ``co``'s codes are in units of ``2^(n2 + dn2[co])``
+    (``n2`` is then the layer's smallest exponent; the output stage shifts channel ``co`` by
+    ``sh − dn2[co]``, ARITHMETIC §4.5). ``wsnr``: ``(per-layer, per-channel)`` SNR in dB of the
+    quantized weights against ``w``, as the INQ pass measured them.
     """
     name: str
     w: np.ndarray
@@ -93,6 +99,8 @@ class ConvOp:
     clip: tuple = None
     groups: int = 1
     res: bool = False
+    dn2: np.ndarray = None
+    wsnr: tuple = None
 
     def __post_init__(self):
         if isinstance(self.pool, (int, np.integer)) and not isinstance(self.pool, bool):
@@ -277,6 +285,18 @@ def maxpool_float(y, pool):
     return out
 
 
+def inq_weights(op):
+    """The float64 weights of ``op``'s INQ codes: ``code_to_int · 2^n2``, times ``2^dn2[co]`` per
+    output channel (axis 0; axis 1 of a ConvTranspose) with per-channel exponents."""
+    from ..sim.golden import inq_decode
+    w = inq_decode(op.codes, op.n2)
+    if op.dn2 is not None:
+        shape = [1] * w.ndim
+        shape[1 if op.kind == "ConvTranspose" else 0] = -1
+        w = w * np.ldexp(1.0, np.asarray(op.dn2, np.int64)).reshape(shape)
+    return w
+
+
 def op_float(op, x, weights="float", residual=None):
     """One layer in float64 on a batch ``x`` (N, Cin, H, W) → (N, Cout, Ho, Wo): the convolution,
     transposed convolution or Gemm with its bias, the residual (``op.res``), then the epilogue in
@@ -287,8 +307,7 @@ def op_float(op, x, weights="float", residual=None):
         shape); required exactly when ``op.res``.
     :raises ValueError: a residual missing, given to a layer without one, or of another shape.
     """
-    from ..sim.golden import inq_decode
-    w = op.w if weights == "float" else inq_decode(op.codes, op.n2)
+    w = op.w if weights == "float" else inq_weights(op)
     if op.kind == "ConvTranspose":
         y = deconv_float(x, w, op.b, *op.deconv_geometry())
     else:

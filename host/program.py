@@ -32,7 +32,7 @@ import zipfile
 import numpy as np
 
 from ..hw.config import EngineConfig
-from ..hw.isa import DESC_WORDS, PRELU_BITS, PRELU_FRAC, RES_SH_MAX, SH_MAX, SH_MIN, encode_descriptor
+from ..hw.isa import DESC_WORDS, DSH_MAX, PRELU_BITS, PRELU_FRAC, RES_SH_MAX, SH_MAX, SH_MIN, encode_descriptor
 from ..sim.golden import (ACT_NONE, ACT_Q_IN, ACT_Q_OUT, ACT_SIGMOID, ACT_TANH, DE, INT8_CLIP, POOL_2X2, POOL_NONE,
                           acc_bits, code_to_int, pack_codes, pool_out_size, unpack_codes)
 from ..sim.winograd import weight_transform
@@ -44,7 +44,8 @@ __all__ = ["LayerPlan", "TensorSpec", "Program", "HOST_OPS", "ProgramError", "pr
 #: 3: ``checksum`` array, schema and consistency checks on load. 4: several inputs and outputs
 #: (:class:`TensorSpec`), plans with input views, general max-pool windows, PReLU and clipping.
 #: 5: ``stream_weights`` (the weight image lives in external memory, streamed layer by layer).
-FORMAT_VERSION = 7
+#: 8: per-channel requantization shifts (``ch_sh``, ``shift_base``: per-channel weight exponents).
+FORMAT_VERSION = 8
 
 #: Operators a program may run on the host after an output (``TensorSpec.tail``), on the
 #: dequantized float output: ``gap`` (the mean over the rows and columns, (C, H, W) → (C,)), and
@@ -129,6 +130,8 @@ class LayerPlan:
                             # input blocks from block (b // grp)·cb_in of the pixel (in_pix words)
     dst_off: int = 0        # Concat placement: the plan writes words dst_off … dst_off + cb_out − 1
     dst_pix: int = 0        # of each dst_pix-word pixel of dst (0: cb_out, a map of its own)
+    ch_sh: bool = False     # per-channel weight exponents: channel co shifts by sh_hw − d[co], the
+    shift_base: int = 0     # offset codes d (one word each) from parameter word shift_base
 
     @property
     def scale(self):
@@ -210,7 +213,8 @@ class LayerPlan:
             out_w=self.out_w, out_row=out_row, out_pix=out_pix, n_coblk=self.n_coblk(config.m),
             w_base=self.w_base, bias_base=self.bias_base, slope_base=self.slope_base, sh=self.sh_hw,
             clip_lo=self.clip[0], clip_hi=self.clip[1], xmask=self.wmask[0], ymask=self.wmask[1],
-            res=self.res, res_sh=self.res_sh_hw, res_base=self.res_base, grp=self.grp)
+            res=self.res, res_sh=self.res_sh_hw, res_base=self.res_base, grp=self.grp,
+            ch_sh=self.ch_sh, shift_base=self.shift_base)
 
 
 def weight_words(codes, m, vc, cb_in):
@@ -367,6 +371,21 @@ class Program:
             return None
         n = L.n_coblk(self.config.m) * self.config.m if padded else L.cout
         return self.params[L.slope_base:L.slope_base + n].view(np.int32).astype(np.int64)
+
+    def layer_shifts(self, i, padded=False):
+        """int64 per-channel shift offsets ``d`` (Cout,) of layer ``i`` from the parameter-memory
+        image (``padded``: all ``n_coblk·m``), or None for a layer with one shift."""
+        L = self.layers[i]
+        if not L.ch_sh:
+            return None
+        n = L.n_coblk(self.config.m) * self.config.m if padded else L.cout
+        return self.params[L.shift_base:L.shift_base + n].astype(np.int64)
+
+    def layer_sh(self, i):
+        """The output stage's shift of layer ``i``: ``sh_hw``, or ``sh_hw − d`` per channel (int64
+        (n_coblk·m,)) with per-channel weight exponents (ARITHMETIC §4.5)."""
+        L = self.layers[i]
+        return L.sh_hw if not L.ch_sh else L.sh_hw - self.layer_shifts(i, padded=True)
 
     def macs(self):
         return sum(L.macs() for L in self.layers)
@@ -796,6 +815,7 @@ _LAYER_SPEC = {
     "res_base": _ranged(*_U32), "res_q": _ranged(*_Q),
     "groups": _ranged(1, 1 << 16), "grp": _ranged(0, 65535),
     "dst_off": _ranged(*_U32), "dst_pix": _ranged(*_U32),
+    "ch_sh": lambda c, v, f: c.bool(v, f), "shift_base": _ranged(*_U32),
 }
 assert set(_LAYER_SPEC) == {fl.name for fl in dataclasses.fields(LayerPlan)}, "LayerPlan and its file schema"
 
@@ -1151,6 +1171,22 @@ def _check_plan(p, i, L, c, d_end):
         lim = 1 << (PRELU_BITS - 1)
         if np.any(codes < -lim) or np.any(codes >= lim) or np.any(codes[L.cout:]):
             fail("slope_base", f"slope codes outside the {PRELU_BITS}-bit range or in the padding channels")
+    if L.ch_sh:
+        h_end = L.shift_base + nb * cfg.m
+        if h_end > len(p.params):
+            fail("shift_base", f"the shift offsets end at parameter word {h_end}, the parameter image has "
+                               f"{len(p.params)}")
+        if L.shift_base < d_end and p.desc_base < h_end:
+            fail("shift_base", f"the shift offsets (words {L.shift_base}..{h_end - 1}) overlap the descriptors")
+        if L.res:
+            fail("ch_sh", "per-channel shifts with a fused residual Add")
+        d = p.params[L.shift_base:h_end].astype(np.int64)
+        if np.any(d > DSH_MAX) or np.any(d[L.cout:]):
+            fail("shift_base", f"shift offsets above {DSH_MAX} or in the padding channels")
+        if L.sh_hw - int(d.max()) < SH_MIN:
+            fail("shift_base", f"a per-channel shift {L.sh_hw - int(d.max())} is below {SH_MIN}")
+    elif L.shift_base:
+        fail("shift_base", "shift_base is set without per-channel shifts (ch_sh)")
     want = L.descriptor(cfg, last=i == len(p.layers) - 1)
     at = p.desc_base + DESC_WORDS * i
     for k, w in enumerate(want):

@@ -192,7 +192,8 @@ def parts(L, config):
             res_base=L.res_base + off if L.res else 0,
             in_base=L.in_base + (b0 // L.grp) * L.cb_in if L.grp else L.in_base, in_row=in_row, in_pix=in_pix,
             w_base=L.w_base + b0 * per_block, bias_base=L.bias_base + b0 * c.m,
-            slope_base=L.slope_base + b0 * c.m if L.prelu else L.slope_base))
+            slope_base=L.slope_base + b0 * c.m if L.prelu else L.slope_base,
+            shift_base=L.shift_base + b0 * c.m if L.ch_sh else L.shift_base))
     return out
 
 
@@ -363,7 +364,8 @@ def _plan_tiled(program, base, size, beat):
             slot = (j % 2) * half_p
             bias = params[Lp.bias_base:Lp.bias_base + nb]
             slopes = params[Lp.slope_base:Lp.slope_base + nb] if Lp.prelu else np.zeros(0, "<u4")
-            d0 = slot + nb + len(slopes)
+            shifts = params[Lp.shift_base:Lp.shift_base + nb] if Lp.ch_sh else np.zeros(0, "<u4")
+            d0 = slot + nb + len(slopes) + len(shifts)
             n_words = d0 - slot + DESC_WORDS * len(bl)
             n_words = -(-n_words // pw_beat) * pw_beat
             if n_words > half_p:
@@ -372,10 +374,12 @@ def _plan_tiled(program, base, size, beat):
             blob = np.zeros(n_words, "<u4")
             blob[:nb] = bias
             blob[nb:nb + len(slopes)] = slopes
+            blob[nb + len(slopes):nb + len(slopes) + len(shifts)] = shifts
             descs = []
             for k, bd in enumerate(bl):
                 Lb = dataclasses.replace(band_view(Lp, bd), w_base=(j % 2) * half_w, bias_base=slot,
-                                         slope_base=slot + nb if Lp.prelu else 0)
+                                         slope_base=slot + nb if Lp.prelu else 0,
+                                         shift_base=slot + nb + len(slopes) if Lp.ch_sh else 0)
                 at = d0 - slot + DESC_WORDS * k
                 blob[at:at + DESC_WORDS] = Lb.descriptor(c, last=True)
                 descs.append(d0 + DESC_WORDS * k)

@@ -39,7 +39,11 @@ memory they point into; sizes are pixels. Semantics (ARITHMETIC §1, §2, §4, �
 * Parameters: ``w_base`` (weight memory), ``bias_base`` (int32 per output channel, accumulator
   units), ``slope_base`` (PReLU: one slope code per output channel, :data:`PRELU_FRAC`).
 * Output stage: ``sh`` (requantization shift, [:data:`SH_MIN`, :data:`SH_MAX`], the effective
-  shift: ``+ PRELU_FRAC`` for a PReLU layer, ``+ 2`` for Winograd), saturation bounds
+  shift: ``+ PRELU_FRAC`` for a PReLU layer, ``+ 2`` for Winograd); with ``ch_sh`` (per-channel
+  weight exponents, ARITHMETIC §4.5 ``sh[co]``) one offset code ``d`` per output channel at
+  ``shift_base`` (one word each, its low :data:`DSH_BITS` bits, ``0 ≤ d ≤ DSH_MAX``): channel
+  ``co`` is requantized by ``sh − d[co]`` (the compiler keeps it in [``SH_MIN``, ``SH_MAX``];
+  not with a fused residual Add, whose shift is per layer); saturation bounds
   ``clip_lo``, ``clip_hi`` (int8; −128, 127 unless the layer is clipped, e.g. ReLU6);
   Winograd only: ``xmask``, ``ymask`` (transformed rows ξ / columns ν computed, ARITHMETIC §3).
 * Grouped / depthwise convolution (``grp`` ≠ 0): output block ``b`` (``m`` channels) reads the
@@ -118,7 +122,7 @@ __all__ = [
     "CRC32", "CRC_HAMMING_DISTANCE", "CRC_HD_MAX_BITS", "TIMEOUT_BITS", "PING_WORDS",
     "DEFAULT_MAX_PAYLOAD", "CTRL_START", "CTRL_ACK", "CTRL_RUN_STEPS", "SH_MIN", "SH_MAX",
     "STEP", "STEP_WORDS", "STEP_BYTES", "STEP_MAGIC", "StepOp", "Region", "encode_step", "decode_step",
-    "DDR_BASE", "STEP_CHUNK",
+    "DDR_BASE", "STEP_CHUNK", "DSH_BITS", "DSH_MAX",
 ]
 
 #: Version of the host-link protocol (word 0 of a PING answer, ``link_version`` in the regmap).
@@ -168,6 +172,10 @@ CTRL_RUN_STEPS = 1 << 2
 SH_MIN = -16
 #: Largest requantization shift the output stage supports.
 SH_MAX = 47
+#: Bits of a per-channel shift offset code (descriptor flag ``ch_sh``, words at ``shift_base``).
+DSH_BITS = 5
+#: Largest per-channel shift offset: the spread of a layer's per-channel weight exponents.
+DSH_MAX = (1 << DSH_BITS) - 1
 
 
 #: Magic number of a layer descriptor (field ``magic``).
@@ -188,6 +196,7 @@ DESCRIPTOR = data.StructLayout({
     "w_base": 24, "bias_base": 24, "slope_base": 24,
     "sh": signed(8), "clip_lo": signed(8), "clip_hi": signed(8), "xmask": 4, "ymask": 4,
     "res": 1, "res_sh": 5, "res_base": 24, "grp": 16,
+    "ch_sh": 1, "shift_base": 24,
 })
 #: Largest ``res_sh`` (the residual's left shift into accumulator units).
 RES_SH_MAX = 31
@@ -248,7 +257,7 @@ class EngineError(enum.IntEnum):
     WEIGHT_RANGE = 5
     #: the biases or slopes leave parameter memory.
     PARAM_RANGE = 6
-    #: ``sh`` outside [SH_MIN, SH_MAX], or ``clip_lo > clip_hi``.
+    #: ``sh`` outside [SH_MIN, SH_MAX], ``clip_lo > clip_hi``, or ``ch_sh`` with a fused residual Add.
     SHIFT_RANGE = 7
     #: Winograd on a layer that is not 3×3 stride 1, with zero insertion, an empty position mask,
     #: a pool other than 2×2 stride 2 unpadded, or on an engine built without Winograd.

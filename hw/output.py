@@ -20,7 +20,7 @@ from ..sim.golden import ACT_NONE, ACT_SIGMOID, ACT_TANH, PRELU_BITS, PRELU_FRAC
 
 __all__ = ["OutputStage", "SH_MIN", "SH_MAX", "BIAS_WIDTH", "ACT_NONE", "ACT_TANH", "ACT_SIGMOID"]
 
-from .isa import RES_SH_MAX, SH_MAX, SH_MIN   # the requantization shift range (descriptor field ``sh``)
+from .isa import DSH_BITS, RES_SH_MAX, SH_MAX, SH_MIN   # the requantization shift range (descriptor field ``sh``)
 #: Bits of a bias entry (int32, in accumulator units).
 BIAS_WIDTH = 32
 
@@ -45,7 +45,9 @@ class OutputStage(wiring.Component):
         with ``p(t) = max(t, 0)`` (``relu``), ``t·A`` for ``t < 0`` and ``t·2^PRELU_FRAC`` else
         (``prelu``; ``sh`` then includes ``PRELU_FRAC``), or ``t``.
       * ``bias``: ``In(ArrayLayout(signed(32), m))``, ``slope``: ``In(ArrayLayout(signed(PRELU_BITS),
-        m))``, ``sh``: ``In(signed(7))`` in [``SH_MIN``, ``SH_MAX``], ``relu``: ``In(1)``,
+        m))``, ``sh``: ``In(signed(7))``, ``dsh``: ``In(ArrayLayout(unsigned(DSH_BITS), m))`` (per-channel
+        offsets: lane ``k`` shifts by ``sh − dsh[k]``, in [``SH_MIN``, ``SH_MAX``]; all 0 for one shift
+        per layer), ``relu``: ``In(1)``,
         ``prelu``: ``In(1)``, ``clip_lo``, ``clip_hi``: ``In(signed(8))`` (saturation bounds,
         ``clip_lo ≤ clip_hi``), ``act``: ``In(2)`` — layer constants, held stable while beats are
         in flight.
@@ -88,6 +90,7 @@ class OutputStage(wiring.Component):
             "bias": In(data.ArrayLayout(signed(BIAS_WIDTH), m)),
             "slope": In(data.ArrayLayout(signed(PRELU_BITS), m)),
             "sh": In(signed(7)),
+            "dsh": In(data.ArrayLayout(unsigned(DSH_BITS), m)),
             "relu": In(1),
             "prelu": In(1),
             "res_en": In(1),
@@ -129,18 +132,21 @@ class OutputStage(wiring.Component):
                 mul = Mux(s1_t[k][-1], self.slope[k], Const(1 << PRELU_FRAC, signed(PRELU_BITS + 1)))
                 m.d.sync += s1b_t[k].eq(Mux(self.prelu, s1_t[k] * mul, s1_t[k]))
 
-        # Stage 2: round-half-up shift and saturation to [clip_lo, clip_hi].
-        sh_pos = Signal(6)
-        sh_neg = Signal(5)
-        m.d.comb += [sh_pos.eq(Mux(self.sh > 0, self.sh, 0)), sh_neg.eq(Mux(self.sh < 0, -self.sh, 0))]
-        rnd = Signal(unsigned(48))
-        m.d.comb += rnd.eq(Mux(sh_pos > 0, Const(1, 48) << (sh_pos - 1)[:6], 0))
+        # Stage 2: round-half-up shift (per lane: sh − dsh[k]) and saturation to [clip_lo, clip_hi].
         s2_valid, s2_first, s2_last, s2_skip = Signal(), Signal(), Signal(), Signal()
         s2_tag = Signal(self.tag_shape)
         s2_q = [Signal(signed(8), name=f"sat{k}") for k in range(self.m)]
         for k in range(self.m):
+            shk = Signal(signed(8), name=f"sh{k}")
+            sh_pos = Signal(6, name=f"sh_pos{k}")
+            sh_neg = Signal(5, name=f"sh_neg{k}")
+            rnd = Signal(unsigned(48), name=f"rnd{k}")
+            m.d.comb += [shk.eq(self.sh - self.dsh[k]),
+                         sh_pos.eq(Mux(shk > 0, shk, 0)),
+                         sh_neg.eq(Mux(shk < 0, Mux(shk < SH_MIN, -SH_MIN, -shk), 0)),
+                         rnd.eq(Mux(sh_pos > 0, Const(1, 48) << (sh_pos - 1)[:6], 0))]
             shifted = Signal(signed(pw + 17), name=f"q{k}")
-            with m.If(self.sh > 0):
+            with m.If(shk > 0):
                 m.d.comb += shifted.eq((s1b_t[k] + rnd) >> sh_pos)
             with m.Else():
                 m.d.comb += shifted.eq(s1b_t[k] << sh_neg)

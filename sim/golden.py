@@ -380,12 +380,20 @@ def acc_bits(n_taps, de=DE, bias_max=0):
 
 
 def round_shift(acc, sh):
-    """``round(acc · 2^(−sh))`` with round-half-up for ``sh > 0``, exact left shift for ``sh ≤ 0``."""
+    """``round(acc · 2^(−sh))`` with round-half-up for ``sh > 0``, exact left shift for ``sh ≤ 0``.
+
+    ``sh``: an int, or an int array broadcast against ``acc`` (per-channel shifts, ARITHMETIC §4.5).
+    """
     acc = np.asarray(acc, dtype=np.int64)
-    sh = int(sh)
-    if sh > 0:
-        return (acc + (1 << (sh - 1))) >> sh
-    return acc << (-sh)
+    if np.ndim(sh) == 0:
+        sh = int(sh)
+        if sh > 0:
+            return (acc + (1 << (sh - 1))) >> sh
+        return acc << (-sh)
+    sh = np.asarray(sh, dtype=np.int64)
+    pos, neg = np.maximum(sh, 0), np.maximum(-sh, 0)
+    half = np.where(sh > 0, np.left_shift(np.int64(1), np.maximum(sh - 1, 0)), 0)
+    return np.where(sh > 0, (acc + half) >> pos, acc << neg)
 
 
 def prelu_codes(slopes):
@@ -419,7 +427,8 @@ def requantize(acc, sh, relu=False, slope=None, clip=INT8_CLIP):
     ``(−128, 127)``, or e.g. ``(0, 96)`` for a ReLU6 at Q = 4).
 
     :param acc: int array (already including the bias), channels on axis 0 if ``slope`` is given.
-    :param sh: shift (int; ≤ 0 means an exact left shift).
+    :param sh: shift (int; ≤ 0 means an exact left shift), or one shift per channel (int (C,),
+        channels on axis 0: per-channel weight exponents, ``sh[co]``).
     :param slope: None, or int codes (C,) (:func:`prelu_codes`).
     :param clip: ``(lo, hi)`` ints, −128 ≤ lo ≤ hi ≤ 127.
     :returns: int64 array in [lo, hi].
@@ -434,6 +443,8 @@ def requantize(acc, sh, relu=False, slope=None, clip=INT8_CLIP):
     if slope is not None:
         a = np.asarray(slope, dtype=np.int64).reshape((-1,) + (1,) * (acc.ndim - 1))
         acc = np.where(acc < 0, acc * a, acc << PRELU_FRAC)
+    if np.ndim(sh):
+        sh = np.asarray(sh, dtype=np.int64).reshape((-1,) + (1,) * (acc.ndim - 1))
     return np.clip(round_shift(acc, sh), lo, hi)
 
 

@@ -148,7 +148,7 @@ def test_file_layout_and_checksum_definition(good):
     with zipfile.ZipFile(good) as z:
         assert sorted(z.namelist()) == ["checksum.npy", "meta.npy", "params.npy", "weights.npy"]
     raw, meta, params, weights = _members(good)
-    assert meta["format"] == FORMAT_VERSION == 7
+    assert meta["format"] == FORMAT_VERSION == 8
     h = hashlib.sha256(b"nibble-program\0")
     for name in ("meta", "params", "weights"):
         a = np.load(io.BytesIO(raw[name]))

@@ -84,7 +84,8 @@ def layer_cycles(L, config, winograd=None):
     ``SyncReadPort``s), in clock cycles.
 
     :param winograd: model the Winograd schedule (default: the layer's own mode).
-    Per output block: biases ``m + 1`` (``m + 1`` more for PReLU slopes), filters ``m·T·cb + 1``
+    Per output block: biases ``m + 1`` (``m + 1`` more for PReLU slopes, and for per-channel shift
+    offsets), filters ``m·T·cb + 1``
     (direct), beats ``pixels·max(P·T·cb, k)`` (``P = pool_kh·pool_kw`` window positions per
     output pixel, ``k = m/vc`` writer cycles per pixel), and :data:`BLOCK_CYCLES` for the
     parts' hand-overs, the memories' latency and the drain. Winograd: the weight transform
@@ -104,7 +105,7 @@ def layer_cycles(L, config, winograd=None):
     wino = L.winograd if winograd is None else winograd
     cb = L.cb_in
     nb = L.n_coblk(c.m)
-    params = (c.m + 1) * (2 if L.prelu else 1)
+    params = (c.m + 1) * (1 + bool(L.prelu) + bool(L.ch_sh))
     if wino:
         tiles, p = winograd_work(L)
         if not L.winograd:                    # modelling a direct layer as a plain Winograd one
@@ -162,12 +163,14 @@ def _winograd_check(L, config, bits, bias):
 
 
 def _bias_int(op, where):
-    """``b_int = round_half_up(b · 2^(q_in − n2))`` (ARITHMETIC §4.4).
+    """``b_int = round_half_up(b · 2^(q_in − n2))`` (ARITHMETIC §4.4; ``n2 + dn2[co]`` per channel with
+    per-channel weight exponents).
 
     :raises CompileError: naming the layer if a bias is not finite or needs more than 32 bits.
     """
+    e = int(op.q_in - op.n2) - (0 if op.dn2 is None else np.asarray(op.dn2, np.int64))   # per channel
     with np.errstate(all="ignore"):
-        v = np.floor(np.ldexp(np.asarray(op.b, np.float64), int(op.q_in - op.n2)) + 0.5)
+        v = np.floor(np.ldexp(np.asarray(op.b, np.float64), e) + 0.5)
     if not np.all(np.isfinite(op.b)):
         raise CompileError(f"{where}: its bias is not finite")
     big = np.abs(v).max(initial=0)
@@ -660,6 +663,8 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto", stream_weights=F
             plans = _deconv_plans(op, shape, cb_in, c, deconv, where)
         else:
             plans = _conv_plans(op, shape, cb_in, c, modes, where, res_q)
+        if op.dn2 is not None:               # per-channel weight exponents: shift sh − dn2[co]
+            _per_channel_shifts(op, plans, where)
         L0 = plans[0][0]
         if (L0.cout, L0.full_h, L0.full_w) != chw(g.tensors[n.outputs[0]].shape):
             raise CompileError(f"{where}: its output {(L0.cout, L0.full_h, L0.full_w)} is not the shape "
@@ -710,10 +715,10 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto", stream_weights=F
     for n, plans in groups:
         for L, codes, bias, slopes in plans:
             layers.append(L)
-            images.append((codes, bias, slopes))
+            images.append((codes, bias, slopes, n.conv.dn2))
     wblobs, w_ptr = [], 0
     p_ptr = DESC_WORDS * len(layers)
-    for (codes, _, slopes), L in zip(images, layers):
+    for (codes, _, slopes, dn2), L in zip(images, layers):
         L.w_base = w_ptr
         blob = weight_words(codes, c.m, c.vc, L.cb_in)
         wblobs.append(blob)
@@ -723,9 +728,12 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto", stream_weights=F
         if slopes is not None:
             L.slope_base = p_ptr
             p_ptr += L.n_coblk(c.m) * c.m
+        if L.ch_sh:
+            L.shift_base = p_ptr
+            p_ptr += L.n_coblk(c.m) * c.m
     assert w_ptr == w_total and p_ptr == p_total
     params = np.zeros(p_ptr, np.uint32)
-    for i, (L, (_, bias, slopes)) in enumerate(zip(layers, images)):
+    for i, (L, (_, bias, slopes, dn2)) in enumerate(zip(layers, images)):
         try:
             params[DESC_WORDS * i:DESC_WORDS * (i + 1)] = L.descriptor(c, last=i == len(layers) - 1)
         except ValueError as e:
@@ -733,6 +741,8 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto", stream_weights=F
         params[L.bias_base:L.bias_base + L.cout] = bias.astype(np.int32).view(np.uint32)
         if slopes is not None:
             params[L.slope_base:L.slope_base + L.cout] = slopes.astype(np.int32).view(np.uint32)
+        if L.ch_sh:
+            params[L.shift_base:L.shift_base + L.cout] = np.asarray(dn2, np.uint32)
     inputs = [TensorSpec(name, chw(g.tensors[name].shape), int(g.tensors[name].q), int(g.tensors[name].base))
               for name in g.inputs]
     outputs = []
@@ -745,8 +755,26 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto", stream_weights=F
 
 
 def _param_words(L, c):
-    """Parameter-memory words of one plan: its descriptor, biases and slope codes."""
-    return DESC_WORDS + L.n_coblk(c.m) * c.m * (2 if L.prelu else 1)
+    """Parameter-memory words of one plan: its descriptor, biases, slope codes and shift offsets."""
+    return DESC_WORDS + L.n_coblk(c.m) * c.m * (1 + bool(L.prelu) + bool(L.ch_sh))
+
+
+def _per_channel_shifts(op, plans, where):
+    """Mark ``op``'s plans ``ch_sh`` (per-channel weight exponents ``op.dn2``), note it in their
+    ``mode_reason``.
+
+    :raises CompileError: a per-channel shift ``sh − dn2[co]`` below ``SH_MIN``, or a residual Add.
+    """
+    dmax = int(np.max(op.dn2))
+    for L, *_ in plans:
+        if L.res:
+            raise CompileError(f"{where}: per-channel weight exponents with a fused residual Add are not supported")
+        if L.sh_hw - dmax < SH_MIN:
+            raise CompileError(f"{where}: its per-channel shifts reach {L.sh_hw - dmax}, below the output stage's "
+                               f"{SH_MIN} (weight exponents {dmax} apart)")
+        L.ch_sh = True
+        snr = f" (weight SNR {op.wsnr[0]:.1f} → {op.wsnr[1]:.1f} dB)" if op.wsnr else ""
+        L.mode_reason = f"{L.mode_reason}; per-channel n2{snr}" if L.mode_reason else f"per-channel n2{snr}"
 
 
 def graph_from_chain(ops, in_shape, q_input=None, in_name="input", out_name="output"):

@@ -53,7 +53,8 @@ class Controller(wiring.Component):
             "fetch": In(stream.Signature(fetched_layout())),
             "param_cmd": Out(stream.Signature(data.StructLayout({"bias": range(c.param_depth),
                                                                  "slope": range(c.param_depth),
-                                                                 "prelu": 1}))),
+                                                                 "shift": range(c.param_depth),
+                                                                 "prelu": 1, "ch_sh": 1}))),
             "param_busy": In(1),
             "filter_cmd": Out(stream.Signature(data.StructLayout({"base": range(c.weight_depth),
                                                                   "tcb": range(c.filter_depth + 1)}))),
@@ -82,6 +83,7 @@ class Controller(wiring.Component):
         w_ptr = Signal(range(c.weight_depth + 1))
         b_ptr = Signal(range(c.param_depth + 1))
         s_ptr = Signal(range(c.param_depth + 1))
+        h_ptr = Signal(range(c.param_depth + 1))
         prefetched = Signal()      # Winograd: the next block's filters are loaded or loading
 
         busy = Signal()
@@ -128,12 +130,14 @@ class Controller(wiring.Component):
                     with m.Else():
                         m.d.sync += [coblk.eq(0), g_off.eq(0), g_cnt.eq(0), w_ptr.eq(f.desc.w_base),
                                      b_ptr.eq(f.desc.bias_base), s_ptr.eq(f.desc.slope_base),
+                                     h_ptr.eq(f.desc.shift_base),
                                      prefetched.eq(0), ubank.eq(0)]
                         m.next = "PARAMS"
 
             with m.State("PARAMS"):
                 m.d.comb += [self.param_cmd.valid.eq(1), self.param_cmd.payload.bias.eq(b_ptr),
-                             self.param_cmd.payload.slope.eq(s_ptr), self.param_cmd.payload.prelu.eq(d.prelu)]
+                             self.param_cmd.payload.slope.eq(s_ptr), self.param_cmd.payload.prelu.eq(d.prelu),
+                             self.param_cmd.payload.shift.eq(h_ptr), self.param_cmd.payload.ch_sh.eq(d.ch_sh)]
                 with m.If(self.param_cmd.ready):
                     m.next = "PWAIT"
 
@@ -174,7 +178,7 @@ class Controller(wiring.Component):
                         fail(EngineError.FEATURE_RANGE)     # the next group leaves the input pixel
                     with m.Elif(coblk + 1 < d.n_coblk):
                         m.d.sync += [coblk.eq(coblk + 1), w_ptr.eq(w_ptr + tcb * M),
-                                     b_ptr.eq(b_ptr + M), s_ptr.eq(s_ptr + M),
+                                     b_ptr.eq(b_ptr + M), s_ptr.eq(s_ptr + M), h_ptr.eq(h_ptr + M),
                                      g_cnt.eq(Mux(g_move, 0, g_cnt + 1)), g_off.eq(Mux(g_move, g_next, g_off))]
                         if W:
                             with m.If(wmode):

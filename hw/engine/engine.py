@@ -162,7 +162,7 @@ class Engine(wiring.Component):
         m.d.comb += [ost.sh.eq(d.sh[:7]), ost.relu.eq(d.relu), ost.act.eq(d.act), ost.prelu.eq(d.prelu),
                      ost.clip_lo.eq(d.clip_lo), ost.clip_hi.eq(d.clip_hi),
                      ost.res_en.eq(d.res), ost.res_sh.eq(d.res_sh),
-                     ost.bias.eq(params.bias), ost.slope.eq(params.slope),
+                     ost.bias.eq(params.bias), ost.slope.eq(params.slope), ost.dsh.eq(params.dsh),
                      rr.en.eq(d.res), rr.offset.eq(d.res_base - d.out_base)]
         wiring.connect(m, rr.o, ost.i)
         wiring.connect(m, ost.o, writer.i)

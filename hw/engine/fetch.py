@@ -63,7 +63,7 @@ class DescriptorFetch(wiring.Component):
         got = Signal(range(DESC_WORDS + 1))
         taps, tcb, out_cb = Signal(16), Signal(24), Signal(20)
         in_words, out_words, r_words, w_words = Signal(40), Signal(48), Signal(49), Signal(48)
-        b_words, s_words = Signal(32), Signal(32)
+        b_words, s_words, h_words = Signal(32), Signal(32), Signal(32)
         pool_en = Signal()
         m.d.comb += [pool_en.eq((d.pool_kh != 1) | (d.pool_kw != 1)),
                      self.o.payload.desc.as_value().eq(d.as_value()), self.o.payload.tcb.eq(tcb)]
@@ -85,7 +85,8 @@ class DescriptorFetch(wiring.Component):
                 with m.If(got == DESC_WORDS):
                     m.d.sync += [taps.eq(d.kh * d.kw), out_cb.eq(d.n_coblk * k),
                                  b_words.eq(d.bias_base + d.n_coblk * M),
-                                 s_words.eq(Mux(d.prelu, d.slope_base + d.n_coblk * M, 0))]
+                                 s_words.eq(Mux(d.prelu, d.slope_base + d.n_coblk * M, 0)),
+                                 h_words.eq(Mux(d.ch_sh, d.shift_base + d.n_coblk * M, 0))]
                     m.next = "CHECK2"
             with m.State("CHECK2"):
                 m.d.sync += [
@@ -123,9 +124,9 @@ class DescriptorFetch(wiring.Component):
                     m.d.comb += code.eq(EngineError.FEATURE_RANGE)
                 with m.Elif(w_words > c.weight_depth):
                     m.d.comb += code.eq(EngineError.WEIGHT_RANGE)
-                with m.Elif((b_words > c.param_depth) | (s_words > c.param_depth)):
+                with m.Elif((b_words > c.param_depth) | (s_words > c.param_depth) | (h_words > c.param_depth)):
                     m.d.comb += code.eq(EngineError.PARAM_RANGE)
-                with m.Elif((d.sh < SH_MIN) | (d.sh > SH_MAX) | (d.clip_lo > d.clip_hi)):
+                with m.Elif((d.sh < SH_MIN) | (d.sh > SH_MAX) | (d.clip_lo > d.clip_hi) | (d.ch_sh & d.res)):
                     m.d.comb += code.eq(EngineError.SHIFT_RANGE)
                 m.d.sync += err.eq(code)
                 m.next = "OFFER"
