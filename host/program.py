@@ -1154,33 +1154,24 @@ def _check_plan(p, i, L, c, d_end):
     if w_end > len(p.weights) // (cfg.vc // 4):
         fail("w_base", f"the filters end at weight word {w_end}, the weight image has "
                        f"{len(p.weights) // (cfg.vc // 4)}")
-    b_end = L.bias_base + nb * cfg.m
-    if b_end > len(p.params):
-        fail("bias_base", f"the biases end at parameter word {b_end}, the parameter image has {len(p.params)}")
-    if L.bias_base < d_end and p.desc_base < b_end:
-        fail("bias_base", f"the biases (words {L.bias_base}..{b_end - 1}) overlap the descriptors "
-                          f"(words {p.desc_base}..{d_end - 1})")
+    def param_block(field, base, what):      # the n_coblk·m words of one per-channel parameter
+        end = base + nb * cfg.m
+        if end > len(p.params):
+            fail(field, f"the {what} end at parameter word {end}, the parameter image has {len(p.params)}")
+        if base < d_end and p.desc_base < end:
+            fail(field, f"the {what} (words {base}..{end - 1}) overlap the descriptors "
+                        f"(words {p.desc_base}..{d_end - 1})")
+        return p.params[base:end]
+    param_block("bias_base", L.bias_base, "biases")
     if L.prelu:
-        s_end = L.slope_base + nb * cfg.m
-        if s_end > len(p.params):
-            fail("slope_base", f"the slope codes end at parameter word {s_end}, the parameter image has "
-                               f"{len(p.params)}")
-        if L.slope_base < d_end and p.desc_base < s_end:
-            fail("slope_base", f"the slope codes (words {L.slope_base}..{s_end - 1}) overlap the descriptors")
-        codes = p.params[L.slope_base:s_end].view(np.int32)
+        codes = param_block("slope_base", L.slope_base, "slope codes").view(np.int32)
         lim = 1 << (PRELU_BITS - 1)
         if np.any(codes < -lim) or np.any(codes >= lim) or np.any(codes[L.cout:]):
             fail("slope_base", f"slope codes outside the {PRELU_BITS}-bit range or in the padding channels")
     if L.ch_sh:
-        h_end = L.shift_base + nb * cfg.m
-        if h_end > len(p.params):
-            fail("shift_base", f"the shift offsets end at parameter word {h_end}, the parameter image has "
-                               f"{len(p.params)}")
-        if L.shift_base < d_end and p.desc_base < h_end:
-            fail("shift_base", f"the shift offsets (words {L.shift_base}..{h_end - 1}) overlap the descriptors")
         if L.res:
             fail("ch_sh", "per-channel shifts with a fused residual Add")
-        d = p.params[L.shift_base:h_end].astype(np.int64)
+        d = param_block("shift_base", L.shift_base, "shift offsets").astype(np.int64)
         if np.any(d > DSH_MAX) or np.any(d[L.cout:]):
             fail("shift_base", f"shift offsets above {DSH_MAX} or in the padding channels")
         if L.sh_hw - int(d.max()) < SH_MIN:

@@ -269,7 +269,10 @@ def cli():
 @click.option("--tile-features", "tile_features", is_flag=True,
               help="keep every feature map in external memory and run each layer in row bands that fit the "
                    "feature memory, weights streamed (a device with DDR: sim over PCIe or a pcie board)")
-def compile(model, calib, config_path, out, winograd, deconv, stream_weights, tile_features):
+@click.option("--weight-exponents", "exponents", type=click.Choice(["layer", "auto", "channel"]), default="layer",
+              show_default=True, help="one INQ weight exponent n2 per layer, or per output channel where the "
+              "weights' SNR gains >= 1 dB (auto) or wherever allowed (channel; not with a fused residual Add)")
+def compile(model, calib, config_path, out, winograd, deconv, stream_weights, tile_features, exponents):
     """Compile an ONNX MODEL into a program file (run it with 'nibble run --program FILE').
 
     Errors (one line 'error: …', exit status 1): a bad model, a layer that does not compile or
@@ -278,7 +281,8 @@ def compile(model, calib, config_path, out, winograd, deconv, stream_weights, ti
     from .host.compiler import compile_graph
     try:
         g, p = compile_graph(model, _load_array(calib, "calibration data"), _config(config_path), winograd=winograd,
-                             deconv=deconv, stream_weights=stream_weights, tile_features=tile_features)
+                             deconv=deconv, stream_weights=stream_weights, tile_features=tile_features,
+                             exponents=exponents)
         p.save(out)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
@@ -322,7 +326,8 @@ def _program_output_shape(program, n):
 
 
 _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "--deconv"),
-                 ("stream_weights", "--stream-weights"), ("tile_features", "--tile-features"))
+                 ("stream_weights", "--stream-weights"), ("tile_features", "--tile-features"),
+                 ("exponents", "--weight-exponents"))
 
 
 @cli.command()
@@ -369,12 +374,15 @@ _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "-
 @click.option("--tile-features", "tile_features", is_flag=True,
               help="keep every feature map in external memory and run each layer in row bands that fit the "
                    "feature memory, weights streamed (a device with DDR: sim over PCIe or a pcie board) (not with --program)")
+@click.option("--weight-exponents", "exponents", type=click.Choice(["layer", "auto", "channel"]), default="layer",
+              show_default=True, help="one INQ weight exponent n2 per layer, or per output channel where the "
+              "weights' SNR gains >= 1 dB (auto) or wherever allowed (channel; not with a fused residual Add)")
 @click.option("--bicubic", is_flag=True, help="with --reference: also the PSNR of Pillow bicubic "
               "upscaling of the inputs (single-channel images in [0, 1])")
 @click.pass_context
 def run(ctx, model, program_path, inputs, labels, calib, device, link, regmap_path, xdma, port, baud, timeout_s,
         config_path, out, as_json, compare_golden, winograd, deconv, reference, bicubic, stream_weights,
-        tile_features):
+        tile_features, exponents):
     """Compile MODEL (or load a compiled --program FILE), run every input through a device, save
     the outputs.
 
@@ -417,7 +425,8 @@ def run(ctx, model, program_path, inputs, labels, calib, device, link, regmap_pa
                 shape = _model_input_shape(model)
                 calib_x = _check_inputs(x, inputs, shape) if shape is not None else x
             program = compile_model(model, calib_x, cfg, winograd=winograd, deconv=deconv,
-                                    stream_weights=stream_weights, tile_features=tile_features)
+                                    stream_weights=stream_weights, tile_features=tile_features,
+                                    exponents=exponents)
             result = {"model": str(model)}
         x_float = x if x.ndim == 2 else None        # (N, F) inputs go to ONNX Runtime as they are
         x = _check_inputs(x, inputs, program.input_shape)

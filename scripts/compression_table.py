@@ -15,6 +15,8 @@ epochs, seed 0; ``scripts/train_sr.py``: ``--sr-iters`` iterations, seed 0), the
 
 * ``float``: ONNX Runtime on the float model;
 * ``post_training_inq``: every layer's (BatchNorm-folded) weights quantized at once;
+* ``post_training_inq_per_channel``: the float model compiled with per-output-channel weight
+  exponents (``exponents="channel"``: the compiler's INQ, one level set per output channel);
 * ``incremental_inq``: the paper's 50/75/87.5/100 % schedule with retraining between steps,
   exactly as the training scripts do it;
 * ``channels_pruned_<r>``: channel pruning (filter L1 norm, ratio r of every prunable layer),
@@ -60,21 +62,25 @@ def _first(outs):
     return next(iter(outs.values()))
 
 
-def _measure(proto, calib, x, metric, dev, pick=_first):
-    """Compile ``proto``; the metric of ONNX Runtime and of the int8 program on the golden
-    device, RTL cycles of one image, the model cycles and weight words."""
-    from nibble.host import compress
+def _measure(proto, calib, x, metric, dev, pick=_first, exponents="layer"):
+    """Compile ``proto`` (weight ``exponents``); the metric of ONNX Runtime (``None`` with
+    per-channel exponents: the float model has no INQ levels then) and of the int8 program on the
+    golden device, RTL cycles of one image, the model cycles and weight words."""
     from nibble.host.compiler import compile_model
     from nibble.host.driver import Device
-    fig = compress.compile_figures(copy.deepcopy(proto), calib)
-    p = compile_model(copy.deepcopy(proto), calib)
+    from nibble.host.passes.lower import layer_cycles
+    p = compile_model(copy.deepcopy(proto), calib, exponents=exponents)
+    fig = {"model_cycles": int(sum(layer_cycles(L, p.config) for L in p.layers)),
+           "weight_words": int(len(p.weights)), "descriptors": len(p.layers),
+           "per_channel_layers": sum(bool(L.ch_sh) for L in p.layers)}
     with Device("golden") as g:
         g.load(p)
         y = g.run(x)
     y = y if isinstance(y, dict) else {p.outputs[0].name: y}
     dev.load(p)
     dev.run(x[:1])
-    return {"float_features": metric(pick(_ort(proto, x))), "int8_engine": metric(pick(y)),
+    ff = metric(pick(_ort(proto, x))) if exponents == "layer" else None
+    return {"float_features": ff, "int8_engine": metric(pick(y)),
             "rtl_cycles_per_image": int(dev.cycles[0]), **fig}
 
 
@@ -93,12 +99,13 @@ def digits(dev, log):
     td.train(base, xt, yt, td.DEFAULT_EPOCHS, gen, log=log)
     rows = {}
 
-    def add(name, model, extra=None):
-        rows[name] = {**_measure(td.onnx_model(model), calib, xe, acc, dev), **(extra or {})}
+    def add(name, model, extra=None, exponents="layer"):
+        rows[name] = {**_measure(td.onnx_model(model), calib, xe, acc, dev, exponents=exponents), **(extra or {})}
         log(f"digits {name}: {rows[name]}")
 
     add("float", base)
     add("post_training_inq", compress.post_training_inq(base)[0])
+    add("post_training_inq_per_channel", base, exponents="channel")
     m = copy.deepcopy(base)
     td.inq_retrain(m, xt, yt, td.DEFAULT_INQ_EPOCHS, gen, log=log)
     add("incremental_inq", m)
@@ -137,8 +144,9 @@ def sr(dev, log, iters, inq_iters):
     ts.fit(base, base.parameters(), sampler, iters, ts.LEARNING_RATE, ts.MIN_LEARNING_RATE, log=log)
     rows = {}
 
-    def add(name, model, extra=None):
-        rows[name] = {**_measure(ts.onnx_model(model), calib, test_lr, psnr, dev), **(extra or {})}
+    def add(name, model, extra=None, exponents="layer"):
+        rows[name] = {**_measure(ts.onnx_model(model), calib, test_lr, psnr, dev, exponents=exponents),
+                      **(extra or {})}
         log(f"sr {name}: {rows[name]}")
 
     def inq(m, **kw):
@@ -150,6 +158,7 @@ def sr(dev, log, iters, inq_iters):
 
     add("float", base)
     add("post_training_inq", compress.post_training_inq(base)[0])
+    add("post_training_inq_per_channel", base, exponents="channel")
     m = copy.deepcopy(base)
     inq(m)
     add("incremental_inq", m)
@@ -241,8 +250,9 @@ def mtcnn(dev, log, epochs):
 
         rows = {}
 
-        def add(key, model, extra=None):
-            rows[key] = {**_measure(export(model), md.calib(size), xe, metric, dev, lambda d: d), **(extra or {})}
+        def add(key, model, extra=None, exponents="layer"):
+            rows[key] = {**_measure(export(model), md.calib(size), xe, metric, dev, lambda d: d, exponents),
+                         **(extra or {})}
             log(f"{name} {key}: {rows[key]}")
 
         def inq(model):
@@ -251,6 +261,7 @@ def mtcnn(dev, log, epochs):
         base = _mtcnn_module(name)
         add("float", base)
         add("post_training_inq", compress.post_training_inq(base)[0])
+        add("post_training_inq_per_channel", base, exponents="channel")
         m = _mtcnn_module(name)
         inq(m)
         add("incremental_inq", m)
@@ -268,7 +279,9 @@ def mtcnn(dev, log, epochs):
 
 #: README block markers of the table.
 MARK = ("<!-- compression:table -->\n", "<!-- /compression:table -->")
-VARIANT = {"float": "float", "post_training_inq": "post-training INQ", "incremental_inq": "incremental INQ",
+VARIANT = {"float": "float", "post_training_inq": "post-training INQ",
+           "post_training_inq_per_channel": "post-training INQ, per-channel n2 (compiler)",
+           "incremental_inq": "incremental INQ",
            f"channels_pruned_{RATIO}": f"channels pruned {RATIO:.0%} + incremental INQ",
            f"weights_pruned_{RATIO}": f"weights pruned {RATIO:.0%} + incremental INQ"}
 NETS = {"digits": ("digits CNN", "accuracy"), "sr": ("super-resolution ×2", "PSNR dB"),
@@ -276,6 +289,8 @@ NETS = {"digits": ("digits CNN", "accuracy"), "sr": ("super-resolution ×2", "PS
 
 
 def _fmt(v, net):
+    if v is None:
+        return "—"
     if isinstance(v, dict):
         return f"{v['auc']:.3f} · {v['mean_abs_prob_diff_vs_float']:.4f}"
     return f"{v:.2f}" if net == "sr" else f"{100 * v:.1f} %"
@@ -341,11 +356,13 @@ def main(argv=None):
     for net in ("digits", "sr", "rnet", "onet"):
         for k, r in res.get(net, {}).get("rows", {}).items():
             ff, q8 = r["float_features"], r["int8_engine"]
-            if isinstance(ff, dict):
-                ff, q8 = ff["auc"], f"{q8['auc']:.4f} (prob diff {q8['mean_abs_prob_diff_vs_float']:.4f})"
+            if isinstance(q8, dict):
+                ff = ff and ff["auc"]
+                q8 = f"{q8['auc']:.4f} (prob diff {q8['mean_abs_prob_diff_vs_float']:.4f})"
             else:
                 q8 = f"{q8:.4f}"
-            print(f"{net:7s} {k:22s} float-features {ff:.4f}  int8 {q8}  "
+            ff = "-" if ff is None else f"{ff:.4f}"
+            print(f"{net:7s} {k:30s} float-features {ff}  int8 {q8}  "
                   f"RTL {r['rtl_cycles_per_image']} cycles  {r.get('weight_words')} weight words")
     return 0
 

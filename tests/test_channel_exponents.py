@@ -198,3 +198,23 @@ def test_refusals():
     m = _net(rng)
     with pytest.raises(CompileError, match="weight exponents 'some' are not one of layer, auto, channel"):
         compile_model(m, rng.standard_normal((2, 3, 8, 8)), exponents="some")
+
+
+def test_compile_command_lists_the_per_channel_layers(net, tmp_path):
+    """``nibble compile --weight-exponents auto`` picks the spread layers and lists both SNRs; a
+    compiled program cannot take the option."""
+    import onnx
+    from click.testing import CliRunner
+
+    from nibble.cli import cli
+    m, x = net
+    onnx.save(m, tmp_path / "m.onnx")
+    np.save(tmp_path / "c.npy", x[:4])
+    r = CliRunner().invoke(cli, ["compile", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "c.npy"),
+                                 "-o", str(tmp_path / "p.npz"), "--weight-exponents", "auto"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("per-channel n2 (weight SNR") >= 3
+    assert sum(L.ch_sh for L in Program.load(tmp_path / "p.npz").layers) >= 3
+    r = CliRunner().invoke(cli, ["run", "--program", str(tmp_path / "p.npz"), "--inputs", str(tmp_path / "c.npy"),
+                                 "--device", "golden", "--weight-exponents", "channel"])
+    assert r.exit_code == 1 and "--weight-exponents applies to compiling a MODEL" in r.output
