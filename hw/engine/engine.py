@@ -28,7 +28,8 @@ Weight memory order per layer: for each output block, for each PE ``p``, for eac
 
 Schedule (cycles, behind ``SyncReadPort``s; the figures are the cycle model's,
 :func:`nibble.host.passes.lower.layer_cycles`, measured on the RTL): per layer ``DESC_WORDS + 8``
-(fetch, check) + per output block ``m`` biases (``m`` more PReLU slopes) + ``m·T·in_cb`` filter
+(fetch, check) + per output block ``m`` biases (``m`` more PReLU slopes, ``m`` more per-channel
+shift offsets) + ``m·T·in_cb`` filter
 words (``T = kh·kw``) + ``out_h·out_w·pool_kh·pool_kw·T·in_cb`` beats + 20 cycles of hand-overs,
 memory latency and drain. With a
 max-pool window the scheduler issues, for every output pixel, every position (dy, dx) of its
