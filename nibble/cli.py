@@ -807,12 +807,14 @@ def blocks(as_json):
 @cli.command()
 @click.argument("model_spec", metavar="MODEL.py:FACTORY")
 @click.option("--inputs", required=True, type=click.Path(), help="training inputs (.npy, N×C×H×W float32)")
-@click.option("--targets", required=True, type=click.Path(),
-              help="training targets (.npy): class labels (N int) with --loss ce, outputs with --loss mse")
+@click.option("--targets", type=click.Path(),
+              help="training targets (.npy): class labels (N int) with --loss ce, outputs with --loss mse "
+                   "(none with --loss distill)")
 @click.option("--val-inputs", type=click.Path(), help="evaluation inputs (.npy; default: the training inputs)")
 @click.option("--val-targets", type=click.Path(), help="evaluation targets (.npy)")
-@click.option("--loss", type=click.Choice(["ce", "mse"]), default="ce", show_default=True,
-              help="cross-entropy (accuracy reported) or mean squared error (PSNR of [0, 1] outputs reported)")
+@click.option("--loss", type=click.Choice(["ce", "mse", "distill"]), default="ce", show_default=True,
+              help="cross-entropy (accuracy reported), mean squared error (PSNR of [0, 1] outputs reported), "
+                   "or distillation from the float model on every output (no targets; the distance reported)")
 @click.option("--weights", "weights_path", type=click.Path(), help="state_dict (torch.save) to load into the model")
 @click.option("--prune-channels", "channel_ratio", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="fraction of each prunable layer's output channels to remove")
@@ -854,22 +856,28 @@ def compress(model_spec, inputs, targets, val_inputs, val_targets, loss, weights
     except ImportError as e:
         raise _Fail(str(e)) from None
     import torch
-    if (val_inputs is None) != (val_targets is None):
-        raise _Fail("--val-inputs and --val-targets go together")
     try:
         fracs = C.check_schedule(float(f) for f in schedule.split(","))
     except ValueError as e:
         raise _Fail(f"--schedule: {e}") from None
+    distill = loss == "distill"
+    if distill and (targets or val_targets):
+        raise _Fail("--loss distill takes no targets (the float model's outputs are the targets)")
+    if not distill and targets is None:
+        raise _Fail(f"--targets is needed with --loss {loss}")
+    if (val_inputs is None) != (val_targets is None) and not distill:
+        raise _Fail("--val-inputs and --val-targets go together")
     x = _load_array(inputs, "inputs")
-    y = _load_array(targets, "targets", "labels" if loss == "ce" else "data")
-    if len(x) != len(y):
+    y = None if distill else _load_array(targets, "targets", "labels" if loss == "ce" else "data")
+    if y is not None and len(x) != len(y):
         raise _Fail(f"{len(x)} inputs but {len(y)} targets")
     xv = yv = None
     if val_inputs:
         xv = _load_array(val_inputs, "validation inputs")
-        yv = _load_array(val_targets, "validation targets", "labels" if loss == "ce" else "data")
-        if len(xv) != len(yv):
-            raise _Fail(f"{len(xv)} validation inputs but {len(yv)} targets")
+        if not distill:
+            yv = _load_array(val_targets, "validation targets", "labels" if loss == "ce" else "data")
+            if len(xv) != len(yv):
+                raise _Fail(f"{len(xv)} validation inputs but {len(yv)} targets")
     try:
         model = C.load_factory(model_spec)
         if weights_path:
@@ -893,7 +901,7 @@ def compress(model_spec, inputs, targets, val_inputs, val_targets, loss, weights
             pathlib.Path(report_path).write_text(json.dumps(rep, indent=2) + "\n")
     except (*_expected_errors(), RuntimeError) as e:
         raise _Fail(_message(e)) from None
-    key = "accuracy" if loss == "ce" else "psnr_db"
+    key = {"ce": "accuracy", "mse": "psnr_db", "distill": "mse_vs_float"}[loss]
     stages = [s for s in ("float", "post_training_inq", "pruned", "inq_onnxruntime") if s in rep]
     click.echo(f"{out}: " + ", ".join(f"{s} {key} {rep[s][key]:.4g}" for s in stages))
     for L in rep["inq_layers"]:

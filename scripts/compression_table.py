@@ -227,26 +227,14 @@ def mtcnn(dev, log, epochs):
                     "mean_abs_reg_diff_vs_float": float(np.mean(np.abs(o["reg"] - ref["reg"])))}
         for p in teacher.parameters():
             p.requires_grad_(False)
-        gen = torch.Generator().manual_seed(0)
 
-        def distill(model, params, after_step=None, lr=1e-4, n_epochs=epochs):
-            opt = torch.optim.Adam(list(params), lr=lr)
-            xs = torch.from_numpy(xt)
-            model.eval()
-            for _ in range(n_epochs):
-                perm = torch.randperm(len(xs), generator=gen)
-                for s in range(0, len(xs), 16):
-                    xb = xs[perm[s:s + 16]]
-                    flip = torch.rand(len(xb), generator=gen) < 0.5
-                    xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
-                    with torch.no_grad():
-                        want = teacher(xb)
-                    opt.zero_grad()
-                    loss = sum(torch.nn.functional.mse_loss(a, b) for a, b in zip(model(xb), want))
-                    loss.backward()
-                    opt.step()
-                    if after_step is not None:
-                        after_step()
+        def flip(xb, g):                   # a random horizontal flip of each crop
+            f = torch.rand(len(xb), generator=g) < 0.5
+            return torch.where(f[:, None, None, None], xb.flip(-1), xb)
+
+        def distill(model, params, after_step=None, lr=1e-4, n_epochs=epochs, seed=0):
+            compress.fit(model, params, xt, loss="distill", teacher=teacher, epochs=n_epochs, lr=lr, batch_size=16,
+                         seed=seed, train_mode=False, after_step=after_step, augment=flip, log=None)
 
         rows = {}
 
@@ -256,7 +244,7 @@ def mtcnn(dev, log, epochs):
             log(f"{name} {key}: {rows[key]}")
 
         def inq(model):
-            compress.incremental_inq(model, lambda params, a, st, f: distill(model, params, a), log=log)
+            compress.incremental_inq(model, lambda params, a, st, f: distill(model, params, a, seed=st + 1), log=log)
 
         base = _mtcnn_module(name)
         add("float", base)
@@ -272,8 +260,9 @@ def mtcnn(dev, log, epochs):
         add(f"channels_pruned_{RATIO}", m, {"pruning": rep["layers"], "refused": rep["refused"]})
         out[name] = {"metric": "on LFW crops 50-99 (faces) and 150-199 (non-faces): ROC AUC and accuracy (> 0.5) of "
                                "prob[:, 1]; mean |prob[:, 1] - float| and mean |reg - float| against the float net",
-                     "retraining": f"distillation from the float net, {epochs} epochs per INQ step, Adam 1e-4; "
-                                   f"after pruning {4 * epochs} epochs at 1e-3", "rows": rows}
+                     "retraining": f"nibble.host.compress.fit(loss='distill') from the float net, random flips, "
+                                   f"batch 16, {epochs} epochs per INQ step, Adam 1e-4 cosine; after pruning "
+                                   f"{4 * epochs} epochs at 1e-3", "rows": rows}
     return out
 
 

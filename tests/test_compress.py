@@ -421,6 +421,7 @@ def test_prune_channels_through_adds_and_concats(make, example, groups_want):
 # ------------------------------------------------------------------------------------------ CLI and scripts
 
 FACTORY = """
+import torch
 import torch.nn as nn
 def model():
     return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
@@ -428,6 +429,19 @@ def model():
                          nn.Flatten(), nn.Linear(512, 10))
 def broken():
     raise RuntimeError("no weights here")
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.p1 = nn.Conv2d(1, 16, 3), nn.PReLU(16)
+        self.c2, self.p2 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.box, self.score = nn.Linear(32 * 16, 4), nn.Linear(32 * 16, 2)
+    def forward(self, x):
+        h = torch.flatten(self.p2(self.c2(self.p1(self.c1(x)))), 1)
+        return self.box(h), torch.softmax(self.score(h), 1)
+def heads():
+    import torch
+    torch.manual_seed(5)
+    return TwoHeads()
 """
 
 
@@ -478,6 +492,32 @@ def test_compress_command(trained, tmp_path):
                                  cwd=tmp_path)
         assert code == 1 and re.search(msg, err.splitlines()[-1]), (args, err)
         assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_distillation_of_a_two_output_model(trained, tmp_path):
+    """``--loss distill``: no targets, every output matched to the float model's (MTCNN-like box and
+    score heads); pruned and INQ-retrained, both outputs exported and verified."""
+    _, x, _ = trained
+    (tmp_path / "net.py").write_text(FACTORY)
+    np.save(tmp_path / "x.npy", x[:200])
+    np.save(tmp_path / "xv.npy", x[200:300])
+    code, out, err = _nibble("compress", "net.py:heads", "--loss", "distill", "--inputs", "x.npy",
+                             "--val-inputs", "xv.npy", "--prune-channels", "0.5", "--finetune-epochs", "2",
+                             "--inq-epochs", "2", "-o", "h.onnx", "--report", "h.json", cwd=tmp_path)
+    assert code == 0, err
+    rep = json.loads((tmp_path / "h.json").read_text())
+    assert rep["float"] == {"mse_vs_float": 0.0, "max_abs_diff_vs_float": 0.0}
+    # retraining brings the compressed model closer to the float one than pruning left it
+    assert rep["inq"]["mse_vs_float"] < rep["pruned_before_finetune"]["mse_vs_float"]
+    # c2's channels go to both heads' columns through the Flatten
+    assert [d["kept"] for d in rep["channel_pruning"]["layers"]] == [8, 16]
+    import onnx
+    assert [o.name for o in onnx.load(str(tmp_path / "h.onnx")).graph.output] == ["output0", "output1"]
+    code, out, err = _nibble("compress", "net.py:heads", "--loss", "distill", "--inputs", "x.npy",
+                             "--targets", "x.npy", "-o", "bad.onnx", cwd=tmp_path)
+    assert code == 1 and "--loss distill takes no targets" in err
+    code, out, err = _nibble("compress", "net.py:model", "--inputs", "x.npy", "-o", "bad.onnx", cwd=tmp_path)
+    assert code == 1 and "--targets is needed with --loss ce" in err
 
 
 def test_training_scripts_use_the_library(tmp_path):

@@ -27,11 +27,11 @@ from .inq import (BN_MODES, DEFAULT_SCHEDULE, PARTITIONS, InqLayer, check_schedu
                   incremental_inq, post_training_inq)
 from .layers import WeightLayer, find_layers
 from .prune import CRITERIA, channel_importance, hold_zeros, prunable_groups, prune_channels, prune_weights
-from .train import LOSSES, evaluate, fit, predict
+from .train import LOSSES, evaluate, fit, outputs, predict
 
 __all__ = ["WeightLayer", "find_layers", "InqLayer", "incremental_inq", "post_training_inq", "fold_batchnorm",
            "check_schedule", "DEFAULT_SCHEDULE", "PARTITIONS", "BN_MODES", "prune_channels", "prune_weights",
            "hold_zeros",
            "channel_importance", "prunable_groups", "CRITERIA", "export_onnx", "verify_inq",
-           "inline_identity_initializers", "OPSET", "FOLD_RTOL", "fit", "predict", "evaluate", "LOSSES",
+           "inline_identity_initializers", "OPSET", "FOLD_RTOL", "fit", "predict", "evaluate", "outputs", "LOSSES",
            "compress_model", "load_factory", "compile_figures"]

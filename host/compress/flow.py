@@ -20,7 +20,7 @@ import torch
 from .export import export_onnx, verify_inq
 from .inq import DEFAULT_SCHEDULE, incremental_inq, post_training_inq
 from .prune import hold_zeros, prune_channels, prune_weights
-from .train import evaluate, fit, predict
+from .train import evaluate, fit, outputs, predict
 
 __all__ = ["load_factory", "compress_model", "compile_figures"]
 
@@ -78,8 +78,10 @@ def compress_model(model, x, y, *, loss="ce", x_val=None, y_val=None, channel_ra
                    input_names=("input",), output_names=("output",), log=print):
     """Compress ``model`` (in place) on training data ``(x, y)``; ``(onnx ModelProto, report)``.
 
-    :param loss: ``"ce"`` (``y`` int64 class labels; accuracy reported) or ``"mse"`` (``y``
-        float32 targets in [0, 1]; PSNR reported).
+    :param loss: ``"ce"`` (``y`` int64 class labels; accuracy reported), ``"mse"`` (``y``
+        float32 targets in [0, 1]; PSNR reported) or ``"distill"`` (``y`` unused: every training
+        step matches the float model's outputs, all of them for a model with several; the
+        distance to the float model reported).
     :param x_val, y_val: evaluation data (default: the training data, and the report says so).
     :param channel_ratio: :func:`~nibble.host.compress.prune.prune_channels` ratio (0: none), with
         ``criterion``, ``scope`` and ``channel_multiple`` (its ``multiple``).
@@ -94,15 +96,27 @@ def compress_model(model, x, y, *, loss="ce", x_val=None, y_val=None, channel_ra
     import onnxruntime as ort
     torch.manual_seed(seed)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    y = np.ascontiguousarray(y, dtype=np.int64 if loss == "ce" else np.float32)
     held = x_val is not None
     xv = np.ascontiguousarray(x_val if held else x, dtype=np.float32)
-    yv = np.asarray(y_val if held else y)
     example = torch.from_numpy(x[:1])
+    model.eval()
+    teacher = None
+    if loss == "distill":                  # the float model, frozen, is the reference
+        teacher = copy.deepcopy(model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        y, yv = None, predict(teacher, xv)
+    else:
+        y = np.ascontiguousarray(y, dtype=np.int64 if loss == "ce" else np.float32)
+        yv = np.asarray(y_val if held else y)
+    with torch.no_grad():
+        n_out = len(outputs(model(example)))
+    if len(output_names) != n_out:
+        output_names = tuple(output_names[:1]) if n_out == 1 else tuple(f"output{k}" for k in range(n_out))
     metric = lambda m: evaluate(predict(m, xv), yv, loss)           # noqa: E731
+    train = dict(loss=loss, teacher=teacher, lr=lr, batch_size=batch_size, log=log)
     report = {"evaluated_on": "validation data" if held else "the training data (no validation data given)",
               "loss": loss}
-    model.eval()
     float_onnx = export_onnx(model, example, input_names=input_names, output_names=output_names)
     report["float"] = metric(model)
     report["post_training_inq"] = metric(post_training_inq(model, bn=bn)[0])
@@ -115,22 +129,22 @@ def compress_model(model, x, y, *, loss="ce", x_val=None, y_val=None, channel_ra
     if channel_ratio or weight_ratio:
         report["pruned_before_finetune"] = metric(model)
         if finetune_epochs:
-            fit(model, model.parameters(), x, y, loss=loss, epochs=finetune_epochs, lr=lr, batch_size=batch_size,
-                seed=seed, train_mode=True, after_step=hold_zeros(model) if weight_ratio else None, log=log,
-                tag="fine-tune ")
+            fit(model, model.parameters(), x, y, epochs=finetune_epochs, seed=seed, train_mode=True,
+                after_step=hold_zeros(model) if weight_ratio else None, tag="fine-tune ", **train)
         report["pruned"] = metric(model)
         log(f"pruned: {report['pruned']}")
 
     def retrain(params, after_step, step, frac):
-        fit(model, params, x, y, loss=loss, epochs=inq_epochs, lr=lr, batch_size=batch_size, seed=seed + step + 1,
-            train_mode=False, after_step=after_step, log=log, tag=f"INQ {frac:.3f} ")
+        fit(model, params, x, y, epochs=inq_epochs, seed=seed + step + 1, train_mode=False, after_step=after_step,
+            tag=f"INQ {frac:.3f} ", **train)
     layers = incremental_inq(model, retrain, schedule, bn=bn, partition=partition, seed=seed,
                              freeze_zeros=bool(weight_ratio), log=log)
     report["inq"] = metric(model)
     onnx_model = export_onnx(model, example, input_names=input_names, output_names=output_names)
     sess = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
-    out = np.concatenate([sess.run(None, {input_names[0]: xv[s:s + 256]})[0] for s in range(0, len(xv), 256)])
-    report["inq_onnxruntime"] = evaluate(out, yv, loss)
+    runs = [sess.run(None, {input_names[0]: xv[s:s + 256]}) for s in range(0, len(xv), 256)]
+    out = [np.concatenate([r[k] for r in runs]) for k in range(len(runs[0]))]
+    report["inq_onnxruntime"] = evaluate(out[0] if len(out) == 1 else out, yv, loss)
     report["inq_layers"] = verify_inq(onnx_model, layers)
     report["inq_settings"] = {"schedule": list(schedule), "epochs_per_step": inq_epochs, "bn": bn,
                               "partition": partition, "lr": lr, "batch_size": batch_size, "seed": seed}
