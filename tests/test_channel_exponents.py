@@ -158,9 +158,8 @@ def test_per_channel_shifts_on_the_rtl(net):
     """The same programs on the simulated PCIe device — on chip, and with every map in DDR (the
     step list's LOAD/RUN/STORE, parameter blobs with the shift words): bit-identical to the
     golden device. The shift words cost
-    each output block ``m + 1`` cycles, as the cycle model says: per descriptor, the RTL's extra
-    cycles over the per-layer program are the model's (the direct layers' cycles are the
-    model's exactly)."""
+    each output block up to ``m + 1`` cycles, as the cycle model says: per descriptor, the RTL's
+    cycles are the model's, and so are its extra cycles over the per-layer program."""
     m, x = net
     cfg = EngineConfig()
     chain = _net(np.random.default_rng(SEED), deconv=False)     # transposed convolutions are not banded
@@ -187,10 +186,12 @@ def test_per_channel_shifts_on_the_rtl(net):
         rtl1 = d.descriptor_cycles()
     model = [layer_cycles(L, cfg) for L in p.layers]
     model1 = [layer_cycles(L, cfg) for L in p1.layers]
-    assert [a - b for a, b in zip(rtl, rtl1)] == [a - b for a, b in zip(model, model1)] \
-        == [(cfg.m + 1) * L.n_coblk(cfg.m) for L in p.layers]
-    assert [c for c, L in zip(rtl, p.layers) if not L.winograd] == [c for c, L in zip(model, p.layers)
-                                                                     if not L.winograd]
+    assert [L.winograd for L in p.layers] == [L.winograd for L in p1.layers]
+    # m + 1 cycles per output block, but where a Winograd layer's next weight transform outlasts
+    # a block: there the longer parameter load hides that much of the transform
+    assert [a - b for a, b in zip(rtl, rtl1)] == [a - b for a, b in zip(model, model1)]
+    assert all(0 < a - b <= (cfg.m + 1) * L.n_coblk(cfg.m) for a, b, L in zip(rtl, rtl1, p.layers))
+    assert rtl == model
 
 
 def test_refusals():

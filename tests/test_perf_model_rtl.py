@@ -37,6 +37,12 @@ def _suite():
     single("1x1", 32, 32, 12, 1)
     single("3x3_direct", 32, 32, 12, 3, {"winograd": "direct"}, pads=[1, 1, 1, 1])
     single("3x3_winograd", 32, 32, 12, 3, {"winograd": "winograd"}, pads=[1, 1, 1, 1])
+    # a small map: the next block's weight transform outlasts the block's beats
+    single("3x3_winograd_short_blocks", 16, 48, 6, 3, {"winograd": "winograd"}, pads=[1, 1, 1, 1])
+    n, inits = conv(rng, "c", "x", "a", 16, 32, k=3, pads=[1, 1, 1, 1])
+    inits["s"] = rng.uniform(0.1, 0.3, (32, 1, 1))
+    cases["3x3_winograd_short_prelu"] = (model([n, helper.make_node("PRelu", ["a", "s"], ["y"])], inits,
+                                               inputs={"x": ("N", 16, 4, 4)}), (16, 4, 4), {"winograd": "winograd"})
     single("5x5", 16, 32, 10, 5, pads=[2, 2, 2, 2])
     single("3x3_stride2", 32, 32, 13, 3, {"winograd": "direct"}, pads=[1, 1, 1, 1], strides=[2, 2])
     # conv + ReLU + 2×2 max-pool, fused

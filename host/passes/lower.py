@@ -89,7 +89,8 @@ def layer_cycles(L, config, winograd=None):
     (direct), beats ``pixels·max(P·T·cb, k)`` (``P = pool_kh·pool_kw`` window positions per
     output pixel, ``k = m/vc`` writer cycles per pixel), and :data:`BLOCK_CYCLES` for the
     parts' hand-overs, the memories' latency and the drain. Winograd: the weight transform
-    ``16·m·cb + 12`` before block 0, later blocks' transforms overlap the computation; beats
+    ``16·m·cb + 12`` before block 0, later blocks' transforms overlap the previous block's beats,
+    parameter load and all but 2 of its :data:`WINOGRAD_BLOCK_CYCLES` (a longer transform stalls); beats
     ``tiles·max(p·cb, 4k)`` with ``p`` the transformed positions computed (16, fewer for TDC
     phases), :data:`WINOGRAD_BLOCK_CYCLES` per block. Per layer :data:`FETCH_CYCLES` (descriptor
     fetch and checks). A residual Add holds the PE array ``k + 2`` cycles per output pixel in
@@ -112,7 +113,10 @@ def layer_cycles(L, config, winograd=None):
             p = 16
         load = 16 * c.m * cb + 12
         run = tiles * max(p * cb, 4 * k, 4 * (k + 3) if L.res else 0)
-        return FETCH_CYCLES + load + nb * (params + run + WINOGRAD_BLOCK_CYCLES) + (nb - 1) * max(0, load - run)
+        # the next block's weight transform runs beside this block's beats, its own parameter
+        # load and all but 2 of the block's hand-over cycles; a longer transform stalls the rest
+        hidden = run + params + WINOGRAD_BLOCK_CYCLES - 2
+        return FETCH_CYCLES + load + nb * (params + run + WINOGRAD_BLOCK_CYCLES) + (nb - 1) * max(0, load - hidden)
     per_pix = max(L.pool[0] * L.pool[1] * L.kh * L.kw * cb, k) + (k + 2 if L.res else 0)
     return FETCH_CYCLES + nb * (params + c.m * L.kh * L.kw * cb + 1 + L.out_h * L.out_w * per_pix + BLOCK_CYCLES)
 
