@@ -143,3 +143,26 @@ def test_imagenet_network_224_on_the_rtl(name):
     from nibble.sim.perf.energy import ENERGY_PJ
     assert r["energy_dram_uj"] == pytest.approx((r["ddr_read_bytes"] + r["ddr_write_bytes"]) * ENERGY_PJ["dram_byte"] / 1e6)
     assert r["energy_uj"] > r["energy_dram_uj"]
+
+
+def test_per_channel_shifts_in_parts(setup):
+    """Per-channel weight exponents with every map in DDR and a classifier split into parts of
+    output blocks (its weights exceed half the weight memory): each part's parameter blob carries
+    its slice of the shift offsets; bit-identical to the golden model."""
+    from onnx import helper
+
+    from nibble.host.steps import parts
+    from onnx_models import model
+    from test_channel_exponents import _spread
+    d, _, rng = setup
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="r1"),
+             helper.make_node("Flatten", ["r1"], ["f"], name="f"),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], name="fc", transB=1)]
+    inits = {"w1": _spread(rng, (16, 8, 3, 3)), "b1": rng.normal(0, 0.05, 16),
+             "w2": _spread(rng, (40, 16 * 16 * 16)), "b2": rng.normal(0, 0.05, 40)}
+    m = model(nodes, inits, inputs={"x": ("N", 8, 16, 16)})
+    p = compile_model(m, rng.normal(0, 1, (4, 8, 16, 16)), CONFIG, exponents="channel", tile_features=True)
+    assert all(L.ch_sh for L in p.layers) and len(parts(p.layers[1], CONFIG)) == 2
+    assert len({int(v) for v in p.layer_shifts(1)}) > 2          # the parts have different offsets
+    run_both(d, p, rng.normal(0, 1, (2, 8, 16, 16)))
