@@ -145,6 +145,12 @@ class LayerPlan:
         return self.sh + (2 if self.winograd else 0) + (PRELU_FRAC if self.prelu else 0)
 
     @property
+    def param_arrays(self):
+        """Per-output-channel arrays the plan keeps in parameter memory (``n_coblk·m`` words each,
+        loaded per output block): the biases, the PReLU slope codes, the shift offsets."""
+        return 1 + bool(self.prelu) + bool(self.ch_sh)
+
+    @property
     def res_sh_hw(self):
         """The residual's left shift into accumulator units: ``q_in − n2 − res_q`` (+ 2 for
         Winograd's ×4 scale); 0 without a residual."""

@@ -251,6 +251,13 @@ def cli():
     """Nibble: FPGA inference accelerators (INQ shift-accumulate PE array) for CNNs."""
 
 
+#: ``--weight-exponents`` of compile and run (``nibble.host.passes.inq.EXPONENTS``).
+_WEIGHT_EXPONENTS = click.option(
+    "--weight-exponents", "exponents", type=click.Choice(["layer", "auto", "channel"]), default="layer",
+    show_default=True, help="one INQ weight exponent n2 per layer, or per output channel where that gains "
+    "weight SNR (auto) or wherever allowed (channel; not with a fused residual Add)")
+
+
 @cli.command()
 @click.argument("model", type=click.Path())
 @click.option("--calib", type=click.Path(), required=True, help="calibration inputs (.npy, N×C×H×W float)")
@@ -269,9 +276,7 @@ def cli():
 @click.option("--tile-features", "tile_features", is_flag=True,
               help="keep every feature map in external memory and run each layer in row bands that fit the "
                    "feature memory, weights streamed (a device with DDR: sim over PCIe or a pcie board)")
-@click.option("--weight-exponents", "exponents", type=click.Choice(["layer", "auto", "channel"]), default="layer",
-              show_default=True, help="one INQ weight exponent n2 per layer, or per output channel where the "
-              "weights' SNR gains >= 1 dB (auto) or wherever allowed (channel; not with a fused residual Add)")
+@_WEIGHT_EXPONENTS
 def compile(model, calib, config_path, out, winograd, deconv, stream_weights, tile_features, exponents):
     """Compile an ONNX MODEL into a program file (run it with 'nibble run --program FILE').
 
@@ -374,9 +379,7 @@ _COMPILE_ONLY = (("calib", "--calib"), ("winograd", "--winograd"), ("deconv", "-
 @click.option("--tile-features", "tile_features", is_flag=True,
               help="keep every feature map in external memory and run each layer in row bands that fit the "
                    "feature memory, weights streamed (a device with DDR: sim over PCIe or a pcie board) (not with --program)")
-@click.option("--weight-exponents", "exponents", type=click.Choice(["layer", "auto", "channel"]), default="layer",
-              show_default=True, help="one INQ weight exponent n2 per layer, or per output channel where the "
-              "weights' SNR gains >= 1 dB (auto) or wherever allowed (channel; not with a fused residual Add)")
+@_WEIGHT_EXPONENTS
 @click.option("--bicubic", is_flag=True, help="with --reference: also the PSNR of Pillow bicubic "
               "upscaling of the inputs (single-channel images in [0, 1])")
 @click.pass_context

@@ -66,13 +66,11 @@ def _measure(proto, calib, x, metric, dev, pick=_first, exponents="layer"):
     """Compile ``proto`` (weight ``exponents``); the metric of ONNX Runtime (``None`` with
     per-channel exponents: the float model has no INQ levels then) and of the int8 program on the
     golden device, RTL cycles of one image, the model cycles and weight words."""
+    from nibble.host import compress
     from nibble.host.compiler import compile_model
     from nibble.host.driver import Device
-    from nibble.host.passes.lower import layer_cycles
     p = compile_model(copy.deepcopy(proto), calib, exponents=exponents)
-    fig = {"model_cycles": int(sum(layer_cycles(L, p.config) for L in p.layers)),
-           "weight_words": int(len(p.weights)), "descriptors": len(p.layers),
-           "per_channel_layers": sum(bool(L.ch_sh) for L in p.layers)}
+    fig = compress.program_figures(p)
     with Device("golden") as g:
         g.load(p)
         y = g.run(x)

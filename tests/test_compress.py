@@ -371,6 +371,18 @@ class _ResStage(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class _ScalarPReLUBranch(nn.Module):
+    """``b(x) + prelu(a(x))`` with one PReLU slope for all channels: reached backwards from the
+    Add, the PReLU has no per-channel entries to prune."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.act, self.out = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), nn.PReLU(), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.out(self.b(x) + self.act(self.a(x)))
+
+
 class _Fire(nn.Module):
     """A SqueezeNet fire module and its reader: squeeze, expand 1×1 and 3×3, Concat, conv."""
 
@@ -388,6 +400,7 @@ class _Fire(nn.Module):
 @pytest.mark.parametrize("make, example, groups_want", [
     (_ResStage, (2, 3, 8, 8), [["stem", "a2", "b2"], ["a1"], ["b1"], ["p1"], ["p2", "proj"]]),
     (_Fire, (2, 3, 6, 6), [["sq"], ["e1"], ["e3"]]),
+    (_ScalarPReLUBranch, (2, 3, 5, 5), [["a", "b"]]),
 ])
 def test_prune_channels_through_adds_and_concats(make, example, groups_want):
     """Residual Adds tie their layers into one group (a stage's convolutions and shortcuts lose

@@ -21,7 +21,7 @@ except ImportError:                                             # pragma: no cov
     raise ImportError("nibble.host.compress needs PyTorch: pip install 'nibble[train]' "
                       "(torch==2.13.0, CPU)") from None
 
-from .flow import compile_figures, compress_model, load_factory
+from .flow import compile_figures, compress_model, load_factory, program_figures
 from .export import FOLD_RTOL, OPSET, export_onnx, inline_identity_initializers, verify_inq
 from .inq import (BN_MODES, DEFAULT_SCHEDULE, PARTITIONS, InqLayer, check_schedule, fold_batchnorm,
                   incremental_inq, post_training_inq)
@@ -34,4 +34,4 @@ __all__ = ["WeightLayer", "find_layers", "InqLayer", "incremental_inq", "post_tr
            "hold_zeros",
            "channel_importance", "prunable_groups", "CRITERIA", "export_onnx", "verify_inq",
            "inline_identity_initializers", "OPSET", "FOLD_RTOL", "fit", "predict", "evaluate", "outputs", "LOSSES",
-           "compress_model", "load_factory", "compile_figures"]
+           "compress_model", "load_factory", "compile_figures", "program_figures"]

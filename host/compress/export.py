@@ -89,7 +89,8 @@ def verify_inq(model_proto, layers, rtol=FOLD_RTOL):
     The model goes through the compiler's validation, front end and structural passes; its
     compute nodes (in order) are matched with ``layers``. For each: ``n1`` of the folded weights
     equals the layer's, the weights decode back from their INQ codes within ``rtol`` (relative),
-    and the codes equal those of the exact levels training chose.
+    and the codes are those of the exact levels training chose (compared as multisets: the
+    compiler may reorder a Gemm's weights, e.g. to fold a Transpose before its Flatten).
 
     :returns: per-layer dicts (``layer``, ``node``, ``n1``, ``n2``, ``weights``, ``zero_weights``,
         ``levels_used``, ``max_rel_error``).

@@ -22,7 +22,7 @@ from .inq import DEFAULT_SCHEDULE, incremental_inq, post_training_inq
 from .prune import hold_zeros, prune_channels, prune_weights
 from .train import evaluate, fit, outputs, predict
 
-__all__ = ["load_factory", "compress_model", "compile_figures"]
+__all__ = ["load_factory", "compress_model", "compile_figures", "program_figures"]
 
 
 def load_factory(spec):
@@ -56,20 +56,27 @@ def load_factory(spec):
     return model
 
 
+def program_figures(program):
+    """``{"model_cycles", "weight_words", "descriptors", "per_channel_layers"}`` of a compiled
+    :class:`~nibble.host.program.Program`: the cycle model's cycles per image
+    (:func:`~nibble.host.passes.lower.layer_cycles` summed), its weight image's 16-bit words, its
+    plans and those with per-channel weight exponents."""
+    from ..passes.lower import layer_cycles
+    return {"model_cycles": int(sum(layer_cycles(L, program.config) for L in program.layers)),
+            "weight_words": int(len(program.weights)), "descriptors": len(program.layers),
+            "per_channel_layers": sum(bool(L.ch_sh) for L in program.layers)}
+
+
 def compile_figures(onnx_model, calib):
-    """``{"model_cycles", "weight_words", "descriptors"}`` of the model compiled for the default
-    :class:`~nibble.hw.config.EngineConfig` (``"error"`` instead if it does not compile)."""
+    """:func:`program_figures` of the model compiled for the default
+    :class:`~nibble.hw.config.EngineConfig` (``{"error": …}`` instead if it does not compile)."""
     from ...hw.config import EngineConfig
     from ..compiler import compile_model
     from ..ir import CompileError
-    from ..passes.lower import layer_cycles
-    cfg = EngineConfig()
     try:
-        p = compile_model(onnx_model, calib, cfg)
+        return program_figures(compile_model(onnx_model, calib, EngineConfig()))
     except CompileError as e:
         return {"error": str(e)}
-    return {"model_cycles": int(sum(layer_cycles(L, cfg) for L in p.layers)), "weight_words": int(len(p.weights)),
-            "descriptors": len(p.layers)}
 
 
 def compress_model(model, x, y, *, loss="ce", x_val=None, y_val=None, channel_ratio=0.0, criterion="l1",

@@ -112,6 +112,12 @@ class _Space:
         self.producers, self.channelwise, self.consumers, self.nodes = [], [], [], set()
 
 
+def _has_channel_entries(m):
+    """A module in a channel space whose per-channel entries go with the channels (BatchNorm, a
+    per-channel PReLU)."""
+    return isinstance(m, BN_TYPES) or (isinstance(m, nn.PReLU) and m.num_parameters > 1)
+
+
 def _unary_channelwise(u, modules):
     if u.op == "call_module":
         return isinstance(modules[u.target], _CHANNELWISE_MODULES)
@@ -144,7 +150,7 @@ def _grow(start, modules, layers):
                 continue
             if _unary_channelwise(node, modules) or _is_add(node):
                 sp.nodes.add(node)
-                if node.op == "call_module" and isinstance(modules[node.target], (*BN_TYPES, nn.PReLU)):
+                if node.op == "call_module" and _has_channel_entries(modules[node.target]):
                     sp.channelwise.append(modules[node.target])
                 args = [a for a in node.args if isinstance(a, torch.fx.Node)]
                 todo += [("back", a, 0, False) for a in (args if _is_add(node) else args[:1])]
@@ -156,25 +162,19 @@ def _grow(start, modules, layers):
         for u in node.users:
             if u.op == "output":
                 return "its output is a model output"
-            if u.op == "call_module" and u.target in layers and not flat:
+            if u.op == "call_module" and u.target in layers:
                 m = modules[u.target]
                 if isinstance(m, nn.Linear):
-                    if _spatial(node) != 1 or (node.meta.get("tensor_meta") is not None and
-                                               len(node.meta["tensor_meta"].shape) != 2):
+                    meta = node.meta.get("tensor_meta")
+                    if not flat and (meta is None or len(meta.shape) != 2):
                         return f"it feeds the Linear '{u.target}' without a Flatten"
-                    hw = 1
+                elif flat:
+                    return f"it feeds '{u.target}' after a Flatten"
                 elif m.groups != 1:
                     return f"it feeds the grouped convolution '{u.target}'"
-                else:
-                    hw = 1
                 if (u, off) not in seen_cons:
                     seen_cons.add((u, off))
-                    sp.consumers.append((m, hw, off))
-                continue
-            if u.op == "call_module" and u.target in layers and isinstance(modules[u.target], nn.Linear):
-                if (u, off) not in seen_cons:
-                    seen_cons.add((u, off))
-                    sp.consumers.append((modules[u.target], flat, off))
+                    sp.consumers.append((m, flat or 1, off))
                 continue
             if u in sp.nodes:
                 continue
@@ -193,12 +193,10 @@ def _grow(start, modules, layers):
             if _unary_channelwise(u, modules) and not flat and u.args and u.args[0] is node:
                 if off == 0:
                     sp.nodes.add(u)
-                if u.op == "call_module" and isinstance(modules[u.target], (*BN_TYPES, nn.PReLU)):
+                if u.op == "call_module" and _has_channel_entries(modules[u.target]):
                     if off:
                         return f"it reaches the BatchNorm/PReLU '{u.target}' after a Concat"
-                    m = modules[u.target]
-                    if not (isinstance(m, nn.PReLU) and m.num_parameters == 1):
-                        sp.channelwise.append(m)
+                    sp.channelwise.append(modules[u.target])
                 todo.append(("fwd", u, off, flat))
                 continue
             if _is_add(u) and not flat:
@@ -263,9 +261,6 @@ def prunable_groups(model, example=None):
         cw = list({id(c): c for c in got.channelwise}.values())
         groups.append(ChannelGroup([layers[n] for n in names], [own[name_of[id(c)]] for c in cw],
                                    [(own[name_of[id(c)]], hw, off) for c, hw, off in got.consumers]))
-    for g in groups:                       # a layer refused alone may be prunable in a tied group
-        for P in g.producers:
-            refused.pop(P.name, None)
     return groups, refused
 
 

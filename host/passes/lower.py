@@ -106,7 +106,7 @@ def layer_cycles(L, config, winograd=None):
     wino = L.winograd if winograd is None else winograd
     cb = L.cb_in
     nb = L.n_coblk(c.m)
-    params = (c.m + 1) * (1 + bool(L.prelu) + bool(L.ch_sh))
+    params = (c.m + 1) * L.param_arrays
     if wino:
         tiles, p = winograd_work(L)
         if not L.winograd:                    # modelling a direct layer as a plain Winograd one
@@ -760,7 +760,7 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto", stream_weights=F
 
 def _param_words(L, c):
     """Parameter-memory words of one plan: its descriptor, biases, slope codes and shift offsets."""
-    return DESC_WORDS + L.n_coblk(c.m) * c.m * (1 + bool(L.prelu) + bool(L.ch_sh))
+    return DESC_WORDS + L.n_coblk(c.m) * c.m * L.param_arrays
 
 
 def _per_channel_shifts(op, plans, where):
