@@ -199,6 +199,7 @@ class _TransportBackend:
         self.program = None
         self.ddr = None                 # the DdrPlan of the program on a device with external memory
         self.mem_stats = None
+        self._unsettled = False         # an inference failed part-way: the engine may still be running
 
     def _csr(self, name):
         return self.rm["regions"]["csr"]["base"] + self.rm["csrs"][name]["offset"]
@@ -322,10 +323,22 @@ class _TransportBackend:
 
     def execute(self, v):
         """One inference: input, start, wait, outputs, acknowledge (7 transactions on the link:
-        the CSRs are read together). The ``runs`` counter must advance by exactly one. On a
-        device with external memory: :meth:`_execute_ddr`."""
+        the CSRs are read together). The ``runs`` counter must advance by exactly one. After an
+        inference that failed part-way (a link error, say), the next one first waits for the engine
+        to be idle: the memories answer "bad address" while it runs. On a device with external
+        memory: :meth:`_execute_ddr`."""
         if self.ddr is not None:
             return self._execute_ddr(v)
+        if self._unsettled:             # the memories are reachable only once that run has ended
+            self._wait_idle()
+            self._unsettled = False
+        try:
+            return self._execute_on_chip(v)
+        except BaseException:
+            self._unsettled = True
+            raise
+
+    def _execute_on_chip(self, v):
         p = self.program
         c = p.config
         bits, ctrl = self.rm["status_bits"], self.rm["ctrl_bits"]

@@ -120,3 +120,32 @@ def test_fault_injection_whole_inferences(digits):
     assert sum(ok for ok, _, _, _ in tally.values()) >= 60
     # The device is still usable afterwards, bit-exact.
     assert np.array_equal(dev.run_int(v[:1])[0], expected[0])
+
+
+def test_inference_after_one_that_failed_mid_run(sim):
+    """An inference whose wait for the engine fails (a link error) leaves the engine running; the
+    next one waits for it to end before writing its input (the memories answer "bad address"
+    while the engine runs) and is bit-identical to the golden model."""
+    from onnx_models import conv, model
+    rng = np.random.default_rng(SEED)
+    n, inits = conv(rng, "c", "x", "y", 32, 64, k=3, pads=[1, 1, 1, 1])      # ~70,000 engine cycles
+    m = model([n], inits, inputs={"x": ("N", 32, 16, 16)})
+    program = compile_model(m, rng.normal(0, 1, (2, 32, 16, 16)), LINK_TEST_CONFIG)
+    sim.load(program)
+    v = sim.quantize(rng.normal(0, 1, (2, 32, 16, 16)))
+    be = sim._be
+    real, calls = be._wait_idle, []
+
+    def fail_after_start():
+        calls.append(1)
+        if len(calls) == 2:                      # the wait after the start write
+            raise LinkError("injected: no answer while waiting for the engine")
+        return real()
+    be._wait_idle = fail_after_start
+    try:
+        with pytest.raises(LinkError, match="injected"):
+            sim.run_int(v[:1])
+    finally:
+        be._wait_idle = real
+    assert sim.link.read_u32(be._csr("status")) >> be.rm["status_bits"]["busy"] & 1     # still running
+    assert np.array_equal(sim.run_int(v[1:])[0], golden_forward(program, v[1]))
