@@ -244,8 +244,8 @@ class AcceleratorCore(wiring.Component):
         run_cycles, engine_cycles, beats_total = Signal(32), Signal(32), Signal(32)
         rd_bytes, wr_bytes = Signal(32), Signal(32)
         f_reads = Signal(32)                     # feature words the engine read (both read ports)
-        m.d.sync += f_reads.eq(f_reads + (eng.f_rd.req.valid & eng.f_rd.req.ready)
-                               + (eng.f_rd2.req.valid & eng.f_rd2.req.ready))
+        f_ports = [eng.f_rd, eng.f_rd2] + [getattr(eng, f"f_rd_px{j}") for j in range(1, c.vp)]
+        m.d.sync += f_reads.eq(f_reads + sum(p.req.valid & p.req.ready for p in f_ports))
         eng_was = Signal()
         m.d.sync += eng_was.eq(eng.busy)
         with m.If(busy):
@@ -416,6 +416,11 @@ class AcceleratorCore(wiring.Component):
                 wiring.connect(m, eng.f_rd2, res_port.bus)
                 m.d.comb += [rp2.addr.eq(res_port.addr), rp2.en.eq(res_port.en), res_port.data.eq(rp2.data),
                              eng.f_wr.req.ready.eq(1)]     # a write per cycle
+                for j in range(1, c.vp):                  # the other pixel lanes' ports
+                    rpj = mem.read_port(domain="sync")
+                    m.submodules[f"feature_px{j}_port"] = pxp = SyncReadPort(depth, bits)
+                    wiring.connect(m, getattr(eng, f"f_rd_px{j}"), pxp.bus)
+                    m.d.comb += [rpj.addr.eq(pxp.addr), rpj.en.eq(pxp.en), pxp.data.eq(rpj.data)]
             with m.If(eng.busy & (name == "feature")):
                 m.d.comb += [wp.addr.eq(eng.f_wr.req.payload.addr), wp.en.eq(eng.f_wr.req.valid),
                              wp.data.eq(eng.f_wr.req.payload.data)]

@@ -31,11 +31,16 @@ class EngineConfig:
     :param winograd: build the Winograd F(2×2,3×3) path (``vc`` pre-PEs, ``m·vc`` multiplier lanes
         of 10 × 11 bits (DSP48E1), ``m`` post-PEs, a transformed-weight cache per PE, the weight
         transform in the loader). Default True. Without it, Winograd descriptors are rejected.
+    :param vp: output-pixel lanes of the PE array (TF2's 5, DESIGN §4): in direct mode every beat
+        carries ``vp`` neighbouring output pixels of one row, each with its own feature-memory read
+        port, its own ``vc`` SAC lanes per PE (sharing the PE's filter-cache read), residual reader
+        and output stage; the writer drains them one word per cycle. Winograd beats use lane 0.
+        1..8, default 1.
     :param ddr_bytes: bytes of the external-memory window at :data:`~nibble.hw.isa.DDR_BASE`
         that the step sequencer and the DMA may address (a power of two, 1 MiB..2 GiB; default
         1 GiB, the SODIMM of the VC707 and KC705). Used by devices with external memory.
 
-    Peak throughput is ``m·vc`` shift-accumulate operations per cycle (256 by default).
+    Peak throughput is ``m·vc·vp`` shift-accumulate operations per cycle (256 by default).
     :raises ValueError: on any inconsistent parameter, naming it.
     """
     m: int = 16
@@ -49,6 +54,7 @@ class EngineConfig:
     baud: int = 12_500_000
     winograd: bool = True
     ddr_bytes: int = 1 << 30
+    vp: int = 1
 
     def __post_init__(self):
         if self.m < 1:
@@ -57,6 +63,8 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.vc must be a positive multiple of 8, not {self.vc}")
         if self.m % self.vc:
             raise ValueError(f"EngineConfig.m ({self.m}) must be a multiple of vc ({self.vc})")
+        if not isinstance(self.vp, int) or not 1 <= self.vp <= 8:
+            raise ValueError(f"EngineConfig.vp must be an integer in 1..8, not {self.vp!r}")
         if not 20 <= self.acc_width <= 48:
             raise ValueError(f"EngineConfig.acc_width must be in 20..48, not {self.acc_width}")
         for name in ("filter_depth", "feature_depth", "weight_depth", "param_depth"):
@@ -81,8 +89,8 @@ class EngineConfig:
 
     @property
     def peak_ops_per_cycle(self):
-        """``m · vc`` shift-accumulate operations per cycle."""
-        return self.m * self.vc
+        """``m · vc · vp`` shift-accumulate operations per cycle."""
+        return self.m * self.vc * self.vp
 
     def to_dict(self):
         return dataclasses.asdict(self)

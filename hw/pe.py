@@ -52,7 +52,7 @@ class SACLane(wiring.Component):
         return m
 
 
-def pe_input_layout(vc, depth, tag_shape=0, winograd=False):
+def pe_input_layout(vc, depth, tag_shape=0, winograd=False, vp=1):
     """Payload of a PE / PE-array input beat.
 
     * ``x``: ``vc`` int8 features (one feature word, ``vc`` input channels of one pixel); with
@@ -63,6 +63,8 @@ def pe_input_layout(vc, depth, tag_shape=0, winograd=False):
     * ``idx`` (``winograd`` only): which of the ``ACC_ENTRIES`` accumulators the beat adds to
       (the transformed position ξ·α + ν; 0 in direct mode).
     * ``tag``: carried unchanged from the ``last`` beat to the result (e.g. the output address).
+    * ``xl`` (``vp > 1`` output-pixel lanes): the int8 features of pixel lanes 1 … vp − 1, which
+      use the same filter-cache word (direct mode only).
     """
     fields = {
         "x": data.ArrayLayout(signed(V_WIDTH if winograd else 8), vc),
@@ -74,19 +76,23 @@ def pe_input_layout(vc, depth, tag_shape=0, winograd=False):
         fields["idx"] = range(ACC_ENTRIES)
     if tag_shape:
         fields["tag"] = tag_shape
+    if vp > 1:
+        fields["xl"] = data.ArrayLayout(data.ArrayLayout(signed(8), vc), vp - 1)
     return data.StructLayout(fields)
 
 
-def _pe_members(vc, acc_shape, depth, tag_shape, extra, winograd):
+def _pe_members(vc, acc_shape, depth, tag_shape, extra, winograd, vp=1):
     """Signature members shared by :class:`PE` and :class:`PEArray`."""
     out_fields = {"acc": acc_shape}
     if tag_shape:
         out_fields["tag"] = tag_shape
+    if vp > 1:
+        out_fields["accl"] = data.ArrayLayout(acc_shape, vp - 1)
     if winograd:
         extra = {**extra, "wmode": In(1), "u_en": In(1),
                  "u_data": In(data.ArrayLayout(signed(U_WIDTH), vc))}
     return {
-        "i": In(stream.Signature(pe_input_layout(vc, depth, tag_shape, winograd))),
+        "i": In(stream.Signature(pe_input_layout(vc, depth, tag_shape, winograd, vp))),
         "o": Out(stream.Signature(data.StructLayout(out_fields))),
         "w_en": In(1),
         **extra,
@@ -94,6 +100,14 @@ def _pe_members(vc, acc_shape, depth, tag_shape, extra, winograd):
         "w_data": In(data.ArrayLayout(unsigned(4), vc)),
         "busy": Out(1),
     }
+
+
+def _adder_tree(values):
+    """Pairwise sum of ``values`` (a balanced tree of adders, comb)."""
+    while len(values) > 1:
+        values = [values[k] + values[k + 1] if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
 
 
 class PE(wiring.Component):
@@ -127,7 +141,7 @@ class PE(wiring.Component):
     """
     latency = 3
 
-    def __init__(self, vc, acc_width, depth, tag_shape=0, winograd=False):
+    def __init__(self, vc, acc_width, depth, tag_shape=0, winograd=False, vp=1):
         if vc < 1:
             raise ValueError(f"PE needs at least one lane, not {vc}")
         if acc_width < 16:
@@ -135,8 +149,8 @@ class PE(wiring.Component):
         if depth < 2:
             raise ValueError(f"PE filter cache must have at least 2 words, not {depth}")
         self.vc, self.acc_width, self.depth, self.tag_shape = vc, acc_width, depth, tag_shape
-        self.winograd = winograd
-        super().__init__(_pe_members(vc, signed(acc_width), depth, tag_shape, {}, winograd))
+        self.winograd, self.vp = winograd, vp
+        super().__init__(_pe_members(vc, signed(acc_width), depth, tag_shape, {}, winograd, vp))
 
     def elaborate(self, platform):
         m = Module()
@@ -178,18 +192,27 @@ class PE(wiring.Component):
                 prods.append(Mux(self.wmode, mul, sac.p))
             else:
                 prods.append(sac.p)
-        while len(prods) > 1:
-            prods = [prods[k] + prods[k + 1] if k + 1 < len(prods) else prods[k]
-                     for k in range(0, len(prods), 2)]
-        s2_valid = Signal()
         p_width = V_WIDTH + U_WIDTH if self.winograd else 15
         s2_sum = Signal(signed(p_width + max(vc - 1, 1).bit_length()))
+        # pixel lanes 1 … vp − 1: their own SAC lanes on the same filter-cache word (direct mode)
+        lane_sums = []
+        for j in range(1, self.vp):
+            lp = []
+            for lane in range(vc):
+                sac = SACLane()
+                m.submodules[f"px{j}_lane{lane}"] = sac
+                m.d.comb += [sac.x.eq(s1.xl[j - 1][lane]), sac.code.eq(rd.data[lane])]
+                lp.append(sac.p)
+            lane_sums.append((_adder_tree(lp), Signal(signed(15 + max(vc - 1, 1).bit_length()), name=f"s2_sum{j}")))
+        prods = [_adder_tree(prods)]
+        s2_valid = Signal()
         s2_first, s2_last = Signal(), Signal()
         s2_idx = Signal(range(ACC_ENTRIES))
         s2_tag = Signal(self.tag_shape) if self.tag_shape else None
         with m.If(adv):
             m.d.sync += [s2_valid.eq(s1_valid), s2_sum.eq(prods[0]),
                          s2_first.eq(s1.first), s2_last.eq(s1.last)]
+            m.d.sync += [reg.eq(tree) for tree, reg in lane_sums]
             if self.winograd:
                 m.d.sync += s2_idx.eq(s1.idx)
             if self.tag_shape:
@@ -203,12 +226,19 @@ class PE(wiring.Component):
         else:
             acc = Signal(signed(self.acc_width))
         m.d.comb += acc_next.eq(Mux(s2_first, 0, acc) + s2_sum)
+        lane_accs = []
+        for j, (_, reg) in enumerate(lane_sums, start=1):
+            a, a_next = Signal(signed(self.acc_width), name=f"acc_px{j}"), Signal(signed(self.acc_width), name=f"acc_px{j}_next")
+            m.d.comb += a_next.eq(Mux(s2_first, 0, a) + reg)
+            lane_accs.append((a, a_next))
         with m.If(adv):
             m.d.sync += self.o.valid.eq(s2_valid & s2_last)
             with m.If(s2_valid):
                 m.d.sync += acc.eq(acc_next)
+                m.d.sync += [a.eq(a_next) for a, a_next in lane_accs]
                 with m.If(s2_last):
                     m.d.sync += self.o.payload.acc.eq(acc_next)
+                    m.d.sync += [self.o.payload.accl[j].eq(a_next) for j, (_, a_next) in enumerate(lane_accs)]
                     if self.tag_shape:
                         m.d.sync += self.o.payload.tag.eq(s2_tag)
         m.d.comb += self.busy.eq(s1_valid | s2_valid | self.o.valid)
@@ -234,14 +264,14 @@ class PEArray(wiring.Component):
     """
     latency = PE.latency
 
-    def __init__(self, m, vc, acc_width, depth, tag_shape=0, winograd=False):
+    def __init__(self, m, vc, acc_width, depth, tag_shape=0, winograd=False, vp=1):
         if m < 1:
             raise ValueError(f"PE array needs at least one PE, not {m}")
         self.m, self.vc, self.acc_width, self.depth, self.tag_shape = m, vc, acc_width, depth, tag_shape
-        self.winograd = winograd
-        self.pes = [PE(vc, acc_width, depth, tag_shape if k == 0 else 0, winograd) for k in range(m)]
+        self.winograd, self.vp = winograd, vp
+        self.pes = [PE(vc, acc_width, depth, tag_shape if k == 0 else 0, winograd, vp) for k in range(m)]
         super().__init__(_pe_members(vc, data.ArrayLayout(signed(acc_width), m), depth, tag_shape,
-                                     {"w_pe": In(range(m))}, winograd))
+                                     {"w_pe": In(range(m))}, winograd, vp))
 
     def elaborate(self, platform):
         m = Module()
@@ -259,6 +289,9 @@ class PEArray(wiring.Component):
                 pe.w_data.eq(self.w_data),
                 self.o.payload.acc[k].eq(pe.o.payload.acc),
             ]
+            if self.vp > 1:
+                m.d.comb += pe.i.payload.xl.eq(self.i.payload.xl)
+                m.d.comb += [self.o.payload.accl[j][k].eq(pe.o.payload.accl[j]) for j in range(self.vp - 1)]
             if self.winograd:
                 m.d.comb += [
                     pe.i.payload.idx.eq(self.i.payload.idx),

@@ -117,8 +117,15 @@ def layer_cycles(L, config, winograd=None):
         # load and all but 2 of the block's hand-over cycles; a longer transform stalls the rest
         hidden = run + params + WINOGRAD_BLOCK_CYCLES - 2
         return FETCH_CYCLES + load + nb * (params + run + WINOGRAD_BLOCK_CYCLES) + (nb - 1) * max(0, load - hidden)
-    per_pix = max(L.pool[0] * L.pool[1] * L.kh * L.kw * cb, k) + (k + 2 if L.res else 0)
-    return FETCH_CYCLES + nb * (params + c.m * L.kh * L.kw * cb + 1 + L.out_h * L.out_w * per_pix + BLOCK_CYCLES)
+    beats = L.pool[0] * L.pool[1] * L.kh * L.kw * cb        # per group of pixels
+
+    def group(n):          # a beat group of n live pixel lanes: the beats, or the writer's n·k words
+        return max(beats, n * k) + (n * k + 2 if L.res else 0)
+
+    full, rest = divmod(L.out_w, c.vp)
+    row = full * group(c.vp) + (group(rest) if rest else 0)
+    drain = ((rest or c.vp) - 1) * k        # the last group's other lanes, after its first pixel
+    return FETCH_CYCLES + nb * (params + c.m * L.kh * L.kw * cb + 1 + L.out_h * row + drain + BLOCK_CYCLES)
 
 
 #: Cycles per layer to fetch and check a descriptor: ``DESC_WORDS`` reads, 2 of memory latency,
@@ -132,14 +139,16 @@ WINOGRAD_BLOCK_CYCLES = 43
 
 
 def layer_beats(L, config):
-    """Beats (vectors of ``vc`` values) the engine sends through the PE array for layer ``L``:
-    output pixels × pool² × taps × input blocks × output blocks (direct), or
+    """Beats the engine sends through the PE array for layer ``L`` (each ``vp`` vectors of ``vc``
+    values in direct mode, one in Winograd mode): output rows × ⌈out_w/vp⌉ pixel groups × pool² ×
+    taps × input blocks × output blocks (direct), or
     tiles × 16 × input blocks × output blocks (Winograd; tiles = ⌈out_h/2⌉·⌈out_w/2⌉, or
     out_h·out_w pooled pixels with pooling)."""
     if L.winograd:
         tiles, p = winograd_work(L)
         return L.n_coblk(config.m) * tiles * p * L.cb_in
-    return L.n_coblk(config.m) * L.out_h * L.out_w * L.pool[0] * L.pool[1] * L.kh * L.kw * L.cb_in
+    groups = L.out_h * -(-L.out_w // config.vp)
+    return L.n_coblk(config.m) * groups * L.pool[0] * L.pool[1] * L.kh * L.kw * L.cb_in
 
 
 def _winograd_check(L, config, bits, bias):

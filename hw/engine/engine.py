@@ -96,7 +96,8 @@ class Engine(wiring.Component):
         descriptor's: :func:`nibble.host.passes.lower.layer_cycles` models them).
       * ``beats``: ``Out(32)`` — beats (vectors of ``vc`` features) accepted by the PE array.
       * Memory ports (:mod:`nibble.hw.mem.port`, any latency): ``f_rd`` (feature reads of the
-        beats) and ``f_rd2`` (the residual operand), ``Out(read_port(feature_depth, 8·vc))``;
+        beats; ``f_rd_px1`` … ``f_rd_px{vp−1}`` those of the other pixel lanes) and ``f_rd2`` (the
+        residual operand, shared by the lanes), ``Out(read_port(feature_depth, 8·vc))``;
         ``f_wr``: ``Out(write_port(feature_depth, 8·vc))``; ``w_rd``:
         ``Out(read_port(weight_depth, 4·vc))``; ``p_rd``: ``Out(read_port(param_depth, 32))``.
         No request is issued while ``busy`` is low, and every response is taken before it falls.
@@ -111,6 +112,7 @@ class Engine(wiring.Component):
             "err_code": Out(4), "layer": Out(16),
             "cycles": Out(32), "beats": Out(32), "desc_end": Out(1),
             "f_rd": Out(read_port(c.feature_depth, 8 * c.vc)),
+            **{f"f_rd_px{j}": Out(read_port(c.feature_depth, 8 * c.vc)) for j in range(1, c.vp)},
             "f_rd2": Out(read_port(c.feature_depth, 8 * c.vc)),
             "f_wr": Out(write_port(c.feature_depth, 8 * c.vc)),
             "w_rd": Out(read_port(c.weight_depth, 4 * c.vc)),
@@ -128,10 +130,18 @@ class Engine(wiring.Component):
         m.submodules.sched = sched = Scheduler(c)
         m.submodules.reader = reader = FeatureReader(c)
         m.submodules.pe_array = pea = PEArray(m=c.m, vc=c.vc, acc_width=c.acc_width, depth=c.filter_depth,
-                                              tag_shape=tag_layout(c), winograd=W)
+                                              tag_shape=tag_layout(c), winograd=W, vp=c.vp)
         m.submodules.res_reader = rr = ResidualReader(c.m, c.vc, c.acc_width, c.feature_depth)
         m.submodules.out_stage = ost = OutputStage(m=c.m, acc_width=c.acc_width, tag_shape=range(c.feature_depth))
         m.submodules.writer = writer = FeatureWriter(c)
+        # pixel lanes 1 … vp − 1 (direct mode): a residual reader and an output stage each
+        lane_rr, lane_ost = [], []
+        for j in range(1, c.vp):
+            m.submodules[f"res_reader{j}"] = rrj = ResidualReader(c.m, c.vc, c.acc_width, c.feature_depth)
+            m.submodules[f"out_stage{j}"] = ostj = OutputStage(m=c.m, acc_width=c.acc_width,
+                                                                tag_shape=range(c.feature_depth))
+            lane_rr.append(rrj)
+            lane_ost.append(ostj)
         d = ctrl.desc
 
         # controller ⇄ parts
@@ -156,7 +166,15 @@ class Engine(wiring.Component):
         wiring.connect(m, params.p_rd, p_mux.c1)
         wiring.connect(m, p_mux.bus, wiring.flipped(self.p_rd))
         wiring.connect(m, reader.f_rd, wiring.flipped(self.f_rd))
-        wiring.connect(m, rr.r_rd, wiring.flipped(self.f_rd2))
+        for j in range(1, c.vp):
+            wiring.connect(m, getattr(reader, f"f_rd_px{j}"), wiring.flipped(getattr(self, f"f_rd_px{j}")))
+        if c.vp == 1:
+            wiring.connect(m, rr.r_rd, wiring.flipped(self.f_rd2))
+        else:              # the lanes' residual readers share the residual port
+            m.submodules.r_mux = r_mux = ReadPortMux(c.vp, c.feature_depth, 8 * c.vc)
+            for j, r in enumerate([rr] + lane_rr):
+                wiring.connect(m, r.r_rd, getattr(r_mux, f"c{j}"))
+            wiring.connect(m, r_mux.bus, wiring.flipped(self.f_rd2))
         wiring.connect(m, writer.f_wr, wiring.flipped(self.f_wr))
 
         # output stage: layer constants, the block's biases and slopes
@@ -167,6 +185,14 @@ class Engine(wiring.Component):
                      rr.en.eq(d.res), rr.offset.eq(d.res_base - d.out_base)]
         wiring.connect(m, rr.o, ost.i)
         wiring.connect(m, ost.o, writer.i)
+        for j, (rrj, ostj) in enumerate(zip(lane_rr, lane_ost), start=1):
+            m.d.comb += [ostj.sh.eq(d.sh[:7]), ostj.relu.eq(d.relu), ostj.act.eq(d.act), ostj.prelu.eq(d.prelu),
+                         ostj.clip_lo.eq(d.clip_lo), ostj.clip_hi.eq(d.clip_hi),
+                         ostj.res_en.eq(d.res), ostj.res_sh.eq(d.res_sh),
+                         ostj.bias.eq(params.bias), ostj.slope.eq(params.slope), ostj.dsh.eq(params.dsh),
+                         rrj.en.eq(d.res), rrj.offset.eq(d.res_base - d.out_base)]
+            wiring.connect(m, rrj.o, ostj.i)
+            wiring.connect(m, ostj.o, getattr(writer, f"i{j}"))
 
         # filter caches: direct-mode loader (and the weight transform)
         m.d.comb += [pea.w_en.eq(filters.w_en), pea.w_pe.eq(filters.w_pe), pea.w_addr.eq(filters.w_addr),
@@ -179,13 +205,41 @@ class Engine(wiring.Component):
             pea.i.payload.addr.eq(beat.w), pea.i.payload.first.eq(beat.first),
             pea.i.payload.last.eq(beat.last), pea.i.payload.tag.eq(beat.tag),
         ] + [pea.i.payload.x[l].eq(reader.o.payload.x.word_select(l, 8).as_signed()) for l in range(c.vc)]
+        if c.vp > 1:
+            direct_front += [pea.i.payload.xl[j - 1][l].eq(reader.o.payload.xl[j - 1].word_select(l, 8).as_signed())
+                             for j in range(1, c.vp) for l in range(c.vc)]
         res = pea.o.payload
         direct_back = [
-            rr.i.valid.eq(pea.o.valid), pea.o.ready.eq(rr.i.ready),
             rr.i.payload.acc.eq(res.acc), rr.i.payload.pool_first.eq(res.tag.pool_first),
             rr.i.payload.pool_last.eq(res.tag.pool_last), rr.i.payload.skip.eq(res.tag.skip),
             rr.i.payload.tag.eq(res.tag.addr),
         ]
+        if c.vp == 1:
+            direct_back += [rr.i.valid.eq(pea.o.valid), pea.o.ready.eq(rr.i.ready)]
+        else:
+            # fork the PE array's results to the lanes' residual readers: each lane takes its
+            # pixel when it can (a residual read needs its beat offered); the result leaves the
+            # PE array once every live lane has it. A dead lane takes nothing.
+            taken = Signal(c.vp)
+            lane_valid, lane_done = [], []
+            for j, r in enumerate([rr] + lane_rr):
+                live = 1 if j == 0 else res.tag.lanes[j - 1].live
+                v = Signal(name=f"fork_valid{j}")
+                m.d.comb += v.eq(pea.o.valid & live & ~taken[j])
+                lane_valid.append((r, v))
+                lane_done.append(taken[j] | ~live | r.i.ready)
+            all_done = Cat(*lane_done).all()
+            direct_back += [pea.o.ready.eq(all_done)] + [r.i.valid.eq(v) for r, v in lane_valid]
+            for j, r in enumerate(lane_rr, start=1):
+                t = res.tag.lanes[j - 1]
+                direct_back += [r.i.payload.acc.eq(res.accl[j - 1]), r.i.payload.pool_first.eq(res.tag.pool_first),
+                                r.i.payload.pool_last.eq(res.tag.pool_last), r.i.payload.skip.eq(t.skip),
+                                r.i.payload.tag.eq(t.addr)]
+            with m.If(pea.o.valid):
+                with m.If(all_done):
+                    m.d.sync += taken.eq(0)
+                with m.Else():
+                    m.d.sync += taken.eq(taken | Cat(*[v & r.i.ready for r, v in lane_valid]))
         wino_busy = Const(0)
         if not W:
             m.d.comb += direct_front + direct_back
@@ -203,13 +257,15 @@ class Engine(wiring.Component):
                          wdp.in_cb.eq(d.in_cb), wdp.xmask.eq(d.xmask), wdp.ymask.eq(d.ymask),
                          wdp.pool_en.eq((d.pool_kh != 1) | (d.pool_kw != 1)), wdp.ubank.eq(ctrl.ubank),
                          wdp.out_row.eq(d.out_row), wdp.out_pix.eq(d.out_pix),
-                         wdp.i.payload.eq(reader.o.payload), wdp.pe_o.payload.eq(pea.o.payload)]
+                         wdp.i.payload.eq(reader.o.payload),
+                         # the pixel lanes' fields (vp > 1) come last in both layouts; lane 0 only
+                         wdp.pe_o.payload.as_value().eq(pea.o.payload.as_value()[:wdp.pe_o.payload.shape().size])]
             with m.If(wl.u_en):
                 m.d.comb += [pea.w_pe.eq(wl.w_pe), pea.w_addr.eq(wl.w_addr)]
             wino_front = [
                 wdp.i.valid.eq(reader.o.valid), reader.o.ready.eq(wdp.i.ready),
                 pea.i.valid.eq(wdp.pe_i.valid), wdp.pe_i.ready.eq(pea.i.ready),
-                pea.i.payload.eq(wdp.pe_i.payload),
+                pea.i.payload.as_value().eq(wdp.pe_i.payload.as_value()),
             ]
             wino_back = [
                 wdp.pe_o.valid.eq(pea.o.valid), pea.o.ready.eq(wdp.pe_o.ready),
@@ -221,7 +277,9 @@ class Engine(wiring.Component):
                 m.d.comb += direct_front + direct_back
             wino_busy = wdp.busy
 
-        m.d.comb += ctrl.pipe_busy.eq(sched.o.valid | reader.busy | pea.busy | rr.busy | ost.busy | wino_busy)
+        lanes_busy = Cat(*[x.busy for x in lane_rr + lane_ost]).any() if c.vp > 1 else Const(0)
+        m.d.comb += ctrl.pipe_busy.eq(sched.o.valid | reader.busy | pea.busy | rr.busy | ost.busy | wino_busy
+                                      | lanes_busy)
         if not W:
             m.d.comb += ctrl.wino_busy.eq(0)
         wiring.connect(m, sched.o, reader.i)

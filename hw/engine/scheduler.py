@@ -6,6 +6,10 @@ input block cb — one beat (one feature word of ``vc`` input channels against f
 pixel (conv outputs shared by overlapping windows are computed again); a position outside the
 conv output (the pool's padding, ``ceil_mode``) is issued with zero input and marked ``skip``.
 
+With ``vp`` output-pixel lanes (:attr:`EngineConfig.vp`) a direct-mode beat carries the pixels
+(py, px + j), j < vp, of one row in lockstep (same window position, tap and input block, so one
+filter-cache word serves them all): px advances by ``vp``, a lane past the row's end is dead.
+
 Winograd mode (ARITHMETIC §2): 2×2 output tiles (py, px) (with the 2×2 pool, one tile is one
 pooled pixel), input block cb, then the pixels (ky, kx) of the 4×4 input tile that the computed
 transformed positions need (all 16 for a plain layer; fewer for TDC phases: rows/columns in
@@ -34,18 +38,33 @@ def tag_layout(config: EngineConfig):
     position outside the conv output), ``idx`` (Winograd transformed position), ``right``/
     ``bottom`` (the tile's second column/row is inside the output), ``tlast`` (the tile's last
     transformed position)."""
-    return data.StructLayout({"addr": range(config.feature_depth), "pool_first": 1, "pool_last": 1,
-                              "skip": 1, "idx": range(ACC_ENTRIES), "right": 1, "bottom": 1, "tlast": 1})
+    fields = {"addr": range(config.feature_depth), "pool_first": 1, "pool_last": 1,
+              "skip": 1, "idx": range(ACC_ENTRIES), "right": 1, "bottom": 1, "tlast": 1}
+    if config.vp > 1:
+        fields["lanes"] = data.ArrayLayout(lane_tag_layout(config), config.vp - 1)
+    return data.StructLayout(fields)
+
+
+def lane_tag_layout(config: EngineConfig):
+    """What the beat carries for pixel lane ``j ≥ 1`` (direct mode, :attr:`EngineConfig.vp`):
+    ``addr`` (its output word), ``skip`` (its window position is outside the conv output),
+    ``live`` (its pixel exists: ``px + j < out_w``; a dead lane's result is dropped)."""
+    return data.StructLayout({"addr": range(config.feature_depth), "skip": 1, "live": 1})
 
 
 def beat_layout(config: EngineConfig):
     """A scheduled beat: ``faddr`` and ``inb`` (read feature word ``faddr``, or zero input),
     ``w`` (filter-cache word), ``first``/``last`` (of the accumulation), ``tag``
     (:func:`tag_layout`), Winograd: ``pos`` (pixel ky·4 + kx of the input tile), ``cb``, ``tl``
-    (the tile's last pixel for this input block)."""
-    return data.StructLayout({"faddr": range(config.feature_depth), "inb": 1,
-                              "w": range(config.filter_depth), "first": 1, "last": 1,
-                              "tag": tag_layout(config), "pos": 4, "cb": 16, "tl": 1})
+    (the tile's last pixel for this input block); with ``vp > 1`` pixel lanes, ``lanes``: the
+    ``faddr``/``inb`` of lanes 1 … vp − 1 (lane 0's are ``faddr``/``inb``)."""
+    fields = {"faddr": range(config.feature_depth), "inb": 1,
+              "w": range(config.filter_depth), "first": 1, "last": 1,
+              "tag": tag_layout(config), "pos": 4, "cb": 16, "tl": 1}
+    if config.vp > 1:
+        fields["lanes"] = data.ArrayLayout(data.StructLayout({"faddr": range(config.feature_depth), "inb": 1}),
+                                           config.vp - 1)
+    return data.StructLayout(fields)
 
 
 def bits_next(mask, cur, width=4):
@@ -68,13 +87,14 @@ def bits_first(mask, width=4):
 
 
 def odometer(m, digits):
-    """Step a nest of counters: ``digits`` = [(counter, has_next), …], innermost first.
+    """Step a nest of counters: ``digits`` = [(counter, has_next[, step]), …], innermost first.
 
-    The innermost counter with a next value increments; every counter inside it returns to 0.
+    The innermost counter with a next value advances by its step (default 1); every counter
+    inside it returns to 0.
     """
-    sig, has_next = digits[0]
+    sig, has_next, *step = digits[0]
     with m.If(has_next):
-        m.d.sync += sig.eq(sig + 1)
+        m.d.sync += sig.eq(sig + (step[0] if step else 1))
     with m.Else():
         m.d.sync += sig.eq(0)
         if len(digits) > 1:
@@ -95,7 +115,7 @@ class Scheduler(wiring.Component):
       * ``busy``: ``Out(1)`` — beats left to issue.
 
     Latency: the first beat is offered 1 cycle after ``cmd`` is taken. Throughput: one beat per
-    cycle (``o.ready`` high). Beats per block: ``out_h·out_w·pool_kh·pool_kw·kh·kw·in_cb``
+    cycle (``o.ready`` high). Beats per block: ``out_h·⌈out_w/vp⌉·pool_kh·pool_kw·kh·kw·in_cb``
     (direct), ``tiles·pixels·in_cb`` (Winograd, ``pixels`` = 16 for a plain layer).
     """
 
@@ -177,10 +197,36 @@ class Scheduler(wiring.Component):
             m.d.comb += gen_done.eq(~kx_more & ~ky_more & (cb + 1 >= d.in_cb)
                                     & (px + 1 >= t_w) & (py + 1 >= t_h))
         with m.Else():
-            m.d.comb += gen_done.eq(b_last & pool_last & (px + 1 >= d.out_w) & (py + 1 >= d.out_h))
+            m.d.comb += gen_done.eq(b_last & pool_last & (px + c.vp >= d.out_w) & (py + 1 >= d.out_h))
+
+        # pixel lanes 1 … vp − 1 (direct mode): pixel (py, px + j) at the same window position and tap
+        lanes = []
+        for j in range(1, c.vp):
+            oxj = Signal(signed(22), name=f"ox{j}")
+            m.d.comb += oxj.eq(ox + j * d.pool_sx)
+            live = Signal(name=f"live{j}")
+            m.d.comb += live.eq(~wmode & (px + j < d.out_w))
+            okj = Signal(name=f"win_ok{j}")
+            m.d.comb += okj.eq(live & (oy >= 0) & (oy < d.conv_h) & (oxj >= 0) & (oxj < d.conv_w))
+            vxj = Signal(signed(32), name=f"vx{j}")
+            m.d.comb += vxj.eq(oxj * d.sx + kx - d.pad_l)
+            ixj = Signal(signed(28), name=f"ix{j}")
+            m.d.comb += ixj.eq(vxj >> d.dil)
+            inbj = Signal(name=f"inb{j}")
+            m.d.comb += inbj.eq((vy >= 0) & (iy < d.in_h) & (vxj >= 0) & (ixj < d.in_w) & okj
+                                & ((vy[:8] & lowmask) == 0) & ((vxj[:8] & lowmask) == 0))
+            fj = Signal(64, name=f"faddr{j}")
+            m.d.comb += fj.eq(d.in_base + iy[:16] * d.in_row + ixj[:16] * d.in_pix + g_off + cb)
+            oj = Signal(48, name=f"oaddr{j}")
+            m.d.comb += oj.eq(oaddr + j * d.out_pix)
+            lanes.append((inbj, fj, oj, okj, live))
 
         p = o.payload
         with m.If(adv):
+            for j, (inbj, fj, oj, okj, live) in enumerate(lanes):
+                m.d.sync += [p.lanes[j].inb.eq(inbj), p.lanes[j].faddr.eq(fj),
+                             p.tag.lanes[j].addr.eq(oj), p.tag.lanes[j].skip.eq(~okj),
+                             p.tag.lanes[j].live.eq(live)]
             m.d.sync += [
                 o.valid.eq(gen), p.inb.eq(inb), p.faddr.eq(faddr), p.w.eq(taddr),
                 p.first.eq(b_first), p.last.eq(b_last),
@@ -209,7 +255,7 @@ class Scheduler(wiring.Component):
                 m.d.sync += taddr.eq(Mux(b_last, 0, taddr + 1))
                 odometer(m, [(cb, cb + 1 < d.in_cb), (kx, kx + 1 < d.kw), (ky, ky + 1 < d.kh),
                              (dx, dx + 1 < d.pool_kw), (dy, dy + 1 < d.pool_kh),
-                             (px, px + 1 < d.out_w), (py, py + 1 < d.out_h)])
+                             (px, px + c.vp < d.out_w, c.vp), (py, py + 1 < d.out_h)])
 
         m.d.comb += self.cmd.ready.eq(~gen)
         with m.If(self.cmd.valid & ~gen):
