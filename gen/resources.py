@@ -220,7 +220,7 @@ def block_verilog(name, config: EngineConfig, host="uart"):
     if name == "sac_lane":
         return _convert(SACLane())
     if name == "pe":
-        return _convert(PE(c.vc, c.acc_width, c.filter_depth, winograd=c.winograd))
+        return _convert(PE(c.vc, c.acc_width, c.filter_depth, winograd=c.winograd, vp=c.vp))
     if name == "pre_pe":
         return _convert(WinogradPrePE("F2x2_3x3"))
     if name == "post_pe":
@@ -232,7 +232,7 @@ def block_verilog(name, config: EngineConfig, host="uart"):
     if name == "axi_bridge":
         return _convert(AXI4SlaveBridge())
     if name == "controller":
-        boxes = ["engine.pe_array", "engine.out_stage"]
+        boxes = ["engine.pe_array", "engine.out_stage"] + [f"engine.out_stage{j}" for j in range(1, c.vp)]
         if c.winograd:
             boxes += [f"engine.winograd.pre_pe{l}" for l in range(c.vc)] + [f"engine.winograd.post_pe{q}" for q in range(c.m)]
         return _convert(AcceleratorCore(c, ddr=host == "pcie"), blackbox=boxes)
@@ -273,7 +273,7 @@ def _synth_block(name, config, host="uart"):
 #: Blocks and how many of each the accelerator has (UART host interface).
 BLOCKS = {"sac_lane": lambda c: 0, "pe": lambda c: c.m,
           "pre_pe": lambda c: c.vc if c.winograd else 0, "post_pe": lambda c: c.m if c.winograd else 0,
-          "output_stage": lambda c: 1, "uart_bridge": lambda c: 1, "controller": lambda c: 1}
+          "output_stage": lambda c: c.vp, "uart_bridge": lambda c: 1, "controller": lambda c: 1}
 #: The same for the PCIe device: the AXI4 slave bridge instead of the UART bridge.
 PCIE_BLOCKS = {("axi_bridge" if n == "uart_bridge" else n): f for n, f in BLOCKS.items()}
 #: Host interfaces the estimate knows.
@@ -309,8 +309,9 @@ def memories(config: EngineConfig, bridge_words=256, host="uart"):
     mems = [("filter cache", c.m, c.vc * 4, c.filter_depth), *wino,
             ("parameter", 1, 32, c.param_depth),
             ("weight", 1, c.vc * 4, c.weight_depth),
-            # one write and two read ports (the scheduler's and the residual reader's): two copies
-            ("feature", 2, c.vc * 8, c.feature_depth),
+            # one write and vp + 1 read ports (the feature reader's vp pixel lanes and the residual
+            # readers'): a copy per read port
+            ("feature", c.vp + 1, c.vc * 8, c.feature_depth),
             ("descriptor cycle log", 1, 32, DESC_LOG)]
     if host == "uart":
         return mems + [("bridge buffer", 1, 32, bridge_words)]

@@ -660,7 +660,7 @@ def sweep(networks, config_path, axes, conv_modes, deconvs, placements, resource
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
     for r in rows:
-        cfg = f"m={r['m']} vc={r['vc']} winograd_path={r['winograd_path']}"
+        cfg = f"m={r['m']} vc={r['vc']} vp={r.get('vp') or 1} winograd_path={r['winograd_path']}"
         if r["compiles"]:
             click.echo(f"{r['network']}@{r['size']} {cfg} {r['conv_mode']}/{r['deconv']} {r['placement']}: "
                        f"{r['cycles']:,} cycles, {r['images_per_s']:.1f} images/s, {r['energy_uj']:.1f} µJ, "

@@ -22,8 +22,9 @@ class FeatureWriter(wiring.Component):
     Members:
       * ``i``: ``In(stream.Signature(pixel_layout(config)))`` — the output stage's pixels; ``tag``
         is the first word's address. With ``vp > 1`` pixel lanes also ``i1`` … ``i{vp−1}``, the
-        other lanes' output stages: the lowest-numbered lane with a pixel goes first, and a
-        pixel's ``k`` words are written before the next pixel's.
+        other lanes' output stages, taken in round robin (from the lane after the last one written:
+        the lanes drain in order and none runs ahead of the others), a pixel's ``k`` words
+        before the next pixel's.
       * ``f_wr``: ``Out(write_port(feature_depth, 8·vc))`` — word ``j`` (channels ``j·vc …``) at
         ``tag + j``.
 
@@ -48,10 +49,15 @@ class FeatureWriter(wiring.Component):
         ins = [self.i] + [getattr(self, f"i{j}") for j in range(1, c.vp)]
         j = Signal(range(k))                      # the word of the current pixel
         lock = Signal(range(max(c.vp, 2)))        # its lane, while j > 0
+        nxt = Signal(range(max(c.vp, 2)))         # round robin: the lane after the last one written
         pick = Signal(range(max(c.vp, 2)))
-        for n in reversed(range(c.vp)):
-            with m.If(ins[n].valid):
-                m.d.comb += pick.eq(n)
+        with m.Switch(nxt):
+            for start in range(c.vp):
+                with m.Case(start):
+                    order = [(start + n) % c.vp for n in range(c.vp)]
+                    for n in reversed(order):
+                        with m.If(ins[n].valid):
+                            m.d.comb += pick.eq(n)
         cur = Signal(range(max(c.vp, 2)))
         m.d.comb += cur.eq(Mux(j == 0, pick, lock))
         sel = Array(ins)[cur]
@@ -61,6 +67,9 @@ class FeatureWriter(wiring.Component):
                                          else sel.payload.v.as_value())]
         for n, s in enumerate(ins):
             m.d.comb += s.ready.eq(req.ready & last & (cur == n))
+        if c.vp > 1:
+            with m.If(req.valid & req.ready & last):
+                m.d.sync += nxt.eq(Mux(cur == c.vp - 1, 0, cur + 1))
         if k > 1:
             with m.If(req.valid & req.ready):
                 m.d.sync += [j.eq(Mux(last, 0, j + 1)), lock.eq(cur)]

@@ -5,10 +5,12 @@ Events of one plan (:func:`plan_events`), counted from the loop nest the schedul
 (``hw/engine/scheduler.py``; the beats are :func:`nibble.host.passes.lower.layer_beats`, which
 the RTL's ``beats`` counter checks exactly):
 
-* ``sac``: shift-accumulates of the PE array, ``m·vc`` per direct beat (every lane of every PE,
-  padding and zero codes included: the array does not skip them);
+* ``sac``: shift-accumulates of the PE array, ``m·vc`` per output pixel of a direct beat (every
+  lane of every PE, padding and zero codes included: the array does not skip them; a dead pixel
+  lane of a row's last group, ``EngineConfig.vp``, is not counted);
 * ``mult``: multiplications of the Winograd multiplier lanes, ``m·vc`` per Winograd beat;
-* ``filter_reads``: filter-cache words (``vc`` 4-bit codes) read, one per PE per beat;
+* ``filter_reads``: filter-cache words (``vc`` 4-bit codes) read, one per PE per beat (shared by
+  the beat's ``vp`` pixel lanes);
 * ``feature_reads``: feature-memory words (``vc`` int8) read: one per beat with its input inside
   the map (padding, inserted zeros and pool positions outside the conv output read nothing), or
   per input pixel of a Winograd tile the computed positions need (``supp(Bᵀ)`` of the masks) and
@@ -126,7 +128,9 @@ def plan_events(L, config):
         ev["mult"] = beats * c.m * c.vc
         ev["weight_reads"] = nb * c.m * 9 * L.cb_in
     else:
-        ev["sac"] = beats * c.m * c.vc
+        # the live pixel lanes' SAC operations; the vp lanes share each beat's filter-cache read
+        pixel_beats = nb * L.out_h * L.out_w * L.pool[0] * L.pool[1] * L.kh * L.kw * L.cb_in
+        ev["sac"] = pixel_beats * c.m * c.vc
         ev["weight_reads"] = nb * c.m * L.kh * L.kw * L.cb_in
     ev["feature_reads"] = _feature_reads(L, c)
     if L.res:

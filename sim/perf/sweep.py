@@ -44,7 +44,7 @@ PLACEMENTS = ("auto", "chip", "ddr")
 BOARD_DEVICES = {"vc707": "xc7vx485t", "kc705": "xc7k325t"}
 
 #: Columns of a sweep row, in table order (units in the names; see the module docstring).
-COLUMNS = ("network", "size", "macs", "m", "vc", "winograd_path", "filter_depth", "feature_depth", "weight_depth",
+COLUMNS = ("network", "size", "macs", "m", "vc", "vp", "winograd_path", "filter_depth", "feature_depth", "weight_depth",
            "param_depth", "clk_mhz", "conv_mode", "deconv", "placement", "compiles", "reason", "descriptors",
            "winograd_layers", "peak_sac_per_cycle", "cycles", "ideal_cycles", "dense_utilization", "images_per_s",
            "gops", "beats", "sac", "mult", "dram_read_bytes", "dram_write_bytes", "energy_uj", "energy_dram_uj",
@@ -261,10 +261,10 @@ def evaluate(point):
     name, size, model = load_network(point.network, point.seed)
     row = dict.fromkeys(COLUMNS)
     macs = dense_macs(model)
-    row.update(network=name, size=size, macs=macs, m=cfg.m, vc=cfg.vc, winograd_path=cfg.winograd,
+    row.update(network=name, size=size, macs=macs, m=cfg.m, vc=cfg.vc, vp=cfg.vp, winograd_path=cfg.winograd,
                filter_depth=cfg.filter_depth, feature_depth=cfg.feature_depth, weight_depth=cfg.weight_depth,
                param_depth=cfg.param_depth, clk_mhz=cfg.clk_hz / 1e6, conv_mode=point.conv_mode,
-               deconv=point.deconv, peak_sac_per_cycle=cfg.m * cfg.vc)
+               deconv=point.deconv, peak_sac_per_cycle=cfg.peak_ops_per_cycle)
     bram = sum(r["BRAM36"] for r in memory_table(cfg, "pcie"))
     row["bram36"] = bram
     for board, dev in BOARD_DEVICES.items():
@@ -287,7 +287,7 @@ def evaluate(point):
     traffic = program_traffic(program)
     dram = traffic["read_bytes"] + traffic["write_bytes"]
     energy = program_energy(program, dram)
-    ideal = macs / (cfg.m * cfg.vc)
+    ideal = macs / cfg.peak_ops_per_cycle
     row.update(compiles=True, placement=where, descriptors=len(program.layers),
                winograd_layers=sum(bool(L.winograd) for L in program.layers), cycles=cycles,
                ideal_cycles=ideal, dense_utilization=ideal / cycles, images_per_s=cfg.clk_hz / cycles,
@@ -410,7 +410,7 @@ def plot_pareto(rows, path, x=None):
         raise ValueError("no sweep point compiles: nothing to plot")
     if x is None:
         x = "lut" if all(r.get("lut") is not None for r in ok) else "peak_sac_per_cycle"
-    labels = {"lut": "LUT (Yosys estimate)", "peak_sac_per_cycle": "PE lanes (m·vc, SAC/cycle)",
+    labels = {"lut": "LUT (Yosys estimate)", "peak_sac_per_cycle": "PE lanes (m·vc·vp, SAC/cycle)",
               "bram36": "RAMB36", "dsp48e1": "DSP48E1"}
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2))
     nets = sorted({r["network"] for r in ok})
