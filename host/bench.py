@@ -68,8 +68,8 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
 
     Reports per form: RTL cycles, the compiler's cycle model (:func:`layer_cycles`, what ``auto``
     decides by), multiplications (total and per output per input channel and
-    output channel: 9 direct, 16/4 = 4 Winograd), ideal cycles = multiplications / (m·vc), their
-    ratio, PE-array beats and utilization, bit-exactness against the golden model; and the
+    output channel: 9 direct, 16/4 = 4 Winograd), ideal cycles = multiplications / lanes
+    (``m·vc·vp`` SAC lanes direct, ``m·vc`` multiplier lanes Winograd), their ratio, PE-array beats and utilization, bit-exactness against the golden model; and the
     measured direct ÷ Winograd cycle ratio (theory 2.25 = 36/16, ARITHMETIC §2.1); the energy
     estimate per form (:func:`_energy`; ``energy``: per layer too) and the feature-memory words
     read, from the RTL's ``feature_reads`` counter and from the event model.
@@ -78,7 +78,7 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
     """
     res = {"layer": {"cin": cin, "cout": cout, "h": size, "w": size, "kernel": 3, "stride": 1,
                      "relu": True},
-           "config": {"m": config.m, "vc": config.vc, "acc_width": config.acc_width}}
+           "config": {"m": config.m, "vc": config.vc, "vp": config.vp, "acc_width": config.acc_width}}
     outs = {}
     with Device("sim", config=config) as dev:
         for form in ("direct", "winograd"):
@@ -88,7 +88,9 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
             out = dev.run_int(v[None])[0]
             cycles, beats = _engine_cycles(dev), dev.beats[0]
             mults = _layer_mults(L)
-            ideal = mults / (config.m * config.vc)
+            # the SAC lanes of every pixel lane in direct mode, the m·vc multiplier lanes in Winograd mode
+            lanes = config.peak_ops_per_cycle if form == "direct" else config.m * config.vc
+            ideal = mults / lanes
             outs[form] = out
             res[form] = {
                 "rtl_cycles": cycles,
@@ -98,7 +100,7 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
                 "ideal_cycles": ideal,
                 "cycles_over_ideal": cycles / ideal,
                 "pe_array_beats": beats,
-                "pe_utilization": mults / (cycles * config.m * config.vc),
+                "pe_utilization": mults / (cycles * lanes),
                 "bit_exact_vs_golden": bool(np.array_equal(out, golden_forward(program, v))),
                 "rtl_feature_reads": dev.feature_reads[0],
                 "model_feature_reads": program_events(program)["feature_reads"],

@@ -28,7 +28,10 @@ BIAS_WIDTH = 32
 class OutputStage(wiring.Component):
     """Bias + ReLU/PReLU + requantize + clip + activation + max-pool, ``m`` channels in parallel.
 
-    Parameters: ``m`` channels, ``acc_width`` accumulator bits, ``tag_shape`` of the carried tag.
+    Parameters: ``m`` channels, ``acc_width`` accumulator bits, ``tag_shape`` of the carried tag,
+    ``lanes`` (default 1): output-pixel lanes sharing the stage (:attr:`EngineConfig.vp`): the
+    input has ``lane`` (``range(lanes)``) and the pool window's running max is kept per lane, so
+    the lanes' window positions may come interleaved.
 
     Members:
       * ``i``: ``In(stream.Signature(StructLayout{acc: ArrayLayout(signed(acc_width), m),
@@ -76,15 +79,17 @@ class OutputStage(wiring.Component):
     """
     latency = 5
 
-    def __init__(self, m, acc_width, tag_shape=1):
+    def __init__(self, m, acc_width, tag_shape=1, lanes=1):
         if m < 1:
             raise ValueError(f"output stage needs at least one channel, not {m}")
-        self.m, self.acc_width, self.tag_shape = m, acc_width, tag_shape
+        self.m, self.acc_width, self.tag_shape, self.lanes = m, acc_width, tag_shape, lanes
+        fields = {"acc": data.ArrayLayout(signed(acc_width), m),
+                  "pool_first": 1, "pool_last": 1, "skip": 1, "tag": tag_shape,
+                  "res": data.ArrayLayout(signed(8), m)}
+        if lanes > 1:
+            fields["lane"] = range(lanes)
         super().__init__({
-            "i": In(stream.Signature(data.StructLayout({
-                "acc": data.ArrayLayout(signed(acc_width), m),
-                "pool_first": 1, "pool_last": 1, "skip": 1, "tag": tag_shape,
-                "res": data.ArrayLayout(signed(8), m)}))),
+            "i": In(stream.Signature(data.StructLayout(fields))),
             "o": Out(stream.Signature(data.StructLayout({
                 "v": data.ArrayLayout(signed(8), m), "tag": tag_shape}))),
             "bias": In(data.ArrayLayout(signed(BIAS_WIDTH), m)),
@@ -104,17 +109,22 @@ class OutputStage(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         tw = max(self.acc_width, BIAS_WIDTH, 8 + RES_SH_MAX) + 2
+        # the stages carry the tag and (with pixel lanes) the lane as one value
+        tag_in = Value.cast(self.i.payload.tag)
+        tag_bits = len(tag_in)
+        carried = Cat(tag_in, self.i.payload.lane) if self.lanes > 1 else tag_in
+        carry_shape = unsigned(len(carried))
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
 
         # Stage 1: bias and ReLU.
         s1_valid, s1_first, s1_last, s1_skip = Signal(), Signal(), Signal(), Signal()
-        s1_tag = Signal(self.tag_shape)
+        s1_tag = Signal(carry_shape)
         s1_t = [Signal(signed(tw), name=f"t{k}") for k in range(self.m)]
         with m.If(adv):
             m.d.sync += [s1_valid.eq(self.i.valid), s1_first.eq(self.i.payload.pool_first),
                          s1_last.eq(self.i.payload.pool_last), s1_skip.eq(self.i.payload.skip),
-                         s1_tag.eq(self.i.payload.tag)]
+                         s1_tag.eq(carried)]
             for k in range(self.m):
                 r = Mux(self.res_en, self.i.payload.res[k] << self.res_sh, 0)
                 t = self.i.payload.acc[k] + self.bias[k] + r
@@ -123,7 +133,7 @@ class OutputStage(wiring.Component):
         # Stage 1b: PReLU — t·A for t < 0, t·2^PRELU_FRAC for t ≥ 0 (one multiplier per channel).
         pw = tw + PRELU_BITS
         s1b_valid, s1b_first, s1b_last, s1b_skip = Signal(), Signal(), Signal(), Signal()
-        s1b_tag = Signal(self.tag_shape)
+        s1b_tag = Signal(carry_shape)
         s1b_t = [Signal(signed(pw), name=f"p{k}") for k in range(self.m)]
         with m.If(adv):
             m.d.sync += [s1b_valid.eq(s1_valid), s1b_first.eq(s1_first), s1b_last.eq(s1_last),
@@ -134,7 +144,7 @@ class OutputStage(wiring.Component):
 
         # Stage 2: round-half-up shift (per lane: sh − dsh[k]) and saturation to [clip_lo, clip_hi].
         s2_valid, s2_first, s2_last, s2_skip = Signal(), Signal(), Signal(), Signal()
-        s2_tag = Signal(self.tag_shape)
+        s2_tag = Signal(carry_shape)
         s2_q = [Signal(signed(8), name=f"sat{k}") for k in range(self.m)]
         for k in range(self.m):
             shk = Signal(signed(8), name=f"sh{k}")
@@ -168,7 +178,7 @@ class OutputStage(wiring.Component):
             spec = activation_table(act)
             tables[act] = [int(spec[u ^ 0x80]) for u in range(256)]
         s3_valid, s3_first, s3_last, s3_skip = Signal(), Signal(), Signal(), Signal()
-        s3_tag = Signal(self.tag_shape)
+        s3_tag = Signal(carry_shape)
         s3_y = [Signal(signed(8), name=f"act{k}") for k in range(self.m)]
         for k in range(self.m):
             u = s2_q[k].as_unsigned()
@@ -185,20 +195,28 @@ class OutputStage(wiring.Component):
             m.d.sync += [s3_valid.eq(s2_valid), s3_first.eq(s2_first), s3_last.eq(s2_last),
                          s3_skip.eq(s2_skip), s3_tag.eq(s2_tag)]
 
-        # Stage 4: running max over the pool window into ``o`` (skipped positions left out).
-        mx = [Signal(signed(8), name=f"max{k}") for k in range(self.m)]
-        seen = Signal()            # the window so far has a position without skip
+        # Stage 4: running max over the pool window into ``o`` (skipped positions left out); one
+        # running max per pixel lane (their windows' positions come interleaved, lane by lane).
+        L = self.lanes
+        lane = s3_tag[tag_bits:] if L > 1 else Const(0)
+        mxs = [[Signal(signed(8), name=f"max{k}" if L == 1 else f"max{k}_lane{n}") for k in range(self.m)]
+               for n in range(L)]
+        seens = Signal(L)          # per lane: the window so far has a position without skip
+        seen = seens.bit_select(lane, 1) if L > 1 else seens[0]
         seen_now = Signal()
         m.d.comb += seen_now.eq(seen & ~s3_first)
         with m.If(adv & s3_valid):
             m.d.sync += seen.eq((seen_now | ~s3_skip) & ~s3_last)
         for k in range(self.m):
-            nxt = Mux(s3_skip, mx[k], Mux(~seen_now | (s3_y[k] > mx[k]), s3_y[k], mx[k]))
+            mx = Array(mxs[n][k] for n in range(L))[lane] if L > 1 else mxs[0][k]
+            cur = Signal(signed(8), name=f"cur{k}")
+            m.d.comb += cur.eq(mx)
+            nxt = Mux(s3_skip, cur, Mux(~seen_now | (s3_y[k] > cur), s3_y[k], cur))
             with m.If(adv & s3_valid):
-                m.d.sync += [mx[k].eq(nxt), self.o.payload.v[k].eq(nxt)]
+                m.d.sync += [mx.eq(nxt), self.o.payload.v[k].eq(nxt)]
         with m.If(adv):
             m.d.sync += self.o.valid.eq(s3_valid & s3_last)
             with m.If(s3_valid):
-                m.d.sync += self.o.payload.tag.eq(s3_tag)
+                m.d.sync += self.o.payload.tag.eq(s3_tag[:tag_bits])
         m.d.comb += self.busy.eq(s1_valid | s1b_valid | s2_valid | s3_valid | self.o.valid)
         return m

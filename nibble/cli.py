@@ -494,7 +494,7 @@ def run(ctx, model, program_path, inputs, labels, calib, device, link, regmap_pa
                 result["rtl_equals_golden"] = int(sum(np.array_equal(a, b) for a, b in zip(raw, gold)))
             cpi = float(np.mean(cycles))
             result["cycles_per_image"] = cpi
-            result["pe_utilization"] = program.macs() / (cpi * cfg.m * cfg.vc)
+            result["pe_utilization"] = program.macs() / (cpi * cfg.peak_ops_per_cycle)
             result["images_per_s_at_200MHz"] = 200e6 / cpi
         if out:
             if isinstance(y, dict):          # several outputs: one array each, by name

@@ -120,11 +120,15 @@ def layer_cycles(L, config, winograd=None):
     beats = L.pool[0] * L.pool[1] * L.kh * L.kw * cb        # per group of pixels
 
     def group(n):          # a beat group of n live pixel lanes: the beats, or the writer's n·k words
-        return max(beats, n * k) + (n * k + 2 if L.res else 0)
+        if c.vp == 1:      # the residual reads hold the PE array (its result register)
+            return max(beats, k) + (k + 2 if L.res else 0)
+        # the lane serializer holds the result: the residual reader's k + 3 cycles per pixel overlap
+        return max(beats, n * k, n * (k + 3) if L.res else 0)
 
     full, rest = divmod(L.out_w, c.vp)
     row = full * group(c.vp) + (group(rest) if rest else 0)
-    drain = ((rest or c.vp) - 1) * k        # the last group's other lanes, after its first pixel
+    # the last group's other lanes after its first pixel, and the lane serializer's register
+    drain = ((rest or c.vp) - 1) * k + (c.vp > 1)
     return FETCH_CYCLES + nb * (params + c.m * L.kh * L.kw * cb + 1 + L.out_h * row + drain + BLOCK_CYCLES)
 
 

@@ -4,9 +4,15 @@ Built from parts joined by streams, one component per file of this package; :cla
 only connects them::
 
     Controller ──cmd──▶ DescriptorFetch, ParamLoader, FilterLoader / WinogradFilterLoader, Scheduler
-    Scheduler ──beats──▶ FeatureReader ──▶ PE array ──────────────────────▶ ResidualReader
+    Scheduler ──beats──▶ FeatureReader ──▶ PE array ──(LaneSerializer)────▶ ResidualReader
                                       ╰──▶ WinogradDatapath ⇄ PE array ──╯        │
                                                               OutputStage ◀───────╯ ──▶ FeatureWriter
+
+With ``vp > 1`` output-pixel lanes (TF2's pixel parallelism, :attr:`EngineConfig.vp`) a
+direct-mode beat carries ``vp`` neighbouring pixels of a row: the feature reader reads them
+through ``vp`` ports, every PE computes them with ``vp`` sets of SAC lanes on one filter-cache
+read, and the lane serializer hands the live ones, one per cycle, to the one residual reader,
+output stage (a pool running max per lane) and writer.
 
 Every memory port is a request stream and a response stream (:mod:`nibble.hw.mem.port`), so
 the parts work with any memory latency; the accelerator puts a
@@ -70,6 +76,7 @@ from ..pe import PEArray
 from .control import Controller
 from .fetch import DescriptorFetch
 from .filters import FilterLoader
+from .lanes import LaneSerializer
 from .params import ParamLoader
 from .reader import FeatureReader
 from .residual import ResidualReader
@@ -97,7 +104,7 @@ class Engine(wiring.Component):
       * ``beats``: ``Out(32)`` — beats (vectors of ``vc`` features) accepted by the PE array.
       * Memory ports (:mod:`nibble.hw.mem.port`, any latency): ``f_rd`` (feature reads of the
         beats; ``f_rd_px1`` … ``f_rd_px{vp−1}`` those of the other pixel lanes) and ``f_rd2`` (the
-        residual operand, shared by the lanes), ``Out(read_port(feature_depth, 8·vc))``;
+        residual operand), ``Out(read_port(feature_depth, 8·vc))``;
         ``f_wr``: ``Out(write_port(feature_depth, 8·vc))``; ``w_rd``:
         ``Out(read_port(weight_depth, 4·vc))``; ``p_rd``: ``Out(read_port(param_depth, 32))``.
         No request is issued while ``busy`` is low, and every response is taken before it falls.
@@ -131,17 +138,10 @@ class Engine(wiring.Component):
         m.submodules.reader = reader = FeatureReader(c)
         m.submodules.pe_array = pea = PEArray(m=c.m, vc=c.vc, acc_width=c.acc_width, depth=c.filter_depth,
                                               tag_shape=tag_layout(c), winograd=W, vp=c.vp)
-        m.submodules.res_reader = rr = ResidualReader(c.m, c.vc, c.acc_width, c.feature_depth)
-        m.submodules.out_stage = ost = OutputStage(m=c.m, acc_width=c.acc_width, tag_shape=range(c.feature_depth))
+        m.submodules.res_reader = rr = ResidualReader(c.m, c.vc, c.acc_width, c.feature_depth, lanes=c.vp)
+        m.submodules.out_stage = ost = OutputStage(m=c.m, acc_width=c.acc_width, tag_shape=range(c.feature_depth),
+                                                   lanes=c.vp)
         m.submodules.writer = writer = FeatureWriter(c)
-        # pixel lanes 1 … vp − 1 (direct mode): a residual reader and an output stage each
-        lane_rr, lane_ost = [], []
-        for j in range(1, c.vp):
-            m.submodules[f"res_reader{j}"] = rrj = ResidualReader(c.m, c.vc, c.acc_width, c.feature_depth)
-            m.submodules[f"out_stage{j}"] = ostj = OutputStage(m=c.m, acc_width=c.acc_width,
-                                                                tag_shape=range(c.feature_depth))
-            lane_rr.append(rrj)
-            lane_ost.append(ostj)
         d = ctrl.desc
 
         # controller ⇄ parts
@@ -168,13 +168,7 @@ class Engine(wiring.Component):
         wiring.connect(m, reader.f_rd, wiring.flipped(self.f_rd))
         for j in range(1, c.vp):
             wiring.connect(m, getattr(reader, f"f_rd_px{j}"), wiring.flipped(getattr(self, f"f_rd_px{j}")))
-        if c.vp == 1:
-            wiring.connect(m, rr.r_rd, wiring.flipped(self.f_rd2))
-        else:              # the lanes' residual readers share the residual port
-            m.submodules.r_mux = r_mux = ReadPortMux(c.vp, c.feature_depth, 8 * c.vc)
-            for j, r in enumerate([rr] + lane_rr):
-                wiring.connect(m, r.r_rd, getattr(r_mux, f"c{j}"))
-            wiring.connect(m, r_mux.bus, wiring.flipped(self.f_rd2))
+        wiring.connect(m, rr.r_rd, wiring.flipped(self.f_rd2))
         wiring.connect(m, writer.f_wr, wiring.flipped(self.f_wr))
 
         # output stage: layer constants, the block's biases and slopes
@@ -185,14 +179,6 @@ class Engine(wiring.Component):
                      rr.en.eq(d.res), rr.offset.eq(d.res_base - d.out_base)]
         wiring.connect(m, rr.o, ost.i)
         wiring.connect(m, ost.o, writer.i)
-        for j, (rrj, ostj) in enumerate(zip(lane_rr, lane_ost), start=1):
-            m.d.comb += [ostj.sh.eq(d.sh[:7]), ostj.relu.eq(d.relu), ostj.act.eq(d.act), ostj.prelu.eq(d.prelu),
-                         ostj.clip_lo.eq(d.clip_lo), ostj.clip_hi.eq(d.clip_hi),
-                         ostj.res_en.eq(d.res), ostj.res_sh.eq(d.res_sh),
-                         ostj.bias.eq(params.bias), ostj.slope.eq(params.slope), ostj.dsh.eq(params.dsh),
-                         rrj.en.eq(d.res), rrj.offset.eq(d.res_base - d.out_base)]
-            wiring.connect(m, rrj.o, ostj.i)
-            wiring.connect(m, ostj.o, getattr(writer, f"i{j}"))
 
         # filter caches: direct-mode loader (and the weight transform)
         m.d.comb += [pea.w_en.eq(filters.w_en), pea.w_pe.eq(filters.w_pe), pea.w_addr.eq(filters.w_addr),
@@ -209,37 +195,21 @@ class Engine(wiring.Component):
             direct_front += [pea.i.payload.xl[j - 1][l].eq(reader.o.payload.xl[j - 1].word_select(l, 8).as_signed())
                              for j in range(1, c.vp) for l in range(c.vc)]
         res = pea.o.payload
-        direct_back = [
-            rr.i.payload.acc.eq(res.acc), rr.i.payload.pool_first.eq(res.tag.pool_first),
-            rr.i.payload.pool_last.eq(res.tag.pool_last), rr.i.payload.skip.eq(res.tag.skip),
-            rr.i.payload.tag.eq(res.tag.addr),
-        ]
         if c.vp == 1:
-            direct_back += [rr.i.valid.eq(pea.o.valid), pea.o.ready.eq(rr.i.ready)]
+            direct_back = [
+                rr.i.valid.eq(pea.o.valid), pea.o.ready.eq(rr.i.ready),
+                rr.i.payload.acc.eq(res.acc), rr.i.payload.pool_first.eq(res.tag.pool_first),
+                rr.i.payload.pool_last.eq(res.tag.pool_last), rr.i.payload.skip.eq(res.tag.skip),
+                rr.i.payload.tag.eq(res.tag.addr),
+            ]
         else:
-            # fork the PE array's results to the lanes' residual readers: each lane takes its
-            # pixel when it can (a residual read needs its beat offered); the result leaves the
-            # PE array once every live lane has it. A dead lane takes nothing.
-            taken = Signal(c.vp)
-            lane_valid, lane_done = [], []
-            for j, r in enumerate([rr] + lane_rr):
-                live = 1 if j == 0 else res.tag.lanes[j - 1].live
-                v = Signal(name=f"fork_valid{j}")
-                m.d.comb += v.eq(pea.o.valid & live & ~taken[j])
-                lane_valid.append((r, v))
-                lane_done.append(taken[j] | ~live | r.i.ready)
-            all_done = Cat(*lane_done).all()
-            direct_back += [pea.o.ready.eq(all_done)] + [r.i.valid.eq(v) for r, v in lane_valid]
-            for j, r in enumerate(lane_rr, start=1):
-                t = res.tag.lanes[j - 1]
-                direct_back += [r.i.payload.acc.eq(res.accl[j - 1]), r.i.payload.pool_first.eq(res.tag.pool_first),
-                                r.i.payload.pool_last.eq(res.tag.pool_last), r.i.payload.skip.eq(t.skip),
-                                r.i.payload.tag.eq(t.addr)]
-            with m.If(pea.o.valid):
-                with m.If(all_done):
-                    m.d.sync += taken.eq(0)
-                with m.Else():
-                    m.d.sync += taken.eq(taken | Cat(*[v & r.i.ready for r, v in lane_valid]))
+            # the live pixel lanes of each result, one after the other, into the one residual
+            # reader, output stage and writer
+            m.submodules.lanes = ser = LaneSerializer(c)
+            m.d.comb += [ser.i.payload.acc.eq(res.acc), ser.i.payload.tag.eq(res.tag),
+                         ser.i.payload.accl.eq(res.accl)]
+            direct_back = [ser.i.valid.eq(pea.o.valid), pea.o.ready.eq(ser.i.ready),
+                           rr.i.valid.eq(ser.o.valid), ser.o.ready.eq(rr.i.ready), rr.i.payload.eq(ser.o.payload)]
         wino_busy = Const(0)
         if not W:
             m.d.comb += direct_front + direct_back
@@ -269,7 +239,8 @@ class Engine(wiring.Component):
             ]
             wino_back = [
                 wdp.pe_o.valid.eq(pea.o.valid), pea.o.ready.eq(wdp.pe_o.ready),
-                rr.i.valid.eq(wdp.o.valid), wdp.o.ready.eq(rr.i.ready), rr.i.payload.eq(wdp.o.payload),
+                rr.i.valid.eq(wdp.o.valid), wdp.o.ready.eq(rr.i.ready),
+                rr.i.payload.as_value().eq(wdp.o.payload.as_value()),      # lane 0 (the lane field is last)
             ]
             with m.If(ctrl.wmode):
                 m.d.comb += wino_front + wino_back
@@ -277,7 +248,7 @@ class Engine(wiring.Component):
                 m.d.comb += direct_front + direct_back
             wino_busy = wdp.busy
 
-        lanes_busy = Cat(*[x.busy for x in lane_rr + lane_ost]).any() if c.vp > 1 else Const(0)
+        lanes_busy = ser.busy if c.vp > 1 else Const(0)
         m.d.comb += ctrl.pipe_busy.eq(sched.o.valid | reader.busy | pea.busy | rr.busy | ost.busy | wino_busy
                                       | lanes_busy)
         if not W:

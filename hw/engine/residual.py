@@ -17,13 +17,16 @@ from ..mem.port import read_port
 __all__ = ["ResidualReader", "beat_layout"]
 
 
-def beat_layout(m, acc_width, tag_shape, res=False):
+def beat_layout(m, acc_width, tag_shape, res=False, lanes=1):
     """The output stage's input beat: ``acc`` (m × signed(acc_width)), ``pool_first``,
-    ``pool_last``, ``skip``, ``tag``; with ``res`` also ``res`` (m × signed(8))."""
+    ``pool_last``, ``skip``, ``tag``; with ``res`` also ``res`` (m × signed(8)); with ``lanes > 1``
+    output-pixel lanes also ``lane`` (``range(lanes)``, the pixel lane the beat belongs to)."""
     fields = {"acc": data.ArrayLayout(signed(acc_width), m), "pool_first": 1, "pool_last": 1, "skip": 1,
               "tag": tag_shape}
     if res:
         fields["res"] = data.ArrayLayout(signed(8), m)
+    if lanes > 1:
+        fields["lane"] = range(lanes)
     return data.StructLayout(fields)
 
 
@@ -32,7 +35,7 @@ class ResidualReader(wiring.Component):
 
     Parameters: ``m`` channels, ``vc`` int8 per feature word (``m`` a multiple of ``vc``),
     ``acc_width``, ``depth`` feature-memory words (the tag is the output word address,
-    ``range(depth)``).
+    ``range(depth)``), ``lanes`` (output-pixel lanes: the beats carry their ``lane``, passed on).
 
     Members:
       * ``i``: ``In(stream.Signature(beat_layout(m, acc_width, range(depth))))``; ``o``: the same
@@ -52,13 +55,13 @@ class ResidualReader(wiring.Component):
     while ``i.valid`` and not ``i.ready`` (stream rule).
     """
 
-    def __init__(self, m, vc, acc_width, depth):
+    def __init__(self, m, vc, acc_width, depth, lanes=1):
         if m % vc:
             raise ValueError(f"m ({m}) must be a multiple of vc ({vc})")
-        self.m, self.vc, self.acc_width, self.depth = m, vc, acc_width, depth
+        self.m, self.vc, self.acc_width, self.depth, self.lanes = m, vc, acc_width, depth, lanes
         super().__init__({
-            "i": In(stream.Signature(beat_layout(m, acc_width, range(depth)))),
-            "o": Out(stream.Signature(beat_layout(m, acc_width, range(depth), res=True))),
+            "i": In(stream.Signature(beat_layout(m, acc_width, range(depth), lanes=lanes))),
+            "o": Out(stream.Signature(beat_layout(m, acc_width, range(depth), res=True, lanes=lanes))),
             "en": In(1),
             "offset": In(signed(26)),
             "r_rd": Out(read_port(depth, vc * 8)),
@@ -71,7 +74,7 @@ class ResidualReader(wiring.Component):
         words = Array(Signal(self.vc * 8, name=f"res{j}") for j in range(k))
         issued = Signal(range(k + 1))     # words requested for the current beat
         got = Signal(range(k + 1))        # words arrived
-        for f in ("acc", "pool_first", "pool_last", "skip", "tag"):
+        for f in ("acc", "pool_first", "pool_last", "skip", "tag") + (("lane",) if self.lanes > 1 else ()):
             m.d.comb += getattr(self.o.payload, f).eq(getattr(self.i.payload, f))
         req, resp = self.r_rd.req, self.r_rd.resp
         with m.If(~self.en):

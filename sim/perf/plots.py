@@ -5,7 +5,7 @@
   the bench ran, and the measured PE utilization of the conv3x3 layer in both forms;
 * ``roofline.png``: MACs per cycle against MACs per DDR byte for every run that moved its data
   through DDR (the networks with every map in DDR, the weight-streaming cases), measured on the
-  RTL, under the configuration's ceilings — compute ``m·vc`` MAC/cycle (dense SAC lanes) and
+  RTL, under the configuration's ceilings — compute ``m·vc·vp`` MAC/cycle (dense SAC lanes) and
   memory ``min(vc, DDR_BYTES_PER_CYCLE)`` bytes/cycle (one ``8·vc``-bit AXI beat per cycle, the
   DDR3-1600 model of :mod:`nibble.sim.ddr`);
 * ``deconv.png``: the DCGAN Deconv2 layer as NZP, TDC and Winograd-TDC — RTL cycles and energy
@@ -45,7 +45,7 @@ def _utilization(res, config, path):
         ax.legend(fontsize=7, loc="lower left")
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("beats / engine cycle")
-        dense = r["macs"] / (r["cycles"] * config.m * config.vc)
+        dense = r["macs"] / (r["cycles"] * config.peak_ops_per_cycle)
         ax.set_title(f"{name} {r['size']}²: PE-array occupancy per plan; whole network on the RTL: "
                      f"{dense:.0%} dense utilization, {r['stall_fraction']:.1%} of cycles stalled on DDR", fontsize=9)
         ax.set_xlabel("descriptor (layer order)")
@@ -57,7 +57,7 @@ def _utilization(res, config, path):
         for i, f in enumerate(forms):
             ax.text(c[f]["pe_utilization"], i, f" {c[f]['pe_utilization']:.1%}", va="center", fontsize=8)
         ax.set_xlim(0, 1.15)
-        ax.set_xlabel("PE utilization (multiplications as scheduled ÷ (cycles · m·vc), RTL)")
+        ax.set_xlabel("PE utilization (multiplications as scheduled ÷ (cycles · lanes), RTL)")
         lay = c.get("layer", {})
         ax.set_title(f"conv3x3 {lay.get('cin', '')}→{lay.get('cout', '')} {lay.get('h', '')}²", fontsize=9)
     fig.tight_layout()
@@ -76,7 +76,7 @@ def _roofline(res, config, path):
         s = case["streamed"]
         pts.append((f"3×3 {case['channels']}ch {case['size']}² streamed", case["macs"],
                     s["ddr_read_bytes"] + s["ddr_write_bytes"], s["cycles"]))
-    peak = config.m * config.vc
+    peak = config.peak_ops_per_cycle
     bw = min(float(config.vc), float(DDR_BYTES_PER_CYCLE))
     xs = [p[1] / p[2] for p in pts]
     lo, hi = min(xs + [1.0]) / 4, max(xs + [peak / bw]) * 4

@@ -8,7 +8,7 @@ program with the performance model, not the RTL:
 * ``cycles``: the compiler's cycle model of every descriptor
   (:func:`nibble.host.passes.lower.layer_cycles`; compute only: with maps in DDR the stalls on
   memory are not modelled — ``nibble bench`` measures them on the RTL);
-* ``ideal_cycles``: dense multiply-accumulates (:func:`dense_macs`) / (``m·vc``), and
+* ``ideal_cycles``: dense multiply-accumulates (:func:`dense_macs`) / (``m·vc·vp``), and
   ``dense_utilization`` = ideal / cycles (above 1 where Winograd layers do fewer multiplications
   than the dense MACs: F(2×2,3×3) needs 16 instead of 36 per 2×2 outputs);
 * ``images_per_s`` at ``clk_hz``, ``gops`` (2 operations per MAC);
