@@ -226,13 +226,13 @@ def block_verilog(name, config: EngineConfig, host="uart"):
     if name == "post_pe":
         return _convert(WinogradPostPE("F2x2_3x3", c.acc_width))
     if name == "output_stage":
-        return _convert(OutputStage(c.m, c.acc_width, tag_shape=range(c.feature_depth)))
+        return _convert(OutputStage(c.m, c.acc_width, tag_shape=range(c.feature_depth), lanes=c.vp))
     if name == "uart_bridge":
         return _convert(UARTBridge(c.uart_divisor))
     if name == "axi_bridge":
         return _convert(AXI4SlaveBridge())
     if name == "controller":
-        boxes = ["engine.pe_array", "engine.out_stage"] + [f"engine.out_stage{j}" for j in range(1, c.vp)]
+        boxes = ["engine.pe_array", "engine.out_stage"]
         if c.winograd:
             boxes += [f"engine.winograd.pre_pe{l}" for l in range(c.vc)] + [f"engine.winograd.post_pe{q}" for q in range(c.m)]
         return _convert(AcceleratorCore(c, ddr=host == "pcie"), blackbox=boxes)
@@ -273,7 +273,7 @@ def _synth_block(name, config, host="uart"):
 #: Blocks and how many of each the accelerator has (UART host interface).
 BLOCKS = {"sac_lane": lambda c: 0, "pe": lambda c: c.m,
           "pre_pe": lambda c: c.vc if c.winograd else 0, "post_pe": lambda c: c.m if c.winograd else 0,
-          "output_stage": lambda c: c.vp, "uart_bridge": lambda c: 1, "controller": lambda c: 1}
+          "output_stage": lambda c: 1, "uart_bridge": lambda c: 1, "controller": lambda c: 1}
 #: The same for the PCIe device: the AXI4 slave bridge instead of the UART bridge.
 PCIE_BLOCKS = {("axi_bridge" if n == "uart_bridge" else n): f for n, f in BLOCKS.items()}
 #: Host interfaces the estimate knows.

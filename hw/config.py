@@ -33,9 +33,9 @@ class EngineConfig:
         transform in the loader). Default True. Without it, Winograd descriptors are rejected.
     :param vp: output-pixel lanes of the PE array (TF2's 5, DESIGN §4): in direct mode every beat
         carries ``vp`` neighbouring output pixels of one row, each with its own feature-memory read
-        port, its own ``vc`` SAC lanes per PE (sharing the PE's filter-cache read), residual reader
-        and output stage; the writer drains them one word per cycle. Winograd beats use lane 0.
-        1..8, default 1.
+        port (a copy of the feature memory) and its own ``vc`` SAC lanes per PE (sharing the PE's
+        filter-cache read); the residual reader, the output stage and the writer take the lanes'
+        pixels one per cycle. Winograd beats use lane 0. 1..8, default 1.
     :param ddr_bytes: bytes of the external-memory window at :data:`~nibble.hw.isa.DDR_BASE`
         that the step sequencer and the DMA may address (a power of two, 1 MiB..2 GiB; default
         1 GiB, the SODIMM of the VC707 and KC705). Used by devices with external memory.

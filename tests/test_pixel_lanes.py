@@ -104,3 +104,14 @@ def test_vp_is_checked():
         with pytest.raises(ValueError, match="EngineConfig.vp"):
             EngineConfig(vp=bad)
     assert EngineConfig(m=32, vc=16, vp=8).peak_ops_per_cycle == 4096
+
+
+def test_resources_count_the_lanes():
+    """The report composes the lanes: one feature-memory copy per read port (the vp lanes and the
+    residual reader), one PE block with vp·vc SAC lanes, one output stage."""
+    from nibble.gen.resources import BLOCKS, memory_table
+    for vp in (1, 4):
+        cfg = EngineConfig(vp=vp)
+        feature, = [r for r in memory_table(cfg) if r["name"] == "feature"]
+        assert feature["count"] == vp + 1
+        assert BLOCKS["pe"](cfg) == cfg.m and BLOCKS["output_stage"](cfg) == 1

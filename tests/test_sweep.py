@@ -160,18 +160,29 @@ def test_bench_plots_are_written(tmp_path):
 
 def test_export_timeloop_files_state_the_schedule(tmp_path):
     """The exported mapping's factors multiply to each dimension of the problem, respect the
-    fan-outs (m PEs, vc lanes), and their product — the SAC operations Timeloop counts — is the
-    engine's beats × m·vc (layer_beats, which the RTL's beats counter checks)."""
+    fan-outs (m PEs, vc lanes, vp pixel lanes), and their product — the SAC operations Timeloop
+    counts — is the engine's beats × m·vc·vp (layer_beats, which the RTL's beats counter checks);
+    on the default configuration and with 4 pixel lanes."""
     import yaml
     from nibble.host.compiler import compile_model, layer_beats
     from nibble.sim.perf.timeloop import TimeloopError, timeloop_files
     zoo = load_zoo()
-    cfg = EngineConfig()
+    for cfg in (EngineConfig(), EngineConfig(vp=4)):
+        _check_timeloop(zoo, cfg, yaml, layer_beats, timeloop_files, TimeloopError, compile_model)
+
+
+def _check_timeloop(zoo, cfg, yaml, layer_beats, timeloop_files, TimeloopError, compile_model):
     p = compile_model(zoo.NETWORKS["resnet20_projection"](), np.random.default_rng(0).normal(0, 1, (2, 3, 32, 32)),
                       cfg, winograd="direct")
     strided = [L for L in p.layers if L.stride == 2]
     assert strided
-    for L in (p.layers[0], p.layers[1], strided[0], p.layers[-1]):
+    layers = [p.layers[0], p.layers[1], strided[0], p.layers[-1]]
+    if cfg.vp > 1:             # the classifier's 1-pixel row leaves dead lanes: refused
+        assert p.layers[-1].conv_w % cfg.vp
+        with pytest.raises(TimeloopError, match=f"not a multiple of vp = {cfg.vp}"):
+            timeloop_files(p.layers[-1], cfg)
+        layers.pop()
+    for L in layers:
         f = {k: yaml.safe_load(v) for k, v in timeloop_files(L, cfg).items()}
         inst = f["problem.yaml"]["problem"]["instance"]
         prod = dict.fromkeys("CMRSNPQ", 1)
@@ -183,14 +194,15 @@ def test_export_timeloop_files_state_the_schedule(tmp_path):
             for d, v in fac.items():
                 prod[d] *= int(v)
             if level["type"] == "spatial":
-                assert int(fac["M"]) * int(fac["C"]) in (cfg.m, cfg.vc)
+                assert int(fac["M"]) * int(fac["C"]) * int(fac["P"]) in (cfg.m, cfg.vc * cfg.vp)
         assert prod == {d: inst[d] for d in "CMRSNPQ"}
         assert inst["Wstride"] == L.stride
-        assert np.prod(list(prod.values())) == layer_beats(L, cfg) * cfg.m * cfg.vc
+        assert np.prod(list(prod.values())) == layer_beats(L, cfg) * cfg.peak_ops_per_cycle
         pe = f["arch.yaml"]["architecture"]["subtree"][0]["subtree"][0]["subtree"][0]
-        assert pe["name"] == f"PE[0..{cfg.m - 1}]" and pe["local"][-1]["name"] == f"SAC[0..{cfg.vc - 1}]"
+        assert pe["name"] == f"PE[0..{cfg.m - 1}]" and pe["local"][-1]["name"] == f"SAC[0..{cfg.vc * cfg.vp - 1}]"
     # a Winograd plan and a pooled one are refused by name
-    pw = compile_model(zoo.NETWORKS["resnet20_cifar"](), np.random.default_rng(0).normal(0, 1, (2, 3, 32, 32)), cfg)
+    pw = compile_model(zoo.NETWORKS["resnet20_cifar"](), np.random.default_rng(0).normal(0, 1, (2, 3, 32, 32)), cfg,
+                       winograd="winograd")
     wino = next(L for L in pw.layers if L.winograd)
     with pytest.raises(TimeloopError, match=f"plan '{wino.name}'.*Winograd"):
         timeloop_files(wino, cfg)

@@ -8,7 +8,8 @@ seed's models (compstruct/fusion-timeloop-model, ``accelerator/*/arch.yaml`` and
   SODIMM, 64-bit) → ``FeatureMemory`` (``feature_depth`` words of ``8·vc`` bits, int8 inputs and
   outputs) and ``WeightMemory`` (``weight_depth`` words of ``4·vc`` bits, 4-bit codes) →
   ``PE[0..m−1]``, each with its ``FilterCache`` (``filter_depth`` words of ``4·vc`` bits), its
-  ``Accumulator`` (one ``acc_width``-bit output) and ``SAC[0..vc−1]`` lanes (``intmac`` of 8 bits:
+  ``Accumulator`` (one ``acc_width``-bit output per pixel lane) and ``SAC[0..vc·vp−1]`` lanes
+  (``vc`` per output-pixel lane, ``EngineConfig.vp``; ``intmac`` of 8 bits:
   Accelergy has no shift-accumulate class; nibble.sim.perf.energy prices a SAC lane at 0.13 pJ
   against an 8-bit multiply-add's 0.3 pJ);
 * ``problem.yaml``: Timeloop's ``CNN-Layer`` (dimensions C, M, R, S, N, P, Q; R and P along the
@@ -16,10 +17,11 @@ seed's models (compstruct/fusion-timeloop-model, ``accelerator/*/arch.yaml`` and
   engine computes them: ``C = cb_in·vc``, ``M = n_coblk·m``;
 * ``mapping.yaml``: the scheduler's loop nest (``hw/engine/scheduler.py``): output blocks
   (``M / m``) in ``FeatureMemory``'s temporal loop, the ``m`` PEs spatial over M, each PE's
-  filter held in its ``FilterCache`` over the output pixels (P inner, Q outer), the ``vc`` SAC
-  lanes spatial over C, and the accumulation over input blocks, taps (kx, ky) in the
-  ``Accumulator`` — so the product of all factors, Nibble's SAC operations, is
-  ``layer_beats · m · vc``.
+  filter held in its ``FilterCache`` over the output pixels (P/vp inner, Q outer), the ``vc``
+  SAC lanes spatial over C and the ``vp`` pixel lanes over P, and the accumulation over input
+  blocks, taps (kx, ky) in the ``Accumulator`` — so the product of all factors, Nibble's SAC
+  operations, is ``layer_beats · m · vc · vp``. With ``vp > 1`` a plan whose output width is
+  not a multiple of ``vp`` is refused (a row's last group has dead lanes).
 
 Differences a comparison meets: the CNN-Layer has no padding (Timeloop reads an input of
 ``(P−1)·stride + R`` columns; the engine skips the reads of padded positions but its lanes still
@@ -42,8 +44,11 @@ class TimeloopError(ValueError):
     """A plan that Timeloop's CNN-Layer cannot state (naming the plan and why)."""
 
 
-def _refusal(L):
+def _refusal(L, config):
     from ...host.ir import POOL_NONE
+    if L.conv_w % config.vp:
+        return (f"its output width {L.conv_w} is not a multiple of vp = {config.vp} (the dead pixel lanes of a "
+                "row's last group are not a CNN-Layer mapping)")
     if L.winograd:
         return "it runs as Winograd F(2×2,3×3), which is not a CNN-Layer (compile it with --winograd direct)"
     if L.dil > 1:
@@ -65,7 +70,7 @@ def timeloop_files(L, config):
 
     :raises TimeloopError: a plan the CNN-Layer cannot state, naming it and why.
     """
-    why = _refusal(L)
+    why = _refusal(L, config)
     if why:
         raise TimeloopError(f"plan '{L.name}': {why}")
     c = config
@@ -84,8 +89,8 @@ def timeloop_files(L, config):
             "subtree": [{
                 "name": f"PE[0..{c.m - 1}]",
                 "local": [word("FilterCache", "SRAM", c.filter_depth, 4 * c.vc, 4),
-                          word("Accumulator", "regfile", 1, c.acc_width, c.acc_width),
-                          {"name": f"SAC[0..{c.vc - 1}]", "class": "intmac",
+                          word("Accumulator", "regfile", c.vp, c.acc_width, c.acc_width),
+                          {"name": f"SAC[0..{c.vc * c.vp - 1}]", "class": "intmac",
                            "attributes": {"datawidth": 8}}]}]}]}]}}
     inst = {"C": L.cb_in * c.vc, "M": nb * c.m, "R": L.kw, "S": L.kh, "N": 1, "P": L.conv_w, "Q": L.conv_h,
             "Wstride": L.stride, "Hstride": L.stride, "Wdilation": 1, "Hdilation": 1}
@@ -106,14 +111,14 @@ def timeloop_files(L, config):
         {"target": "WeightMemory", "type": "temporal", "factors": _factors(), "permutation": "CMRSNPQ"},
         {"target": "WeightMemory", "type": "spatial", "factors": _factors(M=c.m), "permutation": "MCRSNPQ"},
         {"target": "WeightMemory", "type": "bypass", "keep": ["Weights"], "bypass": ["Inputs", "Outputs"]},
-        {"target": "FilterCache", "type": "temporal", "factors": _factors(P=L.conv_w, Q=L.conv_h),
+        {"target": "FilterCache", "type": "temporal", "factors": _factors(P=L.conv_w // c.vp, Q=L.conv_h),
          "permutation": "PQCMRSN"},
         {"target": "FilterCache", "type": "bypass", "keep": ["Weights"], "bypass": ["Inputs", "Outputs"]},
         {"target": "Accumulator", "type": "temporal", "factors": _factors(C=L.cb_in, R=L.kw, S=L.kh),
          "permutation": "CRSMNPQ"},
-        {"target": "Accumulator", "type": "spatial", "factors": _factors(C=c.vc), "permutation": "CMRSNPQ"},
+        {"target": "Accumulator", "type": "spatial", "factors": _factors(C=c.vc, P=c.vp), "permutation": "CPMRSNQ"},
         {"target": "Accumulator", "type": "bypass", "keep": ["Outputs"], "bypass": ["Weights", "Inputs"]}]}
-    head = f"# Nibble plan '{L.name}' on m={c.m} vc={c.vc} (nibble.sim.perf.timeloop); Timeloop v0.3 format\n"
+    head = f"# Nibble plan '{L.name}' on m={c.m} vc={c.vc} vp={c.vp} (nibble.sim.perf.timeloop); Timeloop v0.3 format\n"
     if L.res:
         head += ("# the plan's fused residual Add reads one feature word per output word in the output stage: "
                  "not part of the CNN-Layer\n")
