@@ -31,24 +31,27 @@ class SACLane(wiring.Component):
       * ``code``: ``In(4)`` — weight code ``[s | E2 E1 E0]`` (ARITHMETIC §4.2).
       * ``p``: ``Out(signed(15))`` — ``(−1)^s · (x << (E − 1))`` for ``E ≥ 1``, 0 for ``E = 0``
         (code 0b1000 also gives 0). Range [−8192, 8192].
+      * ``q``: ``Out(signed(15))``, ``neg``: ``Out(1)`` — the same product in one's complement:
+        ``p = q + neg`` (``q = ~(x << (E − 1))`` and ``neg = 1`` for a negative code with
+        ``E ≥ 1``). The PE adds the lanes' ``q`` in its adder tree and their ``neg`` bits as one
+        count at the root, so no lane has a negator of its own (−v = ~v + 1).
 
     Golden model: :func:`nibble.sim.golden.sac`.
     """
     x: In(signed(8))
     code: In(4)
     p: Out(sac_product_shape)
+    q: Out(sac_product_shape)
+    neg: Out(1)
 
     def elaborate(self, platform):
         m = Module()
         e = self.code[:3]
         mag = Signal(signed(15))
         m.d.comb += mag.eq(self.x << (e - 1)[:3])
-        with m.If(e == 0):
-            m.d.comb += self.p.eq(0)
-        with m.Elif(self.code[3]):
-            m.d.comb += self.p.eq(-mag)
-        with m.Else():
-            m.d.comb += self.p.eq(mag)
+        with m.If(e != 0):
+            m.d.comb += [self.q.eq(mag ^ self.code[3].replicate(15)), self.neg.eq(self.code[3])]
+        m.d.comb += self.p.eq(self.q + self.neg)
         return m
 
 
@@ -181,7 +184,7 @@ class PE(wiring.Component):
             m.d.sync += [s1_valid.eq(self.i.valid), s1.eq(self.i.payload)]
 
         # Stage 2: lane products and the adder tree.
-        prods = []
+        prods, negs = [], []
         for lane in range(vc):
             sac = SACLane()
             m.submodules[f"lane{lane}"] = sac
@@ -189,22 +192,26 @@ class PE(wiring.Component):
             if self.winograd:
                 mul = Signal(signed(V_WIDTH + U_WIDTH), name=f"mul{lane}")
                 m.d.comb += mul.eq(s1.x[lane] * urd.data[lane])
-                prods.append(Mux(self.wmode, mul, sac.p))
+                prods.append(Mux(self.wmode, mul, sac.q))
+                negs.append(sac.neg & ~self.wmode)
             else:
-                prods.append(sac.p)
+                prods.append(sac.q)
+                negs.append(sac.neg)
         p_width = V_WIDTH + U_WIDTH if self.winograd else 15
         s2_sum = Signal(signed(p_width + max(vc - 1, 1).bit_length()))
         # pixel lanes 1 … vp − 1: their own SAC lanes on the same filter-cache word (direct mode)
         lane_sums = []
         for j in range(1, self.vp):
-            lp = []
+            lp, ln = [], []
             for lane in range(vc):
                 sac = SACLane()
                 m.submodules[f"px{j}_lane{lane}"] = sac
                 m.d.comb += [sac.x.eq(s1.xl[j - 1][lane]), sac.code.eq(rd.data[lane])]
-                lp.append(sac.p)
-            lane_sums.append((_adder_tree(lp), Signal(signed(15 + max(vc - 1, 1).bit_length()), name=f"s2_sum{j}")))
-        prods = [_adder_tree(prods)]
+                lp.append(sac.q)
+                ln.append(sac.neg)
+            lane_sums.append((_adder_tree(lp) + _adder_tree(ln),
+                              Signal(signed(15 + max(vc - 1, 1).bit_length()), name=f"s2_sum{j}")))
+        prods = [_adder_tree(prods) + _adder_tree(negs)]
         s2_valid = Signal()
         s2_first, s2_last = Signal(), Signal()
         s2_idx = Signal(range(ACC_ENTRIES))
