@@ -203,3 +203,17 @@ def test_composition_matches_whole_accelerator(synth_cache, monkeypatch):
     for res in ("LUT", "CARRY4", "DSP48E1"):
         assert abs(total[res] - whole["whole"][res]) <= max(1, 0.10 * whole["whole"][res]), res
     assert abs(total["FF"] - whole["whole"]["FF"]) <= 0.25 * whole["whole"]["FF"]
+
+
+def test_large_composition_recorded():
+    """The 1,024-lane configuration synthesized whole (``make_baseline.py``, about 4 minutes, not
+    rerun here) against the report's composition recorded with it: LUT, CARRY4 and DSP48E1 within
+    10 %, FF within 25 %, as for the small configuration; and it is the configuration named."""
+    from nibble.gen.baselines import LARGE_COMPOSITION_CONFIG
+    rec = load_baseline(yosys_version())["composition_large"]
+    cfg = EngineConfig(**rec["config"])
+    assert rec["config"] == LARGE_COMPOSITION_CONFIG and cfg.peak_ops_per_cycle >= 1000
+    whole, est = rec["whole"], rec["estimate"]
+    for res in ("LUT", "CARRY4", "DSP48E1"):
+        assert abs(est[res] - whole[res]) <= max(1, 0.10 * whole[res]), res
+    assert abs(est["FF"] - whole["FF"]) <= 0.25 * whole["FF"]

@@ -14,12 +14,14 @@ Blocks, synthesized by :func:`nibble.gen.resources.synth_verilog`:
 
 ``composition``: the whole :class:`~nibble.hw.accelerator.Accelerator` of :data:`COMPOSITION_CONFIG`
 synthesized in one piece, against which the per-block composition of ``nibble report``
-(:func:`nibble.gen.resources.estimate`) is checked.
+(:func:`nibble.gen.resources.estimate`) is checked; ``composition_large``: the same for
+:data:`LARGE_COMPOSITION_CONFIG` (1,024 SAC lanes), with the composition recorded beside it.
 """
 import json
 import pathlib
 
-__all__ = ["BASELINE_BLOCKS", "LANE_BLOCKS", "COMPOSITION_CONFIG", "baseline_verilog", "whole_verilog",
+__all__ = ["BASELINE_BLOCKS", "LANE_BLOCKS", "COMPOSITION_CONFIG", "LARGE_COMPOSITION_CONFIG", "baseline_verilog",
+           "whole_verilog",
            "load_baseline"]
 
 BASELINE_BLOCKS = ("sac_lane", "mult_lane", "pre_pe", "post_pe", "pe_vc8")
@@ -31,14 +33,20 @@ LANE_BLOCKS = ("sac_lane", "mult_lane", "pre_pe", "post_pe")
 #: with it; the Winograd blocks are checked one by one (``mult_lane``, ``pre_pe``, ``post_pe``).
 COMPOSITION_CONFIG = dict(m=8, vc=8, filter_depth=64, feature_depth=1024, weight_depth=1024, param_depth=256,
                           winograd=False)
+#: A 1,024-SAC-lane configuration (16 PEs × 16 lanes × 4 output-pixel lanes, small memories, no
+#: Winograd path) synthesized whole once (about 4 minutes) and recorded with the report's
+#: composition of it (``composition_large``): the composition checked at scale.
+LARGE_COMPOSITION_CONFIG = dict(m=16, vc=16, vp=4, filter_depth=64, feature_depth=1024, weight_depth=1024,
+                                param_depth=256, winograd=False)
 
 
-def whole_verilog():
-    """Verilog of the whole accelerator of :data:`COMPOSITION_CONFIG` (as the report converts blocks)."""
+def whole_verilog(config=None):
+    """Verilog of the whole accelerator of ``config`` (default :data:`COMPOSITION_CONFIG`), as the
+    report converts blocks."""
     from ...hw.accelerator import Accelerator
     from ...hw.config import EngineConfig
     from ..resources import _convert
-    return _convert(Accelerator(EngineConfig(**COMPOSITION_CONFIG)))
+    return _convert(Accelerator(EngineConfig(**(config or COMPOSITION_CONFIG))))
 
 
 def baseline_verilog(name):

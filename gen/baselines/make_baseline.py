@@ -7,7 +7,10 @@ import json
 import pathlib
 
 from nibble.gen.resources import synth_verilog, yosys_version
-from nibble.gen.baselines import BASELINE_BLOCKS, COMPOSITION_CONFIG, baseline_verilog, whole_verilog
+from nibble.gen.baselines import (BASELINE_BLOCKS, COMPOSITION_CONFIG, LARGE_COMPOSITION_CONFIG, baseline_verilog,
+                                  whole_verilog)
+from nibble.gen.resources import estimate
+from nibble.hw.config import EngineConfig
 
 if __name__ == "__main__":
     figures = {}
@@ -16,7 +19,12 @@ if __name__ == "__main__":
         figures[name] = {k: r[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1", "depth")}
     w = synth_verilog(whole_verilog(), "whole accelerator", depth=False)
     composition = {"config": COMPOSITION_CONFIG, "whole": {k: w[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1")}}
+    # a 1,024-lane configuration (output-pixel lanes), whole and as the report composes it
+    big = synth_verilog(whole_verilog(LARGE_COMPOSITION_CONFIG), "whole accelerator (1,024 lanes)", depth=False)
+    est = estimate(EngineConfig(**LARGE_COMPOSITION_CONFIG), "xc7vx485t")["total"]
+    large = {"config": LARGE_COMPOSITION_CONFIG, "whole": {k: big[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1")},
+             "estimate": {k: est[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1")}}
     path = pathlib.Path(__file__).parent / f"yosys-{yosys_version()}.json"
-    path.write_text(json.dumps({"yosys": yosys_version(), "blocks": figures, "composition": composition},
-                               indent=2) + "\n")
+    path.write_text(json.dumps({"yosys": yosys_version(), "blocks": figures, "composition": composition,
+                                "composition_large": large}, indent=2) + "\n")
     print(path)
