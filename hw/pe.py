@@ -49,8 +49,8 @@ class SACLane(wiring.Component):
         e = self.code[:3]
         mag = Signal(signed(15))
         m.d.comb += mag.eq(self.x << (e - 1)[:3])
-        with m.If(e != 0):
-            m.d.comb += [self.q.eq(mag ^ self.code[3].replicate(15)), self.neg.eq(self.code[3])]
+        nz = e != 0
+        m.d.comb += [self.q.eq(Mux(nz, mag ^ self.code[3].replicate(15), 0)), self.neg.eq(nz & self.code[3])]
         m.d.comb += self.p.eq(self.q + self.neg)
         return m
 
