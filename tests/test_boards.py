@@ -1,5 +1,6 @@
 """Boards (KC705, VC707), extra constraints, regmap.h, stamps, resource report and baselines."""
 import json
+import pathlib
 import re
 
 import pytest
@@ -186,7 +187,67 @@ def test_report_small_config(small_sac_config, synth_cache, monkeypatch):
     r = CliRunner().invoke(cli, ["report", "--board", "kc705", "--config", str(small_config)])
     assert r.exit_code == 0, r.output
     assert "| LUT |" in r.output and "| 203,800 |" in r.output and "| BRAM36 | 11 |" in r.output
-    assert re.search(r"logic depth \(ltp -noff\): \d+ cells, in \w+", r.output)
+    assert re.search(r"logic depth \(cells between registers\): \d+, in \w+", r.output)
+
+
+@pytest.mark.slow
+def test_depth_matches_baseline(synth_cache, monkeypatch):
+    """Every block the report composes, with either host interface, is no deeper than its recorded
+    logic depth (at most 10 % or 1 cell more): a longer combinational path shows here. The depth
+    is measured between registers (flip-flops, block RAMs and registered DSP48E1s cut a path)."""
+    from nibble.gen.baselines import report_depths
+    monkeypatch.setenv("NIBBLE_CACHE_DIR", str(synth_cache))
+    base = load_baseline(yosys_version())["depth"]
+    got = report_depths()
+    assert set(got) == set(base) == {"uart", "pcie"}
+    for host in got:
+        assert set(got[host]) == set(base[host]), host
+        for name, d in got[host].items():
+            assert 0 < d <= base[host][name] + max(1, base[host][name] // 10), (host, name, d, base[host][name])
+
+
+def test_depth_cuts_at_registers():
+    """The depth script deletes flip-flops, shift registers, block RAMs and DSP48E1s with pipeline
+    registers before ``ltp``, so a path ends at a register: two 32-bit adders with a register
+    between them are half as deep as the same adders in series."""
+    from amaranth import Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Adders(wiring.Component):
+        a: In(32)
+        b: In(32)
+        y: Out(34)
+
+        def __init__(self, registered):
+            self.registered = registered
+            super().__init__()
+
+        def elaborate(self, platform):
+            m = Module()
+            t = Signal(33)
+            first = t.eq(self.a + (self.b << 1))
+            if self.registered:
+                m.d.sync += first
+            else:
+                m.d.comb += first
+            m.d.sync += self.y.eq(t + self.a + (self.b >> 3))
+            return m
+
+    from nibble.gen.resources import _convert
+    comb = synth_verilog(_convert(Adders(False)), "adders")
+    reg = synth_verilog(_convert(Adders(True)), "adders (registered)")
+    assert reg["FF"] > comb["FF"] and 0 < reg["depth"] < comb["depth"]
+    # the path's source lines: from the Verilog line a Yosys cell keeps, to Amaranth's src attribute
+    from nibble.gen.resources import _path_sources
+    here = pathlib.Path(__file__).resolve()
+    verilog = (f'module top;\n  assign \\$1 = a < (* src = "{here}:7" *) b;\n'
+               '  assign \\$2 = c + (* src = "/elsewhere/x.py:9" *) d;\n')
+    ltp = ("Longest topological path in top (length=3):\n    0: \\a [0]\n"
+           "    1: $n1 (via $lt$top.v:2$5.genblk1.slice[0].genblk1.carry4)\n"
+           "    2: $n2 (via $lt$top.v:2$5.genblk1.slice[1].genblk1.carry4)\n"
+           "    3: $n3 (via $abc$1$lut$o7)\n    4: $n4 (via $add$top.v:3$6)\n")
+    assert _path_sources(ltp, verilog) == ["tests/test_boards.py:7", "x.py:9"]
 
 
 @pytest.mark.slow

@@ -265,3 +265,22 @@ def test_report_pcie_command(monkeypatch):
     assert "memory interface: AXI4 128-bit data (16 bytes per beat" in r.output
     r = CliRunner().invoke(cli, ["report", "--board", "vc707"])
     assert r.exit_code == 0 and "| bridge buffer |" in r.output and "memory interface" not in r.output
+
+
+def test_bench_resources(monkeypatch):
+    """``nibble bench --report BOARD``: the PCIe estimate of the configuration on the board's device
+    (block figures stubbed), its deepest path; and a configuration whose block RAM alone exceeds
+    the device reported as not fitting, with the reason, without synthesis."""
+    from nibble import cli as cli_module
+    from nibble.gen import resources
+    fake = {"LUT": 10, "FF": 20, "CARRY4": 1, "DSP48E1": 0, "depth": 5, "path": ["hw/pe.py:1"]}
+    monkeypatch.setattr(resources, "_synth_block", lambda name, config, host="uart": fake)
+    cfg = EngineConfig(**SMALL)
+    r = cli_module._bench_resources("vc707", cfg)
+    assert (r["board"], r["device"], r["host"], r["fits"]) == ("vc707", "xc7vx485t", "pcie", True)
+    est = resources.estimate(cfg, "xc7vx485t", host="pcie")
+    assert r["total"] == est["total"] and r["percent"] == est["percent"]
+    assert r["depth"] == 5 and r["depth_path"] == ["hw/pe.py:1"]
+    huge = EngineConfig(**{**SMALL, "feature_depth": 1 << 22})
+    r = cli_module._bench_resources("kc705", huge)
+    assert r["fits"] is False and "BRAM36" in r["reason"]

@@ -145,6 +145,21 @@ def test_imagenet_network_224_on_the_rtl(name):
     assert r["energy_uj"] > r["energy_dram_uj"]
 
 
+def test_mtcnn_stages_in_the_network_bench():
+    """MTCNN's RNet and ONet (published weights, models/mtcnn) in the network bench: several
+    outputs each (box regression, landmarks, face probability), every one bit-identical to the
+    golden model on the RTL with the maps in DDR; the engine's cycles at least the compute model's."""
+    from nibble.host.bench import MTCNN_CASES, NETWORK_CASES, network_bench
+    from nibble.hw.config import EngineConfig
+    assert set(MTCNN_CASES) <= set(NETWORK_CASES)
+    res = network_bench(names=tuple(MTCNN_CASES))["networks"]
+    for name, size in (("mtcnn_rnet", 24), ("mtcnn_onet", 48)):
+        r = res[name]
+        assert r["compiles"] and r["bit_exact_vs_golden"] and r["size"] == size, name
+        assert r["engine_cycles"] >= 0.97 * r["model_compute_cycles"] > 0
+        assert r["images_per_s_at_clk"] == pytest.approx(EngineConfig().clk_hz / r["cycles"])
+
+
 def test_per_channel_shifts_in_parts(setup):
     """Per-channel weight exponents with every map in DDR and a classifier split into parts of
     output blocks (its weights exceed half the weight memory): each part's parameter blob carries

@@ -12,6 +12,11 @@ Blocks, synthesized by :func:`nibble.gen.resources.synth_verilog`:
 
 ``nibble blocks`` prints the first four (:data:`LANE_BLOCKS`).
 
+``depth``: the logic depth (cells between registers, :mod:`nibble.gen.resources`) of every block
+``nibble report`` composes, for :data:`COMPOSITION_CONFIG` with each host interface
+(``{"uart": {block: depth}, "pcie": {…}}``, :func:`report_depths`), so that a longer path in any
+block shows as a test failure (``tests/test_boards.py::test_depth_matches_baseline``).
+
 ``composition``: the whole :class:`~nibble.hw.accelerator.Accelerator` of :data:`COMPOSITION_CONFIG`
 synthesized in one piece, against which the per-block composition of ``nibble report``
 (:func:`nibble.gen.resources.estimate`) is checked; ``composition_large``: the same for
@@ -21,8 +26,7 @@ import json
 import pathlib
 
 __all__ = ["BASELINE_BLOCKS", "LANE_BLOCKS", "COMPOSITION_CONFIG", "LARGE_COMPOSITION_CONFIG", "baseline_verilog",
-           "whole_verilog",
-           "load_baseline"]
+           "whole_verilog", "report_depths", "load_baseline"]
 
 BASELINE_BLOCKS = ("sac_lane", "mult_lane", "pre_pe", "post_pe", "pe_vc8")
 #: The lane-level blocks compared by ``nibble blocks`` (SAC path against the Winograd path).
@@ -47,6 +51,20 @@ def whole_verilog(config=None):
     from ...hw.config import EngineConfig
     from ..resources import _convert
     return _convert(Accelerator(EngineConfig(**(config or COMPOSITION_CONFIG))))
+
+
+def report_depths(config=None):
+    """``{host: {block: depth}}``: the logic depth of each block the report composes for
+    ``config`` (default :data:`COMPOSITION_CONFIG`), for each host interface (synthesized, or
+    read from the synthesis cache)."""
+    from ...hw.config import EngineConfig
+    from ..resources import HOSTS, estimate
+    cfg = EngineConfig(**(config or COMPOSITION_CONFIG))
+    out = {}
+    for host in HOSTS:
+        blocks = estimate(cfg, "xc7vx485t", host=host)["blocks"]
+        out[host] = {n: b["depth"] for n, b in blocks.items() if b["count"]}
+    return out
 
 
 def baseline_verilog(name):

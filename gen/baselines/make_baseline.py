@@ -8,7 +8,7 @@ import pathlib
 
 from nibble.gen.resources import synth_verilog, yosys_version
 from nibble.gen.baselines import (BASELINE_BLOCKS, COMPOSITION_CONFIG, LARGE_COMPOSITION_CONFIG, baseline_verilog,
-                                  whole_verilog)
+                                  report_depths, whole_verilog)
 from nibble.gen.resources import estimate
 from nibble.hw.config import EngineConfig
 
@@ -25,6 +25,6 @@ if __name__ == "__main__":
     large = {"config": LARGE_COMPOSITION_CONFIG, "whole": {k: big[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1")},
              "estimate": {k: est[k] for k in ("LUT", "FF", "CARRY4", "DSP48E1")}}
     path = pathlib.Path(__file__).parent / f"yosys-{yosys_version()}.json"
-    path.write_text(json.dumps({"yosys": yosys_version(), "blocks": figures, "composition": composition,
-                                "composition_large": large}, indent=2) + "\n")
+    path.write_text(json.dumps({"yosys": yosys_version(), "blocks": figures, "depth": report_depths(),
+                                "composition": composition, "composition_large": large}, indent=2) + "\n")
     print(path)

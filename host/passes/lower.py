@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from ...hw.engine.scheduler import Scheduler
 from ...hw.isa import DESC_WORDS, PRELU_FRAC, RES_SH_MAX, SH_MAX, SH_MIN, descriptor_fields
 from ...sim.golden import DE, INT8_CLIP, POOL_2X2, POOL_NONE, acc_bits, prelu_codes
 from ..graph import Graph, Node, chw
@@ -144,10 +145,11 @@ def layer_cycles(L, config, winograd=None):
 #: 5 of checks, 1 to hand it to the controller, and the controller's step into the first block.
 FETCH_CYCLES = DESC_WORDS + 8
 #: Cycles per direct-mode output block beside the loads and beats (memory latency of the
-#: parameter and filter loads, the feature reads, the PE array, output stage and drain).
-BLOCK_CYCLES = 19
+#: parameter and filter loads, the scheduler's stages, the feature reads, the PE array, output
+#: stage and drain).
+BLOCK_CYCLES = 18 + Scheduler.latency
 #: The same for a Winograd block (the transforms' and serializers' pipeline stages).
-WINOGRAD_BLOCK_CYCLES = 43
+WINOGRAD_BLOCK_CYCLES = 42 + Scheduler.latency
 
 
 def layer_beats(L, config):

@@ -112,12 +112,17 @@ class Scheduler(wiring.Component):
       * ``cmd``: ``In(stream.Signature({coblk: 16, g_off: 24}))`` — the output block and (grouped
         convolution) its group's first input block; taken when idle, starts the block.
       * ``o``: ``Out(stream.Signature(beat_layout(config)))`` — registered.
-      * ``busy``: ``Out(1)`` — beats left to issue.
+      * ``busy``: ``Out(1)`` — beats left to issue or in the stages before ``o``; ``cmd`` is
+        taken only when low.
 
-    Latency: the first beat is offered 1 cycle after ``cmd`` is taken. Throughput: one beat per
+    Latency: the first beat is offered :attr:`latency` = 3 cycles after ``cmd`` is taken (three
+    register stages: counters' flags and conv coordinates; input coordinates, bounds and output
+    address; feature addresses). Throughput: one beat per
     cycle (``o.ready`` high). Beats per block: ``out_h·⌈out_w/vp⌉·pool_kh·pool_kw·kh·kw·in_cb``
     (direct), ``tiles·pixels·in_cb`` (Winograd, ``pixels`` = 16 for a plain layer).
     """
+
+    latency = 3
 
     def __init__(self, config: EngineConfig):
         self.config = c = config
@@ -141,7 +146,6 @@ class Scheduler(wiring.Component):
         ky, kx, cb = Signal(8), Signal(8), Signal(16)
         taddr = Signal(24)
         gen = Signal()             # beats left to issue
-        m.d.comb += self.busy.eq(gen)
         o = self.o
         adv = Signal()
         m.d.comb += adv.eq(~o.valid | o.ready)
@@ -160,81 +164,110 @@ class Scheduler(wiring.Component):
         m.d.comb += [t_h.eq(Mux(pool_en, d.out_h, (d.out_h + 1) >> 1)),
                      t_w.eq(Mux(pool_en, d.out_w, (d.out_w + 1) >> 1))]
 
-        oy, ox = Signal(signed(22)), Signal(signed(22))    # conv output coordinates of the beat
+        # The beat's fields are computed in three register stages, all advancing with ``adv``:
+        # (1) the counters' flags and the conv output coordinates (oy, ox); (2) the input
+        # coordinates, the bounds checks and the output address; (3) the feature addresses, into
+        # ``o``. No stage multiplies twice in series (DESIGN §4; the depth is in gen/baselines/).
+        lanes_j = range(1, c.vp)
+
+        def stage(values, prefix):
+            """Registers (on ``adv``) holding ``values`` (name → Value): the next stage's inputs."""
+            regs = {}
+            for name, v in values.items():
+                regs[name] = Signal(v.shape(), name=f"{prefix}_{name}")
+                with m.If(adv):
+                    m.d.sync += regs[name].eq(v)
+            return regs
+
+        # ---- stage 1: from the counters
+        s0 = {"valid": gen, "ky": ky, "kx": kx, "cb": cb, "w": taddr}
+        oy0, ox0 = Signal(signed(22)), Signal(signed(22))    # conv output coordinates of the beat
         with m.If(wmode):
-            m.d.comb += [oy.eq(Cat(C(0, 1), py)), ox.eq(Cat(C(0, 1), px))]
+            m.d.comb += [oy0.eq(Cat(C(0, 1), py)), ox0.eq(Cat(C(0, 1), px))]
         with m.Else():             # position (dy, dx) of output pixel (py, px)'s pool window
-            m.d.comb += [oy.eq(py * d.pool_sy + dy - d.pool_pt), ox.eq(px * d.pool_sx + dx - d.pool_pl)]
-        win_ok = Signal()          # the window position is inside the conv output (direct mode)
-        m.d.comb += win_ok.eq(wmode | ((oy >= 0) & (oy < d.conv_h) & (ox >= 0) & (ox < d.conv_w)))
-        vy, vx = Signal(signed(32)), Signal(signed(32))    # in the (zero-inserted, NZP) input
-        m.d.comb += [vy.eq(oy * d.sy + ky - d.pad_t), vx.eq(ox * d.sx + kx - d.pad_l)]
+            m.d.comb += [oy0.eq(py * d.pool_sy + dy - d.pool_pt), ox0.eq(px * d.pool_sx + dx - d.pool_pl)]
+        s0["oy"], s0["ox"] = oy0, ox0
+        # output address: pixel (py, px), or in Winograd mode the tile's first output pixel
+        s0["opy"] = Mux(wmode & ~pool_en, Cat(C(0, 1), py), py)
+        s0["opx"] = Mux(wmode & ~pool_en, Cat(C(0, 1), px), px)
+        s0["first"], s0["last"] = taddr == 0, taddr == tcb - 1
+        s0["pool_first"] = (dy == 0) & (dx == 0)
+        s0["pool_last"] = (dy + 1 >= d.pool_kh) & (dx + 1 >= d.pool_kw)
+        s0["right"] = pool_en | (Cat(C(1, 1), px) < d.out_w)
+        s0["bottom"] = pool_en | (Cat(C(1, 1), py) < d.out_h)
+        s0["pos"], s0["tl"] = Cat(kx[:2], ky[:2]), ~kx_more & ~ky_more
+        for j in lanes_j:          # pixel lane j: pixel (py, px + j) at the same window position and tap
+            s0[f"live{j}"] = ~wmode & (px + j < d.out_w)
+            oxj = Signal(signed(22), name=f"ox{j}")        # its own product: no adder after ox's
+            m.d.comb += oxj.eq((px + j) * d.pool_sx + dx - d.pool_pl)
+            s0[f"ox{j}"] = oxj
+        s1 = stage(s0, "s1")
+        b_last = Signal()          # the counters are at the block's last tap and input block
+        m.d.comb += b_last.eq(taddr == tcb - 1)
+
+        # ---- stage 2: input coordinates in the (zero-inserted, NZP) input, bounds, output address
         lowmask = Signal(8)
         m.d.comb += lowmask.eq((C(1, 9) << d.dil) - 1)
-        iy, ix = Signal(signed(28)), Signal(signed(28))    # in the stored input
-        m.d.comb += [iy.eq(vy >> d.dil), ix.eq(vx >> d.dil)]
-        inb = Signal()
-        m.d.comb += inb.eq((vy >= 0) & (iy < d.in_h) & (vx >= 0) & (ix < d.in_w) & win_ok
-                           & ((vy[:8] & lowmask) == 0) & ((vx[:8] & lowmask) == 0))
-        faddr = Signal(64)
-        m.d.comb += faddr.eq(d.in_base + iy[:16] * d.in_row + ix[:16] * d.in_pix + g_off + cb)
-        # output address: pixel (py, px), or in Winograd mode the tile's first output pixel
-        opy, opx = Signal(17), Signal(17)
-        m.d.comb += [opy.eq(Mux(wmode & ~pool_en, Cat(C(0, 1), py), py)),
-                     opx.eq(Mux(wmode & ~pool_en, Cat(C(0, 1), px), px))]
-        oaddr = Signal(48)
-        m.d.comb += oaddr.eq(d.out_base + opy * d.out_row + opx * d.out_pix + coblk * k)
-        b_first, b_last = Signal(), Signal()
-        m.d.comb += [b_first.eq(taddr == 0), b_last.eq(taddr == tcb - 1)]
-        pool_first, pool_last = Signal(), Signal()
-        m.d.comb += [pool_first.eq((dy == 0) & (dx == 0)),
-                     pool_last.eq((dy + 1 >= d.pool_kh) & (dx + 1 >= d.pool_kw))]
-        tile_right, tile_bottom = Signal(), Signal()
-        m.d.comb += [tile_right.eq(pool_en | (Cat(C(1, 1), px) < d.out_w)),
-                     tile_bottom.eq(pool_en | (Cat(C(1, 1), py) < d.out_h))]
+
+        def in_bounds(oy, ox, ky, kx):
+            """(ok, iy, ix): conv output (oy, ox) at tap (ky, kx) reads stored input (iy, ix)."""
+            vy, vx = Signal(signed(32)), Signal(signed(32))
+            m.d.comb += [vy.eq(oy * d.sy + ky - d.pad_t), vx.eq(ox * d.sx + kx - d.pad_l)]
+            iy, ix = Signal(signed(28)), Signal(signed(28))    # in the stored input
+            m.d.comb += [iy.eq(vy >> d.dil), ix.eq(vx >> d.dil)]
+            ok = ((vy >= 0) & (iy < d.in_h) & (vx >= 0) & (ix < d.in_w)
+                  & ((vy[:8] & lowmask) == 0) & ((vx[:8] & lowmask) == 0))
+            return ok, iy, ix
+
+        def win_inside(oy, ox):
+            return (oy >= 0) & (oy < d.conv_h) & (ox >= 0) & (ox < d.conv_w)
+
+        win_ok = Signal()          # the window position is inside the conv output (direct mode)
+        m.d.comb += win_ok.eq(wmode | win_inside(s1["oy"], s1["ox"]))
+        ok, iy, ix = in_bounds(s1["oy"], s1["ox"], s1["ky"], s1["kx"])
+        s1n = {n: s1[n] for n in ("valid", "cb", "w", "first", "last", "pool_first", "pool_last",
+                                  "right", "bottom", "pos", "tl")}
+        s1n.update(inb=ok & win_ok, skip=~win_ok, iy=iy[:16], ix=ix[:16],
+                   oaddr=(d.out_base + s1["opy"] * d.out_row + s1["opx"] * d.out_pix + coblk * k)[:48])
+        for j in lanes_j:
+            oxj = s1[f"ox{j}"]
+            okj = Signal(name=f"win_ok{j}")
+            m.d.comb += okj.eq(s1[f"live{j}"] & win_inside(s1["oy"], oxj))
+            okb, _, ixj = in_bounds(s1["oy"], oxj, s1["ky"], s1["kx"])
+            s1n.update({f"live{j}": s1[f"live{j}"], f"inb{j}": okb & okj, f"skip{j}": ~okj,
+                        f"ix{j}": ixj[:16]})
+        s2 = stage(s1n, "s2")
+
+        # ---- stage 3: feature addresses, into o
+        def faddr_of(ix):
+            return d.in_base + s2["iy"] * d.in_row + ix * d.in_pix + g_off + s2["cb"]
+
+        p = o.payload
+        with m.If(adv):
+            for j in lanes_j:
+                q = p.lanes[j - 1]
+                m.d.sync += [q.inb.eq(s2[f"inb{j}"]), q.faddr.eq(faddr_of(s2[f"ix{j}"])),
+                             p.tag.lanes[j - 1].addr.eq(s2["oaddr"] + j * d.out_pix),
+                             p.tag.lanes[j - 1].skip.eq(s2[f"skip{j}"]),
+                             p.tag.lanes[j - 1].live.eq(s2[f"live{j}"])]
+            m.d.sync += [
+                o.valid.eq(s2["valid"]), p.inb.eq(s2["inb"]), p.faddr.eq(faddr_of(s2["ix"])),
+                p.w.eq(s2["w"]), p.first.eq(s2["first"]), p.last.eq(s2["last"]),
+                p.tag.addr.eq(s2["oaddr"]), p.tag.pool_first.eq(s2["pool_first"]),
+                p.tag.pool_last.eq(s2["pool_last"]), p.tag.skip.eq(s2["skip"]),
+                p.tag.right.eq(s2["right"]), p.tag.bottom.eq(s2["bottom"]),
+                p.tag.idx.eq(0), p.tag.tlast.eq(0),
+                p.pos.eq(s2["pos"]), p.cb.eq(s2["cb"]), p.tl.eq(s2["tl"]),
+            ]
+        m.d.comb += self.busy.eq(gen | s1["valid"] | s2["valid"])
+
         gen_done = Signal()        # the beat being issued is the block's final one
         with m.If(wmode):
             m.d.comb += gen_done.eq(~kx_more & ~ky_more & (cb + 1 >= d.in_cb)
                                     & (px + 1 >= t_w) & (py + 1 >= t_h))
         with m.Else():
+            pool_last = (dy + 1 >= d.pool_kh) & (dx + 1 >= d.pool_kw)
             m.d.comb += gen_done.eq(b_last & pool_last & (px + c.vp >= d.out_w) & (py + 1 >= d.out_h))
-
-        # pixel lanes 1 … vp − 1 (direct mode): pixel (py, px + j) at the same window position and tap
-        lanes = []
-        for j in range(1, c.vp):
-            oxj = Signal(signed(22), name=f"ox{j}")
-            m.d.comb += oxj.eq(ox + j * d.pool_sx)
-            live = Signal(name=f"live{j}")
-            m.d.comb += live.eq(~wmode & (px + j < d.out_w))
-            okj = Signal(name=f"win_ok{j}")
-            m.d.comb += okj.eq(live & (oy >= 0) & (oy < d.conv_h) & (oxj >= 0) & (oxj < d.conv_w))
-            vxj = Signal(signed(32), name=f"vx{j}")
-            m.d.comb += vxj.eq(oxj * d.sx + kx - d.pad_l)
-            ixj = Signal(signed(28), name=f"ix{j}")
-            m.d.comb += ixj.eq(vxj >> d.dil)
-            inbj = Signal(name=f"inb{j}")
-            m.d.comb += inbj.eq((vy >= 0) & (iy < d.in_h) & (vxj >= 0) & (ixj < d.in_w) & okj
-                                & ((vy[:8] & lowmask) == 0) & ((vxj[:8] & lowmask) == 0))
-            fj = Signal(64, name=f"faddr{j}")
-            m.d.comb += fj.eq(d.in_base + iy[:16] * d.in_row + ixj[:16] * d.in_pix + g_off + cb)
-            oj = Signal(48, name=f"oaddr{j}")
-            m.d.comb += oj.eq(oaddr + j * d.out_pix)
-            lanes.append((inbj, fj, oj, okj, live))
-
-        p = o.payload
-        with m.If(adv):
-            for j, (inbj, fj, oj, okj, live) in enumerate(lanes):
-                m.d.sync += [p.lanes[j].inb.eq(inbj), p.lanes[j].faddr.eq(fj),
-                             p.tag.lanes[j].addr.eq(oj), p.tag.lanes[j].skip.eq(~okj),
-                             p.tag.lanes[j].live.eq(live)]
-            m.d.sync += [
-                o.valid.eq(gen), p.inb.eq(inb), p.faddr.eq(faddr), p.w.eq(taddr),
-                p.first.eq(b_first), p.last.eq(b_last),
-                p.tag.addr.eq(oaddr), p.tag.pool_first.eq(pool_first), p.tag.pool_last.eq(pool_last),
-                p.tag.skip.eq(~win_ok), p.tag.right.eq(tile_right), p.tag.bottom.eq(tile_bottom),
-                p.tag.idx.eq(0), p.tag.tlast.eq(0),
-                p.pos.eq(Cat(kx[:2], ky[:2])), p.cb.eq(cb), p.tl.eq(~kx_more & ~ky_more),
-            ]
 
         with m.If(gen & adv):
             with m.If(gen_done):
@@ -257,8 +290,8 @@ class Scheduler(wiring.Component):
                              (dx, dx + 1 < d.pool_kw), (dy, dy + 1 < d.pool_kh),
                              (px, px + c.vp < d.out_w, c.vp), (py, py + 1 < d.out_h)])
 
-        m.d.comb += self.cmd.ready.eq(~gen)
-        with m.If(self.cmd.valid & ~gen):
+        m.d.comb += self.cmd.ready.eq(~self.busy)
+        with m.If(self.cmd.valid & ~self.busy):
             m.d.sync += [coblk.eq(self.cmd.payload.coblk), g_off.eq(self.cmd.payload.g_off),
                          py.eq(0), px.eq(0), dy.eq(0), dx.eq(0), cb.eq(0), taddr.eq(0), gen.eq(1),
                          ky.eq(Mux(wmode, ky_first, 0)), kx.eq(Mux(wmode, kx_first, 0))]
