@@ -73,15 +73,17 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
     measured direct ÷ Winograd cycle ratio (theory 2.25 = 36/16, ARITHMETIC §2.1); the energy
     estimate per form (:func:`_energy`; ``energy``: per layer too) and the feature-memory words
     read, from the RTL's ``feature_reads`` counter and from the event model.
-    :raises nibble.host.ir.CompileError: if the layer does not fit ``config`` or cannot run as
-        Winograd (e.g. ``config.winograd`` false).
+    An engine built without the Winograd path (``config.winograd`` false) runs the direct form
+    only: ``winograd`` is then ``{"available": False, "reason": …}`` and the ratios are left out.
+    :raises nibble.host.ir.CompileError: if the layer does not fit ``config``.
     """
     res = {"layer": {"cin": cin, "cout": cout, "h": size, "w": size, "kernel": 3, "stride": 1,
                      "relu": True},
            "config": {"m": config.m, "vc": config.vc, "vp": config.vp, "acc_width": config.acc_width}}
     outs = {}
+    forms = ("direct", "winograd") if config.winograd else ("direct",)
     with Device("sim", config=config) as dev:
-        for form in ("direct", "winograd"):
+        for form in forms:
             program, v = random_conv_layer(cin, cout, size, 3, seed, config, winograd={f"conv3x3_{cin}to{cout}": form})
             L = program.layers[0]
             dev.load(program)
@@ -106,6 +108,10 @@ def winograd_bench(config: EngineConfig = EngineConfig(), *, cin=64, cout=64, si
                 "model_feature_reads": program_events(program)["feature_reads"],
                 **_energy(program, per_layer=energy),
             }
+    if not config.winograd:
+        res["winograd"] = {"available": False, "reason": "the engine is built without the Winograd path "
+                                                         "(EngineConfig.winograd = false)"}
+        return res
     res["outputs_identical"] = bool(np.array_equal(outs["direct"], outs["winograd"]))
     res["direct_over_winograd_cycles"] = res["direct"]["rtl_cycles"] / res["winograd"]["rtl_cycles"]
     res["direct_over_winograd_mults"] = res["direct"]["multiplications"] / res["winograd"]["multiplications"]

@@ -145,6 +145,20 @@ def test_imagenet_network_224_on_the_rtl(name):
     assert r["energy_uj"] > r["energy_dram_uj"]
 
 
+def test_conv_bench_without_the_winograd_path():
+    """``nibble bench`` on an engine built without the Winograd path (the large configurations of
+    the README's Scaling section): the direct form measured, the Winograd form reported as not
+    available with the reason, no ratios."""
+    from nibble.host.bench import winograd_bench
+    assert not CONFIG.winograd
+    r = winograd_bench(CONFIG, cin=16, cout=8, size=6)
+    d = r["direct"]
+    assert d["bit_exact_vs_golden"] is True and d["model_cycles"] == d["rtl_cycles"]
+    assert d["multiplications"] == 16 * 8 * 9 * 36 and d["ideal_cycles"] == d["multiplications"] / CONFIG.peak_ops_per_cycle
+    assert r["winograd"]["available"] is False and "without the Winograd path" in r["winograd"]["reason"]
+    assert "direct_over_winograd_cycles" not in r and "outputs_identical" not in r
+
+
 def test_mtcnn_stages_in_the_network_bench():
     """MTCNN's RNet and ONet (published weights, models/mtcnn) in the network bench: several
     outputs each (box regression, landmarks, face probability), every one bit-identical to the

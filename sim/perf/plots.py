@@ -52,7 +52,7 @@ def _utilization(res, config, path):
     if "conv3x3" in res:
         ax = axes[-1]
         c = res["conv3x3"]
-        forms = [f for f in ("direct", "winograd") if f in c]
+        forms = [f for f in ("direct", "winograd") if "pe_utilization" in c.get(f, {})]
         ax.barh(forms, [c[f]["pe_utilization"] for f in forms], color=["C0", "C1"][:len(forms)])
         for i, f in enumerate(forms):
             ax.text(c[f]["pe_utilization"], i, f" {c[f]['pe_utilization']:.1%}", va="center", fontsize=8)
