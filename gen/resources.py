@@ -171,8 +171,7 @@ def _path_sources(ltp, verilog):
             f = pathlib.Path(f).resolve().relative_to(root).as_posix()
         except ValueError:
             f = pathlib.Path(f).name
-        if not out or out[-1] != f"{f}:{ln}":
-            out.append(f"{f}:{ln}")
+        out.append(f"{f}:{ln}")
     return list(dict.fromkeys(out))
 
 

@@ -601,16 +601,26 @@ def bench(device, config_path, cin, cout, size, seed, only, data_dir, energy, ou
             click.echo(f"wrote {f}", err=True)
 
 
-def _bench_resources(board, cfg):
-    """The bench's ``resources``: :func:`~nibble.gen.resources.estimate` of ``cfg`` on ``board``'s
-    device with the PCIe host interface, without the per-block and buffer tables."""
-    from .gen.pcie import check_config
-    from .gen.resources import FitError, SynthError, estimate
+def _board_estimate(board, cfg, host):
+    """``(device, config, estimate)``: :func:`~nibble.gen.resources.estimate` of ``cfg`` on
+    ``board``'s device with host interface ``host`` (``pcie``: the config checked for the board's
+    PCIe build first). Raises what those raise (FitError, SynthError, ValueError)."""
+    from .gen.resources import estimate
     device = _boards()[board]().device
+    if host == "pcie":
+        from .gen.pcie import check_config
+        cfg = check_config(board, cfg)
+    return device, cfg, estimate(cfg, device, host=host)
+
+
+def _bench_resources(board, cfg):
+    """The bench's ``resources``: :func:`_board_estimate` of ``cfg`` on ``board`` with the PCIe
+    host interface, without the per-block and buffer tables."""
+    from .gen.resources import FitError, SynthError
     try:
-        est = estimate(check_config(board, cfg), device, host="pcie")
+        device, _, est = _board_estimate(board, cfg, "pcie")
     except FitError as e:                 # block RAM over the capacity: known without synthesis
-        return {"board": board, "device": device, "fits": False, "reason": str(e)}
+        return {"board": board, "device": _boards()[board]().device, "fits": False, "reason": str(e)}
     except SynthError as e:
         raise _Fail(_message(e)) from None
     keep = ("device", "host", "total", "capacity", "percent", "fits", "depth", "depth_block", "depth_path")
@@ -786,14 +796,9 @@ def report(board, host, config_path, as_json):
     width, bytes per beat, DDR window); the XDMA and MIG cores are not counted. Exit status 1
     when the configuration does not fit.
     """
-    from .gen.resources import FitError, SynthError, check_fits, estimate, format_table
-    cfg = _config(config_path)
-    device = _boards()[board]().device
+    from .gen.resources import FitError, SynthError, check_fits, format_table
     try:
-        if host == "pcie":
-            from .gen.pcie import check_config
-            cfg = check_config(board, cfg)
-        est = estimate(cfg, device, host=host)
+        device, cfg, est = _board_estimate(board, _config(config_path), host)
         check_fits(est)
     except (FitError, SynthError, ValueError) as e:
         raise _Fail(_message(e)) from None

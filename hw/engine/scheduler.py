@@ -190,9 +190,10 @@ class Scheduler(wiring.Component):
         # output address: pixel (py, px), or in Winograd mode the tile's first output pixel
         s0["opy"] = Mux(wmode & ~pool_en, Cat(C(0, 1), py), py)
         s0["opx"] = Mux(wmode & ~pool_en, Cat(C(0, 1), px), px)
-        s0["first"], s0["last"] = taddr == 0, taddr == tcb - 1
-        s0["pool_first"] = (dy == 0) & (dx == 0)
-        s0["pool_last"] = (dy + 1 >= d.pool_kh) & (dx + 1 >= d.pool_kw)
+        b_last, pool_last = Signal(), Signal()  # the counters are at the last tap and input block / window position
+        m.d.comb += [b_last.eq(taddr == tcb - 1), pool_last.eq((dy + 1 >= d.pool_kh) & (dx + 1 >= d.pool_kw))]
+        s0["first"], s0["last"] = taddr == 0, b_last
+        s0["pool_first"], s0["pool_last"] = (dy == 0) & (dx == 0), pool_last
         s0["right"] = pool_en | (Cat(C(1, 1), px) < d.out_w)
         s0["bottom"] = pool_en | (Cat(C(1, 1), py) < d.out_h)
         s0["pos"], s0["tl"] = Cat(kx[:2], ky[:2]), ~kx_more & ~ky_more
@@ -202,8 +203,6 @@ class Scheduler(wiring.Component):
             m.d.comb += oxj.eq((px + j) * d.pool_sx + dx - d.pool_pl)
             s0[f"ox{j}"] = oxj
         s1 = stage(s0, "s1")
-        b_last = Signal()          # the counters are at the block's last tap and input block
-        m.d.comb += b_last.eq(taddr == tcb - 1)
 
         # ---- stage 2: input coordinates in the (zero-inserted, NZP) input, bounds, output address
         lowmask = Signal(8)
@@ -266,7 +265,6 @@ class Scheduler(wiring.Component):
             m.d.comb += gen_done.eq(~kx_more & ~ky_more & (cb + 1 >= d.in_cb)
                                     & (px + 1 >= t_w) & (py + 1 >= t_h))
         with m.Else():
-            pool_last = (dy + 1 >= d.pool_kh) & (dx + 1 >= d.pool_kw)
             m.d.comb += gen_done.eq(b_last & pool_last & (px + c.vp >= d.out_w) & (py + 1 >= d.out_h))
 
         with m.If(gen & adv):
