@@ -370,7 +370,7 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
         (not a checkout).
     """
     from .compiler import CompileError, compile_model
-    from .steps import parts
+    from .steps import tiling
     res = {"clk_mhz": config.clk_hz / 1e6, "networks": {}}
     rng = np.random.default_rng(seed)
     with Device("sim", config=config) as dev:
@@ -395,7 +395,7 @@ def network_bench(config: EngineConfig = EngineConfig(), *, names=NETWORK_CASES,
                 rtl_layers[layer] += cyc
             res["networks"][name] = {
                 "compiles": True, "size": h, "descriptors": len(program.layers),
-                "parts": sum(len(parts(L, config)) for L in program.layers), "bands": len(dev._be.ddr.runs),
+                "parts": sum(len(tiling(L, config).parts) for L in program.layers), "bands": len(dev._be.ddr.runs),
                 "cycles": mem["cycles"], "engine_cycles": mem["engine_cycles"],
                 "stall_fraction": 1 - mem["engine_cycles"] / mem["cycles"],
                 "stall_cycles": mem["stalls"],

@@ -97,16 +97,15 @@ def feature_space_config(g, config):
 def finish_tiled(p, config):
     """A program lowered for :func:`feature_space_config`, made the program of ``config`` with its
     maps in DDR: every plan checked to split into parts and row bands
-    (:func:`nibble.host.steps.parts`, :func:`~nibble.host.steps.bands`), ``feature_space`` set to
+    (:func:`nibble.host.steps.tiling`), ``feature_space`` set to
     the words used, validated.
 
     :raises CompileError: naming a layer that cannot be banded or split.
     """
-    from .steps import bands, parts
+    from .steps import tiling
     for L in p.layers:
         try:
-            for part in parts(L, config):
-                bands(part, config.feature_depth)
+            tiling(L, config)
         except ValueError as e:
             raise CompileError(f"layer '{L.name}': {e}") from None
     used = max([t.base + t.words(config.vc) for t in p.inputs + p.outputs]

@@ -28,15 +28,22 @@ one chunk.
 
 **Feature maps in DDR** (``Program.feature_space`` > 0: the compiler allocated the maps in a
 space larger than feature memory): every tensor stays in DDR, at its word in that space, and each
-descriptor runs in **row bands** (:func:`bands`): the largest runs of output rows whose input rows
-(the kernel's halo and the pooling window included), output rows and residual rows fit feature
-memory together. Per band: LOAD its input rows (one chunk: the rows are contiguous in HWC), LOAD
-its residual rows, RUN a descriptor rewritten for the band (input view, top padding, conv and
-pooled rows, on-chip addresses), STORE its output rows (a chunk per pixel for a Concat branch,
-which writes only its channel words of each pixel). The weights of each descriptor go to half
-``i mod 2`` of weight memory and its biases, slopes and band descriptors to half ``i mod 2`` of
-parameter memory; both LOADs of descriptor ``i + 1`` are issued after the RUN of descriptor
-``i``'s first band. Transposed-convolution plans (TDC phases, zero insertion) are not banded.
+descriptor runs in **parts** of output blocks (:func:`parts`) and **row bands** (:func:`bands`): the
+largest runs of output rows whose input rows (the kernel's halo and the pooling window included),
+output rows and residual rows fit feature memory together — all of it, or half of it
+(**double-buffered**); :func:`tiling` chooses the part size and the depth with the fewest modelled
+cycles. Per band: LOAD its input rows (one chunk: the rows are contiguous in HWC), LOAD its
+residual rows, RUN a descriptor rewritten for the band (input view, top padding, conv and pooled
+rows, on-chip addresses; its output and residual rows dense on chip), STORE its output rows (a
+chunk per pixel for a Concat branch or a part, which writes only its channel words of each
+pixel). A double-buffered band's copies run beside the engine: the bands alternate between the
+two halves of feature memory, the next band's LOADs and the band before's STORE are issued after
+each RUN, and only where a band's words on chip meet the band before's or its LOADs read what
+that band stores does that STORE come first and wait (:func:`check_overlaps` checks every list).
+The weights of each part go to half ``i mod 2`` of weight memory and its biases, slopes and band
+descriptors to half ``i mod 2`` of parameter memory; both LOADs of part ``i + 1`` are issued after
+the RUN of part ``i``'s first band. Transposed-convolution plans (TDC phases, zero insertion) are
+not banded.
 """
 import dataclasses
 
@@ -44,9 +51,11 @@ import numpy as np
 
 from ..hw.isa import (DESC_WORDS, STEP_BYTES, STEP_CHUNK, Region, StepOp, decode_descriptor, encode_descriptor,
                       encode_step)
+from ..sim.ddr import DDR_READ_LATENCY
 from .program import Program
 
-__all__ = ["DdrPlan", "plan_ddr", "parts", "bands", "band_view", "Band", "PART_ALIGN"]
+__all__ = ["DdrPlan", "plan_ddr", "parts", "part_sizes", "bands", "band_view", "Band", "PART_ALIGN", "Tiling",
+           "tiling", "tiling_cost", "check_overlaps", "param_words", "COPY_CYCLES", "CHUNK_LOAD_CYCLES", "CHUNK_STORE_CYCLES"]
 
 CHUNK_STEPS = STEP_CHUNK
 #: Alignment of each part of the DDR layout, bytes.
@@ -90,7 +99,8 @@ def _list(steps):
 class Band:
     """One row band of a plan: input rows ``a … b − 1``, conv output rows ``r0 … r1 − 1``, stored
     (pooled) output rows ``q0 … q1 − 1``; ``words``: feature-memory words of its input, output
-    and residual rows on chip."""
+    and residual rows on chip (the output and residual rows dense there, ``cb_out`` words a
+    pixel, also for a Concat branch or a part, whose pixels in DDR are wider)."""
     a: int
     b: int
     r0: int
@@ -111,10 +121,9 @@ def _band(L, q0, q1):
     s, pt = L.stride, L.pad[0]
     a, b = max(0, r0 * s - pt), min(L.in_h, (r1 - 1) * s - pt + L.kh)
     in_row, in_pix = L.in_view
-    out_row, out_pix = L.out_view
     width = in_pix if L.grp else L.cb_in
     w_in = (b - a - 1) * in_row + (L.in_w - 1) * in_pix + width if b > a else 0
-    w_out = (q1 - q0 - 1) * out_row + (L.out_w - 1) * out_pix + L.cb_out
+    w_out = (q1 - q0) * L.out_w * L.cb_out          # on chip dense, whatever the pitch in DDR
     return Band(a, b, r0, r1, q0, q1, w_in, w_out, w_out if L.res else 0)
 
 
@@ -158,12 +167,9 @@ def bands(L, depth):
     return out
 
 
-def parts(L, config):
-    """Plan ``L`` as parts whose weights fit half of weight memory: ``[L]``, or views of ``L``
-    computing consecutive runs of its output blocks (``m`` channels each; a grouped plan's parts
-    are whole groups): ``cout``, ``cb_out``, the output, residual and input offsets, and the
-    weight, bias and slope addresses of those blocks; the output and residual keep the pixel
-    pitch of the whole map (each part writes its words of every pixel).
+def part_sizes(L, config):
+    """The output blocks per part that :func:`parts` may use for plan ``L``: every multiple of
+    the plan's group (1 without groups) whose weights fit half of weight memory, largest first.
 
     :raises ValueError: naming the plan, when one output block (or group) alone exceeds half.
     """
@@ -171,13 +177,31 @@ def parts(L, config):
     half = c.weight_depth // 2
     per_block = c.m * L.kh * L.kw * L.cb_in
     n = L.n_coblk(c.m)
-    if -(-n * per_block // 2) * 2 <= half:
-        return [L]
     unit = L.grp or 1
-    k = (half // per_block) // unit * unit
-    if k < 1 or -(-k * per_block // 2) * 2 > half:
+    fits = lambda k: -(-k * per_block // 2) * 2 <= half
+    if not fits(unit):
         raise ValueError(f"plan '{L.name}': {unit} output block(s) of {c.m} channels need {unit * per_block} weight "
                          f"words, half of the weight memory has {half}")
+    top = n if fits(n) else (half // per_block) // unit * unit
+    return [k for k in range(top, 0, -unit) if fits(k)]
+
+
+def parts(L, config, blocks=None):
+    """Plan ``L`` as parts whose weights fit half of weight memory: ``[L]``, or views of ``L``
+    computing consecutive runs of its output blocks (``m`` channels each; a grouped plan's parts
+    are whole groups): ``cout``, ``cb_out``, the output, residual and input offsets, and the
+    weight, bias and slope addresses of those blocks; the output and residual keep the pixel
+    pitch of the whole map (each part writes its words of every pixel).
+
+    :param blocks: output blocks per part (one of :func:`part_sizes`); default the largest.
+    :raises ValueError: naming the plan, when one output block (or group) alone exceeds half.
+    """
+    c = config
+    per_block = c.m * L.kh * L.kw * L.cb_in
+    n = L.n_coblk(c.m)
+    k = part_sizes(L, c)[0] if blocks is None else blocks
+    if k >= n:
+        return [L]
     out_row, out_pix = L.out_view
     in_row, in_pix = L.in_view
     words = c.m // c.vc
@@ -197,13 +221,13 @@ def parts(L, config):
     return out
 
 
-def band_view(L, bd):
-    """Plan ``L`` restricted to band ``bd`` on chip: its input rows at feature word 0, its output
-    rows after them, its residual rows after those; the top padding, conv rows, pool top padding
-    and stored rows of the band. Weights and parameters as ``L``'s."""
+def band_view(L, bd, base=0):
+    """Plan ``L`` restricted to band ``bd`` on chip: its input rows at feature word ``base``, its
+    output rows after them (dense: ``cb_out`` words a pixel), its residual rows after those (the
+    same); the top padding, conv rows, pool top padding and stored rows of the band. Weights and
+    parameters as ``L``'s."""
     pkh, pkw, psy, psx, ppt, ppb, ppl, ppr = L.pool
     in_row, in_pix = L.in_view
-    out_row, out_pix = L.out_view
     in_h, conv_h, out_h = bd.b - bd.a, bd.r1 - bd.r0, bd.q1 - bd.q0
     pt = bd.a - (bd.r0 * L.stride - L.pad[0])
     # the bottom paddings that make exactly these rows (the engine implies them from the bounds)
@@ -213,9 +237,134 @@ def band_view(L, bd):
         p_t = bd.r0 - (bd.q0 * psy - ppt)
         pool = (pkh, pkw, psy, psx, p_t, (out_h - 1) * psy + pkh - conv_h - p_t, ppl, ppr)
     return dataclasses.replace(
-        L, in_base=0, in_h=in_h, in_row=in_row, in_pix=in_pix, pad=(pt, pb, L.pad[2], L.pad[3]),
-        conv_h=conv_h, out_h=out_h, full_h=out_h, out_base=bd.in_words, map_base=bd.in_words, out_row=out_row,
-        out_pix=out_pix, pool=pool, res_base=bd.in_words + bd.out_words if L.res else 0)
+        L, in_base=base, in_h=in_h, in_row=in_row, in_pix=in_pix, pad=(pt, pb, L.pad[2], L.pad[3]),
+        conv_h=conv_h, out_h=out_h, full_h=out_h, out_base=base + bd.in_words, map_base=base + bd.in_words,
+        out_row=L.out_w * L.cb_out, out_pix=L.cb_out, pool=pool,
+        res_base=base + bd.in_words + bd.out_words if L.res else 0)
+
+
+#: Cycles a copy takes beside its words, in the tiling cost model: the DDR's read latency
+#: (:data:`nibble.sim.ddr.DDR_READ_LATENCY`) and the step's fetch, check and issue.
+COPY_CYCLES = DDR_READ_LATENCY + 10
+#: Cycles per chunk of a copy a chunk per pixel (a Concat branch's or a part's rows), at least,
+#: in the same model: a LOAD's chunks wait for the DDR's read latency, 4 bursts in flight
+#: (:class:`nibble.hw.mem.axi_master.AXI4Master`); a STORE's take their address and data beats.
+CHUNK_LOAD_CYCLES, CHUNK_STORE_CYCLES = -(-DDR_READ_LATENCY // 4), 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+    """How a plan runs with its maps in DDR (:func:`tiling`): ``parts``, ``[(part plan, [Band])]``
+    in order; ``depth``, the feature-memory words one band may use — all of it (each band's
+    copies wait for the band before), or half (**double-buffered**: a band's input LOAD and the
+    band before's output STORE run beside the engine while it computes a band in the other
+    half, ``double_buffered``); ``cost``, the modelled cycles (engine and copies)."""
+    parts: list
+    depth: int
+    cost: int
+    double_buffered: bool
+
+
+def param_words(L, n_bands, config):
+    """32-bit words of parameter memory a part's biases, slopes, per-channel shifts and ``n_bands``
+    band descriptors take, padded to whole DDR beats."""
+    c = config
+    nb = L.n_coblk(c.m) * c.m
+    n = nb * (1 + bool(L.prelu) + bool(L.ch_sh)) + DESC_WORDS * n_bands
+    pw_beat = c.vc // 4
+    return -(-n // pw_beat) * pw_beat
+
+
+def _copy_cycles(L, bd):
+    """Modelled cycles of a band's copies (:func:`tiling`): its input rows in one chunk, its output
+    and residual rows in one, or a chunk per pixel where the DDR's pixels are wider."""
+    pixels = (bd.q1 - bd.q0) * L.out_w
+    if L.out_view[1] == L.cb_out:
+        out, res = bd.out_words, bd.res_words
+    else:
+        out = pixels * max(L.cb_out, CHUNK_STORE_CYCLES)
+        res = pixels * max(L.cb_out, CHUNK_LOAD_CYCLES) if L.res else 0
+    return bd.in_words + out + res + (2 + bool(L.res)) * COPY_CYCLES
+
+
+def tiling_cost(pb, double_buffered, config):
+    """Modelled cycles of a plan run as ``pb`` (``[(part plan, [Band])]``), see :func:`tiling`."""
+    from .passes.lower import layer_cycles
+    e = [layer_cycles(band_view(Lp, bd), config) for Lp, bl in pb for bd in bl]
+    d = [_copy_cycles(Lp, bd) for Lp, bl in pb for bd in bl]
+    return sum(map(max, e, d)) + d[0] if double_buffered else sum(e) + sum(d)
+
+
+def tiling(L, config):
+    """The parts and row bands plan ``L`` runs in with its maps in DDR: of every part size
+    (:func:`part_sizes`) and band depth (all of feature memory, or half of it, double-buffered),
+    the one with the fewest modelled cycles — per band the engine's (:func:`layer_cycles` of its
+    :func:`band_view`) and the copies' (its input, residual and output words at one word per
+    cycle, plus :data:`COPY_CYCLES` per copy; a chunk per pixel costs at least
+    :data:`CHUNK_LOAD_CYCLES` or :data:`CHUNK_STORE_CYCLES`), added when the copies wait for the band before,
+    their maximum when double-buffered (but for the first band's LOAD). More parts load the
+    input again; fewer, larger parts need more bands, and each band loads the filters of every
+    output block again. A candidate whose descriptors and biases exceed half of parameter
+    memory is not taken.
+
+    :returns: :class:`Tiling`.
+    :raises ValueError: naming the plan, when no candidate can be banded (the error of the
+        largest part at full depth) or split.
+    """
+    c = config
+    best, first_err = None, None
+    for k in part_sizes(L, c):
+        ps = parts(L, c, k)
+        for depth in (c.feature_depth, c.feature_depth // 2):
+            try:
+                pb = [(Lp, bands(Lp, depth)) for Lp in ps]
+            except ValueError as e:
+                first_err = first_err or e
+                continue
+            if any(param_words(Lp, len(bl), c) > c.param_depth // 2 for Lp, bl in pb):
+                continue
+            cost = tiling_cost(pb, depth < c.feature_depth, c)
+            if best is None or cost < best.cost:
+                best = Tiling(pb, depth, cost, depth < c.feature_depth)
+    if best is None:
+        raise first_err
+    return best
+
+
+def check_overlaps(run, footprints):
+    """Check that no copy of a step list can run beside a RUN whose on-chip words it touches.
+
+    A copy runs beside RUN ``r`` (the sequencer's rules, :mod:`nibble.hw.sequencer`) when it comes
+    after ``r`` with no step with ``wait`` between them (itself included), or before it with no
+    such step after it up to ``r``.
+
+    :param run: the list, ``[(StepOp, fields)]``.
+    :param footprints: ``{index of a RUN step: [(Region, first word, end word)]}``, the words of the
+        on-chip memories that RUN reads or writes.
+    :raises ValueError: naming both steps and the region.
+    """
+    def span(f):
+        return f["mem_addr"], f["mem_addr"] + (f["count"] - 1) * f["mem_stride"] + f["words"]
+
+    def clash(r, j):
+        op, f = run[j]
+        if op not in (StepOp.LOAD, StepOp.STORE):
+            return
+        lo, hi = span(f)
+        for region, a, b in footprints[r]:
+            if Region(f["region"]) == region and lo < b and a < hi:
+                raise ValueError(f"step {j} ({op.name} of {region.name} words {lo}..{hi - 1}) can run beside "
+                                 f"step {r} (RUN), which uses words {a}..{b - 1}")
+
+    for r in footprints:
+        j = r + 1
+        while j < len(run) and not run[j][1].get("wait"):
+            clash(r, j)
+            j += 1
+        j = r
+        while j > 0 and not run[j][1].get("wait"):
+            j -= 1
+            clash(r, j)
 
 
 def plan_ddr(program: Program, regmap) -> DdrPlan:
@@ -356,18 +505,19 @@ def _plan_tiled(program, base, size, beat):
     # per part (a plan, or the output blocks of a plan whose weights exceed half of weight
     # memory): its bands, its parameter blob (biases, slopes, band descriptors), its weight blob
     plans = []
+    half_f = c.feature_depth // 2
+    chip = half_f                       # on-chip base of the band before (a double-buffered band takes the other half)
     for i, L in enumerate(program.layers):
-        for Lp in parts(L, c):
+        t = tiling(L, c)
+        for Lp, bl in t.parts:
             j = len(plans)
-            bl = bands(Lp, c.feature_depth)
             nb = Lp.n_coblk(c.m) * c.m
             slot = (j % 2) * half_p
             bias = params[Lp.bias_base:Lp.bias_base + nb]
             slopes = params[Lp.slope_base:Lp.slope_base + nb] if Lp.prelu else np.zeros(0, "<u4")
             shifts = params[Lp.shift_base:Lp.shift_base + nb] if Lp.ch_sh else np.zeros(0, "<u4")
             d0 = slot + nb + len(slopes) + len(shifts)
-            n_words = d0 - slot + DESC_WORDS * len(bl)
-            n_words = -(-n_words // pw_beat) * pw_beat
+            n_words = param_words(Lp, len(bl), c)
             if n_words > half_p:
                 raise ValueError(f"plan {i} ('{L.name}'): its {len(bl)} row bands' descriptors and its biases need "
                                  f"{n_words} words, half of the parameter memory has {half_p}")
@@ -375,19 +525,21 @@ def _plan_tiled(program, base, size, beat):
             blob[:nb] = bias
             blob[nb:nb + len(slopes)] = slopes
             blob[nb + len(slopes):nb + len(slopes) + len(shifts)] = shifts
-            descs = []
+            w_n = Lp.n_coblk(c.m) * c.m * Lp.kh * Lp.kw * Lp.cb_in
+            w_words = -(-w_n // 2) * 2
+            descs, bases = [], []
             for k, bd in enumerate(bl):
-                Lb = dataclasses.replace(band_view(Lp, bd), w_base=(j % 2) * half_w, bias_base=slot,
+                chip = (half_f - chip if t.double_buffered else 0)
+                Lb = dataclasses.replace(band_view(Lp, bd, chip), w_base=(j % 2) * half_w, bias_base=slot,
                                          slope_base=slot + nb if Lp.prelu else 0,
                                          shift_base=slot + nb + len(slopes) if Lp.ch_sh else 0)
                 at = d0 - slot + DESC_WORDS * k
                 blob[at:at + DESC_WORDS] = Lb.descriptor(c, last=True)
                 descs.append(d0 + DESC_WORDS * k)
-            w_n = Lp.n_coblk(c.m) * c.m * Lp.kh * Lp.kw * Lp.cb_in
-            w_words = -(-w_n // 2) * 2
+                bases.append(chip)
             wblob = weights[Lp.w_base * ww_bytes:(Lp.w_base + w_n) * ww_bytes]
-            plans.append(dict(L=Lp, layer=i, bands=bl, slot=slot, pblob=blob, descs=descs, wblob=wblob + bytes(
-                w_words * ww_bytes - len(wblob)), w_words=w_words))
+            plans.append(dict(L=Lp, layer=i, bands=bl, bases=bases, slot=slot, pblob=blob, descs=descs,
+                              wblob=wblob + bytes(w_words * ww_bytes - len(wblob)), w_words=w_words))
 
     n_run = 1 + sum(2 + len(p["bands"]) * (3 + p["L"].res) for p in plans)
     list_bytes = lambda n: -(-n // CHUNK_STEPS) * CHUNK_STEPS * STEP_BYTES
@@ -413,31 +565,56 @@ def _plan_tiled(program, base, size, beat):
         ddr_stride=ddr_stride, wait=wait))
     prefetch = lambda i: [copy(StepOp.LOAD, Region.WEIGHT, (i % 2) * half_w, plans[i]["w_words"], plans[i]["w_at"]),
                           copy(StepOp.LOAD, Region.PARAM, plans[i]["slot"], len(plans[i]["pblob"]), plans[i]["p_at"])]
-    run, runs = prefetch(0), {}
+    # Per band: its LOADs, its RUN (waiting for them), then the STORE of the band before — which
+    # runs beside this RUN in the other half of feature memory. Where the band's words on chip
+    # meet the band before's, or its LOADs read DDR bytes that band stores, that STORE comes
+    # first and waits for its RUN.
+    def ddr_span(f):
+        return f["ddr_addr"], f["ddr_addr"] + (f["count"] - 1) * f["ddr_stride"] + f["words"] * vc
+
+    run, runs, feet = prefetch(0), {}, {}
+    prev = None                                    # (store step, on-chip words) of the band not yet stored
     for i, p in enumerate(plans):
         L = p["L"]
         in_row, in_pix = L.in_view
         out_row, out_pix = L.out_view
-        for k, bd in enumerate(p["bands"]):
-            run.append(copy(StepOp.LOAD, Region.FEATURE, 0, bd.in_words, fa(L.in_base + bd.a * in_row), wait=1))
+        w_half = ((i % 2) * half_w, (i % 2) * half_w + p["w_words"])
+        p_half = (p["slot"], p["slot"] + len(p["pblob"]))
+        for k, (bd, b0) in enumerate(zip(p["bands"], p["bases"])):
+            pixels = (bd.q1 - bd.q0) * L.out_w
+            if out_pix != L.cb_out and pixels >= 1 << 16:
+                raise ValueError(f"plan {i} ('{L.name}'): a band of {pixels} pixels of a Concat branch or part")
+
+            def rows(op, on_chip, word):
+                """The band's output-shaped rows at DDR word ``word``: one chunk, or one a pixel."""
+                if out_pix == L.cb_out:            # a map of its own: its rows are one chunk
+                    return copy(op, Region.FEATURE, on_chip, pixels * L.cb_out, fa(word))
+                return copy(op, Region.FEATURE, on_chip, L.cb_out, fa(word), count=pixels, mem_stride=L.cb_out,
+                            ddr_stride=out_pix * vc)
+            loads = [copy(StepOp.LOAD, Region.FEATURE, b0, bd.in_words, fa(L.in_base + bd.a * in_row))]
             if L.res:
-                run.append(copy(StepOp.LOAD, Region.FEATURE, bd.in_words + bd.out_words, bd.res_words,
-                                fa(L.res_base + bd.q0 * out_row)))
+                loads.append(rows(StepOp.LOAD, b0 + bd.in_words + bd.out_words, L.res_base + bd.q0 * out_row))
+            words = (b0, b0 + bd.in_words + bd.out_words + bd.res_words)
+            if prev is not None:
+                (_, sf), (a, b) = prev[0], prev[1]
+                s_lo, s_hi = ddr_span(sf)
+                if (words[0] < b and a < words[1]) or any(
+                        lo < s_hi and s_lo < hi for lo, hi in (ddr_span(f) for _, f in loads)):
+                    run.append((prev[0][0], dict(prev[0][1], wait=1)))
+                    prev = None
+            run += loads
             runs[len(run)] = p["layer"]
+            feet[len(run)] = [(Region.FEATURE, *words), (Region.WEIGHT, *w_half), (Region.PARAM, *p_half)]
             run.append((StepOp.RUN, dict(mem_addr=p["descs"][k], wait=1)))
             if k == 0 and i + 1 < len(plans):
                 run += prefetch(i + 1)
-            out_at = fa(L.out_base + bd.q0 * out_row)
-            pixels = (bd.q1 - bd.q0) * L.out_w
-            if out_pix == L.cb_out:                # a map of its own: its rows are one chunk
-                run.append(copy(StepOp.STORE, Region.FEATURE, bd.in_words, bd.out_words, out_at, wait=1))
-            else:                                  # a Concat branch: its words of every pixel
-                if pixels >= 1 << 16:
-                    raise ValueError(f"plan {i} ('{L.name}'): a band of {pixels} pixels of a Concat branch")
-                run.append(copy(StepOp.STORE, Region.FEATURE, bd.in_words, L.cb_out, out_at, count=pixels,
-                                mem_stride=out_pix, ddr_stride=out_pix * vc, wait=1))
+            if prev is not None:
+                run.append(prev[0])
+            prev = (rows(StepOp.STORE, b0 + bd.in_words, L.out_base + bd.q0 * out_row), words)
+    run.append((prev[0][0], dict(prev[0][1], wait=1)))
     run.append((StepOp.END, {}))
     assert len(run) == n_run, (len(run), n_run)
+    check_overlaps(run, feet)
     load = [(StepOp.END, {})]
     image = [(p["p_at"], p["pblob"].tobytes()) for p in plans] + [(p["w_at"], p["wblob"]) for p in plans]
     image += [(load_list, _list(load)), (run_list, _list(run))]

@@ -156,10 +156,13 @@ class AcceleratorCore(wiring.Component):
     AXI4 master to external memory (:class:`~.mem.axi_master.AXI4Master`), and the memory system
     behind ``ctrl`` bit 2: the step sequencer (:mod:`.sequencer`) fetching a step list from DDR,
     the tile DMA (:mod:`.mem.dma`) moving data between DDR and the on-chip memories. Port
-    ownership: while the engine runs it holds every read port and feature memory's write port;
-    the DMA holds the ports of the memory it copies (a LOAD into weight or parameter memory uses
-    only their write ports, so it runs beside the engine); the host holds all ports otherwise and
-    reaches the memories only while nothing runs.
+    ownership: while the engine runs it holds every read port but the residual one, and feature
+    memory's write port in the cycles its writer writes. The DMA copies beside it: a LOAD uses
+    the memory's write port (in feature memory, the cycles the writer leaves free), a feature
+    STORE the residual read port (the cycles the residual reader leaves free), so it runs
+    beside the engine too; a STORE from weight or parameter memory takes their read port while
+    the engine is idle (:mod:`.sequencer`). The host holds all ports otherwise and reaches the
+    memories only while nothing runs.
     """
 
     def __init__(self, config: EngineConfig, *, ddr=False):
@@ -397,38 +400,45 @@ class AcceleratorCore(wiring.Component):
             wiring.connect(m, {"param": eng.p_rd, "weight": eng.w_rd, "feature": eng.f_rd}[name], eng_port.bus)
             eng_r = (eng_port.addr, eng_port.en)
             m.d.comb += eng_port.data.eq(rp.data)
-            # the DMA holds this memory's ports while it copies to or from it
+            # the DMA holds this memory's ports while it copies to or from it; in feature
+            # memory it shares them with the running engine, which goes first
             dma_here = dma_busy & (dma_region == Region[name.upper()])
-            if self.ddr:
-                dma_r = (dma.mem_addr, dma.mem_r_en)
-                dma_w = (dma.mem_addr, dma.mem_w_en, dma.mem_w_data)
-                dma_rdata[Region[name.upper()]] = rp.data
-            with m.If(eng.busy):
-                m.d.comb += [rp.addr.eq(eng_r[0]), rp.en.eq(eng_r[1])]
-            if self.ddr:
-                with m.Elif(dma_here & dma_store):
-                    m.d.comb += [rp.addr.eq(dma_r[0]), rp.en.eq(dma_r[1])]
-            with m.Else():
-                m.d.comb += [rp.addr.eq(word), rp.en.eq(1)]
+            eng_w = Signal(name=f"{name}_eng_w")       # the engine writes this memory this cycle
             if name == "feature":
-                rp2 = mem.read_port(domain="sync")     # the residual reader's port
+                m.d.comb += [eng_w.eq(eng.busy & eng.f_wr.req.valid), eng.f_wr.req.ready.eq(1)]   # a write per cycle
+            dma_r_port = rp
+            if name == "feature":
+                rp2 = mem.read_port(domain="sync")     # the residual reader's port, and a feature STORE's
+                dma_r_port = rp2
                 m.submodules.feature_res_port = res_port = SyncReadPort(depth, bits)
                 wiring.connect(m, eng.f_rd2, res_port.bus)
-                m.d.comb += [rp2.addr.eq(res_port.addr), rp2.en.eq(res_port.en), res_port.data.eq(rp2.data),
-                             eng.f_wr.req.ready.eq(1)]     # a write per cycle
+                m.d.comb += [rp2.addr.eq(res_port.addr), rp2.en.eq(res_port.en), res_port.data.eq(rp2.data)]
+                if self.ddr:
+                    with m.If(~res_port.en & dma_here & dma_store):
+                        m.d.comb += [rp2.addr.eq(dma.mem_addr), rp2.en.eq(dma.mem_r_en)]
+                    with m.If(dma_here):
+                        m.d.comb += dma.mem_ready.eq(Mux(dma_store, ~res_port.en, ~eng_w))
                 for j in range(1, c.vp):                  # the other pixel lanes' ports
                     rpj = mem.read_port(domain="sync")
                     m.submodules[f"feature_px{j}_port"] = pxp = SyncReadPort(depth, bits)
                     wiring.connect(m, getattr(eng, f"f_rd_px{j}"), pxp.bus)
                     m.d.comb += [rpj.addr.eq(pxp.addr), rpj.en.eq(pxp.en), pxp.data.eq(rpj.data)]
-            with m.If(eng.busy & (name == "feature")):
-                m.d.comb += [wp.addr.eq(eng.f_wr.req.payload.addr), wp.en.eq(eng.f_wr.req.valid),
-                             wp.data.eq(eng.f_wr.req.payload.data)]
+            if self.ddr:
+                dma_rdata[Region[name.upper()]] = dma_r_port.data
+            with m.If(eng.busy):
+                m.d.comb += [rp.addr.eq(eng_r[0]), rp.en.eq(eng_r[1])]
+            if self.ddr and name != "feature":
+                with m.Elif(dma_here & dma_store):
+                    m.d.comb += [rp.addr.eq(dma.mem_addr), rp.en.eq(dma.mem_r_en)]
+            with m.Else():
+                m.d.comb += [rp.addr.eq(word), rp.en.eq(1)]
+            with m.If(eng_w):
+                m.d.comb += [wp.addr.eq(eng.f_wr.req.payload.addr), wp.en.eq(1), wp.data.eq(eng.f_wr.req.payload.data)]
             if self.ddr:
                 with m.Elif(dma_here & ~dma_store):
-                    m.d.comb += [wp.addr.eq(dma_w[0]), wp.en.eq(dma_w[1]), wp.data.eq(dma_w[2])]
-            with m.Else():
-                m.d.comb += [wp.addr.eq(word), wp.en.eq(host_we & ~busy), wp.data.eq(host_wdata)]
+                    m.d.comb += [wp.addr.eq(dma.mem_addr), wp.en.eq(dma.mem_w_en), wp.data.eq(dma.mem_w_data)]
+            with m.Elif(~busy):
+                m.d.comb += [wp.addr.eq(word), wp.en.eq(host_we), wp.data.eq(host_wdata)]
             mem_rdata[idx] = (rp.data, slices)
             with m.If(bus.r_en & sel):
                 m.d.sync += [rd_sel.eq(idx), rd_slice.eq(slc)]

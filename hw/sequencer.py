@@ -4,9 +4,12 @@ A step list (:data:`nibble.hw.isa.STEP`) in DDR says what moves between DDR and 
 memories and when the engine runs: LOAD/STORE steps go to the tile DMA
 (:class:`~nibble.hw.mem.dma.TileDMA`), RUN steps start the engine (:class:`~nibble.hw.engine.Engine`)
 at a descriptor in parameter memory, END finishes. The two units work at the same time: a LOAD
-into weight or parameter memory runs while the engine computes (the compiler loads the next
-layer's filters into the other half of weight memory — TF2's double-buffered filter caches),
-and ``wait`` makes a step wait for all earlier ones.
+runs while the engine computes (the compiler loads the next layer's filters into the other half
+of weight memory — TF2's double-buffered filter caches — and the next row band's input into the
+other half of feature memory), and so does a STORE from feature memory (the last band's output
+rows); ``wait`` makes a step wait for all earlier ones. The sequencer does not compare
+addresses: a copy beside a RUN must not touch the memory words that RUN uses, and the compiler
+sets ``wait`` where it would (:func:`nibble.host.steps.check_overlaps` checks a list).
 
 Fetch: the steps are read in chunks of :data:`CHUNK_STEPS` (256 bytes) into a FIFO of
 :data:`FIFO_STEPS`, a chunk whenever there is room for one and none is in flight, until a chunk
@@ -18,9 +21,11 @@ register (1 cycle), checked (1 cycle: ranges computed from registered products),
 when its unit can take it:
 
 * ``wait`` set: both units idle;
-* LOAD/STORE: the DMA idle, and the engine idle unless the step is a LOAD into weight or
-  parameter memory (the only ports the engine does not use while it runs: their write ports);
-* RUN: the engine idle, and the DMA idle unless its copy is such a LOAD;
+* LOAD, and STORE from feature memory: the DMA idle (beside a running engine, the DMA takes the
+  memory ports in the cycles the engine leaves them: :class:`nibble.hw.accelerator.AcceleratorCore`);
+* STORE from weight or parameter memory: the DMA and the engine idle (their read ports are the
+  engine's while it runs);
+* RUN: the engine idle, and the DMA not in such a STORE;
 * END: both idle; then ``done``.
 
 Errors (``error``, ``err_code`` = :class:`~nibble.hw.isa.EngineError`, ``step`` names the step):
@@ -175,9 +180,9 @@ class StepSequencer(wiring.Component):
         m.d.sync += [eng_started.eq(self.eng_start), dma_started.eq(self.dma.valid & self.dma.ready)]
         eng_active = self.eng_busy | eng_started
         dma_active = self.dma_busy | dma_started
-        # the DMA's region and direction are valid from the cycle after its command is taken
-        dma_side_load = dma_active & ~self.dma_store & ((self.dma_region == Region.PARAM) |
-                                                        (self.dma_region == Region.WEIGHT))
+        # the DMA's region and direction are valid from the cycle after its command is taken:
+        # a STORE from weight or parameter memory holds the read port the engine needs
+        dma_holds_engine = dma_active & self.dma_store & (self.dma_region != Region.FEATURE)
 
         # unit errors
         with m.If(self.dma_done & self.dma_err):
@@ -227,12 +232,12 @@ class StepSequencer(wiring.Component):
 
         unit_ok = Signal()
         issue_ok = Signal()
-        side_load = (cur.op == StepOp.LOAD) & ((cur.region == Region.PARAM) | (cur.region == Region.WEIGHT))
+        engine_port = (cur.op == StepOp.STORE) & (cur.region != Region.FEATURE)
         with m.Switch(cur.op):
             with m.Case(StepOp.LOAD, StepOp.STORE):
-                m.d.comb += unit_ok.eq(~dma_active & (~eng_active | side_load))
+                m.d.comb += unit_ok.eq(~dma_active & (~eng_active | ~engine_port))
             with m.Case(StepOp.RUN):
-                m.d.comb += unit_ok.eq(~eng_active & (~dma_active | dma_side_load))
+                m.d.comb += unit_ok.eq(~eng_active & ~dma_holds_engine)
             with m.Case(StepOp.END):
                 m.d.comb += unit_ok.eq(~eng_active & ~dma_active)
         m.d.comb += issue_ok.eq(unit_ok & (~cur.wait | (~eng_active & ~dma_active)))

@@ -184,7 +184,7 @@ def band_check(p):
     does (the geometry the RTL gets in its band descriptors)."""
     import dataclasses
     from nibble.host.driver import golden_plan
-    from nibble.host.steps import band_view, bands, parts
+    from nibble.host.steps import band_view, tiling
     c = p.config
     rng = np.random.default_rng(SEED + 9)
     mem = np.zeros((p.feature_words, c.vc), np.int8)
@@ -199,22 +199,26 @@ def band_check(p):
         before = mem.copy()
         golden_plan(p, i, L, mem)
         out_row, out_pix = L.out_view
-        for Lp in parts(L, c):
+        t = tiling(L, c)
+        for Lp, bl in t.parts:
             # the part's weights and biases are read from its own addresses
             q = dataclasses.replace(p, layers=p.layers[:i] + [Lp] + p.layers[i + 1:])
-            for bd in bands(Lp, c.feature_depth):
+            for bd in bl:
                 n_bands += 1
                 on_chip = np.zeros((c.feature_depth, c.vc), np.int8)
                 in_at = Lp.in_base + bd.a * Lp.in_view[0]
                 on_chip[:bd.in_words] = before[in_at:in_at + bd.in_words]
+                dense = lambda y, x: ((y - bd.q0) * L.out_w + x) * Lp.cb_out     # the band's pixel on chip
                 if Lp.res:
-                    r_at = Lp.res_base + bd.q0 * out_row
-                    on_chip[bd.in_words + bd.out_words:][:bd.res_words] = before[r_at:r_at + bd.res_words]
+                    for y in range(bd.q0, bd.q1):
+                        for x in range(L.out_w):
+                            r_at = Lp.res_base + y * out_row + x * out_pix
+                            on_chip[bd.in_words + bd.out_words + dense(y, x):][:Lp.cb_out] = before[r_at:r_at + Lp.cb_out]
                 golden_plan(q, i, band_view(Lp, bd), on_chip)
-                assert bd.in_words + bd.out_words + bd.res_words <= c.feature_depth
+                assert bd.in_words + bd.out_words + bd.res_words <= t.depth
                 for y in range(bd.q0, bd.q1):
                     for x in range(L.out_w):
-                        got = on_chip[bd.in_words + (y - bd.q0) * out_row + x * out_pix:][:Lp.cb_out]
+                        got = on_chip[bd.in_words + dense(y, x):][:Lp.cb_out]
                         want = mem[Lp.out_base + y * out_row + x * out_pix:][:Lp.cb_out]
                         assert np.array_equal(got, want), (Lp.name, bd, y, x)
     return n_bands
@@ -283,3 +287,99 @@ def test_tiled_branches_residual_and_parts():
     plan = plan_ddr(p, regmap(cfg, ddr=True))
     for s in steps_at(plan, plan.run_list):
         assert check_step(cfg, s) is None, s
+
+
+def beside_runs(plan):
+    """Indices of the feature copies of ``plan``'s run list that the sequencer may issue while a
+    RUN before them is still running (no step with ``wait`` in between)."""
+    out, running = [], False
+    for i, (op, f) in enumerate(plan.run):
+        if f.get("wait"):
+            running = False
+        if op == StepOp.RUN:
+            running = True
+        elif running and op in (StepOp.LOAD, StepOp.STORE) and f["region"] == Region.FEATURE:
+            out.append(i)
+    return out
+
+
+def test_double_buffered_bands():
+    """On a feature memory too small for the maps, the bands of a plan alternate between the two
+    halves of feature memory: the next band's input LOAD and the band before's STORE are issued
+    beside each RUN, in the other half (``check_overlaps`` passes on the list plan_ddr wrote),
+    and where a band's input is the band before's output the STORE comes first and waits."""
+    from nibble.host.steps import tiling
+    rng = np.random.default_rng(SEED + 3)
+    m = conv_pool_model(rng, 45, 37)
+    cfg = EngineConfig(m=8, vc=8, winograd=False, feature_depth=2048)
+    p = compile_model(m, rng.normal(0, 1, (2, 3, 45, 37)), cfg, tile_features=True)
+    ts = [tiling(L, cfg) for L in p.layers]
+    assert any(t.double_buffered for t in ts)
+    for t in ts:
+        assert all(bd.in_words + bd.out_words + bd.res_words <= t.depth for _, bl in t.parts for bd in bl)
+    plan = plan_ddr(p, regmap(cfg, ddr=True))
+    beside = beside_runs(plan)
+    assert len(beside) > len(p.layers)
+    ops = [op for op, _ in plan.run]
+    # a STORE that waits is followed by the LOAD that reads what it stored
+    for i, (op, f) in enumerate(plan.run):
+        if op == StepOp.STORE and f["wait"] and i + 1 < len(plan.run) and ops[i + 1] == StepOp.LOAD:
+            s_lo, s_hi = f["ddr_addr"], f["ddr_addr"] + (f["count"] - 1) * f["ddr_stride"] + f["words"] * cfg.vc
+            g = plan.run[i + 1][1]
+            assert g["ddr_addr"] < s_hi and s_lo < g["ddr_addr"] + g["words"] * cfg.vc
+
+
+def test_check_overlaps_names_the_clash():
+    """A copy beside a RUN that uses its words is refused, naming both steps; ``wait`` or other
+    words make it safe; a copy before a RUN that does not wait counts too."""
+    from nibble.host.steps import check_overlaps
+    load = lambda at, wait=0, region=Region.FEATURE: (StepOp.LOAD, dict(
+        region=region, mem_addr=at, count=1, words=10, mem_stride=0, ddr_addr=DDR_BASE, ddr_stride=0, wait=wait))
+    run = lambda wait=1: (StepOp.RUN, dict(mem_addr=0, wait=wait))
+    feet = {1: [(Region.FEATURE, 0, 100), (Region.WEIGHT, 0, 50)]}
+    check_overlaps([load(0), run(), load(100), load(200)], feet)
+    check_overlaps([load(0), run(), load(95, wait=1)], feet)
+    check_overlaps([load(0), run(), load(40, region=Region.PARAM)], feet)
+    with pytest.raises(ValueError, match=r"step 3 \(LOAD of FEATURE words 95\.\.104\) can run beside step 1 "
+                                         r"\(RUN\), which uses words 0\.\.99"):
+        check_overlaps([load(0), run(), load(100), load(95)], feet)
+    with pytest.raises(ValueError, match=r"step 2 \(LOAD of WEIGHT"):
+        check_overlaps([load(0), run(), load(45, region=Region.WEIGHT)], feet)
+    with pytest.raises(ValueError, match=r"step 0 \(LOAD of FEATURE.*beside step 1"):
+        check_overlaps([load(0), run(wait=0)], feet)
+    # a strided copy counts from its first to its last chunk
+    strided = (StepOp.STORE, dict(region=Region.FEATURE, mem_addr=150, count=3, words=2, mem_stride=-60 % 1,
+                                  ddr_addr=DDR_BASE, ddr_stride=16, wait=0))
+    check_overlaps([load(0), run(), strided], feet)
+
+
+def test_parts_chosen_to_save_bands():
+    """A 1×1 classifier whose input and output rows do not fit feature memory together runs in
+    parts of output blocks (each part loads the input again), in the modelled cycles fewer than
+    whole in bands that each load every output block's filters again; its parts' output rows
+    are dense on chip and stored a chunk per pixel."""
+    from nibble.host.steps import bands, parts, tiling, tiling_cost
+    rng = np.random.default_rng(SEED + 11)
+    n0, i0 = conv(rng, "fc", "x", "y", 128, 256, k=1)
+    m = model([n0], i0, inputs={"x": ("N", 128, 13, 13)})
+    cfg = EngineConfig(m=8, vc=8, winograd=False, feature_depth=4096)
+    p = compile_model(m, rng.normal(0, 1, (2, 128, 13, 13)), cfg, tile_features=True)
+    L, = p.layers
+    whole = [(L, bands(L, cfg.feature_depth))]
+    assert len(parts(L, cfg)) == 1 and len(whole[0][1]) > 1       # whole: 16 + 32 words a pixel
+    t = tiling(L, cfg)
+    assert len(t.parts) > 1 and t.cost < tiling_cost(whole, False, cfg)
+    assert band_check(p) == sum(len(bl) for _, bl in t.parts)
+    plan = plan_ddr(p, regmap(cfg, ddr=True))
+    stores = [f for op, f in plan.run if op == StepOp.STORE]
+    assert all(f["count"] % 13 == 0 and f["mem_stride"] == f["words"] and f["ddr_stride"] == 32 * cfg.vc
+               for f in stores)
+    assert sum(f["count"] * f["words"] for f in stores) == 13 * 13 * 32
+    with Device("golden") as a:
+        a.load(p)
+        x = rng.normal(0, 1, (1, 128, 13, 13))
+        q = compile_model(m, rng.normal(0, 1, (2, 128, 13, 13)), EngineConfig(m=8, vc=8, winograd=False,
+                                                                             feature_depth=1 << 16))
+        with Device("golden") as b:
+            b.load(q)
+            assert np.array_equal(a.run_int(a.quantize(x)), b.run_int(b.quantize(x)))

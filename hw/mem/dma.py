@@ -63,10 +63,14 @@ class TileDMA(wiring.Component):
         One port of the region's memory: a read returns ``mem_r_data`` :data:`MEM_READ_LATENCY`
         cycles later (the low ``word_bits``); a write stores the low ``word_bits`` of
         ``mem_w_data`` at ``mem_addr``.
+    mem_ready : In(1)
+        The memory takes a read or write this cycle: ``mem_r_en`` and ``mem_w_en`` are only
+        raised with it (the port's owner lowers it for a cycle the engine uses the port; 1 for
+        a port of the DMA's own).
     rd_cmd, rd_data, wr_cmd, wr_data, wr_done
         To the master's ports of those names (``rd_cmd``/``wr_cmd``/``wr_data`` driven here).
 
-    Throughput: one memory word per cycle each way — a LOAD writes a beat's words in
+    Throughput: one memory word per cycle each way (while ``mem_ready``) — a LOAD writes a beat's words in
     ``words_per_beat`` cycles, a STORE reads one word per cycle into a 4-word buffer and packs them
     into beats. Latency of a LOAD: the master's (``cmd_latency`` + the slave's + ``rd_latency``)
     + 1 cycle to the first memory write.
@@ -82,7 +86,7 @@ class TileDMA(wiring.Component):
             "busy": Out(1), "region": Out(2), "store": Out(1),
             "done": Out(1), "err": Out(1),
             "mem_addr": Out(24), "mem_r_en": Out(1), "mem_r_data": In(self.beat_bits),
-            "mem_w_en": Out(1), "mem_w_data": Out(self.beat_bits),
+            "mem_w_en": Out(1), "mem_w_data": Out(self.beat_bits), "mem_ready": In(1, init=1),
             "rd_cmd": Out(stream.Signature(command_layout(addr_width))),
             "rd_data": In(stream.Signature(read_beat_layout(self.beat_bits))),
             "wr_cmd": Out(stream.Signature(command_layout(addr_width))),
@@ -158,7 +162,7 @@ class TileDMA(wiring.Component):
         m.d.comb += self.mem_w_data.eq(beat & word_mask)
         is_load = step.op == StepOp.LOAD
         write_now = Signal()
-        m.d.comb += write_now.eq(busy & is_load & (beat_words != 0) & walking)
+        m.d.comb += write_now.eq(busy & is_load & (beat_words != 0) & walking & self.mem_ready)
         with m.If(write_now):
             m.d.comb += [self.mem_w_en.eq(1), step_word.eq(1)]
             m.d.sync += beat_words.eq(beat_words - 1)
@@ -181,7 +185,7 @@ class TileDMA(wiring.Component):
         m.d.sync += pending.eq(self.mem_r_en)
         m.d.comb += [rbuf.w_en.eq(pending), rbuf.w_data.eq(self.mem_r_data)]
         is_store = step.op == StepOp.STORE
-        with m.If(busy & is_store & walking & (rbuf.level + pending < rbuf.depth)):
+        with m.If(busy & is_store & walking & (rbuf.level + pending < rbuf.depth) & self.mem_ready):
             m.d.comb += [self.mem_r_en.eq(1), step_word.eq(1)]
         pack = Signal(B)
         packed = Signal(range(max_r + 1))
