@@ -51,8 +51,8 @@ def _run_core(config, program, inputs, expect_error=None, reads=None):
         await bus_write(ctx, dut.bus, mem("param", 0), program.params)
         await bus_write(ctx, dut.bus, mem("weight", 0), to_u32(program.weights.astype("<u2").tobytes()))
         for v in inputs:
-            await bus_write(ctx, dut.bus, mem("feature", L0.in_base),
-                            to_u32(features_to_words(v, config.vc, L0.cb_in)))
+            await bus_write(ctx, dut.bus, mem("feature", L0.in_base),      # the input's own channel blocks
+                            to_u32(features_to_words(v, config.vc, program.inputs[0].view(config.vc)[1])))
             await bus_write(ctx, dut.bus, csr("desc_base"), [0])
             await bus_write(ctx, dut.bus, csr("ctrl"), [CTRL_START])
             while True:

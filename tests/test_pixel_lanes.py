@@ -99,6 +99,21 @@ def test_residual_and_depthwise():
     _check(config, program, x)
 
 
+@pytest.mark.parametrize("config,channels", [(SMALL, 32), (K2, 32)], ids=["k1", "k2"])
+def test_pool_copy(config, channels):
+    """A max-pool 3×3 s2 of a graph input (run as a depthwise identity with the pool): one tap,
+    one input block per output block, so every window position's result takes the lane
+    serializer ``n`` cycles — the cycle model's ``P·n`` bound — on a 9 × 9 map at vp = 3."""
+    config = dataclasses.replace(config, vp=3)
+    rng = np.random.default_rng(SEED + 2)
+    m = model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2])], {},
+              inputs={"x": ("N", channels, 9, 9)})
+    program = compile_model(m, rng.normal(0, 1, (4, channels, 9, 9)), config, winograd="direct")
+    L, = program.layers
+    assert L.grp and L.kh == 1 and L.pool[:4] == (3, 3, 2, 2)
+    _check(config, program, rng.integers(-128, 128, (channels, 9, 9)))
+
+
 def test_vp_is_checked():
     for bad in (0, 9, 2.0):
         with pytest.raises(ValueError, match="EngineConfig.vp"):

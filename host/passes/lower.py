@@ -103,8 +103,9 @@ def layer_cycles(L, config, winograd=None):
     ``k > 1``) runs about ``k/3`` cycles per pixel slower than modelled.
 
     With ``vp > 1`` output-pixel lanes (direct mode) a row is ``⌈out_w/vp⌉`` beat groups of
-    ``n ≤ vp`` live pixels: each takes ``max(P·T·cb, n·k)`` cycles (the writer's ``n·k`` words),
-    or ``max(P·T·cb, n·k, n·(k + 3))`` with a residual Add (the lane serializer holds the result
+    ``n ≤ vp`` live pixels: each takes ``max(P·T·cb, P·n, n·k)`` cycles (the lane serializer passes
+    each of the ``P`` window positions' results a lane per cycle; the writer's ``n·k`` words),
+    or ``max(P·T·cb, P·n, n·k, n·(k + 3))`` with a residual Add (the lane serializer holds the result
     while the residual reader reads); the last group's other lanes and the serializer's register
     add ``(n − 1)·k + 1`` cycles of drain per block. Measured against the RTL within 1 % on the
     layer suite (``tests/test_perf_model_rtl.py``, m = 32, vp = 2; ``tests/test_pixel_lanes.py``
@@ -126,13 +127,15 @@ def layer_cycles(L, config, winograd=None):
         # load and all but 2 of the block's hand-over cycles; a longer transform stalls the rest
         hidden = run + params + WINOGRAD_BLOCK_CYCLES - 2
         return FETCH_CYCLES + load + nb * (params + run + WINOGRAD_BLOCK_CYCLES) + (nb - 1) * max(0, load - hidden)
-    beats = L.pool[0] * L.pool[1] * L.kh * L.kw * cb        # per group of pixels
+    P = L.pool[0] * L.pool[1]
+    beats = P * L.kh * L.kw * cb        # per group of pixels
 
     def group(n):          # a beat group of n live pixel lanes: the beats, or the writer's n·k words
         if c.vp == 1:      # the residual reads hold the PE array (its result register)
             return max(beats, k) + (k + 2 if L.res else 0)
-        # the lane serializer holds the result: the residual reader's k + 3 cycles per pixel overlap
-        return max(beats, n * k, n * (k + 3) if L.res else 0)
+        # the lane serializer holds the result: the residual reader's k + 3 cycles per pixel
+        # overlap; every window position's result passes it, a lane per cycle
+        return max(beats, P * n, n * k, n * (k + 3) if L.res else 0)
 
     full, rest = divmod(L.out_w, c.vp)
     row = full * group(c.vp) + (group(rest) if rest else 0)
