@@ -87,7 +87,9 @@ def layer_cycles(L, config, winograd=None):
     :param winograd: model the Winograd schedule (default: the layer's own mode).
     Per output block: biases ``m + 1`` (``m + 1`` more for PReLU slopes, and for per-channel shift
     offsets), filters ``m·T·cb + 1``
-    (direct), beats ``pixels·max(P·T·cb, k)`` (``P = pool_kh·pool_kw`` window positions per
+    (direct; where ``T·cb ≤ filter_depth/2`` only block 0's: a later block's load runs in the
+    other half of the filter caches beside the block before, and only what exceeds that
+    block's beats, parameter load and hand-overs, less 3 cycles, stalls), beats ``pixels·max(P·T·cb, k)`` (``P = pool_kh·pool_kw`` window positions per
     output pixel, ``k = m/vc`` writer cycles per pixel), and :data:`BLOCK_CYCLES` for the
     parts' hand-overs, the memories' latency and the drain. Winograd: the weight transform
     ``16·m·cb + 12`` before block 0, later blocks' transforms overlap the previous block's beats,
@@ -141,7 +143,16 @@ def layer_cycles(L, config, winograd=None):
     row = full * group(c.vp) + (group(rest) if rest else 0)
     # the last group's other lanes after its first pixel, and the lane serializer's register
     drain = ((rest or c.vp) - 1) * k + (c.vp > 1)
-    return FETCH_CYCLES + nb * (params + c.m * L.kh * L.kw * cb + 1 + L.out_h * row + drain + BLOCK_CYCLES)
+    load = c.m * L.kh * L.kw * cb
+    run = L.out_h * row + drain
+    block = params + load + 1 + run + BLOCK_CYCLES
+    if nb > 1 and L.kh * L.kw * cb <= c.filter_depth // 2:
+        # double-buffered filter caches: a later block's load (its words and 3 cycles) runs in
+        # the other half beside the block before, from that block's first beat to its own beats
+        hidden = run + params + BLOCK_CYCLES - 3
+        later = params + run + BLOCK_CYCLES - 2 + max(0, load + 3 - hidden)
+        return FETCH_CYCLES + block + (nb - 1) * later
+    return FETCH_CYCLES + nb * block
 
 
 #: Cycles per layer to fetch and check a descriptor: ``DESC_WORDS`` reads, 2 of memory latency,

@@ -2,10 +2,15 @@
 
 Per layer: descriptor fetch and check (:class:`~.fetch.DescriptorFetch`); per output block:
 biases and slopes (:class:`~.params.ParamLoader`), filters (:class:`~.filters.FilterLoader`, or
-in Winograd mode :class:`~.weight_transform.WinogradFilterLoader`: block 0 before it runs,
-block b + 1 into the other cache half while block b runs), then the beats
+in Winograd mode :class:`~.weight_transform.WinogradFilterLoader`), then the beats
 (:class:`~.scheduler.Scheduler`) until the datapath has drained. Then the next block, the next
 layer, or — after the descriptor with ``last`` — done.
+
+The filter caches are **double-buffered** (TF2's ping-pong filter buffers): block 0's filters
+load before it runs, and block b + 1's into the other half of the caches while block b runs —
+always in Winograd mode (the transformed-weight caches have two halves), and in direct mode when
+a block's filters fit half of the caches (``kh·kw·in_cb ≤ filter_depth / 2``; otherwise each
+block's load comes before its beats, into the whole cache).
 """
 from amaranth import *
 from amaranth.lib import data, stream, wiring
@@ -14,6 +19,8 @@ from amaranth.lib.wiring import In, Out
 from ..config import EngineConfig
 from ..isa import DESC_WORDS, DESCRIPTOR, EngineError
 from .fetch import fetched_layout
+from .filters import filter_cmd_layout
+from .scheduler import sched_cmd_layout
 
 __all__ = ["Controller"]
 
@@ -56,12 +63,11 @@ class Controller(wiring.Component):
                                                                  "shift": range(c.param_depth),
                                                                  "prelu": 1, "ch_sh": 1}))),
             "param_busy": In(1),
-            "filter_cmd": Out(stream.Signature(data.StructLayout({"base": range(c.weight_depth),
-                                                                  "tcb": range(c.filter_depth + 1)}))),
+            "filter_cmd": Out(stream.Signature(filter_cmd_layout(c))),
             "filter_busy": In(1),
             "wino_cmd": Out(stream.Signature(data.StructLayout({"base": range(c.weight_depth), "bank": 1}))),
             "wino_busy": In(1),
-            "sched_cmd": Out(stream.Signature(data.StructLayout({"coblk": 16, "g_off": 24}))),
+            "sched_cmd": Out(stream.Signature(sched_cmd_layout(c))),
             "sched_busy": In(1),
             "pipe_busy": In(1),
         })
@@ -84,7 +90,12 @@ class Controller(wiring.Component):
         b_ptr = Signal(range(c.param_depth + 1))
         s_ptr = Signal(range(c.param_depth + 1))
         h_ptr = Signal(range(c.param_depth + 1))
-        prefetched = Signal()      # Winograd: the next block's filters are loaded or loading
+        prefetched = Signal()      # the next block's filters are loaded or loading
+        half = c.filter_depth // 2
+        fdbl = Signal()            # direct mode: a block's filters fit half of the filter caches
+        fbank = Signal()           # direct mode: the half the current block's filters are in
+        fbase = Signal(range(c.filter_depth))
+        m.d.comb += fbase.eq(Mux(fbank, half, 0))
 
         busy = Signal()
         m.d.comb += self.busy.eq(busy)
@@ -105,7 +116,15 @@ class Controller(wiring.Component):
                 with m.If(self.wino_cmd.ready):
                     m.d.sync += prefetched.eq(1)
 
-        m.d.comb += [self.sched_cmd.payload.coblk.eq(coblk), self.sched_cmd.payload.g_off.eq(g_off)]
+        # direct mode: the next block's filters into the other half while this block runs
+        with m.If(~wmode & fdbl & running & ~prefetched & ~self.filter_busy & (coblk + 1 < d.n_coblk)):
+            m.d.comb += [self.filter_cmd.valid.eq(1), self.filter_cmd.payload.base.eq(w_ptr + tcb * M),
+                         self.filter_cmd.payload.tcb.eq(tcb), self.filter_cmd.payload.fbase.eq(Mux(fbank, 0, half))]
+            with m.If(self.filter_cmd.ready):
+                m.d.sync += prefetched.eq(1)
+
+        m.d.comb += [self.sched_cmd.payload.coblk.eq(coblk), self.sched_cmd.payload.g_off.eq(g_off),
+                     self.sched_cmd.payload.fbase.eq(Mux(wmode, 0, fbase))]
 
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
@@ -124,7 +143,8 @@ class Controller(wiring.Component):
                 m.d.comb += self.fetch.ready.eq(1)
                 f = self.fetch.payload
                 with m.If(self.fetch.valid):
-                    m.d.sync += [desc.eq(f.desc), tcb.eq(f.tcb), wmode.eq(f.desc.winograd if W else 0)]
+                    m.d.sync += [desc.eq(f.desc), tcb.eq(f.tcb), wmode.eq(f.desc.winograd if W else 0),
+                                 fdbl.eq(f.tcb <= half), fbank.eq(0)]
                     with m.If(f.err != EngineError.NONE):
                         fail(f.err)
                     with m.Else():
@@ -144,19 +164,17 @@ class Controller(wiring.Component):
             with m.State("PWAIT"):
                 with m.If(~self.param_busy):
                     if W:
-                        with m.If(wmode):
-                            with m.If(~prefetched):     # block 0: load now into half ubank
-                                m.d.comb += [self.wino_cmd.valid.eq(1), self.wino_cmd.payload.base.eq(w_ptr),
-                                             self.wino_cmd.payload.bank.eq(ubank)]
-                            m.next = "WFILT"
-                        with m.Else():
-                            m.next = "FILT"
-                    else:
+                        with m.If(wmode & ~prefetched):     # block 0: load now into half ubank
+                            m.d.comb += [self.wino_cmd.valid.eq(1), self.wino_cmd.payload.base.eq(w_ptr),
+                                         self.wino_cmd.payload.bank.eq(ubank)]
+                    with m.If(prefetched | wmode):          # loaded or loading beside the block before
+                        m.next = "WFILT"
+                    with m.Else():
                         m.next = "FILT"
 
             with m.State("FILT"):
                 m.d.comb += [self.filter_cmd.valid.eq(1), self.filter_cmd.payload.base.eq(w_ptr),
-                             self.filter_cmd.payload.tcb.eq(tcb)]
+                             self.filter_cmd.payload.tcb.eq(tcb), self.filter_cmd.payload.fbase.eq(fbase)]
                 with m.If(self.filter_cmd.ready):
                     m.next = "WFILT"
 
@@ -183,6 +201,8 @@ class Controller(wiring.Component):
                         if W:
                             with m.If(wmode):
                                 m.d.sync += ubank.eq(~ubank)
+                        with m.If(~wmode & fdbl):
+                            m.d.sync += fbank.eq(~fbank)
                         m.next = "PARAMS"
                     with m.Elif(d.last):
                         m.d.comb += self.desc_end.eq(1)

@@ -29,7 +29,7 @@ from ..pe import ACC_ENTRIES
 from ..winograd import WINOGRAD_VARIANTS
 from .weight_transform import WINOGRAD_VARIANT
 
-__all__ = ["Scheduler", "tag_layout", "beat_layout", "bits_next", "bits_first", "odometer"]
+__all__ = ["Scheduler", "sched_cmd_layout", "tag_layout", "beat_layout", "bits_next", "bits_first", "odometer"]
 
 
 def tag_layout(config: EngineConfig):
@@ -101,6 +101,11 @@ def odometer(m, digits):
             odometer(m, digits[1:])
 
 
+def sched_cmd_layout(config: EngineConfig):
+    """The :class:`Scheduler`'s command: ``coblk``, ``g_off`` (input block), ``fbase`` (filter-cache word)."""
+    return data.StructLayout({"coblk": 16, "g_off": 24, "fbase": range(config.filter_depth)})
+
+
 class Scheduler(wiring.Component):
     """Issues the beats of one output block.
 
@@ -109,8 +114,10 @@ class Scheduler(wiring.Component):
     Members:
       * ``desc``: ``In(DESCRIPTOR)``, ``tcb``: ``In(24)`` (``kh·kw·in_cb``), ``wmode``: ``In(1)``
         (the layer runs in Winograd mode) — layer constants.
-      * ``cmd``: ``In(stream.Signature({coblk: 16, g_off: 24}))`` — the output block and (grouped
-        convolution) its group's first input block; taken when idle, starts the block.
+      * ``cmd``: ``In(stream.Signature(sched_cmd_layout(config)))`` — the output block, (grouped
+        convolution) its group's first input block, and (direct mode) the filter-cache word its
+        filters start at (``fbase``, added to every beat's ``w``); taken when idle, starts the
+        block.
       * ``o``: ``Out(stream.Signature(beat_layout(config)))`` — registered.
       * ``busy``: ``Out(1)`` — beats left to issue or in the stages before ``o``; ``cmd`` is
         taken only when low.
@@ -128,7 +135,7 @@ class Scheduler(wiring.Component):
         self.config = c = config
         super().__init__({
             "desc": In(DESCRIPTOR), "tcb": In(24), "wmode": In(1),
-            "cmd": In(stream.Signature(data.StructLayout({"coblk": 16, "g_off": 24}))),
+            "cmd": In(stream.Signature(sched_cmd_layout(c))),
             "o": Out(stream.Signature(beat_layout(c))),
             "busy": Out(1),
         })
@@ -141,6 +148,7 @@ class Scheduler(wiring.Component):
         pool_en = Signal()
         m.d.comb += pool_en.eq((d.pool_kh != 1) | (d.pool_kw != 1))
         coblk, g_off = Signal(16), Signal(24)
+        fbase = Signal(range(c.filter_depth))
 
         py, px, dy, dx = Signal(16), Signal(16), Signal(4), Signal(4)
         ky, kx, cb = Signal(8), Signal(8), Signal(16)
@@ -180,7 +188,7 @@ class Scheduler(wiring.Component):
             return regs
 
         # ---- stage 1: from the counters
-        s0 = {"valid": gen, "ky": ky, "kx": kx, "cb": cb, "w": taddr}
+        s0 = {"valid": gen, "ky": ky, "kx": kx, "cb": cb, "w": (taddr + fbase)[:len(taddr)]}
         oy0, ox0 = Signal(signed(22)), Signal(signed(22))    # conv output coordinates of the beat
         with m.If(wmode):
             m.d.comb += [oy0.eq(Cat(C(0, 1), py)), ox0.eq(Cat(C(0, 1), px))]
@@ -291,6 +299,7 @@ class Scheduler(wiring.Component):
         m.d.comb += self.cmd.ready.eq(~self.busy)
         with m.If(self.cmd.valid & ~self.busy):
             m.d.sync += [coblk.eq(self.cmd.payload.coblk), g_off.eq(self.cmd.payload.g_off),
+                         fbase.eq(self.cmd.payload.fbase),
                          py.eq(0), px.eq(0), dy.eq(0), dx.eq(0), cb.eq(0), taddr.eq(0), gen.eq(1),
                          ky.eq(Mux(wmode, ky_first, 0)), kx.eq(Mux(wmode, kx_first, 0))]
         return m
