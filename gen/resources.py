@@ -339,7 +339,7 @@ def memories(config: EngineConfig, bridge_words=256, host="uart"):
     wino = [("transformed-weight cache", c.m, c.vc * U_WIDTH, c.filter_depth)] if c.winograd else []
     mems = [("filter cache", c.m, c.vc * 4, c.filter_depth), *wino,
             ("parameter", 1, 32, c.param_depth),
-            ("weight", 1, c.vc * 4, c.weight_depth),
+            ("weight", c.weight_ports, c.vc * 4, c.weight_depth),       # a copy per read port
             # one write and vp + 1 read ports (the feature reader's vp pixel lanes and the residual
             # readers'): a copy per read port
             ("feature", c.vp + 1, c.vc * 8, c.feature_depth),

@@ -407,6 +407,11 @@ class AcceleratorCore(wiring.Component):
             if name == "feature":
                 m.d.comb += [eng_w.eq(eng.busy & eng.f_wr.req.valid), eng.f_wr.req.ready.eq(1)]   # a write per cycle
             dma_r_port = rp
+            if name == "weight" and c.weight_ports == 2:     # the filter loader's second port (a copy)
+                rpw = mem.read_port(domain="sync")
+                m.submodules.weight_eng_port2 = wport2 = SyncReadPort(depth, bits)
+                wiring.connect(m, eng.w_rd2, wport2.bus)
+                m.d.comb += [rpw.addr.eq(wport2.addr), rpw.en.eq(wport2.en), wport2.data.eq(rpw.data)]
             if name == "feature":
                 rp2 = mem.read_port(domain="sync")     # the residual reader's port, and a feature STORE's
                 dma_r_port = rp2

@@ -36,6 +36,12 @@ class EngineConfig:
         port (a copy of the feature memory) and its own ``vc`` SAC lanes per PE (sharing the PE's
         filter-cache read); the residual reader, the output stage and the writer take the lanes'
         pixels one per cycle. Winograd beats use lane 0. 1..8, default 1.
+    :param weight_ports: weight-memory read ports of the direct-mode filter loader, 1 or 2.
+        With 2 the weight memory is built twice (a copy per read port, as the feature memory is
+        for the pixel lanes) and the loader fills two filter caches a cycle — PEs
+        ``0 … m/2 − 1`` from the first port, ``m/2 … m − 1`` from the second — so a block's
+        ``m·kh·kw·⌈Cin/vc⌉`` filter words load in half the cycles. The Winograd weight transform
+        reads the first port only. Default 1.
     :param ddr_bytes: bytes of the external-memory window at :data:`~nibble.hw.isa.DDR_BASE`
         that the step sequencer and the DMA may address (a power of two, 1 MiB..2 GiB; default
         1 GiB, the SODIMM of the VC707 and KC705). Used by devices with external memory.
@@ -55,6 +61,7 @@ class EngineConfig:
     winograd: bool = True
     ddr_bytes: int = 1 << 30
     vp: int = 1
+    weight_ports: int = 1
 
     def __post_init__(self):
         if self.m < 1:
@@ -65,6 +72,8 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.m ({self.m}) must be a multiple of vc ({self.vc})")
         if not isinstance(self.vp, int) or not 1 <= self.vp <= 8:
             raise ValueError(f"EngineConfig.vp must be an integer in 1..8, not {self.vp!r}")
+        if self.weight_ports not in (1, 2) or isinstance(self.weight_ports, bool):
+            raise ValueError(f"EngineConfig.weight_ports must be 1 or 2, not {self.weight_ports!r}")
         if not 20 <= self.acc_width <= 48:
             raise ValueError(f"EngineConfig.acc_width must be in 20..48, not {self.acc_width}")
         for name in ("filter_depth", "feature_depth", "weight_depth", "param_depth"):

@@ -262,6 +262,9 @@ class PEArray(wiring.Component):
       * ``i``: ``In(stream.Signature(pe_input_layout(vc, depth, tag_shape)))`` — broadcast to all PEs.
       * ``o``: ``Out(stream.Signature(StructLayout{acc: ArrayLayout(signed(acc_width), m)[, tag]}))``.
       * ``w_en``, ``w_pe`` (``range(m)``), ``w_addr``, ``w_data``: filter-cache write into PE ``w_pe``.
+      * With ``w_buses = 2``: ``w2_en``, ``w2_pe``, ``w2_addr``, ``w2_data`` — a second write, into
+        PE ``w2_pe`` of the upper half (``m/2 … m − 1``; the first bus then writes the lower half),
+        in the same cycle.
       * With ``winograd``: ``wmode``, ``u_en``, ``u_data`` as :class:`PE` (``u_en`` writes the
         transformed-weight cache of PE ``w_pe``); the input payload has ``idx``.
       * ``busy``: ``Out(1)``.
@@ -271,14 +274,18 @@ class PEArray(wiring.Component):
     """
     latency = PE.latency
 
-    def __init__(self, m, vc, acc_width, depth, tag_shape=0, winograd=False, vp=1):
+    def __init__(self, m, vc, acc_width, depth, tag_shape=0, winograd=False, vp=1, w_buses=1):
         if m < 1:
             raise ValueError(f"PE array needs at least one PE, not {m}")
+        if w_buses not in (1, 2) or (w_buses == 2 and m % 2):
+            raise ValueError(f"PE array: {w_buses} filter-cache write buses for {m} PEs (1, or 2 for an even m)")
         self.m, self.vc, self.acc_width, self.depth, self.tag_shape = m, vc, acc_width, depth, tag_shape
-        self.winograd, self.vp = winograd, vp
+        self.winograd, self.vp, self.w_buses = winograd, vp, w_buses
         self.pes = [PE(vc, acc_width, depth, tag_shape if k == 0 else 0, winograd, vp) for k in range(m)]
+        second = {"w2_en": In(1), "w2_pe": In(range(m)), "w2_addr": In(range(depth)),
+                  "w2_data": In(data.ArrayLayout(unsigned(4), vc))} if w_buses == 2 else {}
         super().__init__(_pe_members(vc, data.ArrayLayout(signed(acc_width), m), depth, tag_shape,
-                                     {"w_pe": In(range(m))}, winograd, vp))
+                                     {"w_pe": In(range(m)), **second}, winograd, vp))
 
     def elaborate(self, platform):
         m = Module()
@@ -291,11 +298,15 @@ class PEArray(wiring.Component):
                 pe.i.payload.first.eq(self.i.payload.first),
                 pe.i.payload.last.eq(self.i.payload.last),
                 pe.o.ready.eq(self.o.ready),
-                pe.w_en.eq(self.w_en & (self.w_pe == k)),
-                pe.w_addr.eq(self.w_addr),
-                pe.w_data.eq(self.w_data),
                 self.o.payload.acc[k].eq(pe.o.payload.acc),
             ]
+            if self.w_buses == 2 and k >= self.m // 2:      # the upper half from the second bus
+                # (a transformed-weight write, u_en, still takes the first bus's address)
+                m.d.comb += [pe.w_en.eq(self.w2_en & (self.w2_pe == k)),
+                             pe.w_addr.eq(Mux(self.w2_en, self.w2_addr, self.w_addr)), pe.w_data.eq(self.w2_data)]
+            else:
+                m.d.comb += [pe.w_en.eq(self.w_en & (self.w_pe == k)), pe.w_addr.eq(self.w_addr),
+                             pe.w_data.eq(self.w_data)]
             if self.vp > 1:
                 m.d.comb += pe.i.payload.xl.eq(self.i.payload.xl)
                 m.d.comb += [self.o.payload.accl[j][k].eq(pe.o.payload.accl[j]) for j in range(self.vp - 1)]

@@ -86,7 +86,7 @@ def layer_cycles(L, config, winograd=None):
 
     :param winograd: model the Winograd schedule (default: the layer's own mode).
     Per output block: biases ``m + 1`` (``m + 1`` more for PReLU slopes, and for per-channel shift
-    offsets), filters ``m·T·cb + 1``
+    offsets), filters ``m·T·cb/P + 1`` (``P`` = ``EngineConfig.weight_ports``)
     (direct; where ``T·cb ≤ filter_depth/2`` only block 0's: a later block's load runs in the
     other half of the filter caches beside the block before, and only what exceeds that
     block's beats, parameter load and hand-overs, less 3 cycles, stalls), beats ``pixels·max(P·T·cb, k)`` (``P = pool_kh·pool_kw`` window positions per
@@ -143,7 +143,7 @@ def layer_cycles(L, config, winograd=None):
     row = full * group(c.vp) + (group(rest) if rest else 0)
     # the last group's other lanes after its first pixel, and the lane serializer's register
     drain = ((rest or c.vp) - 1) * k + (c.vp > 1)
-    load = c.m * L.kh * L.kw * cb
+    load = c.m // c.weight_ports * L.kh * L.kw * cb       # a filter word per port and cycle
     run = L.out_h * row + drain
     block = params + load + 1 + run + BLOCK_CYCLES
     if nb > 1 and L.kh * L.kw * cb <= c.filter_depth // 2:

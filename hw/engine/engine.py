@@ -106,7 +106,9 @@ class Engine(wiring.Component):
         beats; ``f_rd_px1`` … ``f_rd_px{vp−1}`` those of the other pixel lanes) and ``f_rd2`` (the
         residual operand), ``Out(read_port(feature_depth, 8·vc))``;
         ``f_wr``: ``Out(write_port(feature_depth, 8·vc))``; ``w_rd``:
-        ``Out(read_port(weight_depth, 4·vc))``; ``p_rd``: ``Out(read_port(param_depth, 32))``.
+        ``Out(read_port(weight_depth, 4·vc))`` (and ``w_rd2`` with ``weight_ports = 2``: the
+        filter loader's second port, :class:`~.filters.FilterLoader`); ``p_rd``:
+        ``Out(read_port(param_depth, 32))``.
         No request is issued while ``busy`` is low, and every response is taken before it falls.
     """
 
@@ -123,6 +125,7 @@ class Engine(wiring.Component):
             "f_rd2": Out(read_port(c.feature_depth, 8 * c.vc)),
             "f_wr": Out(write_port(c.feature_depth, 8 * c.vc)),
             "w_rd": Out(read_port(c.weight_depth, 4 * c.vc)),
+            **({"w_rd2": Out(read_port(c.weight_depth, 4 * c.vc))} if c.weight_ports == 2 else {}),
             "p_rd": Out(read_port(c.param_depth, 32)),
         })
 
@@ -137,7 +140,7 @@ class Engine(wiring.Component):
         m.submodules.sched = sched = Scheduler(c)
         m.submodules.reader = reader = FeatureReader(c)
         m.submodules.pe_array = pea = PEArray(m=c.m, vc=c.vc, acc_width=c.acc_width, depth=c.filter_depth,
-                                              tag_shape=tag_layout(c), winograd=W, vp=c.vp)
+                                              tag_shape=tag_layout(c), winograd=W, vp=c.vp, w_buses=c.weight_ports)
         m.submodules.res_reader = rr = ResidualReader(c.m, c.vc, c.acc_width, c.feature_depth, lanes=c.vp)
         m.submodules.out_stage = ost = OutputStage(m=c.m, acc_width=c.acc_width, tag_shape=range(c.feature_depth),
                                                    lanes=c.vp)
@@ -183,6 +186,10 @@ class Engine(wiring.Component):
         # filter caches: direct-mode loader (and the weight transform)
         m.d.comb += [pea.w_en.eq(filters.w_en), pea.w_pe.eq(filters.w_pe), pea.w_addr.eq(filters.w_addr),
                      pea.w_data.as_value().eq(filters.w_data)]
+        if c.weight_ports == 2:
+            m.d.comb += [pea.w2_en.eq(filters.w2_en), pea.w2_pe.eq(filters.w2_pe), pea.w2_addr.eq(filters.w2_addr),
+                         pea.w2_data.as_value().eq(filters.w2_data)]
+            wiring.connect(m, filters.w_rd2, wiring.flipped(self.w_rd2))
 
         # direct mode: beats → PE array → residual reader
         beat = reader.o.payload.beat
