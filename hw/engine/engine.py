@@ -35,9 +35,11 @@ Weight memory order per layer: for each output block, for each PE ``p``, for eac
 Schedule (cycles, behind ``SyncReadPort``s; the figures are the cycle model's,
 :func:`nibble.host.passes.lower.layer_cycles`, measured on the RTL): per layer ``DESC_WORDS + 8``
 (fetch, check) + per output block ``m`` biases (``m`` more PReLU slopes, ``m`` more per-channel
-shift offsets) + ``m·T·in_cb`` filter
-words (``T = kh·kw``) + ``out_h·⌈out_w/vp⌉·pool_kh·pool_kw·T·in_cb`` beats + 20 cycles of hand-overs,
-memory latency and drain. With a
+shift offsets) + ``m·T·in_cb/P`` filter
+words (``T = kh·kw``, ``P`` = ``weight_ports``; for a block after the first, when ``T·in_cb`` fits
+half of the filter cache, only what exceeds the block before: its filters load into the other
+half of the caches while that block runs) + ``out_h·⌈out_w/vp⌉·pool_kh·pool_kw·T·in_cb`` beats
++ 20 cycles of hand-overs, memory latency and drain. With a
 max-pool window the scheduler issues, for every output pixel, every position (dy, dx) of its
 window (conv outputs shared by overlapping windows are computed again); a position outside the
 conv output (the pool's padding, ``ceil_mode``) is issued with zero input and marked ``skip``, so
