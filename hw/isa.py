@@ -334,10 +334,11 @@ STEP_MAGIC = 0x5E
 #:   is a multiple of that and ``ddr_addr``, ``ddr_stride`` are multiples of the beat's bytes.
 #: * ``RUN``: the engine runs the descriptors from parameter word ``mem_addr``.
 #: * ``wait``: the step starts only when every earlier step is complete (the compiler's barrier
-#:   for a data dependency). Without it a step starts as soon as its unit is free, so a LOAD into
-#:   weight or parameter memory runs while the engine computes (double-buffered filters, TF2).
-#:   The hardware itself never lets a step touch a memory port the other unit holds: a STORE, or
-#:   any step on feature memory, waits for the engine, and a RUN waits for such a step.
+#:   for a data dependency). Without it a step starts as soon as its unit is free, so a LOAD, or
+#:   a STORE from feature memory, runs while the engine computes (double-buffered filters and
+#:   row bands, TF2), sharing the ports in the cycles the engine leaves them; only a STORE from
+#:   weight or parameter memory waits for the engine, and a RUN for such a STORE. The words a
+#:   copy and a running descriptor touch are not compared: the compiler sets ``wait``.
 STEP = data.StructLayout({
     "magic": 8, "op": 3, "wait": 1, "region": 2,
     "mem_addr": 24, "count": 16, "words": 24, "mem_stride": 24,
