@@ -496,7 +496,6 @@ def _plan_tiled(program, base, size, beat):
     """:func:`plan_ddr` of a program whose feature maps live in DDR (module docstring)."""
     c = program.config
     vc = c.vc
-    pw_beat = beat // 4
     ww_bytes = vc // 2
     half_w, half_p = c.weight_depth // 2, c.param_depth // 2
     weights = program.weights.astype("<u2").tobytes()
@@ -572,6 +571,9 @@ def _plan_tiled(program, base, size, beat):
     def ddr_span(f):
         return f["ddr_addr"], f["ddr_addr"] + (f["count"] - 1) * f["ddr_stride"] + f["words"] * vc
 
+    def waiting(step):
+        return step[0], dict(step[1], wait=1)
+
     run, runs, feet = prefetch(0), {}, {}
     prev = None                                    # (store step, on-chip words) of the band not yet stored
     for i, p in enumerate(plans):
@@ -596,11 +598,11 @@ def _plan_tiled(program, base, size, beat):
                 loads.append(rows(StepOp.LOAD, b0 + bd.in_words + bd.out_words, L.res_base + bd.q0 * out_row))
             words = (b0, b0 + bd.in_words + bd.out_words + bd.res_words)
             if prev is not None:
-                (_, sf), (a, b) = prev[0], prev[1]
+                (_, sf), (a, b) = prev
                 s_lo, s_hi = ddr_span(sf)
                 if (words[0] < b and a < words[1]) or any(
                         lo < s_hi and s_lo < hi for lo, hi in (ddr_span(f) for _, f in loads)):
-                    run.append((prev[0][0], dict(prev[0][1], wait=1)))
+                    run.append(waiting(prev[0]))
                     prev = None
             run += loads
             runs[len(run)] = p["layer"]
@@ -611,7 +613,7 @@ def _plan_tiled(program, base, size, beat):
             if prev is not None:
                 run.append(prev[0])
             prev = (rows(StepOp.STORE, b0 + bd.in_words, L.out_base + bd.q0 * out_row), words)
-    run.append((prev[0][0], dict(prev[0][1], wait=1)))
+    run.append(waiting(prev[0]))
     run.append((StepOp.END, {}))
     assert len(run) == n_run, (len(run), n_run)
     check_overlaps(run, feet)

@@ -403,9 +403,10 @@ class AcceleratorCore(wiring.Component):
             # the DMA holds this memory's ports while it copies to or from it; in feature
             # memory it shares them with the running engine, which goes first
             dma_here = dma_busy & (dma_region == Region[name.upper()])
-            eng_w = Signal(name=f"{name}_eng_w")       # the engine writes this memory this cycle
+            # the engine writes this memory this cycle (feature memory only; a write per cycle)
+            eng_w = eng.busy & eng.f_wr.req.valid if name == "feature" else C(0, 1)
             if name == "feature":
-                m.d.comb += [eng_w.eq(eng.busy & eng.f_wr.req.valid), eng.f_wr.req.ready.eq(1)]   # a write per cycle
+                m.d.comb += eng.f_wr.req.ready.eq(1)
             dma_r_port = rp
             if name == "weight" and c.weight_ports == 2:     # the filter loader's second port (a copy)
                 rpw = mem.read_port(domain="sync")

@@ -347,10 +347,13 @@ def test_check_overlaps_names_the_clash():
         check_overlaps([load(0), run(), load(45, region=Region.WEIGHT)], feet)
     with pytest.raises(ValueError, match=r"step 0 \(LOAD of FEATURE.*beside step 1"):
         check_overlaps([load(0), run(wait=0)], feet)
-    # a strided copy counts from its first to its last chunk
-    strided = (StepOp.STORE, dict(region=Region.FEATURE, mem_addr=150, count=3, words=2, mem_stride=-60 % 1,
+    # a strided copy counts from its first to its last chunk: chunks at 150, 210, 270 (2 words
+    # each) pass a RUN on words 0..99, and are refused beside one on 200..209, between them
+    strided = (StepOp.STORE, dict(region=Region.FEATURE, mem_addr=150, count=3, words=2, mem_stride=60,
                                   ddr_addr=DDR_BASE, ddr_stride=16, wait=0))
     check_overlaps([load(0), run(), strided], feet)
+    with pytest.raises(ValueError, match=r"step 2 \(STORE of FEATURE words 150\.\.271\)"):
+        check_overlaps([load(300), run(), strided], {1: [(Region.FEATURE, 200, 210)]})
 
 
 def test_parts_chosen_to_save_bands():
