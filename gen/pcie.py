@@ -155,7 +155,7 @@ def check_config(board, config: EngineConfig):
 
 
 def memory_interface(config: EngineConfig):
-    """The external-memory interface of the PCIe device: ``axi_data_bits`` (``8·vc``),
+    """The external-memory interface of the PCIe device: ``axi_data_bits`` (``beat_bits`` = ``8·vc·beat_words``),
     ``beat_bytes``, ``burst_beats`` (longest INCR burst: 256 beats or one 4 KiB page),
     ``ddr_base``, ``ddr_bytes`` and the host window (``accel_window_bytes``, ``user_bar_bytes``)."""
     axm = _master_params(config)
@@ -169,7 +169,7 @@ def _master_params(config):
     """The accelerator's :class:`~nibble.hw.mem.axi_master.AXI4Master` (its defaults, as
     ``AcceleratorCore`` builds it), for its parameters only (never elaborated)."""
     from ..hw.mem.axi_master import AXI4Master
-    axm = AXI4Master(data_width=8 * config.vc)
+    axm = AXI4Master(data_width=config.beat_bits, strobes=True)
     axm._MustUse__silence = True
     return axm
 
@@ -192,7 +192,7 @@ class AcceleratorBD(Elaboratable):
     * ``aclk`` (in): the engine clock (the MIG's ui_clk); ``aresetn`` (in): synchronous reset,
       active low (a ``proc_sys_reset``'s ``peripheral_aresetn`` on ``aclk``);
     * ``s_axi_<m>`` for every member ``m`` of ``AXI4Signature(32, 32, 4)`` (slave: the
-      accelerator's host window), ``m_axi_<m>`` for every member of ``AXI4Signature(32, 8·vc, 4)``
+      accelerator's host window), ``m_axi_<m>`` for every member of ``AXI4Signature(32, beat_bits, 4)``
       (master: to DDR at :data:`~nibble.hw.isa.DDR_BASE`), both on ``aclk``;
     * ``irq_aclk`` (in): the XDMA's ``axi_aclk``; ``irq`` (out): the accelerator's run-finished
       level, through two flip-flops (``ASYNC_REG``) on ``irq_aclk``: the XDMA's ``usr_irq_req[0]``;
@@ -203,7 +203,7 @@ class AcceleratorBD(Elaboratable):
         self.config = config
         axm = _master_params(config)
         self.s_sig = AXI4Signature()
-        self.m_sig = AXI4Signature(32, 8 * config.vc, 4)
+        self.m_sig = AXI4Signature(32, config.beat_bits, 4)
         # IP integrator attributes of the ports (written into the Verilog by accel_verilog: as
         # Signal attributes Yosys could move them between ports driven by the same constant)
         self.port_attrs = {

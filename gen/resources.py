@@ -339,10 +339,11 @@ def memories(config: EngineConfig, bridge_words=256, host="uart"):
     wino = [("transformed-weight cache", c.m, c.vc * U_WIDTH, c.filter_depth)] if c.winograd else []
     mems = [("filter cache", c.m, c.vc * 4, c.filter_depth), *wino,
             ("parameter", 1, 32, c.param_depth),
-            ("weight", c.weight_ports, c.vc * 4, c.weight_depth),       # a copy per read port
+            # a copy per read port, each in 2·beat_words banks (hw/mem/banked.py)
+            ("weight", c.weight_ports * 2 * c.beat_words, c.vc * 4, c.weight_depth // (2 * c.beat_words)),
             # one write and vp + 1 read ports (the feature reader's vp pixel lanes and the residual
-            # readers'): a copy per read port
-            ("feature", c.vp + 1, c.vc * 8, c.feature_depth),
+            # readers'): a copy per read port, each in beat_words banks (hw/mem/banked.py)
+            ("feature", (c.vp + 1) * c.beat_words, c.vc * 8, c.feature_depth // c.beat_words),
             ("descriptor cycle log", 1, 32, DESC_LOG)]
     if host == "uart":
         return mems + [("bridge buffer", 1, 32, bridge_words)]
@@ -359,8 +360,8 @@ def memories(config: EngineConfig, bridge_words=256, host="uart"):
                    ("AXI4 master read buffer", 1, read_beat_layout(axm.data_width).size, axm.r_depth),
                    # StepSequencer: SyncFIFOBuffered(STEP, FIFO_STEPS)
                    ("step FIFO", 1, STEP.size, FIFO_STEPS - 1),
-                   # TileDMA: SyncFIFOBuffered(8·vc, 4)
-                   ("DMA store buffer", 1, 8 * c.vc, 3)]
+                   # TileDMA: SyncFIFOBuffered(a beat and its word mask, 4)
+                   ("DMA store buffer", 1, c.beat_bits + c.beat_words, 3)]
 
 
 def estimate(config: EngineConfig, device, jobs=2, host="uart"):

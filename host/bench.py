@@ -11,12 +11,14 @@ import time
 import numpy as np
 
 from ..hw.config import EngineConfig
+from ..hw.isa import Region
 from ..sim.perf.energy import ENERGY_PARTS, ENERGY_SOURCES, program_energy, program_events
 from ..sim.perf.sweep import dense_macs
 from ..sim.perf.traffic import run_traffic
 from .compiler import layer_beats, layer_cycles, plan_program, winograd_work
 from .driver import Device, golden_forward
 from .ir import ConvOp
+from .steps import copy_cycles
 
 __all__ = ["random_conv_layer", "winograd_bench", "deconv_bench", "link_bench", "memory_bench", "MEMORY_CASES",
            "network_bench", "NETWORK_CASES"]
@@ -272,8 +274,8 @@ def memory_bench(config: EngineConfig = EngineConfig(), *, seed=1, cases=MEMORY_
     resident in weight memory (loaded once, at :meth:`Device.load`) and streamed from DDR
     descriptor by descriptor (``stream_weights``, :mod:`nibble.host.steps`). Reported: cycles per
     image of both, the engine's busy cycles, DDR bytes read and written per image, the stall
-    fraction (cycles the engine waits for memory), the weight-load time (the streamed weight words:
-    the DMA writes one weight word per cycle), the exposed part (streamed − resident cycles) and
+    fraction (cycles the engine waits for memory), the weight-load time (the streamed weight words
+    at a DDR beat a cycle, :func:`~nibble.host.steps.copy_cycles`), the exposed part (streamed − resident cycles) and
     the hidden fraction ``1 − exposed / load time``, also counted without the first descriptor,
     whose weights nothing can hide. Both runs are bit-identical to the golden model or the case
     says so.
@@ -291,7 +293,8 @@ def memory_bench(config: EngineConfig = EngineConfig(), *, seed=1, cases=MEMORY_
                 case[mode] = {"cycles": mem["cycles"], "engine_cycles": mem["engine_cycles"],
                               "ddr_read_bytes": mem["ddr_read_bytes"], "ddr_write_bytes": mem["ddr_write_bytes"],
                               "stall_fraction": 1 - mem["engine_cycles"] / mem["cycles"]}
-            words = [L.n_coblk(config.m) * config.m * L.kh * L.kw * L.cb_in for L in program.layers]
+            words = [copy_cycles(L.n_coblk(config.m) * config.m * L.kh * L.kw * L.cb_in, config, Region.WEIGHT)
+                     for L in program.layers]
             exposed = case["streamed"]["cycles"] - case["resident"]["cycles"]
             case.update(weight_load_cycles=sum(words), exposed_cycles=exposed,
                         hidden_fraction=1 - exposed / sum(words),

@@ -90,7 +90,8 @@ def feature_space_config(g, config):
     if total > FEATURE_SPACE:
         raise CompileError(f"the feature maps need {total} words together, more than the {FEATURE_SPACE} a "
                            "descriptor addresses")
-    return dataclasses.replace(config, feature_depth=max(total, config.feature_depth), weight_depth=1 << 24,
+    bw = config.beat_words                  # feature memory is that many banks
+    return dataclasses.replace(config, feature_depth=-(-max(total, config.feature_depth) // bw) * bw, weight_depth=1 << 24,
                                param_depth=1 << 24)
 
 

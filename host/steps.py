@@ -23,8 +23,8 @@ the ``engine_cycles`` CSR measures it.
 
 Layout in DDR, from the window's base, each part at a 4 KiB boundary: load list, run list,
 parameter image, weight image (each streamed descriptor's weights at a beat boundary), inputs,
-outputs. Feature maps in DDR have their on-chip layout (HWC, ``vc`` int8 a beat), so a map is
-one chunk.
+outputs. Feature maps in DDR have their on-chip layout (HWC, ``vc`` int8 a word, ``beat_words``
+words a DDR beat), so a map is one chunk, starting at any word.
 
 **Feature maps in DDR** (``Program.feature_space`` > 0: the compiler allocated the maps in a
 space larger than feature memory): every tensor stays in DDR, at its word in that space, and each
@@ -46,16 +46,20 @@ the RUN of part ``i``'s first band. Transposed-convolution plans (TDC phases, ze
 not banded.
 """
 import dataclasses
+import math
+from fractions import Fraction
 
 import numpy as np
 
 from ..hw.isa import (DESC_WORDS, STEP_BYTES, STEP_CHUNK, Region, StepOp, decode_descriptor, encode_descriptor,
                       encode_step)
-from ..sim.ddr import DDR_READ_LATENCY
+from ..hw.mem.dma import BANKED, word_bytes, words_per_beat
+from ..sim.ddr import DDR_BYTES_PER_CYCLE, DDR_READ_LATENCY
 from .program import Program
 
 __all__ = ["DdrPlan", "plan_ddr", "parts", "part_sizes", "bands", "band_view", "Band", "PART_ALIGN", "Tiling",
-           "tiling", "tiling_cost", "check_overlaps", "param_words", "COPY_CYCLES", "CHUNK_LOAD_CYCLES", "CHUNK_STORE_CYCLES"]
+           "tiling", "tiling_cost", "check_overlaps", "param_words", "copy_cycles", "COPY_CYCLES",
+           "CHUNK_LOAD_CYCLES", "CHUNK_STORE_CYCLES"]
 
 CHUNK_STEPS = STEP_CHUNK
 #: Alignment of each part of the DDR layout, bytes.
@@ -271,27 +275,40 @@ def param_words(L, n_bands, config):
     c = config
     nb = L.n_coblk(c.m) * c.m
     n = nb * (1 + bool(L.prelu) + bool(L.ch_sh)) + DESC_WORDS * n_bands
-    pw_beat = c.vc // 4
+    pw_beat = words_per_beat(c, Region.PARAM)
     return -(-n // pw_beat) * pw_beat
 
 
-def _copy_cycles(L, bd):
+def copy_cycles(words, config, region=Region.FEATURE):
+    """Modelled cycles of a copy of ``words`` words of ``region`` (one chunk): a beat a cycle for
+    feature and weight memory, a word a cycle for parameter memory
+    (:class:`nibble.hw.mem.dma.TileDMA`), at most the DDR's sustained bytes per cycle
+    (:data:`nibble.sim.ddr.DDR_BYTES_PER_CYCLE`)."""
+    per = words_per_beat(config, region) if region in BANKED else 1
+    rate = min(Fraction(per), Fraction(DDR_BYTES_PER_CYCLE) / word_bytes(config, region))
+    return math.ceil(words / rate)
+
+
+def _copy_cycles(L, bd, config):
     """Modelled cycles of a band's copies (:func:`tiling`): its input rows in one chunk, its output
-    and residual rows in one, or a chunk per pixel where the DDR's pixels are wider."""
+    and residual rows in one, or a chunk per pixel where the DDR's pixels are wider (each chunk
+    its beats, one more where it does not start on a beat)."""
     pixels = (bd.q1 - bd.q0) * L.out_w
+    B = config.beat_words
     if L.out_view[1] == L.cb_out:
-        out, res = bd.out_words, bd.res_words
+        out, res = copy_cycles(bd.out_words, config), copy_cycles(bd.res_words, config)
     else:
-        out = pixels * max(L.cb_out, CHUNK_STORE_CYCLES)
-        res = pixels * max(L.cb_out, CHUNK_LOAD_CYCLES) if L.res else 0
-    return bd.in_words + out + res + (2 + bool(L.res)) * COPY_CYCLES
+        beats = -(-L.cb_out // B) + (B > 1)
+        out = pixels * max(beats, CHUNK_STORE_CYCLES)
+        res = pixels * max(beats, CHUNK_LOAD_CYCLES) if L.res else 0
+    return copy_cycles(bd.in_words, config) + out + res + (2 + bool(L.res)) * COPY_CYCLES
 
 
 def tiling_cost(pb, double_buffered, config):
     """Modelled cycles of a plan run as ``pb`` (``[(part plan, [Band])]``), see :func:`tiling`."""
     from .passes.lower import layer_cycles
     e = [layer_cycles(band_view(Lp, bd), config) for Lp, bl in pb for bd in bl]
-    d = [_copy_cycles(Lp, bd) for Lp, bl in pb for bd in bl]
+    d = [_copy_cycles(Lp, bd, config) for Lp, bl in pb for bd in bl]
     return sum(map(max, e, d)) + d[0] if double_buffered else sum(e) + sum(d)
 
 
@@ -487,8 +504,9 @@ def _window(program, regmap):
     """``(base, bytes, beat bytes)`` of the regmap's DDR window, checked against the program."""
     ddr = regmap["regions"]["ddr"]
     beat = ddr["beat_bits"] // 8
-    if beat != program.config.vc:
-        raise ValueError(f"the device's DDR beat is {beat} bytes, the program's feature word {program.config.vc}")
+    if beat != program.config.beat_bits // 8:
+        raise ValueError(f"the device's DDR beat is {beat} bytes, the program's configuration has "
+                         f"{program.config.beat_bits // 8} (8·vc·beat_words bits)")
     return ddr["base"], ddr["bytes"], beat
 
 
@@ -525,7 +543,8 @@ def _plan_tiled(program, base, size, beat):
             blob[nb:nb + len(slopes)] = slopes
             blob[nb + len(slopes):nb + len(slopes) + len(shifts)] = shifts
             w_n = Lp.n_coblk(c.m) * c.m * Lp.kh * Lp.kw * Lp.cb_in
-            w_words = -(-w_n // 2) * 2
+            per_w = words_per_beat(c, Region.WEIGHT)
+            w_words = -(-w_n // per_w) * per_w
             descs, bases = [], []
             for k, bd in enumerate(bl):
                 chip = (half_f - chip if t.double_buffered else 0)

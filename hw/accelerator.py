@@ -32,6 +32,8 @@ from .isa import (CRC32, CTRL_ACK, CTRL_RUN_STEPS, CTRL_START, DDR_BASE, DEFAULT
                   DESC_WORDS, LINK_VERSION, PRELU_FRAC, SEQ_BITS, SH_MAX, SH_MIN, STEP, STEP_BYTES, STEP_CHUNK, STEP_MAGIC,
                   EngineError, Region, StepOp, descriptor_fields)
 from .engine import Engine
+from .mem.banked import BankedMemory
+from .mem.dma import words_per_beat
 from .mem.port import SyncReadPort
 
 __all__ = ["AcceleratorCore", "Accelerator", "CSRS", "STATUS_BITS", "REGION_BASE", "ID_VALUE", "VERSION", "regmap"]
@@ -70,8 +72,8 @@ CSRS = [
     ("scratch", "rw", "free register for link tests"),
     ("step_base", "rw", "DDR byte address of the step list run by ctrl bit 2 (a multiple of the step size)"),
     ("steps", "ro", "steps issued by the last step-list run (after a step error: the index of the refused step)"),
-    ("dma_rd_bytes", "ro", "bytes read from DDR during the last run (step fetches and LOADs)"),
-    ("dma_wr_bytes", "ro", "bytes written to DDR during the last run (STOREs)"),
+    ("dma_rd_bytes", "ro", "bytes of the DDR beats read during the last run (step fetches and LOADs)"),
+    ("dma_wr_bytes", "ro", "bytes of the DDR beats written during the last run (STOREs; a beat counts whole whatever its strobes)"),
     ("engine_cycles", "ro", "cycles the engine was busy during the last run (the rest of cycles: waiting for memory)"),
     ("stall_feature_load", "ro", "cycles of the last step-list run the engine was idle while the DMA loaded feature "
                                  "words"),
@@ -118,7 +120,7 @@ def regmap(config: EngineConfig, *, ddr=False):
                          "slices": slices, "depth": depth}
     extra = {}
     if ddr:
-        regions["ddr"] = {"base": DDR_BASE, "bytes": config.ddr_bytes, "beat_bits": 8 * config.vc}
+        regions["ddr"] = {"base": DDR_BASE, "bytes": config.ddr_bytes, "beat_bits": config.beat_bits}
         extra["steps"] = {"bytes": STEP_BYTES, "magic": STEP_MAGIC, "chunk": STEP_CHUNK,
                           "ops": {o.name.lower(): int(o) for o in StepOp},
                           "regions": {r.name.lower(): int(r) for r in Region},
@@ -152,7 +154,7 @@ class AcceleratorCore(wiring.Component):
     high from the end of a run (done or error) until it is acknowledged (``ctrl`` bit 1): the
     level of the PCIe endpoint's user interrupt.
 
-    With ``ddr=True`` (the PCIe device): ``m_axi``: ``Out(AXI4Signature(32, 8·vc, 4))``, the
+    With ``ddr=True`` (the PCIe device): ``m_axi``: ``Out(AXI4Signature(32, beat_bits, 4))``, the
     AXI4 master to external memory (:class:`~.mem.axi_master.AXI4Master`), and the memory system
     behind ``ctrl`` bit 2: the step sequencer (:mod:`.sequencer`) fetching a step list from DDR,
     the tile DMA (:mod:`.mem.dma`) moving data between DDR and the on-chip memories. Port
@@ -175,7 +177,7 @@ class AcceleratorCore(wiring.Component):
         }
         if ddr:
             from .axi import AXI4Signature
-            members["m_axi"] = Out(AXI4Signature(32, 8 * config.vc, 4))
+            members["m_axi"] = Out(AXI4Signature(32, config.beat_bits, 4))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -194,8 +196,9 @@ class AcceleratorCore(wiring.Component):
             from .mem.dma import TileDMA
             from .mem.read_mux import ReadMux
             from .sequencer import StepSequencer
-            m.submodules.axi_master = axm = AXI4Master(data_width=8 * c.vc, addr_width=32, id_width=4)
-            m.submodules.read_mux = rmux = ReadMux(32, 8 * c.vc)
+            m.submodules.axi_master = axm = AXI4Master(data_width=c.beat_bits, addr_width=32, id_width=4,
+                                                       strobes=True)
+            m.submodules.read_mux = rmux = ReadMux(32, c.beat_bits)
             m.submodules.dma = dma = TileDMA(c)
             m.submodules.sequencer = seq = StepSequencer(c)
             wiring.connect(m, wiring.flipped(self.m_axi), axm.axi)
@@ -215,7 +218,7 @@ class AcceleratorCore(wiring.Component):
             seq_busy, seq_done, seq_error, seq_err_code, seq_steps = seq.busy, seq.done, seq.error, seq.err_code, seq.step
             dma_busy, dma_region, dma_store = dma.busy, dma.region, dma.store
             axi = axm.axi
-            beat_bytes = c.vc
+            beat_bytes = c.beat_bits // 8
             rd_beat = axi.rvalid & axi.rready
             wr_beat = axi.wvalid & axi.wready
         else:
@@ -368,10 +371,18 @@ class AcceleratorCore(wiring.Component):
         dma_rdata = {}
         for idx, name in enumerate(("param", "weight", "feature"), start=1):
             bits, slices, depth = words[name]
-            mem = Memory(shape=bits, depth=depth, init=[])
+            if name in ("feature", "weight"):
+                # banked: a DMA beat (beat_words feature or 2·beat_words weight words) is one wide
+                # write or read; the weight memory's engine port is also a weight STORE's (wide)
+                mem = BankedMemory(bits, depth, words_per_beat(c, Region[name.upper()]), name=f"{name}_mem")
+                rp, wp = mem.read_port(wide=name == "weight"), mem.write_port()
+                w_en = wp.mask                  # word j of a write with bit j (a one-word write: 1)
+            else:
+                mem = Memory(shape=bits, depth=depth, init=[])
+                rp = mem.read_port(domain="sync")
+                wp = mem.write_port()
+                w_en = wp.en
             m.submodules[f"{name}_mem"] = mem
-            rp = mem.read_port(domain="sync")
-            wp = mem.write_port()
             sel = region == (REGION_BASE[name] >> 28)
             word = Signal(range(depth), name=f"{name}_word")
             slc = Signal(range(slices), name=f"{name}_slice") if slices > 1 else C(0, 1)
@@ -399,7 +410,7 @@ class AcceleratorCore(wiring.Component):
             m.submodules[f"{name}_eng_port"] = eng_port
             wiring.connect(m, {"param": eng.p_rd, "weight": eng.w_rd, "feature": eng.f_rd}[name], eng_port.bus)
             eng_r = (eng_port.addr, eng_port.en)
-            m.d.comb += eng_port.data.eq(rp.data)
+            m.d.comb += eng_port.data.eq(rp.data[:bits])
             # the DMA holds this memory's ports while it copies to or from it; in feature
             # memory it shares them with the running engine, which goes first
             dma_here = dma_busy & (dma_region == Region[name.upper()])
@@ -409,23 +420,23 @@ class AcceleratorCore(wiring.Component):
                 m.d.comb += eng.f_wr.req.ready.eq(1)
             dma_r_port = rp
             if name == "weight" and c.weight_ports == 2:     # the filter loader's second port (a copy)
-                rpw = mem.read_port(domain="sync")
+                rpw = mem.read_port()
                 m.submodules.weight_eng_port2 = wport2 = SyncReadPort(depth, bits)
                 wiring.connect(m, eng.w_rd2, wport2.bus)
                 m.d.comb += [rpw.addr.eq(wport2.addr), rpw.en.eq(wport2.en), wport2.data.eq(rpw.data)]
             if name == "feature":
-                rp2 = mem.read_port(domain="sync")     # the residual reader's port, and a feature STORE's
+                rp2 = mem.read_port(wide=True)         # the residual reader's port, and a feature STORE's
                 dma_r_port = rp2
                 m.submodules.feature_res_port = res_port = SyncReadPort(depth, bits)
                 wiring.connect(m, eng.f_rd2, res_port.bus)
-                m.d.comb += [rp2.addr.eq(res_port.addr), rp2.en.eq(res_port.en), res_port.data.eq(rp2.data)]
+                m.d.comb += [rp2.addr.eq(res_port.addr), rp2.en.eq(res_port.en), res_port.data.eq(rp2.data[:bits])]
                 if self.ddr:
                     with m.If(~res_port.en & dma_here & dma_store):
                         m.d.comb += [rp2.addr.eq(dma.mem_addr), rp2.en.eq(dma.mem_r_en)]
                     with m.If(dma_here):
                         m.d.comb += dma.mem_ready.eq(Mux(dma_store, ~res_port.en, ~eng_w))
                 for j in range(1, c.vp):                  # the other pixel lanes' ports
-                    rpj = mem.read_port(domain="sync")
+                    rpj = mem.read_port()
                     m.submodules[f"feature_px{j}_port"] = pxp = SyncReadPort(depth, bits)
                     wiring.connect(m, getattr(eng, f"f_rd_px{j}"), pxp.bus)
                     m.d.comb += [rpj.addr.eq(pxp.addr), rpj.en.eq(pxp.en), pxp.data.eq(rpj.data)]
@@ -439,13 +450,15 @@ class AcceleratorCore(wiring.Component):
             with m.Else():
                 m.d.comb += [rp.addr.eq(word), rp.en.eq(1)]
             with m.If(eng_w):
-                m.d.comb += [wp.addr.eq(eng.f_wr.req.payload.addr), wp.en.eq(1), wp.data.eq(eng.f_wr.req.payload.data)]
+                m.d.comb += [wp.addr.eq(eng.f_wr.req.payload.addr), w_en.eq(1), wp.data.eq(eng.f_wr.req.payload.data)]
             if self.ddr:
                 with m.Elif(dma_here & ~dma_store):
-                    m.d.comb += [wp.addr.eq(dma.mem_addr), wp.en.eq(dma.mem_w_en), wp.data.eq(dma.mem_w_data)]
+                    mask = dma.mem_w_mask[:len(wp.mask)] if name != "param" else C(1, 1)
+                    m.d.comb += [wp.addr.eq(dma.mem_addr), w_en.eq(mask & dma.mem_w_en.replicate(len(mask))),
+                                 wp.data.eq(dma.mem_w_data)]
             with m.Elif(~busy):
-                m.d.comb += [wp.addr.eq(word), wp.en.eq(host_we), wp.data.eq(host_wdata)]
-            mem_rdata[idx] = (rp.data, slices)
+                m.d.comb += [wp.addr.eq(word), w_en.eq(host_we), wp.data.eq(host_wdata)]
+            mem_rdata[idx] = (rp.data[:bits], slices)
             with m.If(bus.r_en & sel):
                 m.d.sync += [rd_sel.eq(idx), rd_slice.eq(slc)]
 
@@ -517,12 +530,12 @@ class Accelerator(wiring.Component):
                            tx_data=Out(8), tx_valid=Out(1), tx_ready=In(1))
         elif phy == "axi":
             from .axi import AXI4Signature
-            if config.vc & (config.vc - 1) or config.vc > STEP_BYTES:
-                raise ValueError(f"the PCIe device's DDR beat is 8·vc bits: vc must be a power of two "
-                                 f"of at most {STEP_BYTES}, not {config.vc}")
+            if config.vc & (config.vc - 1):
+                raise ValueError(f"the PCIe device's DDR beat is 8·vc·beat_words bits: vc must be a power of two, "
+                                 f"not {config.vc}")
             for name, member in AXI4Signature().members.items():
                 members[f"s_axi_{name}"] = member.flip()
-            for name, member in AXI4Signature(32, 8 * config.vc, 4).members.items():
+            for name, member in AXI4Signature(32, config.beat_bits, 4).members.items():
                 members[f"m_axi_{name}"] = member
             members["irq"] = Out(1)
         else:

@@ -45,6 +45,12 @@ class EngineConfig:
     :param ddr_bytes: bytes of the external-memory window at :data:`~nibble.hw.isa.DDR_BASE`
         that the step sequencer and the DMA may address (a power of two, 1 MiB..2 GiB; default
         1 GiB, the SODIMM of the VC707 and KC705). Used by devices with external memory.
+    :param beat_words: feature words in one DDR beat, 1, 2 or 4: the AXI4 master's data width is
+        :attr:`beat_bits` = ``8·vc·beat_words`` bits (at most 512, the MIG's native width for a
+        64-bit DDR3 at 4:1), and feature memory is built in ``beat_words`` banks (word ``a`` in
+        bank ``a mod beat_words``) and weight memory in ``2·beat_words``, so a feature or weight
+        LOAD or STORE moves a whole beat of words a cycle. Parameter copies move one word a
+        cycle. Default 1.
 
     Peak throughput is ``m·vc·vp`` shift-accumulate operations per cycle (256 by default).
     :raises ValueError: on any inconsistent parameter, naming it.
@@ -62,6 +68,7 @@ class EngineConfig:
     ddr_bytes: int = 1 << 30
     vp: int = 1
     weight_ports: int = 1
+    beat_words: int = 1
 
     def __post_init__(self):
         if self.m < 1:
@@ -74,6 +81,17 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.vp must be an integer in 1..8, not {self.vp!r}")
         if self.weight_ports not in (1, 2) or isinstance(self.weight_ports, bool):
             raise ValueError(f"EngineConfig.weight_ports must be 1 or 2, not {self.weight_ports!r}")
+        if self.beat_words not in (1, 2, 4) or isinstance(self.beat_words, bool):
+            raise ValueError(f"EngineConfig.beat_words must be 1, 2 or 4, not {self.beat_words!r}")
+        if self.beat_bits > 512:
+            raise ValueError(f"EngineConfig: a DDR beat of 8·vc·beat_words = {self.beat_bits} bits exceeds the "
+                             "512 bits of the AXI4 master")
+        if self.feature_depth % self.beat_words:
+            raise ValueError(f"EngineConfig.feature_depth ({self.feature_depth}) must be a multiple of beat_words "
+                             f"({self.beat_words}, the feature-memory banks)")
+        if self.weight_depth % (2 * self.beat_words):
+            raise ValueError(f"EngineConfig.weight_depth ({self.weight_depth}) must be a multiple of 2·beat_words "
+                             f"({2 * self.beat_words}, the weight-memory banks)")
         if not 20 <= self.acc_width <= 48:
             raise ValueError(f"EngineConfig.acc_width must be in 20..48, not {self.acc_width}")
         for name in ("filter_depth", "feature_depth", "weight_depth", "param_depth"):
@@ -95,6 +113,11 @@ class EngineConfig:
     def uart_divisor(self):
         """Clock cycles per UART bit (``clk_hz // baud``)."""
         return self.clk_hz // self.baud
+
+    @property
+    def beat_bits(self):
+        """Bits of a DDR beat, the AXI4 master's data width: ``8·vc·beat_words``."""
+        return 8 * self.vc * self.beat_words
 
     @property
     def peak_ops_per_cycle(self):

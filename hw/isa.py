@@ -266,7 +266,7 @@ class EngineError(enum.IntEnum):
     POOL = 9
     #: a step (:data:`STEP`) with a wrong ``magic``, an unknown ``op`` or ``region``, zero
     #: ``count`` or ``words``, ``words`` not a whole number of beats, or a DDR address or stride
-    #: not a multiple of the beat (``step`` names it).
+    #: not a multiple of the beat (of a word, for a feature copy; ``step`` names it).
     STEP = 10
     #: a step's on-chip range leaves its memory, or its DDR range leaves the DDR window.
     STEP_RANGE = 11
@@ -329,9 +329,13 @@ STEP_MAGIC = 0x5E
 #: * ``LOAD``/``STORE``: chunk ``i`` (0 ≤ i < ``count``) is ``words`` consecutive words of
 #:   ``region`` from word ``mem_addr + i·mem_stride`` and the bytes from ``ddr_addr +
 #:   i·ddr_stride`` (AXI byte address, :data:`DDR_BASE` included) in DDR. One DDR beat
-#:   (``8·vc`` bits) holds ``beat_bits / word_bits`` consecutive words, the first in the lowest
-#:   bits (parameter words 32 bits, weight words ``4·vc``, feature words ``8·vc``), so ``words``
-#:   is a multiple of that and ``ddr_addr``, ``ddr_stride`` are multiples of the beat's bytes.
+#:   (``beat_bits`` = ``8·vc·beat_words``, :class:`~nibble.hw.config.EngineConfig`) holds
+#:   ``beat_bits / word_bits`` consecutive words, the first in the lowest bits (parameter words
+#:   32 bits, weight words ``4·vc``, feature words ``8·vc``). A parameter or weight copy moves
+#:   whole beats: ``words`` is a multiple of that and ``ddr_addr``, ``ddr_stride`` are multiples
+#:   of the beat's bytes. A feature chunk may start and end inside a beat: ``ddr_addr``,
+#:   ``ddr_stride`` are multiples of a feature word (``vc`` bytes), ``words`` any (the DMA moves
+#:   the beats that cover the chunk and masks the words around it, :mod:`nibble.hw.mem.dma`).
 #: * ``RUN``: the engine runs the descriptors from parameter word ``mem_addr``.
 #: * ``wait``: the step starts only when every earlier step is complete (the compiler's barrier
 #:   for a data dependency). Without it a step starts as soon as its unit is free, so a LOAD, or

@@ -40,11 +40,12 @@ from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from .config import EngineConfig
 from .isa import DDR_BASE, STEP, STEP_BYTES, STEP_CHUNK, STEP_MAGIC, EngineError, Region, StepOp
 from .mem.axi_master import command_layout, read_beat_layout
-from .mem.dma import words_per_beat
+from .mem.dma import word_bytes, words_per_beat
 
 __all__ = ["StepSequencer", "CHUNK_STEPS", "FIFO_STEPS", "check_step"]
 
@@ -61,7 +62,7 @@ def check_step(config: EngineConfig, step):
     :param step: ``{field: int}`` as :func:`nibble.hw.isa.decode_step` returns.
     :returns: ``(EngineError, reason)`` or ``None``.
     """
-    beat = config.vc
+    beat = config.beat_bits // 8
     if step["magic"] != STEP_MAGIC:
         return EngineError.STEP, f"magic 0x{step['magic']:02x} is not 0x{STEP_MAGIC:02x}"
     if step["op"] not in [int(o) for o in StepOp]:
@@ -75,16 +76,19 @@ def check_step(config: EngineConfig, step):
         return None
     if step["region"] not in [int(r) for r in Region]:
         return EngineError.STEP, f"unknown region {step['region']}"
-    r = words_per_beat(config, step["region"])
+    region = Region(step["region"])
+    # a feature chunk may start and end inside a beat (the DMA masks the words around it)
+    r = 1 if region == Region.FEATURE else words_per_beat(config, region)
+    align = config.vc if region == Region.FEATURE else beat
     if step["count"] == 0 or step["words"] == 0 or step["words"] % r:
         return EngineError.STEP, f"count {step['count']}, words {step['words']}: need ≥ 1 and words a multiple of {r}"
-    if step["ddr_addr"] % beat or step["ddr_stride"] % beat:
-        return EngineError.STEP, f"DDR address 0x{step['ddr_addr']:x} / stride {step['ddr_stride']} not multiples of {beat} bytes"
+    if step["ddr_addr"] % align or step["ddr_stride"] % align:
+        return EngineError.STEP, f"DDR address 0x{step['ddr_addr']:x} / stride {step['ddr_stride']} not multiples of {align} bytes"
     depth = {Region.PARAM: config.param_depth, Region.WEIGHT: config.weight_depth,
-             Region.FEATURE: config.feature_depth}[Region(step["region"])]
+             Region.FEATURE: config.feature_depth}[region]
     if step["mem_addr"] + (step["count"] - 1) * step["mem_stride"] + step["words"] > depth:
         return EngineError.STEP_RANGE, f"on-chip words up to {step['mem_addr'] + (step['count'] - 1) * step['mem_stride'] + step['words']} > {depth}"
-    end = step["ddr_addr"] + (step["count"] - 1) * step["ddr_stride"] + step["words"] // r * beat
+    end = step["ddr_addr"] + (step["count"] - 1) * step["ddr_stride"] + step["words"] * word_bytes(config, region)
     if step["ddr_addr"] < DDR_BASE or end > DDR_BASE + config.ddr_bytes:
         return EngineError.STEP_RANGE, f"DDR bytes 0x{step['ddr_addr']:x}..0x{end:x} outside the DDR window"
     return None
@@ -104,8 +108,10 @@ class StepSequencer(wiring.Component):
     err_code : Out(4), step : Out(32)
         The error (:class:`~nibble.hw.isa.EngineError`) and the index of the step issued last or
         in error.
-    rd_cmd : Out(stream.Signature(command_layout(32))), rd_data : In(stream.Signature(read_beat_layout(8·vc)))
-        Step fetches (to a :class:`~nibble.hw.mem.read_mux.ReadMux` client).
+    rd_cmd : Out(stream.Signature(command_layout(32))), rd_data : In(stream.Signature(read_beat_layout(beat_bits)))
+        Step fetches (to a :class:`~nibble.hw.mem.read_mux.ReadMux` client). A step of
+        :data:`~nibble.hw.isa.STEP_BYTES` is assembled from beats narrower than it, or a beat
+        wider than it holds several, handed to the FIFO one a cycle.
     dma : Out(stream.Signature(STEP))
         LOAD/STORE steps to the DMA's ``cmd``; ``dma_busy``, ``dma_done``, ``dma_err``,
         ``dma_region``, ``dma_store`` : In(1)/In(2) from it.
@@ -116,10 +122,7 @@ class StepSequencer(wiring.Component):
 
     def __init__(self, config: EngineConfig):
         self.config = config
-        if config.vc > STEP_BYTES:
-            raise ValueError(f"the step sequencer needs DDR beats of at most {STEP_BYTES} bytes "
-                             f"(vc ≤ {STEP_BYTES}), not vc = {config.vc}")
-        beat_bits = 8 * config.vc
+        beat_bits = config.beat_bits
         super().__init__({
             "start": In(1), "step_base": In(32),
             "busy": Out(1), "done": Out(1), "error": Out(1), "err_code": Out(4), "step": Out(32),
@@ -134,8 +137,9 @@ class StepSequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self.config
-        beat_bytes = c.vc
-        beats_per_step = STEP_BYTES // beat_bytes
+        beat_bytes = c.beat_bits // 8
+        beats_per_step = max(1, STEP_BYTES // beat_bytes)
+        steps_per_beat = max(1, beat_bytes // STEP_BYTES)
 
         running = Signal()          # between start and the END (or an error)
         failed = Signal()           # an error was seen; drain, then report
@@ -148,18 +152,31 @@ class StepSequencer(wiring.Component):
         in_flight = Signal()        # a chunk is being read
         stop_fetch = Signal()       # a chunk held an END or a bad step
         m.d.comb += [self.rd_cmd.payload.addr.eq(fetch_addr),
-                     self.rd_cmd.payload.beats.eq(CHUNK_STEPS * beats_per_step),
+                     self.rd_cmd.payload.beats.eq(CHUNK_STEPS * STEP_BYTES // beat_bytes),
                      self.rd_cmd.valid.eq(running & ~failed & ~in_flight & ~stop_fetch
                                           & (fifo.level <= FIFO_STEPS - CHUNK_STEPS))]
         with m.If(self.rd_cmd.valid & self.rd_cmd.ready):
             m.d.sync += [in_flight.eq(1), fetch_addr.eq(fetch_addr + CHUNK_STEPS * STEP_BYTES)]
+        # a step is assembled from ``beats_per_step`` beats, or a beat holds ``steps_per_beat`` steps
+        # (handed to the FIFO one a cycle, the beat held meanwhile)
         assembly = Signal(8 * STEP_BYTES)
         part = Signal(range(beats_per_step))
-        m.d.comb += self.rd_data.ready.eq(1)      # the FIFO has room for the whole chunk
-        new_step = STEP(Cat(assembly[8 * beat_bytes:], self.rd_data.payload.data)[:STEP.size])
+        sub = Signal(range(steps_per_beat))
+        data = self.rd_data.payload.data
+        if steps_per_beat == 1:
+            m.d.comb += self.rd_data.ready.eq(1)      # the FIFO has room for the whole chunk
+            new_step = STEP(Cat(assembly[8 * beat_bytes:], data)[:STEP.size])
+            beat_done = C(1, 1)
+        else:
+            m.d.comb += self.rd_data.ready.eq(sub == steps_per_beat - 1)
+            new_step = STEP(data.word_select(sub, 8 * STEP_BYTES)[:STEP.size])
+            beat_done = sub == steps_per_beat - 1
         with m.If(self.rd_data.valid):
-            m.d.sync += assembly.eq(Cat(assembly[8 * beat_bytes:], self.rd_data.payload.data))
-            with m.If(self.rd_data.payload.err):
+            if steps_per_beat == 1:
+                m.d.sync += assembly.eq(Cat(assembly[8 * beat_bytes:], data))
+            else:
+                m.d.sync += sub.eq(Mux(beat_done, 0, sub + 1))
+            with m.If(self.rd_data.payload.err & beat_done):
                 m.d.sync += failed.eq(1)
                 with m.If(~failed):
                     m.d.sync += self.err_code.eq(EngineError.DDR)
@@ -171,7 +188,7 @@ class StepSequencer(wiring.Component):
                     m.d.sync += stop_fetch.eq(1)
             with m.Else():
                 m.d.sync += part.eq(part + 1)
-            with m.If(self.rd_data.payload.last):
+            with m.If(self.rd_data.payload.last & beat_done):
                 m.d.sync += in_flight.eq(0)
 
         # ---- units: active from the cycle they are started
@@ -209,13 +226,18 @@ class StepSequencer(wiring.Component):
 
         # the check, from registered products
         depth = Signal(25)
-        ratio = Signal(range(beat_bytes + 1))
+        ratio = Signal(range(beat_bytes + 1))        # words a multiple of it (1: feature)
+        align = Signal(range(beat_bytes + 1))        # bytes ddr_addr, ddr_stride are multiples of
+        wlog = Signal(range(8))                      # log2 of a word's bytes
         with m.Switch(cur.region):
             for r in Region:
                 with m.Case(r):
+                    feature = r == Region.FEATURE
                     m.d.comb += [depth.eq({Region.PARAM: c.param_depth, Region.WEIGHT: c.weight_depth,
                                            Region.FEATURE: c.feature_depth}[r]),
-                                 ratio.eq(words_per_beat(c, r))]
+                                 ratio.eq(1 if feature else words_per_beat(c, r)),
+                                 align.eq(c.vc if feature else beat_bytes),
+                                 wlog.eq(exact_log2(word_bytes(c, r)))]
         mem_span = Signal(41)
         ddr_span = Signal(49)
         m.d.sync += [mem_span.eq((cur.count - 1) * cur.mem_stride),
@@ -224,9 +246,9 @@ class StepSequencer(wiring.Component):
         is_copy = (cur.op == StepOp.LOAD) | (cur.op == StepOp.STORE)
         region_ok = cur.region != 0
         sizes_ok = (cur.count != 0) & (cur.words != 0) & ((cur.words & (ratio - 1)) == 0)
-        align_ok = (cur.ddr_addr[:len(Const(beat_bytes - 1))] == 0) & (cur.ddr_stride[:len(Const(beat_bytes - 1))] == 0)
+        align_ok = (((cur.ddr_addr | cur.ddr_stride) & (align - 1)) == 0)
         mem_end = mem_span + cur.mem_addr + cur.words
-        ddr_end = ddr_span + cur.ddr_addr + (cur.words // ratio) * beat_bytes
+        ddr_end = ddr_span + cur.ddr_addr + (cur.words << wlog)
         range_ok = (mem_end <= depth) & (cur.ddr_addr >= DDR_BASE) & (ddr_end <= DDR_BASE + c.ddr_bytes)
         run_ok = cur.mem_addr < c.param_depth
 
@@ -273,6 +295,6 @@ class StepSequencer(wiring.Component):
         m.d.comb += self.busy.eq(running | in_flight | eng_active | dma_active)
         with m.If(self.start & ~self.busy):
             m.d.sync += [running.eq(1), failed.eq(0), self.done.eq(0), self.error.eq(0), self.err_code.eq(0),
-                         fetch_addr.eq(self.step_base), stop_fetch.eq(0), stage.eq(0), count.eq(0), part.eq(0)]
+                         fetch_addr.eq(self.step_base), stop_fetch.eq(0), stage.eq(0), count.eq(0), part.eq(0), sub.eq(0)]
             m.d.comb += fifo_rst.eq(1)
         return m

@@ -43,11 +43,13 @@ class SlaveMemory:
     cycles from an AR handshake to its first beat; ``b_latency``: from a burst's last W beat (and
     its AW) to BVALID; ``w_before_aw``: accept W beats before their AW; ``ar_depth``: AR bursts
     the slave holds at most; ``err``: (lo, hi, Resp) byte ranges; ``bad_rlast``: flip RLAST on
-    the last beat of the n-th read burst.
+    the last beat of the n-th read burst; ``strobes``: write the bytes WSTRB selects (else every
+    W beat must have all strobes set, A3.4.3).
     """
 
     def __init__(self, dut, mem, *, rng, ready_p=1.0, valid_p=1.0, read_latency=3, b_latency=1,
-                 w_before_aw=True, ar_depth=8, err=(), bad_rlast=None):
+                 w_before_aw=True, ar_depth=8, err=(), bad_rlast=None, strobes=False):
+        self.strobes = strobes
         self.dut, self.a, self.mem, self.rng = dut, dut.axi, mem, rng
         self.B = dut.beat_bytes
         self.ready_p, self.valid_p = ready_p, valid_p
@@ -151,19 +153,23 @@ class SlaveMemory:
             self.aw_q.append((v["awaddr"], v["awlen"] + 1, cycle))
             self.aw_log.append((cycle, v["awaddr"], v["awlen"] + 1))
         if v["wvalid"] and v["wready"]:
-            assert v["wstrb"] == (1 << self.B) - 1, f"cycle {cycle}: WSTRB 0x{v['wstrb']:x}"
-            self.w_buf.append((v["wdata"], v["wlast"]))
+            if not self.strobes:
+                assert v["wstrb"] == (1 << self.B) - 1, f"cycle {cycle}: WSTRB 0x{v['wstrb']:x}"
+            self.w_buf.append((v["wdata"], v["wlast"], v["wstrb"]))
             self.w_cycles.append(cycle)
         while self.aw_q and len(self.w_buf) >= self.aw_q[0][1]:
             addr, n, _ = self.aw_q.pop(0)
             beats, self.w_buf = self.w_buf[:n], self.w_buf[n:]
-            assert [last for _, last in beats] == [0] * (n - 1) + [1], \
-                f"WLAST of the burst 0x{addr:x} x{n}: {[last for _, last in beats]}"
+            assert [last for _, last, _ in beats] == [0] * (n - 1) + [1], \
+                f"WLAST of the burst 0x{addr:x} x{n}: {[last for _, last, _ in beats]}"
             resp = addr_err(self.err, addr, addr + n * self.B)
-            for k, (d, _) in enumerate(beats):
+            for k, (d, _, strb) in enumerate(beats):
                 lo = addr + k * self.B
                 if addr_err(self.err, lo, lo + self.B) == Resp.OKAY:
-                    self.mem[lo:lo + self.B] = np.frombuffer(d.to_bytes(self.B, "little"), np.uint8)
+                    new = np.frombuffer(d.to_bytes(self.B, "little"), np.uint8)
+                    keep = np.array([(strb >> i) & 1 for i in range(self.B)], bool)
+                    old = np.array(self.mem[lo:lo + self.B], np.uint8)
+                    self.mem[lo:lo + self.B] = np.where(keep, new, old)
             self.b_q.append((cycle + self.b_latency, resp))
         if not self.aw_q and self.w_buf:
             assert self.w_before_aw, f"cycle {cycle}: W beat before its AW"

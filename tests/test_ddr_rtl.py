@@ -12,6 +12,7 @@ reported naming the step.
 import numpy as np
 import pytest
 
+from nibble.hw.config import EngineConfig
 from nibble.hw.isa import STEP_BYTES, Region, StepOp
 from nibble.sim.perf.traffic import run_traffic
 from nibble.host.compiler import compile_model
@@ -203,3 +204,34 @@ def test_per_channel_shifts_in_parts(setup):
     assert all(L.ch_sh for L in p.layers) and len(parts(p.layers[1], CONFIG)) == 2
     assert len({int(v) for v in p.layer_shifts(1)}) > 2          # the parts have different offsets
     run_both(d, p, rng.normal(0, 1, (2, 8, 16, 16)))
+
+
+#: A 512-bit DDR port (``beat_words`` = 4): feature memory in 4 banks, a beat of 4 feature words a
+#: cycle, two steps a beat.
+WIDE_CONFIG = EngineConfig(m=16, vc=16, winograd=False, beat_words=4)
+
+
+def test_wide_beats_tiled_networks_bit_exact():
+    """``beat_words`` = 4 on the RTL: a banded conv/pool chain (row bands starting at any word of a
+    beat) and Concat branches with a residual Add (a chunk per pixel, partial beats written with
+    strobes), every map in DDR: bit-identical to the golden model; the DMA's byte counters equal
+    the traffic model's count of the covering beats; and the double-buffered feature copies,
+    moving a beat a cycle, leave the engine waiting for fewer cycles than a quarter of their
+    words."""
+    from test_steps import branch_model, conv_pool_model
+    rng = np.random.default_rng(SEED + 7)
+    with Device("sim", config=WIDE_CONFIG) as d:
+        for model, shape in ((conv_pool_model, (3, 96, 80)), (branch_model, (8, 64, 48))):
+            m = model(rng, shape[1], shape[2])
+            p = compile_model(m, rng.normal(0, 1, (2, *shape)), WIDE_CONFIG, tile_features=True)
+            run_both(d, p, rng.normal(0, 1, (1, *shape)))
+            plan, mem = d._be.ddr, d.memory[0]
+            t = run_traffic(plan, WIDE_CONFIG)
+            assert (mem["ddr_read_bytes"], mem["ddr_write_bytes"]) == (t["read_bytes"], t["write_bytes"])
+            assert any(op != StepOp.RUN and f and f["region"] == Region.FEATURE and f["ddr_addr"] % 64
+                       for op, f in plan.run), "no chunk starts inside a beat"
+            if model is conv_pool_model:
+                words = sum(f["count"] * f["words"] for op, f in plan.run
+                            if op != StepOp.RUN and f and f["region"] == Region.FEATURE)
+                st = mem["stalls"]
+                assert st["feature_load"] + st["store"] < words / 4, (st, words)

@@ -26,7 +26,7 @@ from ..axi import AXI4Signature, Burst, Resp
 
 __all__ = ["AXI4Master", "BurstSplitter", "ErrorCode", "DATA_WIDTHS", "MAX_BURST", "PAGE_BYTES",
            "BEATS_WIDTH", "AXI_ID", "command_layout", "burst_layout", "read_beat_layout",
-           "WRITE_DONE_LAYOUT"]
+           "write_beat_layout", "WRITE_DONE_LAYOUT"]
 
 #: Data widths of the master (those of the MIG's AXI4 slave port, UG586 ``C_S_AXI_DATA_WIDTH``).
 DATA_WIDTHS = (32, 64, 128, 256, 512)
@@ -60,6 +60,13 @@ def read_beat_layout(data_width):
     command), ``err`` (the beat's ``RRESP`` was not OKAY, or the command was a command error and
     ``data`` is 0)."""
     return data.StructLayout({"data": data_width, "last": 1, "err": 1})
+
+
+def write_beat_layout(data_width):
+    """Payload of ``wr_data`` of a master built with ``strobes``: ``data`` (``data_width`` bits,
+    byte ``k`` at bits ``8k..8k+7``), ``strb`` (``data_width / 8`` bits: byte ``k`` is written
+    with bit ``k``; ``WSTRB``, IHI 0022 A3.4.3 "Data read and write structure")."""
+    return data.StructLayout({"data": data_width, "strb": data_width // 8})
 
 
 #: Payload of ``wr_done``: ``err``, some burst of the command got a ``BRESP`` other than OKAY, or the
@@ -191,7 +198,8 @@ class AXI4Master(wiring.Component):
     Members
     -------
     axi : Out(AXI4Signature(addr_width, data_width, id_width))
-        The master port. ``AxBURST`` = INCR, ``AxSIZE`` = log2(beat_bytes), ``WSTRB`` all ones.
+        The master port. ``AxBURST`` = INCR, ``AxSIZE`` = log2(beat_bytes), ``WSTRB`` all ones
+        (with ``strobes``: each beat's own).
         ``AxCACHE``/``AxPROT``/``AxLOCK``/``AxQOS`` are not in :class:`~nibble.hw.axi.AXI4Signature`:
         the interconnect or the MIG drives their defaults (normal, non-secure data accesses).
         ``ARVALID``/``AWVALID``/``WVALID`` and their payloads are registers; ``RREADY``/``BREADY``
@@ -203,8 +211,11 @@ class AXI4Master(wiring.Component):
         beat of each command, ``err`` per beat.
     wr_cmd : In(stream.Signature(command_layout(addr_width)))
         Write ``beats`` beats at byte address ``addr``.
-    wr_data : In(stream.Signature(data_width))
-        The beats of the write commands, in command order, all bytes written (full strobes).
+    wr_data : In(stream.Signature(data_width)), or with ``strobes`` In(stream.Signature(write_beat_layout(data_width)))
+        The beats of the write commands, in command order, all bytes written (full strobes), or
+        the bytes of each beat's ``strb`` (parameter ``strobes``, default False: a beat that
+        writes only some of its bytes, the tile DMA's first and last beats of a chunk that does
+        not start or end on a beat).
         A beat is taken once its command's burst is in the W queue: from :attr:`cmd_latency`
         cycles after the command's handshake.
     wr_done : Out(stream.Signature(WRITE_DONE_LAYOUT))
@@ -269,7 +280,8 @@ class AXI4Master(wiring.Component):
     done_latency = 1
 
     def __init__(self, *, data_width, addr_width=32, id_width=4, max_burst=MAX_BURST, max_reads=4,
-                 max_writes=4, r_depth=None):
+                 max_writes=4, r_depth=None, strobes=False):
+        self.strobes = bool(strobes)
         if not _is_int(data_width) or data_width not in DATA_WIDTHS:
             raise ValueError(f"AXI4Master data_width must be one of {', '.join(map(str, DATA_WIDTHS))}, "
                              f"not {data_width!r}")
@@ -295,7 +307,7 @@ class AXI4Master(wiring.Component):
             "rd_cmd": In(stream.Signature(command_layout(addr_width))),
             "rd_data": Out(stream.Signature(read_beat_layout(data_width))),
             "wr_cmd": In(stream.Signature(command_layout(addr_width))),
-            "wr_data": In(stream.Signature(data_width)),
+            "wr_data": In(stream.Signature(write_beat_layout(data_width) if self.strobes else data_width)),
             "wr_done": Out(stream.Signature(WRITE_DONE_LAYOUT)),
             "error": Out(1),
             "err_code": Out(ErrorCode),
@@ -314,8 +326,12 @@ class AXI4Master(wiring.Component):
         m.d.comb += [
             axi.arid.eq(AXI_ID), axi.arsize.eq(s), axi.arburst.eq(Burst.INCR),
             axi.awid.eq(AXI_ID), axi.awsize.eq(s), axi.awburst.eq(Burst.INCR),
-            axi.wstrb.eq((1 << self.beat_bytes) - 1),
         ]
+        if self.strobes:
+            w_data = self.wr_data.payload.data
+        else:
+            w_data = self.wr_data.payload
+            m.d.comb += axi.wstrb.eq((1 << self.beat_bytes) - 1)
         events = []                     # (condition, ErrorCode value, address), by priority
 
         # ================================================================== read side
@@ -429,8 +445,9 @@ class AXI4Master(wiring.Component):
         m.d.comb += self.wr_data.ready.eq(wt.r_rdy & (whead.reject | w_load))
         w_take = self.wr_data.valid & self.wr_data.ready
         with m.If(w_load):
-            m.d.sync += [w_valid.eq(w_take & ~whead.reject), axi.wdata.eq(self.wr_data.payload),
-                         axi.wlast.eq(w_last)]
+            m.d.sync += [w_valid.eq(w_take & ~whead.reject), axi.wdata.eq(w_data), axi.wlast.eq(w_last)]
+            if self.strobes:
+                m.d.sync += axi.wstrb.eq(self.wr_data.payload.strb)
         with m.If(w_take):
             m.d.sync += w_beat.eq(Mux(w_last, 0, w_beat + 1))
         m.d.comb += [axi.wvalid.eq(w_valid), wt.r_en.eq(w_take & w_last)]

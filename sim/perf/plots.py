@@ -6,7 +6,7 @@
 * ``roofline.png``: MACs per cycle against MACs per DDR byte for every run that moved its data
   through DDR (the networks with every map in DDR, the weight-streaming cases), measured on the
   RTL, under the configuration's ceilings — compute ``m·vc·vp`` MAC/cycle (dense SAC lanes) and
-  memory ``min(vc, DDR_BYTES_PER_CYCLE)`` bytes/cycle (one ``8·vc``-bit AXI beat per cycle, the
+  memory ``min(beat bytes, DDR_BYTES_PER_CYCLE)`` bytes/cycle (one ``beat_bits`` AXI beat per cycle, the
   DDR3-1600 model of :mod:`nibble.sim.ddr`);
 * ``deconv.png``: the DCGAN Deconv2 layer as NZP, TDC and Winograd-TDC — RTL cycles and energy
   estimate, with NZP ÷ form ratios against the published anchors.
@@ -77,7 +77,7 @@ def _roofline(res, config, path):
         pts.append((f"3×3 {case['channels']}ch {case['size']}² streamed", case["macs"],
                     s["ddr_read_bytes"] + s["ddr_write_bytes"], s["cycles"]))
     peak = config.peak_ops_per_cycle
-    bw = min(float(config.vc), float(DDR_BYTES_PER_CYCLE))
+    bw = min(float(config.beat_bits // 8), float(DDR_BYTES_PER_CYCLE))
     xs = [p[1] / p[2] for p in pts]
     lo, hi = min(xs + [1.0]) / 4, max(xs + [peak / bw]) * 4
     fig, ax = plt.subplots(figsize=(7.5, 5))

@@ -6,11 +6,13 @@ image:
 
 * read: the step list's chunks — the sequencer fetches :data:`~nibble.hw.isa.STEP_CHUNK` steps of
   :data:`~nibble.hw.isa.STEP_BYTES` at a time up to the chunk that holds the END — and every
-  LOAD's ``count × words`` region words (feature maps, weights, biases and band descriptors);
-* written: every STORE's ``count × words`` feature words;
+  LOAD's ``count`` chunks of ``words`` region words (feature maps, weights, biases and band
+  descriptors);
+* written: every STORE's ``count`` chunks of ``words`` feature words;
 
-at :func:`nibble.hw.mem.dma.words_per_beat` words per DDR beat of ``8·vc`` bits (a step moves
-whole beats: the sequencer refuses any other). These are the quantities the ``dma_rd_bytes`` and
+each chunk as the DDR beats of ``beat_bits`` that cover it (:func:`nibble.hw.mem.dma.chunk_beats`:
+whole beats of :func:`~nibble.hw.mem.dma.words_per_beat` words, and a feature chunk that starts
+or ends inside a beat counts that whole beat, as the bus moves it). These are the quantities the ``dma_rd_bytes`` and
 ``dma_wr_bytes`` CSRs count on the RTL (checked equal in ``tests/test_ddr_rtl.py`` through the
 network bench). The host's own DMA of the input and output (XDMA h2c/c2h) is not part of a run.
 """
@@ -28,10 +30,10 @@ def run_traffic(plan, config):
     :raises ValueError: a plan without its run steps (``plan.run`` empty), or a copy that is not
         whole beats (the sequencer would refuse it).
     """
-    from ...hw.mem.dma import words_per_beat
+    from ...hw.mem.dma import chunk_beats, words_per_beat
     if not plan.run:
         raise ValueError("the DDR plan carries no run steps (plan.run is empty)")
-    beat = config.vc                           # bytes per DDR beat (8·vc bits)
+    beat = config.beat_bits // 8               # bytes per DDR beat
     chunks = -(-len(plan.run) // STEP_CHUNK)
     res = {"step_bytes": chunks * STEP_CHUNK * STEP_BYTES, "write_bytes": 0,
            "load_bytes": {r.name.lower(): 0 for r in Region}}
@@ -39,10 +41,14 @@ def run_traffic(plan, config):
         if op not in (StepOp.LOAD, StepOp.STORE):
             continue
         per = words_per_beat(config, f["region"])
-        if f["words"] % per:
+        if f["region"] != Region.FEATURE and f["words"] % per:
             raise ValueError(f"step {i}: {f['words']} words of region {Region(f['region']).name} are not whole "
                              f"beats of {per} words")
-        n = f["count"] * f["words"] // per * beat
+        if f["region"] == Region.FEATURE and f["count"] > 1 and f["ddr_stride"] % beat == 0:
+            n = f["count"] * chunk_beats(config, f["region"], f["ddr_addr"], f["words"]) * beat
+        else:
+            n = sum(chunk_beats(config, f["region"], f["ddr_addr"] + k * f["ddr_stride"], f["words"])
+                    for k in range(f["count"])) * beat
         if op == StepOp.LOAD:
             res["load_bytes"][Region(f["region"]).name.lower()] += n
         else:
