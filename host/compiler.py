@@ -4,7 +4,8 @@
 Runtime, :func:`~nibble.host.frontend.onnx.validate_model`) → the front end
 (:func:`~nibble.host.frontend.onnx.import_graph`: one node per operator, constants folded) → the
 structural passes (``host/passes/``: :func:`fold_pad`, :func:`fold_bn`, :func:`fuse_epilogue`,
-:func:`flatten_gemm`, :func:`host_tail`) → the memory checks of every layer against the
+:func:`flatten_gemm`, :func:`host_tail`) → :func:`split_gap` and :func:`fold_taps` (the first
+layer's taps folded into channels) → the memory checks of every layer against the
 :class:`EngineConfig` (:func:`check_fits`, before calibration) → :func:`inq` → int8
 :func:`calibrate` → feature-memory :func:`allocate` by liveness → :func:`lower` (integer plans,
 biases, shifts, accumulator check, Winograd/TDC choice, device images).
@@ -19,7 +20,7 @@ import numpy as np
 from ..hw.config import EngineConfig
 from .frontend.onnx import import_graph, load_onnx, validate_model
 from .ir import CompileError
-from .passes import STRUCTURAL, allocate, calibrate, check_fits, inq, lower, split_gap
+from .passes import STRUCTURAL, allocate, calibrate, check_fits, fold_taps, inq, lower, split_gap
 from .passes.calibrate import graph_inputs
 from .passes.inq import EXPONENTS
 from .passes.lower import (DECONV_MODES, WINOGRAD_MODES, layer_beats, layer_cycles, parse_modes, plan_program,
@@ -44,7 +45,7 @@ def build_graph(model):
 
 
 def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto",
-                  stream_weights=False, tile_features=False, exponents="layer"):
+                  stream_weights=False, tile_features=False, exponents="layer", fold_input=True):
     """:func:`compile_model`, also returning the final graph (for listings such as ``nibble
     compile``'s): ``(graph, program)``."""
     if not isinstance(config, EngineConfig):
@@ -61,12 +62,33 @@ def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd=
     g = split_gap(build_graph(model), config).validate()
     data = graph_inputs(g, calib)
     if tile_features:
+        fits = lambda gr: check_fits(gr, feature_space_config(gr, config), deconv, stream_weights=True)
+    else:
+        fits = lambda gr: check_fits(gr, config, deconv, stream_weights=stream_weights)
+    if fold_input:
+        g = folded(g, config, fits)       # the graph still takes the model's input (run_graph folds it)
+    if tile_features:
         return g, _tiled(g, data, config, winograd, deconv, exponents)
-    check_fits(g, config, deconv, stream_weights=stream_weights)
+    fits(g)
     g = inq(g, exponents)
     g = calibrate(g, data)
     g = allocate(g, config)
     return g, lower(g, config, winograd=winograd, deconv=deconv, stream_weights=stream_weights)
+
+
+def folded(g, config, fits):
+    """``g`` with its first layers' taps folded into channels (:func:`fold_taps`) if the folded
+    graph passes ``fits`` (a function that raises :class:`CompileError`: the memory checks the
+    program will be compiled under), else ``g`` (a folded map can be larger than the input:
+    then the model compiles as it would without the fold)."""
+    f = fold_taps(g, config).validate()
+    if all(not t.fold for t in f.tensors.values()):
+        return g
+    try:
+        fits(f)
+    except CompileError:
+        return g
+    return f
 
 
 #: Feature words of the space a program with its maps in external memory is allocated in (the
@@ -129,7 +151,7 @@ def _tiled(g, data, config, winograd, deconv, exponents="layer"):
 
 
 def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd="auto", deconv="auto",
-                  stream_weights=False, tile_features=False, exponents="layer"):
+                  stream_weights=False, tile_features=False, exponents="layer", fold_input=True):
     """Compile an ONNX model for an accelerator configuration.
 
     :param model: path to an ``.onnx`` file or an ``onnx.ModelProto``.
@@ -152,6 +174,10 @@ def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd=
         (one ``n2`` per layer), ``"auto"`` (per output channel where the weights' SNR gains at least
         :data:`~nibble.host.passes.inq.AUTO_GAIN_DB`; ``nibble compile`` lists the layers and both
         SNRs), ``"channel"`` (per output channel in every layer without a fused residual Add).
+    :param fold_input: fold a first layer's kernel taps into channels on the host where that
+        saves beats (:func:`~nibble.host.passes.fold_taps.fold_taps`, im2col: a 3×3 layer on 3
+        channels takes 2 beats a pixel instead of 9); the program's input keeps the model's
+        shape (``TensorSpec.fold``). Default True.
     :returns: :class:`Program` with one input and one output spec per graph input and output
         (host tail ops such as a final Softmax declared in the output's ``tail``).
     :raises CompileError: malformed or invalid model (ONNX checker, shape inference or ONNX Runtime
@@ -165,4 +191,5 @@ def compile_model(model, calib, config: EngineConfig = EngineConfig(), winograd=
         bits, a layer named for Winograd that cannot run as Winograd (with the reason); a config
         that is not an EngineConfig, an unknown mode.
     """
-    return compile_graph(model, calib, config, winograd, deconv, stream_weights, tile_features, exponents)[1]
+    return compile_graph(model, calib, config, winograd, deconv, stream_weights, tile_features, exponents,
+                         fold_input)[1]

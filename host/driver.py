@@ -157,7 +157,7 @@ def golden_outputs(program: Program, v):
     for spec, x in zip(program.inputs, v if isinstance(v, (list, tuple)) else [v]):
         row, pix, cb = spec.view(vc)
         full = np.zeros((cb * vc,) + tuple(spec.shape[1:]), dtype=np.int64)
-        full[:spec.shape[0]] = x
+        full[:spec.shape[0]] = spec.device_input(x)
         write_view(mem, spec.base, row, pix, full, vc)
     for i, L in enumerate(program.layers):
         golden_plan(program, i, L, mem)
@@ -183,11 +183,12 @@ class _GoldenBackend:
 
 
 def _input_bytes(spec, x, vc):
-    """The device bytes of input ``x`` (C, H, W int8) for ``spec`` (a dense map)."""
+    """The device bytes of input ``x`` (C, H, W int8, the spec's ``user_shape``) for ``spec`` (a
+    dense map; a folded input gathered first, ``TensorSpec.device_input``)."""
     row, pix, cb = spec.view(vc)
     if (row, pix) != (spec.shape[2] * cb, cb):
         raise DeviceError(f"input '{spec.name}' is not a dense map (row {row}, pixel {pix} words)")
-    return features_to_words(x, vc, cb)
+    return features_to_words(spec.device_input(x), vc, cb)
 
 
 class _TransportBackend:

@@ -578,7 +578,7 @@ def compile_pnet(model, h, w, reference, config=None, tile_features=False):
     :returns: :class:`~nibble.host.program.Program`. :raises CompileError: the tile does not fit.
     """
     from ..hw.config import EngineConfig
-    from .compiler import build_graph
+    from .compiler import build_graph, folded
     from .frontend.onnx import validate_model
     from .passes import allocate, check_fits, inq, lower
 
@@ -586,10 +586,12 @@ def compile_pnet(model, h, w, reference, config=None, tile_features=False):
     g = build_graph(validate_model(pnet_model(model, h, w)))
     if tile_features:
         from .compiler import feature_space_config, finish_tiled
+        g = folded(g, config, lambda gr: check_fits(gr, feature_space_config(gr, config), "auto", stream_weights=True))
         space = feature_space_config(g, config)
         check_fits(g, space, "auto", stream_weights=True)
         g = allocate(copy_exponents(inq(g), reference), space)
         return finish_tiled(lower(g, space, stream_weights=True), config)
+    g = folded(g, config, lambda gr: check_fits(gr, config, "auto"))
     check_fits(g, config, "auto")
     g = allocate(copy_exponents(inq(g), reference), config)
     return lower(g, config)

@@ -45,7 +45,9 @@ __all__ = ["LayerPlan", "TensorSpec", "Program", "HOST_OPS", "ProgramError", "pr
 #: (:class:`TensorSpec`), plans with input views, general max-pool windows, PReLU and clipping.
 #: 5: ``stream_weights`` (the weight image lives in external memory, streamed layer by layer).
 #: 8: per-channel requantization shifts (``ch_sh``, ``shift_base``: per-channel weight exponents).
-FORMAT_VERSION = 8
+#: 9: ``config.beat_words`` (the DDR beat's feature words) and an input's ``fold`` (the first
+#: layer's taps folded into channels on the host).
+FORMAT_VERSION = 9
 
 #: Operators a program may run on the host after an output (``TensorSpec.tail``), on the
 #: dequantized float output: ``gap`` (the mean over the rows and columns, (C, H, W) → (C,)), and
@@ -281,6 +283,13 @@ class TensorSpec:
     between rows and pixels; 0 = a dense map with ⌈C/vc⌉ words per pixel). Outputs also carry
     ``flatten`` (returned as (N, C): a Gemm head) and ``tail`` (host operators of
     :data:`HOST_OPS` applied in order to the dequantized float output, over the channel axis).
+
+    An input may carry ``fold`` (:func:`nibble.host.passes.fold_taps.fold_taps`): the first
+    layer's kernel taps folded into channels on the host. ``fold`` = ``(C, H, W, kh, kw, stride,
+    top, bottom, left, right)``: the model's input is ``(C, H, W)`` (:attr:`user_shape`, what a
+    caller gives) and the device's map is ``shape`` = ``(kh·kw·C, Ho, Wo)``, channel
+    ``(dy·kw + dx)·C + c`` of pixel ``(y, x)`` holding input ``(c, y·stride + dy − top, x·stride
+    + dx − left)`` (zero outside): :meth:`device_input`.
     """
     name: str
     shape: tuple
@@ -290,6 +299,21 @@ class TensorSpec:
     pix: int = 0
     flatten: bool = False
     tail: tuple = ()
+    fold: tuple = ()
+
+    @property
+    def user_shape(self):
+        """``(C, H, W)`` a caller gives for this tensor: the model's, before any :attr:`fold`."""
+        return tuple(self.fold[:3]) if self.fold else tuple(self.shape)
+
+    def device_input(self, x):
+        """``x`` (C, H, W) or (N, C, H, W) in :attr:`user_shape` → the device's map ``shape``
+        (the taps of :attr:`fold` gathered into channels; ``x`` itself without a fold). Any
+        numeric dtype; zeros where a tap falls in the padding."""
+        if not self.fold:
+            return x
+        from .passes.fold_taps import fold_map
+        return fold_map(x, self.fold)
 
     def view(self, vc):
         """``(row, pix, cb)``: words between rows and pixels, and channel blocks (⌈C/vc⌉)."""
@@ -342,7 +366,7 @@ class Program:
         feature memory's ``config.feature_depth``."""
         return self.feature_space or self.config.feature_depth
 
-    input_shape = property(lambda self: tuple(self.inputs[0].shape))
+    input_shape = property(lambda self: self.inputs[0].user_shape)
     input_q = property(lambda self: self.inputs[0].q)
     input_name = property(lambda self: self.inputs[0].name)
     input_base = property(lambda self: self.inputs[0].base)
@@ -826,7 +850,16 @@ _LAYER_SPEC = {
 assert set(_LAYER_SPEC) == {fl.name for fl in dataclasses.fields(LayerPlan)}, "LayerPlan and its file schema"
 
 _TOP_KEYS = ("format", "config", "layers", "inputs", "outputs", "desc_base", "stream_weights", "feature_space")
-_TENSOR_KEYS = ("name", "shape", "q", "base", "row", "pix", "flatten", "tail")
+_TENSOR_KEYS = ("name", "shape", "q", "base", "row", "pix", "flatten", "tail", "fold")
+
+
+def _parse_fold(c, v, field):
+    """A :attr:`TensorSpec.fold` from the file: ``[]`` or ten sizes (C, H, W, kh, kw, stride, top,
+    bottom, left, right)."""
+    if v == []:
+        return ()
+    return c.ints(v, field, [(1, 1 << 24)] * 6 + [(0, 1 << 24)] * 4,
+                  "[] or [C, H, W, kh, kw, stride, top, bottom, left, right] (sizes ≥ 1, paddings ≥ 0)")
 
 
 def _parse_tensors(c, v, field, minimum):
@@ -844,7 +877,8 @@ def _parse_tensors(c, v, field, minimum):
                               shape=c.ints(d["shape"], f"{f}.shape", [(1, 1 << 24)] * 3, "[C, H, W] of positive integers"),
                               q=c.int(d["q"], f"{f}.q", *_Q), base=c.int(d["base"], f"{f}.base", *_U32),
                               row=c.int(d["row"], f"{f}.row", *_U32), pix=c.int(d["pix"], f"{f}.pix", *_U32),
-                              flatten=c.bool(d["flatten"], f"{f}.flatten"), tail=tuple(tail)))
+                              flatten=c.bool(d["flatten"], f"{f}.flatten"), tail=tuple(tail),
+                              fold=_parse_fold(c, d["fold"], f"{f}.fold")))
     return out
 
 
@@ -957,6 +991,11 @@ def _dataflow(p, c, groups):
     for k, t in enumerate(p.inputs):
         row, pix, cb = t.view(vc)
         tensors[t.name] = (tuple(t.shape), t.q, t.base, row, pix, cb, -1)
+        if t.fold:
+            from .passes.fold_taps import fold_shape
+            if fold_shape(t.fold) != tuple(t.shape):
+                c.fail(f"inputs[{k}].fold", f"folds a {list(t.fold[:3])} input into {list(fold_shape(t.fold))}, "
+                                            f"not the input's shape {list(t.shape)}")
         if t.base + t.words(vc) > p.feature_words:
             c.fail(f"inputs[{k}].base", f"the input map ends at word {t.base + t.words(vc)}, the feature memory "
                                         f"has {p.feature_words}")

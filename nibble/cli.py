@@ -276,8 +276,11 @@ _WEIGHT_EXPONENTS = click.option(
 @click.option("--tile-features", "tile_features", is_flag=True,
               help="keep every feature map in external memory and run each layer in row bands that fit the "
                    "feature memory, weights streamed (a device with DDR: sim over PCIe or a pcie board)")
+@click.option("--no-fold-input", "no_fold", is_flag=True,
+              help="do not fold the first layer's kernel taps into channels on the host (im2col; by default "
+                   "done where it saves beats and the program still fits)")
 @_WEIGHT_EXPONENTS
-def compile(model, calib, config_path, out, winograd, deconv, stream_weights, tile_features, exponents):
+def compile(model, calib, config_path, out, winograd, deconv, stream_weights, tile_features, no_fold, exponents):
     """Compile an ONNX MODEL into a program file (run it with 'nibble run --program FILE').
 
     Errors (one line 'error: …', exit status 1): a bad model, a layer that does not compile or
@@ -287,12 +290,18 @@ def compile(model, calib, config_path, out, winograd, deconv, stream_weights, ti
     try:
         g, p = compile_graph(model, _load_array(calib, "calibration data"), _config(config_path), winograd=winograd,
                              deconv=deconv, stream_weights=stream_weights, tile_features=tile_features,
-                             exponents=exponents)
+                             exponents=exponents, fold_input=not no_fold)
         p.save(out)
     except _expected_errors() as e:
         raise _Fail(_message(e)) from None
     click.echo(f"{out}: {len(p.layers)} layers, {p.macs()} MACs, {len(p.weights)} weight words")
     click.echo(g.summary())
+    for t in p.inputs:
+        if t.fold:
+            c, h, w, kh, kw, s = t.fold[:6]
+            click.echo(f"input '{t.name}' ({c}x{h}x{w}): the first layer's {kh}x{kw} stride-{s} taps folded into "
+                       f"{t.shape[0]} channels on the host ({t.shape[1]}x{t.shape[2]} pixels, "
+                       f"{-(-t.shape[0] // p.config.vc)} words a pixel)")
     click.echo("descriptors:")
     for L in p.layers:
         click.echo(f"  {L.name}: {L.mode_reason}")

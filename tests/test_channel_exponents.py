@@ -124,7 +124,8 @@ def test_programs_with_per_channel_shifts_on_the_golden_device(net, tmp_path):
     the golden device is as close to the float graph with its INQ weights as a per-layer
     program is to its own; the program file keeps and checks the shift words."""
     m, x = net
-    g, p = compile_graph(m, x[:4], exponents="channel")
+    # the first layer unfolded (fold_input=False): it is the one that runs as Winograd here
+    g, p = compile_graph(m, x[:4], exponents="channel", fold_input=False)
     assert all(L.ch_sh for L in p.layers) and all("per-channel n2" in L.mode_reason for L in p.layers)
     assert any(L.winograd for L in p.layers) and any(L.phase for L in p.layers)
     for i, L in enumerate(p.layers):

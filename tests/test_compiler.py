@@ -42,8 +42,10 @@ def test_import_and_bn_fold_match_onnxruntime(digits):
 def test_digits_program_and_golden_accuracy(digits, tmp_path):
     calib, x, y = digits
     p = compile_model(MODEL, calib)
+    # the first layer's 3×3 taps folded into 9 channels on the host (fold_taps): a 1×1 plan
     assert [(L.cin, L.cout, L.kh, L.kw, L.pool, L.out_h) for L in p.layers] == \
-        [(1, 16, 3, 3, golden.POOL_NONE, 8), (16, 16, 3, 3, golden.POOL_2X2, 4), (16, 10, 4, 4, golden.POOL_NONE, 1)]
+        [(9, 16, 1, 1, golden.POOL_NONE, 8), (16, 16, 3, 3, golden.POOL_2X2, 4), (16, 10, 4, 4, golden.POOL_NONE, 1)]
+    assert p.inputs[0].fold == (1, 8, 8, 3, 3, 1, 1, 1, 1, 1) and p.input_shape == (1, 8, 8)
     for L in p.layers:
         assert L.sh == L.q_in - L.n2 - L.q_out and L.acc_bits <= p.config.acc_width
     path = tmp_path / "digits.npz"
@@ -73,7 +75,10 @@ def test_program_reads_back_codes_and_bias(digits):
     p = compile_model(MODEL, calib[:64])
     ops = import_onnx(load_onnx(MODEL))[0]
     codes, n2 = golden.inq_quantize(fold_bn(ops)[0].w)
-    assert np.array_equal(p.layer_codes(0), codes) and p.layers[0].n2 == n2
+    # the first layer's taps are folded into channels: its codes in (Cout, kh·kw·C, 1, 1)
+    c, kh, kw = codes.shape[1:]
+    folded = codes.transpose(0, 2, 3, 1).reshape(len(codes), kh * kw * c, 1, 1)
+    assert np.array_equal(p.layer_codes(0), folded) and p.layers[0].n2 == n2
     v = golden.quantize_features(x[0], p.input_q)
     assert golden_forward(p, v).shape == (10, 1, 1)
 

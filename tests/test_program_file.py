@@ -148,7 +148,7 @@ def test_file_layout_and_checksum_definition(good):
     with zipfile.ZipFile(good) as z:
         assert sorted(z.namelist()) == ["checksum.npy", "meta.npy", "params.npy", "weights.npy"]
     raw, meta, params, weights = _members(good)
-    assert meta["format"] == FORMAT_VERSION == 8
+    assert meta["format"] == FORMAT_VERSION == 9
     h = hashlib.sha256(b"nibble-program\0")
     for name in ("meta", "params", "weights"):
         a = np.load(io.BytesIO(raw[name]))
@@ -441,14 +441,17 @@ CONSISTENCY_EDITS = [
     ("digits", _layer_edit("phase", [0, 0, 1, 1]), "layers[1].op"),
     ("digits", _layer_edit("out_row", 5), "layers[1].out_row"),
     ("digits", _drop_layer(1), "layers[1].src: '/3/Conv_output_0' is not a program input nor written"),
-    ("digits", _meta_edit(_set(["inputs", 0, "shape"], [1, 9, 8])), "layers[0].in_h"),
+    # the digits input is folded (fold_taps): its shape is checked against the fold first
+    ("digits", _meta_edit(_set(["inputs", 0, "shape"], [1, 9, 8])), "inputs[0].fold: folds a [1, 8, 8] input"),
+    ("digits", _meta_edit(_set(["inputs", 0, "fold"], [1, 8, 8, 3, 3, 1, 1, 1, 1, 300])), "inputs[0].fold"),
+    ("digits", _meta_edit(_set(["inputs", 0, "fold"], [1, 8, 8, 3, 3])), "inputs[0].fold: expected"),
     ("digits", _meta_edit(_set(["outputs", 0, "shape"], [10, 1, 2])), "outputs[0].shape"),
     ("digits", _meta_edit(_set(["inputs", 0, "q"], 9)), "layers[0].q_in"),
     ("digits", _meta_edit(_set(["outputs", 0, "q"], 0)), "outputs[0].q"),
     ("digits", _meta_edit(_set(["outputs", 0, "name"], "nothing")), "outputs[0].name: 'nothing' is not written"),
     ("digits", _layer_edit("src", "nowhere"), "layers[1].src: 'nowhere' is not a program input"),
     ("digits", _meta_edit(_set(["desc_base"], 4000)), "desc_base"),
-    ("digits", _meta_edit(_set(["config", "winograd"], False)), "layers[0].winograd"),
+    ("digits", _meta_edit(_set(["config", "winograd"], False)), "layers[1].winograd"),
     ("digits", _meta_edit(_set(["config", "acc_width"], 20)), "acc_bits"),
     ("digits", _meta_edit(_set(["config", "feature_depth"], 64)), "map_base"),
     ("digits", _meta_edit(_set(["config", "weight_depth"], 16)), "weights"),

@@ -77,7 +77,8 @@ def run_graph(graph, inputs, weights="float", keep=None, visit=None):
     node its ONNX operator (activations, BatchNormalization, max-pool, Pad, layout, Softmax …).
 
     :param inputs: ``{input name: array}``, each (N, *shape) (or (N, C, H, W) for a (C, H, W)
-        input); a single array for a one-input graph.
+        input; an input whose first layer's taps are folded, ``Tensor.fold``, takes the model's
+        (N, C, H, W) and is gathered here); a single array for a one-input graph.
     :param weights: ``"float"`` (``ConvOp.w``) or ``"inq"`` (the INQ-decoded codes).
     :param keep: tensor names whose values are returned (default: every tensor); the others are
         freed after their last reader ran.
@@ -99,7 +100,12 @@ def run_graph(graph, inputs, weights="float", keep=None, visit=None):
         if name not in inputs:
             raise CompileError(f"no value for graph input '{name}'")
         x = np.asarray(inputs[name], np.float64)
-        vals[name] = x.reshape(len(x), *graph.tensors[name].shape)
+        t = graph.tensors[name]
+        if t.fold:                       # the model's input, gathered as the host does (fold_taps)
+            from ..passes.fold_taps import fold_map
+            vals[name] = fold_map(x.reshape(len(x), *t.fold[:3]), t.fold)
+        else:
+            vals[name] = x.reshape(len(x), *t.shape)
         if visit is not None:
             visit(name, vals[name])
     for i, n in enumerate(graph.nodes):

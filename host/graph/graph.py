@@ -47,7 +47,9 @@ class Tensor:
 
     Annotations (``None`` until a pass sets them): ``q`` (int exponent, value = V·2^−q),
     ``cb`` (feature words per pixel), ``base`` (feature-memory word of pixel (0, 0)), ``words``
-    (words the map occupies), ``row``/``pix`` (words between rows/pixels).
+    (words the map occupies), ``row``/``pix`` (words between rows/pixels); ``fold``: a graph
+    input whose first layer's taps are folded into channels on the host
+    (:func:`nibble.host.passes.fold_taps.fold_taps`; ``shape`` is then the folded map's).
     """
     name: str
     shape: tuple
@@ -58,6 +60,7 @@ class Tensor:
     words: int = None
     row: int = None
     pix: int = None
+    fold: tuple = ()
 
     @property
     def chw(self):

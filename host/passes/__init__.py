@@ -2,7 +2,8 @@
 
 Structural (after the front end, :mod:`nibble.host.frontend.onnx`, which also folds constants):
 :func:`fold_slice`, :func:`fold_pad`, :func:`fold_bn`, :func:`fuse_add`, :func:`fuse_epilogue`,
-:func:`place_concat`, :func:`flatten_gemm`, :func:`fold_gap`, :func:`host_tail`; checks before calibration: :func:`check_fits` (with :func:`allocate`);
+:func:`place_concat`, :func:`flatten_gemm`, :func:`fold_gap`, :func:`host_tail`; for the engine's
+configuration: :func:`split_gap`, :func:`fold_taps`; checks before calibration: :func:`check_fits` (with :func:`allocate`);
 quantization: :func:`inq`, :func:`calibrate`; backend: :func:`allocate`, :func:`lower`
 (→ :class:`~nibble.host.program.Program`). ``fold_bn``, ``inq`` and ``calibrate`` also take a
 chain of layers (``list[ConvOp]``), as before the graph IR.
@@ -15,6 +16,7 @@ from .fold_bn import fold_bn
 from .fold_gap import fold_gap
 from .fold_pad import fold_pad
 from .fold_slice import fold_slice
+from .fold_taps import fold_taps
 from .fuse_add import fuse_add
 from .fuse_epilogue import fuse_epilogue
 from .place_concat import place_concat
@@ -25,7 +27,8 @@ from .lower import lower
 
 __all__ = ["fold_slice", "fold_pad", "fold_bn", "fuse_add", "fuse_epilogue", "place_concat", "flatten_gemm",
            "fold_gap", "host_tail", "check_fits", "inq", "calibrate",
-           "calibration_data", "allocate", "lower", "CALIB_CHUNK_ELEMENTS", "CALIB_IMAGE_ELEMENTS", "STRUCTURAL", "split_gap"]
+           "calibration_data", "allocate", "lower", "CALIB_CHUNK_ELEMENTS", "CALIB_IMAGE_ELEMENTS", "STRUCTURAL", "split_gap",
+           "fold_taps"]
 
 #: The structural passes in the order the compiler runs them.
 STRUCTURAL = (fold_slice, fold_pad, fold_bn, fuse_add, fuse_epilogue, place_concat, flatten_gemm, fold_gap,

@@ -66,8 +66,9 @@ def graph_inputs(graph, calib):
         missing input or different batch sizes.
     """
     names = graph.inputs
+    shape = lambda n: tuple(graph.tensors[n].fold[:3]) or chw(graph.tensors[n].shape)   # the model's
     if len(names) == 1 and not isinstance(calib, dict):
-        return {names[0]: calibration_data(calib, chw(graph.tensors[names[0]].shape))}
+        return {names[0]: calibration_data(calib, shape(names[0]))}
     if isinstance(calib, dict):
         missing = [n for n in names if n not in calib]
         if missing:
@@ -78,7 +79,7 @@ def graph_inputs(graph, calib):
     else:
         raise CompileError(f"the model has {len(names)} inputs ({', '.join(names)}): give the calibration data "
                            "as a dict by input name or a list in that order")
-    data = {n: calibration_data(v, chw(graph.tensors[n].shape), f"calibration data for input '{n}'")
+    data = {n: calibration_data(v, shape(n), f"calibration data for input '{n}'")
             for n, v in zip(names, items)}
     sizes = {len(v) for v in data.values()}
     if len(sizes) > 1:

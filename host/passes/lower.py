@@ -784,8 +784,8 @@ def lower(graph: Graph, config, winograd="auto", deconv="auto", stream_weights=F
             params[L.slope_base:L.slope_base + L.cout] = slopes.astype(np.int32).view(np.uint32)
         if L.ch_sh:
             params[L.shift_base:L.shift_base + L.cout] = np.asarray(dn2, np.uint32)
-    inputs = [TensorSpec(name, chw(g.tensors[name].shape), int(g.tensors[name].q), int(g.tensors[name].base))
-              for name in g.inputs]
+    inputs = [TensorSpec(name, chw(g.tensors[name].shape), int(g.tensors[name].q), int(g.tensors[name].base),
+                         fold=tuple(int(v) for v in g.tensors[name].fold)) for name in g.inputs]
     outputs = []
     for o in g.outputs:
         t = g.tensors[o.tensor]
