@@ -335,15 +335,17 @@ def memories(config: EngineConfig, bridge_words=256, host="uart"):
     from ..hw.pe import U_WIDTH
     if host not in HOSTS:
         raise ValueError(f"unknown host interface '{host}' (known: {', '.join(HOSTS)})")
+    # feature and weight memory are banked on the device with DDR (a DMA beat a cycle)
+    fb, wb = (c.beat_words, 2 * c.beat_words) if host == "pcie" else (1, 1)
     from ..hw.accelerator import DESC_LOG
     wino = [("transformed-weight cache", c.m, c.vc * U_WIDTH, c.filter_depth)] if c.winograd else []
     mems = [("filter cache", c.m, c.vc * 4, c.filter_depth), *wino,
             ("parameter", 1, 32, c.param_depth),
-            # a copy per read port, each in 2·beat_words banks (hw/mem/banked.py)
-            ("weight", c.weight_ports * 2 * c.beat_words, c.vc * 4, c.weight_depth // (2 * c.beat_words)),
+            # a copy per read port, each in 2·beat_words banks with DDR (hw/mem/banked.py)
+            ("weight", c.weight_ports * wb, c.vc * 4, c.weight_depth // wb),
             # one write and vp + 1 read ports (the feature reader's vp pixel lanes and the residual
-            # readers'): a copy per read port, each in beat_words banks (hw/mem/banked.py)
-            ("feature", (c.vp + 1) * c.beat_words, c.vc * 8, c.feature_depth // c.beat_words),
+            # readers'): a copy per read port, each in beat_words banks with DDR (hw/mem/banked.py)
+            ("feature", (c.vp + 1) * fb, c.vc * 8, c.feature_depth // fb),
             ("descriptor cycle log", 1, 32, DESC_LOG)]
     if host == "uart":
         return mems + [("bridge buffer", 1, 32, bridge_words)]

@@ -372,9 +372,11 @@ class AcceleratorCore(wiring.Component):
         for idx, name in enumerate(("param", "weight", "feature"), start=1):
             bits, slices, depth = words[name]
             if name in ("feature", "weight"):
-                # banked: a DMA beat (beat_words feature or 2·beat_words weight words) is one wide
-                # write or read; the weight memory's engine port is also a weight STORE's (wide)
-                mem = BankedMemory(bits, depth, words_per_beat(c, Region[name.upper()]), name=f"{name}_mem")
+                # banked on a device with DDR: a DMA beat (beat_words feature or 2·beat_words weight
+                # words) is one wide write or read; the weight memory's engine port is also a weight
+                # STORE's (wide). Without DDR one bank (the host writes a word at a time).
+                banks = words_per_beat(c, Region[name.upper()]) if self.ddr else 1
+                mem = BankedMemory(bits, depth, banks, name=f"{name}_mem")
                 rp, wp = mem.read_port(wide=name == "weight"), mem.write_port()
                 w_en = wp.mask                  # word j of a write with bit j (a one-word write: 1)
             else:

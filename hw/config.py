@@ -47,10 +47,10 @@ class EngineConfig:
         1 GiB, the SODIMM of the VC707 and KC705). Used by devices with external memory.
     :param beat_words: feature words in one DDR beat, 1, 2 or 4: the AXI4 master's data width is
         :attr:`beat_bits` = ``8·vc·beat_words`` bits (at most 512, the MIG's native width for a
-        64-bit DDR3 at 4:1), and feature memory is built in ``beat_words`` banks (word ``a`` in
-        bank ``a mod beat_words``) and weight memory in ``2·beat_words``, so a feature or weight
-        LOAD or STORE moves a whole beat of words a cycle. Parameter copies move one word a
-        cycle. Default 1.
+        64-bit DDR3 at 4:1); on the device with DDR, feature memory is built in ``beat_words``
+        banks (word ``a`` in bank ``a mod beat_words``) and weight memory in ``2·beat_words``, so
+        a feature or weight LOAD or STORE moves a whole beat of words a cycle. Parameter copies
+        move one word a cycle. Default 1.
 
     Peak throughput is ``m·vc·vp`` shift-accumulate operations per cycle (256 by default).
     :raises ValueError: on any inconsistent parameter, naming it.
