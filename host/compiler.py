@@ -66,7 +66,7 @@ def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd=
     else:
         fits = lambda gr: check_fits(gr, config, deconv, stream_weights=stream_weights)
     if fold_input:
-        g = folded(g, config, fits)       # the graph still takes the model's input (run_graph folds it)
+        g = folded(g, config, fits, winograd)     # the graph still takes the model's input (run_graph folds it)
     if tile_features:
         return g, _tiled(g, data, config, winograd, deconv, exponents)
     fits(g)
@@ -76,12 +76,13 @@ def compile_graph(model, calib, config: EngineConfig = EngineConfig(), winograd=
     return g, lower(g, config, winograd=winograd, deconv=deconv, stream_weights=stream_weights)
 
 
-def folded(g, config, fits):
-    """``g`` with its first layers' taps folded into channels (:func:`fold_taps`) if the folded
-    graph passes ``fits`` (a function that raises :class:`CompileError`: the memory checks the
-    program will be compiled under), else ``g`` (a folded map can be larger than the input:
-    then the model compiles as it would without the fold)."""
-    f = fold_taps(g, config).validate()
+def folded(g, config, fits, winograd="auto"):
+    """``g`` with its first layers' taps folded into channels (:func:`fold_taps`, with the
+    compile's convolution modes ``winograd``) if the folded graph passes ``fits`` (a function
+    that raises :class:`CompileError`: the memory checks the program will be compiled under),
+    else ``g`` (a folded map can be larger than the input: then the model compiles as it would
+    without the fold)."""
+    f = fold_taps(g, config, winograd).validate()
     if all(not t.fold for t in f.tensors.values()):
         return g
     try:

@@ -231,8 +231,15 @@ def test_pcie_buffers_and_memory_interface():
     rows = {r["name"]: r for r in memory_table(cfg, "pcie")}
     uart = {r["name"]: r for r in memory_table(cfg, "uart")}
     assert "bridge buffer" in uart and "bridge buffer" not in rows
-    for name in ("filter cache", "parameter", "weight", "feature"):
+    for name in ("filter cache", "parameter", "feature"):
         assert rows[name] == uart[name] and rows[name]["kind"] == "BRAM"
+    # with DDR the weight memory is 2·beat_words banks (a DMA beat of weight words a cycle),
+    # the feature memory beat_words: the same block RAMs, split
+    w, wu = rows["weight"], uart["weight"]
+    assert (w["count"], w["depth"], w["BRAM36"]) == (2 * wu["count"], wu["depth"] // 2, wu["BRAM36"])
+    wide = {r["name"]: r for r in memory_table(EngineConfig(beat_words=4), "pcie")}
+    assert (wide["feature"]["count"], wide["feature"]["depth"]) == (4 * uart["feature"]["count"], uart["feature"]["depth"] // 4)
+    assert wide["feature"]["BRAM36"] == uart["feature"]["BRAM36"]
     rb = rows["AXI4 master read buffer"]
     # 4 bursts of 256 beats (a 4 KiB page is 256 beats of 16 bytes), 128 data bits + last + error
     assert (rb["width"], rb["depth"], rb["BRAM36"], rb["kind"]) == (read_beat_layout(128).size, 1024, 4, "BRAM")

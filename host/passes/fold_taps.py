@@ -17,9 +17,14 @@ caller gives the model's ``(C, H, W)`` input and the driver and the golden model
 (:func:`fold_map`) before it goes to the device.
 
 Applied to a Conv (one group, not a residual layer) that reads a graph input nothing else reads,
-where it saves beats (``⌈kh·kw·C/vc⌉ < kh·kw·⌈C/vc⌉``). The folded map can take more words than
-the input (a stride-1 3×3 layer: about twice): the compiler keeps the fold only where the
-program still fits (:func:`nibble.host.compiler.folded`).
+where it saves cycles by the estimate :func:`fold_gain`: the layer's beats (direct ``kh·kw·⌈C/vc⌉``
+a pixel shared by the ``vp`` pixel lanes, or Winograd's ``4·⌈C/vc⌉`` where the layer could run
+as Winograd: 3×3 stride 1, no pool or the 2×2 one, an engine with the path) and the input's copy
+into feature memory (a beat of ``beat_words`` words a cycle), against the folded layer's
+``⌈kh·kw·C/vc⌉`` and its larger input. A layer named for Winograd, or every layer when the
+default mode is ``winograd``, keeps its taps (a 1×1 layer cannot run as Winograd). The folded map
+can take more words than the input (a stride-1 3×3 layer: about twice): the compiler keeps the
+fold only where the program still fits (:func:`nibble.host.compiler.folded`).
 """
 import dataclasses
 
@@ -28,7 +33,7 @@ import numpy as np
 from ...hw.config import EngineConfig
 from ..graph import Graph
 
-__all__ = ["fold_taps", "fold_map", "fold_shape", "unfold_op"]
+__all__ = ["fold_taps", "fold_map", "fold_shape", "fold_gain", "unfold_op"]
 
 
 def fold_shape(fold):
@@ -70,15 +75,35 @@ def unfold_op(op, fold):
     return dataclasses.replace(op, w=back(op.w), codes=back(op.codes), stride=s, pad=(t, b, l, r))
 
 
-def fold_taps(graph: Graph, config: EngineConfig) -> Graph:
+def fold_gain(op, shape, config):
+    """Estimated cycles the fold saves on layer ``op`` reading a ``shape`` (C, H, W) graph input
+    (module docstring; > 0: fold): ``(beats a pixel unfolded − folded)·pixels + input words
+    unfolded − folded``, the words over ``beat_words``."""
+    c, h, w = shape
+    kh, kw = op.w.shape[2:]
+    fold = (c, h, w, kh, kw, op.stride, *op.pad)
+    cf, ho, wo = fold_shape(fold)
+    vc, vp, bw = config.vc, config.vp, config.beat_words
+    cb, cbf = -(-c // vc), -(-cf // vc)
+    before = kh * kw * cb / vp
+    if (config.winograd and (kh, kw, op.stride) == (3, 3, 1)
+            and op.pool in ((1, 1, 1, 1, 0, 0, 0, 0), (2, 2, 2, 2, 0, 0, 0, 0))):
+        before = min(before, 4 * cb)
+    return (before - cbf / vp) * ho * wo + (h * w * cb - ho * wo * cbf) / bw
+
+
+def fold_taps(graph: Graph, config: EngineConfig, winograd="auto") -> Graph:
     """Fold the taps of every first layer that qualifies (module docstring) into channels.
 
-    :param config: the :class:`EngineConfig` (``vc``: the words a pixel takes).
+    :param config: the :class:`EngineConfig` (``vc``, ``vp``, ``beat_words``, ``winograd``).
+    :param winograd: the compile's convolution modes (:func:`~nibble.host.passes.lower.parse_modes`):
+        a layer that must run as Winograd keeps its taps.
     :returns: a new graph; a folded input tensor has the shape ``(kh·kw·C, Ho, Wo)`` and its
         ``fold`` set (:attr:`nibble.host.program.TensorSpec.fold`).
     """
+    from .lower import parse_modes
+    default_mode, named = parse_modes(winograd)
     g = graph.copy()
-    vc = config.vc
     outputs = set(g.output_tensors())
     for name in g.inputs:
         t = g.tensors[name]
@@ -90,16 +115,15 @@ def fold_taps(graph: Graph, config: EngineConfig) -> Graph:
         if (op is None or op.kind != "Conv" or op.groups != 1 or op.res or n.inputs != [name]
                 or op.w.shape[2:] == (1, 1)):
             continue
+        if named.get(op.name, default_mode) == "winograd":
+            continue
         c, h, w = t.shape
         cout, _, kh, kw = op.w.shape
         top, bottom, left, right = op.pad
         fold = (c, h, w, kh, kw, op.stride, top, bottom, left, right)
         cf, ho, wo = fold_shape(fold)
-        if ho < 1 or wo < 1:
-            continue                                 # check_fits names the layer
-        beats, folded_beats = kh * kw * -(-c // vc), -(-cf // vc)
-        if folded_beats >= beats:
-            continue
+        if ho < 1 or wo < 1 or fold_gain(op, t.shape, config) <= 0:
+            continue                                 # (an empty output: check_fits names the layer)
         wf = np.ascontiguousarray(op.w.transpose(0, 2, 3, 1).reshape(cout, cf, 1, 1))
         n.conv = dataclasses.replace(op, w=wf, stride=1, pad=(0, 0, 0, 0))
         t.shape = (cf, ho, wo)
