@@ -90,10 +90,12 @@ def test_which_layers_fold():
 def test_a_layer_that_runs_faster_as_winograd_keeps_its_taps():
     """A stride-1 3×3 layer on 3 channels: Winograd takes 4 beats a pixel, the folded layer
     ⌈27/8⌉ = 4 and twice the input words, so it is not folded on an engine with the Winograd
-    path; without the path (9 direct beats) it is; a layer named for Winograd never is."""
+    path; without the path or in ``direct`` mode (9 direct beats) it is; a layer named for
+    Winograd never is."""
     rng = np.random.default_rng(SEED + 4)
     g = build_graph(validate_model(_first_layer_model(rng, stride=1, size=16)))
     assert not fold_taps(g, CFG).tensors["x"].fold
+    assert fold_taps(g, CFG, winograd="direct").tensors["x"].fold        # Winograd not an option
     direct = dataclasses.replace(CFG, winograd=False)
     assert fold_taps(g, direct).tensors["x"].fold
     assert fold_taps(g, direct, winograd="direct").tensors["x"].fold

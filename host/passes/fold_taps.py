@@ -75,10 +75,11 @@ def unfold_op(op, fold):
     return dataclasses.replace(op, w=back(op.w), codes=back(op.codes), stride=s, pad=(t, b, l, r))
 
 
-def fold_gain(op, shape, config):
+def fold_gain(op, shape, config, winograd=True):
     """Estimated cycles the fold saves on layer ``op`` reading a ``shape`` (C, H, W) graph input
     (module docstring; > 0: fold): ``(beats a pixel unfolded − folded)·pixels + input words
-    unfolded − folded``, the words over ``beat_words``."""
+    unfolded − folded``, the words over ``beat_words``; ``winograd``: the layer may run as
+    Winograd unfolded (its mode is not ``direct``)."""
     c, h, w = shape
     kh, kw = op.w.shape[2:]
     fold = (c, h, w, kh, kw, op.stride, *op.pad)
@@ -86,7 +87,7 @@ def fold_gain(op, shape, config):
     vc, vp, bw = config.vc, config.vp, config.beat_words
     cb, cbf = -(-c // vc), -(-cf // vc)
     before = kh * kw * cb / vp
-    if (config.winograd and (kh, kw, op.stride) == (3, 3, 1)
+    if (winograd and config.winograd and (kh, kw, op.stride) == (3, 3, 1)
             and op.pool in ((1, 1, 1, 1, 0, 0, 0, 0), (2, 2, 2, 2, 0, 0, 0, 0))):
         before = min(before, 4 * cb)
     return (before - cbf / vp) * ho * wo + (h * w * cb - ho * wo * cbf) / bw
@@ -115,14 +116,15 @@ def fold_taps(graph: Graph, config: EngineConfig, winograd="auto") -> Graph:
         if (op is None or op.kind != "Conv" or op.groups != 1 or op.res or n.inputs != [name]
                 or op.w.shape[2:] == (1, 1)):
             continue
-        if named.get(op.name, default_mode) == "winograd":
+        mode = named.get(op.name, default_mode)
+        if mode == "winograd":
             continue
         c, h, w = t.shape
         cout, _, kh, kw = op.w.shape
         top, bottom, left, right = op.pad
         fold = (c, h, w, kh, kw, op.stride, top, bottom, left, right)
         cf, ho, wo = fold_shape(fold)
-        if ho < 1 or wo < 1 or fold_gain(op, t.shape, config) <= 0:
+        if ho < 1 or wo < 1 or fold_gain(op, t.shape, config, mode != "direct") <= 0:
             continue                                 # (an empty output: check_fits names the layer)
         wf = np.ascontiguousarray(op.w.transpose(0, 2, 3, 1).reshape(cout, cf, 1, 1))
         n.conv = dataclasses.replace(op, w=wf, stride=1, pad=(0, 0, 0, 0))
