@@ -335,8 +335,11 @@ def memories(config: EngineConfig, bridge_words=256, host="uart"):
     from ..hw.pe import U_WIDTH
     if host not in HOSTS:
         raise ValueError(f"unknown host interface '{host}' (known: {', '.join(HOSTS)})")
-    # feature and weight memory are banked on the device with DDR (a DMA beat a cycle)
-    fb, wb = (c.beat_words, 2 * c.beat_words) if host == "pcie" else (1, 1)
+    # feature and weight memory are banked on the device with DDR, a bank per word of a DMA beat
+    from ..hw.isa import Region
+    from ..hw.mem.dma import words_per_beat
+    fb, wb = ((words_per_beat(c, Region.FEATURE), words_per_beat(c, Region.WEIGHT)) if host == "pcie"
+              else (1, 1))
     from ..hw.accelerator import DESC_LOG
     wino = [("transformed-weight cache", c.m, c.vc * U_WIDTH, c.filter_depth)] if c.winograd else []
     mems = [("filter cache", c.m, c.vc * 4, c.filter_depth), *wino,

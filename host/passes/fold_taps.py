@@ -32,6 +32,7 @@ import numpy as np
 
 from ...hw.config import EngineConfig
 from ..graph import Graph
+from ..ir import POOL_2X2, POOL_NONE
 
 __all__ = ["fold_taps", "fold_map", "fold_shape", "fold_gain", "unfold_op"]
 
@@ -75,20 +76,18 @@ def unfold_op(op, fold):
     return dataclasses.replace(op, w=back(op.w), codes=back(op.codes), stride=s, pad=(t, b, l, r))
 
 
-def fold_gain(op, shape, config, winograd=True):
-    """Estimated cycles the fold saves on layer ``op`` reading a ``shape`` (C, H, W) graph input
-    (module docstring; > 0: fold): ``(beats a pixel unfolded − folded)·pixels + input words
-    unfolded − folded``, the words over ``beat_words``; ``winograd``: the layer may run as
-    Winograd unfolded (its mode is not ``direct``)."""
-    c, h, w = shape
-    kh, kw = op.w.shape[2:]
-    fold = (c, h, w, kh, kw, op.stride, *op.pad)
+def fold_gain(op, fold, config, winograd=True):
+    """Estimated cycles folding ``fold`` (:func:`fold_shape`) saves on layer ``op`` (module
+    docstring; > 0: fold): ``(beats a pixel unfolded − folded)·pixels + input words unfolded −
+    folded``, the words over ``beat_words``; ``winograd``: the layer may run as Winograd unfolded
+    (its mode is not ``direct``). An estimate, not the cycle model of the lowered plans."""
+    c, h, w, kh, kw = fold[:5]
     cf, ho, wo = fold_shape(fold)
     vc, vp, bw = config.vc, config.vp, config.beat_words
     cb, cbf = -(-c // vc), -(-cf // vc)
     before = kh * kw * cb / vp
     if (winograd and config.winograd and (kh, kw, op.stride) == (3, 3, 1)
-            and op.pool in ((1, 1, 1, 1, 0, 0, 0, 0), (2, 2, 2, 2, 0, 0, 0, 0))):
+            and op.pool in (POOL_NONE, POOL_2X2)):
         before = min(before, 4 * cb)
     return (before - cbf / vp) * ho * wo + (h * w * cb - ho * wo * cbf) / bw
 
@@ -124,7 +123,7 @@ def fold_taps(graph: Graph, config: EngineConfig, winograd="auto") -> Graph:
         top, bottom, left, right = op.pad
         fold = (c, h, w, kh, kw, op.stride, top, bottom, left, right)
         cf, ho, wo = fold_shape(fold)
-        if ho < 1 or wo < 1 or fold_gain(op, t.shape, config, mode != "direct") <= 0:
+        if ho < 1 or wo < 1 or fold_gain(op, fold, config, mode != "direct") <= 0:
             continue                                 # (an empty output: check_fits names the layer)
         wf = np.ascontiguousarray(op.w.transpose(0, 2, 3, 1).reshape(cout, cf, 1, 1))
         n.conv = dataclasses.replace(op, w=wf, stride=1, pad=(0, 0, 0, 0))

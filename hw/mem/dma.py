@@ -155,13 +155,13 @@ class TileDMA(wiring.Component):
         # word a cycle
         banked = {r: words_per_beat(c, r) for r in BANKED}
         MW = max(banked.values())
-        feat = Signal()              # the region in progress is banked (named for the feature map)
+        wide = Signal()              # the region in progress is banked: a beat a cycle
         nbw = Signal(range(MW + 1))
         nbw_log = Signal(range(exact_log2(MW) + 1))
         with m.Switch(step.region):
             for r, n in banked.items():
                 with m.Case(r):
-                    m.d.comb += [feat.eq(1), nbw.eq(n), nbw_log.eq(exact_log2(n))]
+                    m.d.comb += [wide.eq(1), nbw.eq(n), nbw_log.eq(exact_log2(n))]
         # words per beat of a word-a-cycle copy, and its log2
         ratio = Signal(range(max_r + 1))
         ratio_log = Signal(range(exact_log2(max_r) + 1))
@@ -188,7 +188,7 @@ class TileDMA(wiring.Component):
         cmd_addr = Signal(self.addr_width)
         issuing = Signal()
         beats = Signal(26)
-        m.d.comb += beats.eq(Mux(feat, (first_word(cmd_addr, step.region) + step.words + nbw - 1) >> nbw_log,
+        m.d.comb += beats.eq(Mux(wide, (first_word(cmd_addr, step.region) + step.words + nbw - 1) >> nbw_log,
                                  step.words >> ratio_log))
         for s in (self.rd_cmd, self.wr_cmd):
             m.d.comb += [s.payload.addr.eq(Cat(C(0, b_log), cmd_addr[b_log:])), s.payload.beats.eq(beats)]
@@ -237,7 +237,7 @@ class TileDMA(wiring.Component):
         fmask = Signal(MW)           # the beat's words inside the chunk
         for j in range(MW):
             m.d.comb += fmask[j].eq((pos + j >= 0) & (pos + j < step.words) & (j < nbw))
-        m.d.comb += self.mem_addr.eq(Mux(feat, (chunk_base + pos)[:24], chunk_base + word))
+        m.d.comb += self.mem_addr.eq(Mux(wide, (chunk_base + pos)[:24], chunk_base + word))
 
         err = Signal()
         finish = Signal()
@@ -248,14 +248,14 @@ class TileDMA(wiring.Component):
         # ---- LOAD: beats → memory writes (a beat at once, or word by word)
         beat = Signal(B)
         beat_words = Signal(range(max_r + 1))       # write cycles of ``beat`` left
-        m.d.comb += [self.mem_w_data.eq(Mux(feat, beat, beat & word_mask)), self.mem_w_mask.eq(Mux(feat, fmask, 1))]
+        m.d.comb += [self.mem_w_data.eq(Mux(wide, beat, beat & word_mask)), self.mem_w_mask.eq(Mux(wide, fmask, 1))]
         is_load = step.op == StepOp.LOAD
         write_now = Signal()
         m.d.comb += write_now.eq(busy & is_load & (beat_words != 0) & walking & self.mem_ready)
         with m.If(write_now):
             m.d.comb += self.mem_w_en.eq(1)
             m.d.sync += beat_words.eq(beat_words - 1)
-            with m.If(feat):
+            with m.If(wide):
                 m.d.comb += [step_beat.eq(1), finish.eq(last_beat)]
             with m.Else():
                 m.d.comb += [step_word.eq(1), finish.eq(last_word)]
@@ -266,7 +266,7 @@ class TileDMA(wiring.Component):
         # the next beat may come in the cycle the last word of this one is written
         m.d.comb += self.rd_data.ready.eq(busy & is_load & ((beat_words == 0) | ((beat_words == 1) & write_now)))
         with m.If(self.rd_data.valid & self.rd_data.ready):
-            m.d.sync += [beat.eq(self.rd_data.payload.data), beat_words.eq(Mux(feat, 1, ratio))]
+            m.d.sync += [beat.eq(self.rd_data.payload.data), beat_words.eq(Mux(wide, 1, ratio))]
             with m.If(self.rd_data.payload.err):
                 m.d.sync += err.eq(1)
 
@@ -275,12 +275,12 @@ class TileDMA(wiring.Component):
         m.submodules.rbuf = rbuf = SyncFIFOBuffered(width=B + MW, depth=4)
         pending = Signal()           # a read issued last cycle, its data arrives now
         pend_mask = Signal(MW)
-        m.d.sync += [pending.eq(self.mem_r_en), pend_mask.eq(Mux(feat, fmask, 1))]
+        m.d.sync += [pending.eq(self.mem_r_en), pend_mask.eq(Mux(wide, fmask, 1))]
         m.d.comb += [rbuf.w_en.eq(pending), rbuf.w_data.eq(Cat(self.mem_r_data, pend_mask))]
         is_store = step.op == StepOp.STORE
         with m.If(busy & is_store & walking & (rbuf.level + pending < rbuf.depth) & self.mem_ready):
             m.d.comb += self.mem_r_en.eq(1)
-            with m.If(feat):
+            with m.If(wide):
                 m.d.comb += step_beat.eq(1)
             with m.Else():
                 m.d.comb += step_word.eq(1)
@@ -293,12 +293,12 @@ class TileDMA(wiring.Component):
             for r, n in banked.items():
                 with m.Case(r):
                     m.d.comb += strb.eq(Cat(*(head_mask[j].replicate(wbits[r] // 8) for j in range(n))))
-        m.d.comb += [self.wr_data.payload.data.eq(Mux(feat, rbuf.r_data[:B], pack)),
-                     self.wr_data.payload.strb.eq(Mux(feat, strb, (1 << (B // 8)) - 1)),
-                     self.wr_data.valid.eq(busy & is_store & Mux(feat, rbuf.r_rdy, full))]
+        m.d.comb += [self.wr_data.payload.data.eq(Mux(wide, rbuf.r_data[:B], pack)),
+                     self.wr_data.payload.strb.eq(Mux(wide, strb, (1 << (B // 8)) - 1)),
+                     self.wr_data.valid.eq(busy & is_store & Mux(wide, rbuf.r_rdy, full))]
         take_beat = self.wr_data.valid & self.wr_data.ready
-        m.d.comb += rbuf.r_en.eq(busy & is_store & Mux(feat, take_beat, ~full | take_beat))
-        with m.If(~feat):
+        m.d.comb += rbuf.r_en.eq(busy & is_store & Mux(wide, take_beat, ~full | take_beat))
+        with m.If(~wide):
             with m.If(rbuf.r_en & rbuf.r_rdy):
                 # the new word enters at the top and earlier ones move down: after ``ratio`` words
                 # the first is in the lowest bits (and every bit of the previous beat is gone)
